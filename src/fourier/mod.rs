@@ -1,0 +1,4 @@
+//! Centered FFT and Hartley transforms, symmetrization and Fourier-crop downsampling.
+
+pub mod downsample;
+pub mod fft;

@@ -1,0 +1,1 @@
+//! Rotations and the conventions of RELION and cryoSPARC.

@@ -1,0 +1,1 @@
+//! cryoSPARC `.cs` particle files (numpy structured arrays).

@@ -1,0 +1,12 @@
+//! File formats a cryo-EM user already has, and atomic writes.
+
+pub mod array;
+pub mod atomic;
+pub mod cs;
+pub mod mrc;
+pub mod npy;
+pub mod pkl;
+pub mod source;
+pub mod star;
+
+pub use array::{ArrayData, NdArray};

@@ -1,0 +1,1 @@
+//! Particle sources: .mrcs, .star, .cs and .txt lists.

@@ -1,0 +1,31 @@
+//! # cryofield
+//!
+//! A Rust engine for heterogeneous cryo-EM reconstruction: the cryoDRGN family of methods
+//! (neural-field reconstruction, ab initio pose search, latent diffusion priors, cryoTWIN,
+//! point-cloud diffusion posterior sampling, disentanglement) with a CPU backend and, later,
+//! hand-written CUDA kernels.
+//!
+//! ## Architecture
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`error`] | the crate's `Error` (every variant names the file/field and the problem) and `Result` |
+//! | [`io`] | file formats: MRC/MRCS (mmap, lazy), STAR (RELION 3.0/3.1/5), cryoSPARC `.cs`, safe numpy pickles, npy/npz, particle sources, atomic writes |
+//! | [`fourier`] | centered FFT and Hartley transforms (2D/3D), symmetrization, Fourier-crop downsampling |
+//! | [`geometry`] | rotation conventions (RELION Euler ZYZ, cryoSPARC rotation vectors) |
+//! | [`meta`] | typed pose/CTF metadata: parsing from STAR and `.cs`, reading/writing the reference's `.pkl` files |
+//! | [`cli`] | one module per subcommand of the `cryofield` binary |
+//!
+//! Conventions follow the reference implementation (cryoDRGN 4.x): images are D×D with D even,
+//! `ht2_center(x) = Re F − Im F` with `F = fftshift(fft2(fftshift(x)))`, pose.pkl is a tuple
+//! `(rot (N,3,3) f32, trans (N,2) as a fraction of D)`, ctf.pkl is `(N,9)` f32
+//! `[D, Apix, dfU (Å), dfV (Å), dfAng (deg), kV, Cs (mm), w, phase (deg)]`.
+
+pub mod cli;
+pub mod error;
+pub mod fourier;
+pub mod geometry;
+pub mod io;
+pub mod meta;
+
+pub use error::{Error, Result};

@@ -1,0 +1,1 @@
+//! Typed pose and CTF metadata.
