@@ -1,1 +1,59 @@
-//! Subcommands of the `cryofield` binary.
+//! Subcommands of the `cryofield` binary: one module per subcommand, each module's doc is its `--help`.
+//! Names are kebab-case; the reference's snake_case names are accepted as aliases.
+
+pub mod demo;
+pub mod downsample;
+pub mod filter;
+pub mod info;
+pub mod parse_ctf;
+pub mod parse_pose;
+pub mod progress;
+pub mod view_header;
+
+use clap::{Parser, Subcommand};
+
+/// cryofield: heterogeneous cryo-EM reconstruction (cryoDRGN-compatible), fast on CPU and GPU.
+#[derive(Debug, Parser)]
+#[command(name = "cryofield", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every subcommand.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Demo(demo::Args),
+    Downsample(downsample::Args),
+    #[command(alias = "parse_pose_star")]
+    ParsePoseStar(parse_pose::StarArgs),
+    #[command(alias = "parse_pose_csparc")]
+    ParsePoseCsparc(parse_pose::CsArgs),
+    #[command(alias = "parse_ctf_star")]
+    ParseCtfStar(parse_ctf::StarArgs),
+    #[command(alias = "parse_ctf_csparc")]
+    ParseCtfCsparc(parse_ctf::CsArgs),
+    #[command(alias = "view_header")]
+    ViewHeader(view_header::Args),
+    Info(info::Args),
+    #[command(alias = "filter_mrcs")]
+    FilterMrcs(filter::MrcsArgs),
+    #[command(alias = "filter_star")]
+    FilterStar(filter::StarArgs),
+}
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Demo(a) => demo::run(a),
+        Command::Downsample(a) => downsample::run(a),
+        Command::ParsePoseStar(a) => parse_pose::run_star(a),
+        Command::ParsePoseCsparc(a) => parse_pose::run_cs(a),
+        Command::ParseCtfStar(a) => parse_ctf::run_star(a),
+        Command::ParseCtfCsparc(a) => parse_ctf::run_cs(a),
+        Command::ViewHeader(a) => view_header::run(a),
+        Command::Info(a) => info::run(a),
+        Command::FilterMrcs(a) => filter::run_mrcs(a),
+        Command::FilterStar(a) => filter::run_star(a),
+    }
+}

@@ -1,1 +1,3 @@
 //! Rotations and the conventions of RELION and cryoSPARC.
+
+pub mod rotation;

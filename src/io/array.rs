@@ -115,7 +115,9 @@ impl NdArray {
             if x.fract() == 0.0 && x.is_finite() {
                 Ok(x as i64)
             } else {
-                Err(Error::invalid(format!("expected integer values, found {x}")))
+                Err(Error::invalid(format!(
+                    "expected integer values, found {x}"
+                )))
             }
         };
         match &self.data {

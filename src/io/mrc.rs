@@ -102,7 +102,13 @@ pub struct MrcStackWriter {}
 
 impl MrcStackWriter {
     /// Start a stack of `n` images of ny×nx at `apix`.
-    pub fn create(_path: impl AsRef<Path>, _n: usize, _ny: usize, _nx: usize, _apix: f32) -> Result<Self> {
+    pub fn create(
+        _path: impl AsRef<Path>,
+        _n: usize,
+        _ny: usize,
+        _nx: usize,
+        _apix: f32,
+    ) -> Result<Self> {
         todo!()
     }
     /// Append images (a multiple of ny*nx values).

@@ -1,1 +1,523 @@
-//! Typed pose and CTF metadata.
+//! Typed pose and CTF metadata: parsed from RELION STAR and cryoSPARC `.cs` files as the reference's
+//! `parse_pose_*` / `parse_ctf_*` commands do, read from and written to the reference's `.pkl` files.
+
+use crate::error::{Error, Result};
+use crate::geometry::rotation::{r_from_cryosparc, r_from_relion};
+use crate::io::array::{ArrayData, NdArray};
+use crate::io::npy::RecordArray;
+use crate::io::pkl::{read_pkl, write_pkl, PyValue};
+use crate::io::star::StarFile;
+use std::path::Path;
+
+/// Per-image poses: rotations (N, 3, 3) and in-plane translations (N, 2) as a fraction of the box size D.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Poses {
+    /// row-major rotation matrices
+    pub rots: Vec<[f32; 9]>,
+    /// translations (x, y) as a fraction of D; `None` when the file held rotations only
+    pub trans: Option<Vec<[f32; 2]>>,
+}
+
+fn array_f32(v: &PyValue, path: &Path, what: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+    match v {
+        PyValue::Array(a) => match a.data {
+            ArrayData::F32(_) | ArrayData::F64(_) => Ok((a.shape.clone(), a.to_f32())),
+            _ => Err(Error::format(
+                path,
+                format!(
+                    "{what}: expected a float array, found dtype {}",
+                    a.data.descr()
+                ),
+            )),
+        },
+        other => Err(Error::format(
+            path,
+            format!("{what}: expected a numpy array, found {}", py_kind(other)),
+        )),
+    }
+}
+
+fn py_kind(v: &PyValue) -> &'static str {
+    match v {
+        PyValue::None => "None",
+        PyValue::Bool(_) => "bool",
+        PyValue::Int(_) => "int",
+        PyValue::Float(_) => "float",
+        PyValue::Str(_) => "str",
+        PyValue::Bytes(_) => "bytes",
+        PyValue::Tuple(_) => "tuple",
+        PyValue::List(_) => "list",
+        PyValue::Dict(_) => "dict",
+        PyValue::Array(_) => "array",
+    }
+}
+
+impl Poses {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.rots.len()
+    }
+
+    /// True when there are no poses.
+    pub fn is_empty(&self) -> bool {
+        self.rots.is_empty()
+    }
+
+    /// Read a pose.pkl: a tuple `(rot (N,3,3), trans (N,2))` or a bare rotation array `(N,3,3)`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let v = read_pkl(path)?;
+        let (rot_v, trans_v) = match &v {
+            PyValue::Tuple(items) | PyValue::List(items) => match items.as_slice() {
+                [r] => (r, None),
+                [r, t] => (r, Some(t)),
+                _ => {
+                    return Err(Error::format(
+                        path,
+                        format!(
+                            "pose pickle: expected a tuple (rot, trans), found a {}-tuple",
+                            items.len()
+                        ),
+                    ))
+                }
+            },
+            other => (other, None),
+        };
+        let (shape, r) = array_f32(rot_v, path, "rotations")?;
+        if shape.len() != 3 || shape[1] != 3 || shape[2] != 3 {
+            return Err(Error::format(
+                path,
+                format!("rotations: expected shape (N, 3, 3), found {shape:?}"),
+            ));
+        }
+        let n = shape[0];
+        let rots = r
+            .chunks_exact(9)
+            .map(|c| {
+                let mut m = [0f32; 9];
+                m.copy_from_slice(c);
+                m
+            })
+            .collect();
+        let trans = match trans_v {
+            None => None,
+            Some(t) => {
+                let (tshape, t) = array_f32(t, path, "translations")?;
+                if tshape != [n, 2] {
+                    return Err(Error::format(
+                        path,
+                        format!("translations: expected shape ({n}, 2), found {tshape:?}"),
+                    ));
+                }
+                Some(t.chunks_exact(2).map(|c| [c[0], c[1]]).collect())
+            }
+        };
+        let poses = Poses { rots, trans };
+        poses.check_finite(path)?;
+        Ok(poses)
+    }
+
+    fn check_finite(&self, path: &Path) -> Result<()> {
+        let bad_rot = self
+            .rots
+            .iter()
+            .position(|r| r.iter().any(|x| !x.is_finite()));
+        if let Some(i) = bad_rot {
+            return Err(Error::format(path, format!("rotation {i} is not finite")));
+        }
+        if let Some(t) = &self.trans {
+            if let Some(i) = t
+                .iter()
+                .position(|t| !(t[0].is_finite() && t[1].is_finite()))
+            {
+                return Err(Error::format(
+                    path,
+                    format!("translation {i} is not finite"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The pickle value the reference writes: `(rot f32 (N,3,3), trans f32 (N,2))` (rotations only when
+    /// there are no translations).
+    pub fn to_pyvalue(&self) -> PyValue {
+        let n = self.rots.len();
+        let rot = NdArray {
+            shape: vec![n, 3, 3],
+            data: ArrayData::F32(self.rots.iter().flatten().copied().collect()),
+        };
+        match &self.trans {
+            None => PyValue::Array(rot),
+            Some(t) => PyValue::Tuple(vec![
+                PyValue::Array(rot),
+                PyValue::Array(NdArray {
+                    shape: vec![n, 2],
+                    data: ArrayData::F32(t.iter().flatten().copied().collect()),
+                }),
+            ]),
+        }
+    }
+
+    /// Write a pose.pkl atomically.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        write_pkl(path, &self.to_pyvalue())
+    }
+
+    /// Keep only the images in `ind`.
+    pub fn select(&self, ind: &[usize]) -> Self {
+        Poses {
+            rots: ind.iter().map(|&i| self.rots[i]).collect(),
+            trans: self
+                .trans
+                .as_ref()
+                .map(|t| ind.iter().map(|&i| t[i]).collect()),
+        }
+    }
+
+    /// Poses from a RELION STAR file (`parse_pose_star`): rotations from rlnAngleRot/Tilt/Psi; translations
+    /// from rlnOriginX/Y (pixels) or rlnOriginXAngst/YAngst (Å, divided by the pixel size), divided by D.
+    /// `d` and `apix` override the file's rlnImageSize / rlnImagePixelSize.
+    pub fn from_star(star: &StarFile, d: Option<usize>, apix: Option<f64>) -> Result<Self> {
+        let n = star.n_particles()?;
+        let d_vals = per_particle(star, "rlnImageSize", d.map(|d| d as f64), n, "-D")?;
+        let rot = star.particle_f64("rlnAngleRot")?;
+        let tilt = star.particle_f64("rlnAngleTilt")?;
+        let psi = star.particle_f64("rlnAnglePsi")?;
+        let (tx, ty) =
+            if star.has_particle_column("rlnOriginX") && star.has_particle_column("rlnOriginY") {
+                (
+                    star.particle_f64("rlnOriginX")?,
+                    star.particle_f64("rlnOriginY")?,
+                )
+            } else if star.has_particle_column("rlnOriginXAngst")
+                && star.has_particle_column("rlnOriginYAngst")
+            {
+                let a = per_particle(star, "rlnImagePixelSize", apix, n, "--Apix")?;
+                let x = star.particle_f64("rlnOriginXAngst")?;
+                let y = star.particle_f64("rlnOriginYAngst")?;
+                (
+                    x.iter().zip(&a).map(|(x, a)| x / a).collect(),
+                    y.iter().zip(&a).map(|(y, a)| y / a).collect(),
+                )
+            } else {
+                (vec![0.0; n], vec![0.0; n])
+            };
+        let rots = (0..n)
+            .map(|i| r_from_relion(rot[i], tilt[i], psi[i]).map(|x| x as f32))
+            .collect();
+        let trans = (0..n)
+            .map(|i| [(tx[i] / d_vals[i]) as f32, (ty[i] / d_vals[i]) as f32])
+            .collect();
+        let poses = Poses {
+            rots,
+            trans: Some(trans),
+        };
+        poses.check_finite(&star.path)?;
+        Ok(poses)
+    }
+
+    /// Poses from a cryoSPARC `.cs` file (`parse_pose_csparc`): rotation vectors `alignments3D/pose`
+    /// (or `alignments_class_0/pose` with `abinit`) through the transposed exponential map; shifts in pixels
+    /// (×2 with `hetrefine`) divided by D (from `blob/shape` unless `d` is given).
+    pub fn from_cs(
+        cs: &RecordArray,
+        path: &Path,
+        d: Option<usize>,
+        abinit: bool,
+        hetrefine: bool,
+    ) -> Result<Self> {
+        let (rkey, tkey) = if abinit {
+            ("alignments_class_0/pose", "alignments_class_0/shift")
+        } else {
+            ("alignments3D/pose", "alignments3D/shift")
+        };
+        let d = match d {
+            Some(d) => d as f64,
+            None => cs_box_size(cs, path)?,
+        };
+        let rv = cs_column(cs, path, rkey, 3)?;
+        let tv = cs_column(cs, path, tkey, 2)?;
+        let scale = if hetrefine { 2.0 } else { 1.0 };
+        let rots = rv
+            .chunks_exact(3)
+            .map(|v| r_from_cryosparc([v[0], v[1], v[2]]).map(|x| x as f32))
+            .collect();
+        let trans = tv
+            .chunks_exact(2)
+            .map(|t| [(t[0] * scale / d) as f32, (t[1] * scale / d) as f32])
+            .collect();
+        let poses = Poses {
+            rots,
+            trans: Some(trans),
+        };
+        poses.check_finite(path)?;
+        Ok(poses)
+    }
+}
+
+/// A numeric `.cs` column with `width` values per record, as f64.
+fn cs_column(cs: &RecordArray, path: &Path, name: &str, width: usize) -> Result<Vec<f64>> {
+    let col = cs.column(name).map_err(|_| Error::MissingColumn {
+        path: path.to_path_buf(),
+        column: name.to_string(),
+        available: cs.names(),
+    })?;
+    let per: usize = col.shape.iter().skip(1).product();
+    if per != width {
+        return Err(Error::format(
+            path,
+            format!(
+                "column `{name}`: expected {width} values per particle, found shape {:?}",
+                col.shape
+            ),
+        ));
+    }
+    Ok(col.to_f64())
+}
+
+/// The box size D of a `.cs` file, from `blob/shape` (first particle's first dimension).
+fn cs_box_size(cs: &RecordArray, path: &Path) -> Result<f64> {
+    let shape = cs.column("blob/shape").map_err(|_| {
+        Error::format(
+            path,
+            "no `blob/shape` field to take the image size from: give it with -D",
+        )
+    })?;
+    let v = shape.to_f64();
+    match v.first() {
+        Some(&d) if d > 0.0 => Ok(d),
+        _ => Err(Error::format(path, "`blob/shape` is empty or not positive")),
+    }
+}
+
+/// The value of `column` for each particle, or `override_` for all of them; errors naming the flag that
+/// would supply the value when neither is present.
+fn per_particle(
+    star: &StarFile,
+    column: &str,
+    override_: Option<f64>,
+    n: usize,
+    flag: &str,
+) -> Result<Vec<f64>> {
+    if let Some(v) = override_ {
+        return Ok(vec![v; n]);
+    }
+    if !star.has_particle_column(column) {
+        return Err(Error::format(
+            &star.path,
+            format!("no `{column}` in the particle or optics table: give it with {flag}"),
+        ));
+    }
+    let v = star.particle_f64(column)?;
+    if let Some(i) = v.iter().position(|&x| !(x > 0.0 && x.is_finite())) {
+        return Err(Error::format(
+            &star.path,
+            format!("`{column}` of particle {i} is {} (must be positive)", v[i]),
+        ));
+    }
+    Ok(v)
+}
+
+/// Values that replace (or stand in for) a STAR file's optics columns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CtfOverrides {
+    /// accelerating voltage (kV)
+    pub kv: Option<f64>,
+    /// spherical aberration (mm)
+    pub cs: Option<f64>,
+    /// amplitude contrast ratio
+    pub w: Option<f64>,
+    /// phase shift (degrees)
+    pub ps: Option<f64>,
+}
+
+/// CTF parameters of N images: rows `[D, Apix, dfU (Å), dfV (Å), dfAng (deg), kV, Cs (mm), w, phase (deg)]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CtfParams {
+    pub rows: Vec<[f32; 9]>,
+}
+
+impl CtfParams {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Read a ctf.pkl (float array (N, 9)).
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let (shape, v) = array_f32(&read_pkl(path)?, path, "CTF parameters")?;
+        if shape.len() != 2 || shape[1] != 9 {
+            return Err(Error::format(
+                path,
+                format!("CTF parameters: expected shape (N, 9), found {shape:?}"),
+            ));
+        }
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(Error::format(
+                path,
+                format!("CTF parameters of image {} are not finite", i / 9),
+            ));
+        }
+        Ok(CtfParams {
+            rows: v
+                .chunks_exact(9)
+                .map(|c| {
+                    let mut r = [0f32; 9];
+                    r.copy_from_slice(c);
+                    r
+                })
+                .collect(),
+        })
+    }
+
+    /// Write a ctf.pkl (f32 (N, 9)) atomically.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let a = NdArray {
+            shape: vec![self.rows.len(), 9],
+            data: ArrayData::F32(self.rows.iter().flatten().copied().collect()),
+        };
+        write_pkl(path, &PyValue::Array(a))
+    }
+
+    /// Keep only the images in `ind`.
+    pub fn select(&self, ind: &[usize]) -> Self {
+        CtfParams {
+            rows: ind.iter().map(|&i| self.rows[i]).collect(),
+        }
+    }
+
+    /// CTF from a RELION STAR file (`parse_ctf_star`). Optics values are looked up per particle through
+    /// its optics group; `d`/`apix` and `overrides` replace the file's values (and stand in for missing
+    /// columns); a missing rlnPhaseShift is 0.
+    pub fn from_star(
+        star: &StarFile,
+        d: Option<usize>,
+        apix: Option<f64>,
+        overrides: &CtfOverrides,
+    ) -> Result<Self> {
+        let n = star.n_particles()?;
+        let dv = per_particle(star, "rlnImageSize", d.map(|d| d as f64), n, "-D")?;
+        let av = per_particle(star, "rlnImagePixelSize", apix, n, "--Apix")?;
+        let mut cols = vec![dv, av];
+        for c in ["rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle"] {
+            cols.push(star.particle_f64(c)?);
+        }
+        for (c, o) in [
+            ("rlnVoltage", overrides.kv),
+            ("rlnSphericalAberration", overrides.cs),
+            ("rlnAmplitudeContrast", overrides.w),
+        ] {
+            cols.push(match o {
+                Some(v) => vec![v; n],
+                None => star.particle_f64(c)?,
+            });
+        }
+        cols.push(match overrides.ps {
+            Some(v) => vec![v; n],
+            None if star.has_particle_column("rlnPhaseShift") => {
+                star.particle_f64("rlnPhaseShift")?
+            }
+            None => vec![0.0; n],
+        });
+        Ok(CtfParams {
+            rows: (0..n)
+                .map(|i| std::array::from_fn(|k| cols[k][i] as f32))
+                .collect(),
+        })
+    }
+
+    /// CTF from a cryoSPARC `.cs` file (`parse_ctf_csparc`): `ctf/df1_A`, `ctf/df2_A`, `ctf/df_angle_rad`
+    /// (→ degrees), `ctf/accel_kv`, `ctf/cs_mm`, `ctf/amp_contrast`, `ctf/phase_shift_rad` (→ degrees);
+    /// D from `blob/shape`, Apix from `blob/psize_A` unless given.
+    pub fn from_cs(
+        cs: &RecordArray,
+        path: &Path,
+        d: Option<usize>,
+        apix: Option<f64>,
+    ) -> Result<Self> {
+        let n = cs.n;
+        let d = match d {
+            Some(d) => vec![d as f64; n],
+            None => vec![cs_box_size(cs, path)?; n],
+        };
+        let a = match apix {
+            Some(a) => vec![a; n],
+            None => cs_column(cs, path, "blob/psize_A", 1).map_err(|_| {
+                Error::format(
+                    path,
+                    "no `blob/psize_A` field: give the pixel size with --Apix",
+                )
+            })?,
+        };
+        let mut cols = vec![d, a];
+        for f in [
+            "ctf/df1_A",
+            "ctf/df2_A",
+            "ctf/df_angle_rad",
+            "ctf/accel_kv",
+            "ctf/cs_mm",
+            "ctf/amp_contrast",
+            "ctf/phase_shift_rad",
+        ] {
+            let mut v = cs_column(cs, path, f, 1)?;
+            if f.ends_with("_rad") {
+                v.iter_mut().for_each(|x| *x = x.to_degrees());
+            }
+            cols.push(v);
+        }
+        Ok(CtfParams {
+            rows: (0..n)
+                .map(|i| std::array::from_fn(|k| cols[k][i] as f32))
+                .collect(),
+        })
+    }
+}
+
+/// Read an index .pkl (integer array) as 0-based positions, checking each is in `0..n`.
+pub fn load_indices(path: impl AsRef<Path>, n: usize) -> Result<Vec<usize>> {
+    let path = path.as_ref();
+    let v = read_pkl(path)?;
+    let a = match &v {
+        PyValue::Array(a) => a,
+        other => {
+            return Err(Error::format(
+                path,
+                format!(
+                    "index file: expected an integer numpy array, found {}",
+                    py_kind(other)
+                ),
+            ))
+        }
+    };
+    let raw = a
+        .to_i64()
+        .map_err(|e| Error::format(path, format!("index file: {e}")))?;
+    raw.iter()
+        .map(|&i| {
+            if i >= 0 && (i as usize) < n {
+                Ok(i as usize)
+            } else {
+                Err(Error::format(
+                    path,
+                    format!("index {i} is out of range for {n} images"),
+                ))
+            }
+        })
+        .collect()
+}
+
+/// Write an index .pkl (int64 array) atomically.
+pub fn save_indices(path: impl AsRef<Path>, ind: &[usize]) -> Result<()> {
+    let a = NdArray {
+        shape: vec![ind.len()],
+        data: ArrayData::I64(ind.iter().map(|&i| i as i64).collect()),
+    };
+    write_pkl(path, &PyValue::Array(a))
+}

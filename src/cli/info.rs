@@ -1,0 +1,78 @@
+//! `info`: what a file holds. Particle files (.mrcs/.mrc/.star/.cs/.txt): kind, N, D, Apix, data mode,
+//! stacks; pickles and npy/npz: the shapes and dtypes of their arrays.
+//!
+//! Example: `cryofield info particles.star`
+
+use crate::io::npy::{read_npz, read_records, Npy};
+use crate::io::pkl::{read_pkl_all, PyValue};
+use crate::io::source::ParticleSource;
+use std::path::PathBuf;
+
+/// Describe a particle, pickle or numpy file.
+#[derive(Debug, clap::Args)]
+#[command(about = "Describe a particle stack, .star, .cs, .txt, .pkl, .npy or .npz file")]
+pub struct Args {
+    /// The file to describe
+    pub input: PathBuf,
+    /// Folder of the stacks named in a .star/.cs input
+    #[arg(long)]
+    pub datadir: Option<PathBuf>,
+}
+
+/// A one-line description of a pickled value.
+pub fn describe(v: &PyValue) -> String {
+    match v {
+        PyValue::Array(a) => format!("array {} {:?}", a.data.descr(), a.shape),
+        PyValue::Tuple(items) => format!(
+            "tuple({})",
+            items.iter().map(describe).collect::<Vec<_>>().join(", ")
+        ),
+        PyValue::List(items) => format!("list of {}", items.len()),
+        PyValue::Dict(items) => format!("dict of {}", items.len()),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Run `info`.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let ext = a
+        .input
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    println!("file: {}", a.input.display());
+    match ext.as_str() {
+        "pkl" => {
+            for (i, v) in read_pkl_all(&a.input)?.iter().enumerate() {
+                println!("pickle {i}: {}", describe(v));
+            }
+        }
+        "npy" => {
+            let bytes = std::fs::read(&a.input).map_err(|e| crate::Error::io(&a.input, e))?;
+            match crate::io::npy::parse_npy(&bytes, &a.input)? {
+                Npy::Plain(arr) => println!("array {} {:?}", arr.data.descr(), arr.shape),
+                Npy::Records(r) => println!("{} records, fields: {}", r.n, r.names().join(", ")),
+            }
+        }
+        "npz" => {
+            for (name, arr) in read_npz(&a.input)? {
+                println!("{name}: array {} {:?}", arr.data.descr(), arr.shape);
+            }
+        }
+        _ => {
+            let src = ParticleSource::open(&a.input, a.datadir.as_deref())?;
+            println!("kind: {}", src.kind.name());
+            println!("N: {}", src.len());
+            println!("D: {}", src.d());
+            println!("Apix: {}", src.apix());
+            println!("dtype: {:?}", src.files()[0].header.mode);
+            println!("stacks: {}", src.files().len());
+            if ext == "cs" {
+                let r = read_records(&a.input)?;
+                println!("fields: {}", r.names().join(", "));
+            }
+        }
+    }
+    Ok(())
+}
