@@ -48,12 +48,10 @@ pub fn expmap(v: [f64; 3]) -> Mat3 {
     let k = [0.0, -z, y, z, 0.0, -x, -y, x, 0.0];
     let k2 = matmul3(&k, &k);
     let (s, c) = theta.sin_cos();
-    let mut r = [0.0; 9];
-    for i in 0..9 {
+    std::array::from_fn(|i| {
         let eye = if i % 4 == 0 { 1.0 } else { 0.0 };
-        r[i] = eye + s * k[i] + (1.0 - c) * k2[i];
-    }
-    r
+        eye + s * k[i] + (1.0 - c) * k2[i]
+    })
 }
 
 /// Rotation matrix from a cryoSPARC `alignments3D/pose` rotation vector, as the reference's
@@ -68,9 +66,9 @@ mod tests {
 
     fn assert_orthonormal(r: &Mat3) {
         let rrt = matmul3(r, &transpose3(r));
-        for i in 0..9 {
+        for (i, x) in rrt.iter().enumerate() {
             let eye = if i % 4 == 0 { 1.0 } else { 0.0 };
-            assert!((rrt[i] - eye).abs() < 1e-12, "R Rᵀ[{i}] = {}", rrt[i]);
+            assert!((x - eye).abs() < 1e-12, "R Rᵀ[{i}] = {x}");
         }
         let det = r[0] * (r[4] * r[8] - r[5] * r[7]) - r[1] * (r[3] * r[8] - r[5] * r[6])
             + r[2] * (r[3] * r[7] - r[4] * r[6]);
@@ -104,8 +102,8 @@ mod tests {
     fn expmap_quarter_turn_about_z() {
         let r = expmap([0.0, 0.0, std::f64::consts::FRAC_PI_2]);
         let want = [0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0];
-        for i in 0..9 {
-            assert!((r[i] - want[i]).abs() < 1e-12);
+        for (x, w) in r.iter().zip(&want) {
+            assert!((x - w).abs() < 1e-12, "{x} vs {w}");
         }
         assert_orthonormal(&expmap([0.3, -1.2, 2.0]));
     }
