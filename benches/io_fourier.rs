@@ -25,13 +25,16 @@ fn mrc_read(c: &mut Criterion) {
     });
     let mut out = vec![0f32; d * d];
     g.throughput(Throughput::Bytes((d * d * 4) as u64));
-    g.bench_function(BenchmarkId::from_parameter(format!("random_image/{d}")), |b| {
-        let mut i = 0;
-        b.iter(|| {
-            i = (i + 7919) % n;
-            f.read_image_into(i, &mut out).unwrap()
-        })
-    });
+    g.bench_function(
+        BenchmarkId::from_parameter(format!("random_image/{d}")),
+        |b| {
+            let mut i = 0;
+            b.iter(|| {
+                i = (i + 7919) % n;
+                f.read_image_into(i, &mut out).unwrap()
+            })
+        },
+    );
     g.finish();
 }
 
@@ -42,7 +45,9 @@ fn hartley(c: &mut Criterion) {
         let x = images(n, d);
         let mut g = c.benchmark_group("ht2_center/cpu");
         g.throughput(Throughput::Elements(n as u64));
-        g.bench_function(BenchmarkId::from_parameter(d), |b| b.iter(|| ht2_center(&x, d)));
+        g.bench_function(BenchmarkId::from_parameter(d), |b| {
+            b.iter(|| ht2_center(&x, d))
+        });
         g.finish();
     }
     let (n, d) = (256, 128);

@@ -34,7 +34,11 @@ fn assert_clean_failure(args: &[&std::ffi::OsStr], file: &Path, needle: &str, ke
         err.to_lowercase().contains(&needle.to_lowercase()),
         "error does not say `{needle}`: {err}"
     );
-    assert_eq!(std::fs::read(keep).unwrap(), before, "earlier output was modified");
+    assert_eq!(
+        std::fs::read(keep).unwrap(),
+        before,
+        "earlier output was modified"
+    );
 }
 
 fn os(s: &str) -> &std::ffi::OsStr {
@@ -101,7 +105,12 @@ fn npy_wrong_magic() {
     std::fs::write(&bad, &bytes).unwrap();
     let out = fx.dir.path().join("ctf.pkl");
     std::fs::write(&out, b"an earlier ctf.pkl").unwrap();
-    let args = [os("parse-ctf-csparc"), bad.as_os_str(), os("-o"), out.as_os_str()];
+    let args = [
+        os("parse-ctf-csparc"),
+        bad.as_os_str(),
+        os("-o"),
+        out.as_os_str(),
+    ];
     assert_clean_failure(&args, &bad, "magic", &out);
 }
 
@@ -169,10 +178,18 @@ fn downsample_chunks_and_indices() {
     assert!(ok, "{err}");
     let txt = std::fs::read_to_string(fx.dir.path().join("small.txt")).unwrap();
     let names: Vec<&str> = txt.lines().collect();
-    assert_eq!(names, ["small.0.mrcs", "small.1.mrcs", "small.2.mrcs", "small.3.mrcs"]);
+    assert_eq!(
+        names,
+        [
+            "small.0.mrcs",
+            "small.1.mrcs",
+            "small.2.mrcs",
+            "small.3.mrcs"
+        ]
+    );
     // the .txt list is itself a particle source
-    let src = cryofield::io::source::ParticleSource::open(fx.dir.path().join("small.txt"), None)
-        .unwrap();
+    let src =
+        cryofield::io::source::ParticleSource::open(fx.dir.path().join("small.txt"), None).unwrap();
     let ind = cryofield::meta::load_indices(&ind, 100).unwrap();
     assert_eq!(src.len(), ind.len());
 }

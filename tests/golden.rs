@@ -45,7 +45,13 @@ fn ht2_center_matches_reference() {
     let (imgs, d) = first_images(4);
     let golden = read_npy(data("golden/ht2_center.npy")).unwrap();
     assert_eq!(golden.shape, vec![4, d, d]);
-    assert_close("ht2_center", &ht2_center(&imgs, d), &golden.to_f32(), 1e-6, 0.0);
+    assert_close(
+        "ht2_center",
+        &ht2_center(&imgs, d),
+        &golden.to_f32(),
+        1e-6,
+        0.0,
+    );
 }
 
 #[test]
@@ -99,7 +105,10 @@ fn downsampled_volume_via_cli_matches_reference() {
     assert!(st.success());
     let ours = MrcFile::open(&out).unwrap();
     let golden = MrcFile::open(data("golden/hand-vol.32.mrc")).unwrap();
-    assert_eq!((ours.header.nx, ours.header.ny, ours.header.nz), (32, 32, 32));
+    assert_eq!(
+        (ours.header.nx, ours.header.ny, ours.header.nz),
+        (32, 32, 32)
+    );
     assert_close(
         "downsample --is-vol",
         &ours.read_all().unwrap(),
@@ -114,8 +123,22 @@ fn assert_poses(ours: &Poses, golden: &Poses, rot_atol: f32, trans_atol: f32) {
     let r: Vec<f32> = ours.rots.iter().flatten().copied().collect();
     let g: Vec<f32> = golden.rots.iter().flatten().copied().collect();
     assert_close("rotations", &r, &g, 0.0, rot_atol);
-    let t: Vec<f32> = ours.trans.as_ref().unwrap().iter().flatten().copied().collect();
-    let gt: Vec<f32> = golden.trans.as_ref().unwrap().iter().flatten().copied().collect();
+    let t: Vec<f32> = ours
+        .trans
+        .as_ref()
+        .unwrap()
+        .iter()
+        .flatten()
+        .copied()
+        .collect();
+    let gt: Vec<f32> = golden
+        .trans
+        .as_ref()
+        .unwrap()
+        .iter()
+        .flatten()
+        .copied()
+        .collect();
     assert_close("translations", &t, &gt, 0.0, trans_atol);
 }
 

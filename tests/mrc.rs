@@ -252,7 +252,7 @@ fn extended_header_is_skipped() {
             20140i32.to_be_bytes()
         };
         bytes[108..112].copy_from_slice(&nver);
-        bytes.extend(std::iter::repeat(0xffu8).take(131)); // NaN bytes if misread as data
+        bytes.extend(std::iter::repeat_n(0xffu8, 131)); // NaN bytes if misread as data
         bytes.extend(encode(&vals, 2, little));
         let p = write_file(dir.path(), &format!("ext{little}.mrc"), &bytes);
         let f = MrcFile::open(&p).unwrap();

@@ -14,7 +14,10 @@ fn mrcs_star_and_txt_give_the_same_images() {
     let m = ParticleSource::open(data("toy_projections.mrcs"), None).unwrap();
     let s = ParticleSource::open(data("toy_projections.star"), None).unwrap();
     let t = ParticleSource::open(data("toy_projections.txt"), None).unwrap();
-    assert_eq!((m.kind, s.kind, t.kind), (SourceKind::Mrcs, SourceKind::Star, SourceKind::Txt));
+    assert_eq!(
+        (m.kind, s.kind, t.kind),
+        (SourceKind::Mrcs, SourceKind::Star, SourceKind::Txt)
+    );
     assert_eq!(m.len(), s.len());
     assert_eq!(m.len(), t.len());
     let all = m.load_all().unwrap();
@@ -31,7 +34,10 @@ fn star_with_datadir_elsewhere() {
     let star = dir.path().join("moved.star");
     std::fs::copy(data("toy_projections.star"), &star).unwrap();
     let err = ParticleSource::open(&star, None).unwrap_err().to_string();
-    assert!(err.contains("moved.star") && err.contains("toy_projections.mrcs"), "{err}");
+    assert!(
+        err.contains("moved.star") && err.contains("toy_projections.mrcs"),
+        "{err}"
+    );
     assert!(err.contains("--datadir"), "{err}");
     let datadir = data("");
     let s = ParticleSource::open(&star, Some(&datadir)).unwrap();
@@ -60,6 +66,11 @@ fn cs_source_names_missing_stacks() {
 
 #[test]
 fn unknown_extension_is_an_error() {
-    let err = ParticleSource::open(data("hand_rot.pkl"), None).unwrap_err().to_string();
-    assert!(err.contains("hand_rot.pkl") && err.contains("unknown particle file"), "{err}");
+    let err = ParticleSource::open(data("hand_rot.pkl"), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("hand_rot.pkl") && err.contains("unknown particle file"),
+        "{err}"
+    );
 }

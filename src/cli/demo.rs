@@ -65,7 +65,7 @@ fn synthetic_images(n: usize, d: usize, rng: &mut impl Rng) -> Vec<f32> {
 /// Run `demo`.
 pub fn run(a: Args) -> anyhow::Result<()> {
     ensure!(
-        a.d >= 16 && a.d % 4 == 0,
+        a.d >= 16 && a.d.is_multiple_of(4),
         "-D must be a multiple of 4, at least 16"
     );
     ensure!(a.n > 0, "-N must be positive");

@@ -44,7 +44,7 @@ pub struct Args {
 
 /// Run `downsample`.
 pub fn run(a: Args) -> anyhow::Result<()> {
-    if a.d == 0 || a.d % 2 != 0 {
+    if a.d == 0 || !a.d.is_multiple_of(2) {
         bail!("new box size -D {} must be even and positive", a.d);
     }
     if a.batch_size == 0 {

@@ -697,7 +697,7 @@ impl MrcFile {
     /// Decode images `start..start + out.len() / (nx*ny)` into `out` (in parallel).
     pub fn read_images_into(&self, start: usize, out: &mut [f32]) -> Result<()> {
         let n = self.image_len();
-        if out.len() % n != 0 {
+        if !out.len().is_multiple_of(n) {
             return Err(Error::Shape {
                 what: format!("output buffer for images of {}", self.path.display()),
                 expected: format!("a multiple of {n} values"),
@@ -917,7 +917,7 @@ impl MrcStackWriter {
     pub fn write_images(&mut self, data: &[f32]) -> Result<()> {
         let per = self.ny * self.nx;
         let k = data.len() / per;
-        if data.len() % per != 0 || self.written + k > self.n {
+        if !data.len().is_multiple_of(per) || self.written + k > self.n {
             return Err(Error::Shape {
                 what: format!("images appended to {}", self.path.display()),
                 expected: format!(
