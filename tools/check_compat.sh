@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Run cryofield and the reference (cryoDRGN 4.3.1) on the same STAR/.cs fixtures and compare their pose/ctf
+# pickles with the reference's own loader (`cryodrgn.utils.load_pkl`), and have the reference read our .mrcs.
+# Usage: tools/check_compat.sh   (needs tools/setup_reference.sh first)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REF=${CRYODRGN_VENV:-$HOME/refvenv}
+DATA=${CRYOFIELD_DATA:-$PWD/../shared/data}
+cargo build --release -q
+B=$PWD/target/release/cryofield
+W=$(mktemp -d); trap 'rm -rf "$W"' EXIT; cd "$W"
+for s in relion31.star relion31.v2.star relion5.star; do
+  $B parse-pose-star "$DATA/$s" -D 256 -o "ours_pose_$s.pkl" 2>/dev/null
+  "$REF/bin/cryodrgn" parse_pose_star "$DATA/$s" -D 256 -o "ref_pose_$s.pkl" >/dev/null 2>&1
+  $B parse-ctf-star "$DATA/$s" -o "ours_ctf_$s.pkl" 2>/dev/null
+  "$REF/bin/cryodrgn" parse_ctf_star "$DATA/$s" -o "ref_ctf_$s.pkl" >/dev/null 2>&1
+done
+cs="$DATA/cryosparc_P12_J24_001_particles.cs"
+$B parse-pose-csparc "$cs" -o ours_pose_cs.pkl 2>/dev/null
+"$REF/bin/cryodrgn" parse_pose_csparc "$cs" -o ref_pose_cs.pkl >/dev/null 2>&1
+$B parse-ctf-csparc "$cs" -o ours_ctf_cs.pkl 2>/dev/null
+"$REF/bin/cryodrgn" parse_ctf_csparc "$cs" -o ref_ctf_cs.pkl >/dev/null 2>&1
+$B downsample "$DATA/hand.mrcs" -D 32 -o ours.32.mrcs 2>/dev/null
+"$REF/bin/python" - <<'PY'
+import glob, numpy as np
+from cryodrgn.utils import load_pkl
+from cryodrgn.source import ImageSource
+for f in sorted(glob.glob("ours_*.pkl")):
+    a, b = load_pkl(f), load_pkl(f.replace("ours_", "ref_"))
+    if isinstance(a, tuple):
+        print(f"{f}: max |diff| rot {np.abs(a[0]-b[0]).max():.2e} trans {np.abs(a[1]-b[1]).max():.2e}")
+    else:
+        print(f"{f}: max |diff| {np.abs(a-b).max():.2e}")
+src = ImageSource.from_file("ours.32.mrcs")
+print(f"reference reads ours.32.mrcs: N={src.n} D={src.D} Apix={src.apix}")
+PY
