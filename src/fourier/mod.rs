@@ -2,3 +2,4 @@
 
 pub mod downsample;
 pub mod fft;
+pub mod slice;
