@@ -11,9 +11,11 @@
 //! |---|---|
 //! | [`error`] | the crate's `Error` (every variant names the file/field and the problem) and `Result` |
 //! | [`io`] | file formats: MRC/MRCS (mmap, lazy), STAR (RELION 3.0/3.1/5), cryoSPARC `.cs`, safe numpy pickles, npy/npz, particle sources, atomic writes |
-//! | [`fourier`] | centered FFT and Hartley transforms (2D/3D), symmetrization, Fourier-crop downsampling |
-//! | [`geometry`] | rotation conventions (RELION Euler ZYZ, cryoSPARC rotation vectors) |
+//! | [`fourier`] | centered FFT and Hartley transforms (2D/3D), symmetrization, downsampling, lattice, CTF, phase shifts, window, central slices, voxel backprojection, FSC |
+//! | [`geometry`] | rotation conventions (RELION Euler ZYZ, cryoSPARC rotation vectors), quaternions, HEALPix, Hopf SO(3) grid, shift grid |
 //! | [`meta`] | typed pose/CTF metadata: parsing from STAR and `.cs`, reading/writing the reference's `.pkl` files |
+//! | [`simulate`] | simulated datasets with known truth (poses, CTF, noise, heterogeneity) |
+//! | [`analysis`] | PNG plots (line, scatter, histogram, FSC) with an embedded font |
 //! | [`cli`] | one module per subcommand of the `cryofield` binary |
 //!
 //! Conventions follow the reference implementation (cryoDRGN 4.x): images are D×D with D even,
@@ -21,11 +23,13 @@
 //! `(rot (N,3,3) f32, trans (N,2) as a fraction of D)`, ctf.pkl is `(N,9)` f32
 //! `[D, Apix, dfU (Å), dfV (Å), dfAng (deg), kV, Cs (mm), w, phase (deg)]`.
 
+pub mod analysis;
 pub mod cli;
 pub mod error;
 pub mod fourier;
 pub mod geometry;
 pub mod io;
 pub mod meta;
+pub mod simulate;
 
 pub use error::{Error, Result};

@@ -1,13 +1,16 @@
 //! Subcommands of the `cryofield` binary: one module per subcommand, each module's doc is its `--help`.
 //! Names are kebab-case; the reference's snake_case names are accepted as aliases.
 
+pub mod backproject_voxel;
 pub mod demo;
 pub mod downsample;
 pub mod filter;
+pub mod fsc;
 pub mod info;
 pub mod parse_ctf;
 pub mod parse_pose;
 pub mod progress;
+pub mod simulate;
 pub mod view_header;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +39,10 @@ pub enum Command {
     #[command(alias = "view_header")]
     ViewHeader(view_header::Args),
     Info(info::Args),
+    Fsc(fsc::Args),
+    Simulate(simulate::Args),
+    #[command(alias = "backproject_voxel")]
+    BackprojectVoxel(backproject_voxel::Args),
     #[command(alias = "filter_mrcs")]
     FilterMrcs(filter::MrcsArgs),
     #[command(alias = "filter_star")]
@@ -53,6 +60,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ParseCtfCsparc(a) => parse_ctf::run_cs(a),
         Command::ViewHeader(a) => view_header::run(a),
         Command::Info(a) => info::run(a),
+        Command::Fsc(a) => fsc::run(a),
+        Command::Simulate(a) => simulate::run(a),
+        Command::BackprojectVoxel(a) => backproject_voxel::run(a),
         Command::FilterMrcs(a) => filter::run_mrcs(a),
         Command::FilterStar(a) => filter::run_star(a),
     }

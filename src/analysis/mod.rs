@@ -1,0 +1,3 @@
+//! Analysis outputs: plots (PNG, embedded font, atomic writes).
+
+pub mod plot;

@@ -1,0 +1,3 @@
+//! Simulated data with known truth.
+
+pub mod dataset;
