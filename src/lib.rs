@@ -14,7 +14,7 @@
 //! | [`fourier`] | centered FFT and Hartley transforms (2D/3D), symmetrization, downsampling, lattice, CTF, phase shifts, window, central slices, voxel backprojection, FSC |
 //! | [`geometry`] | rotation conventions (RELION Euler ZYZ, cryoSPARC rotation vectors), quaternions, HEALPix, Hopf SO(3) grid, shift grid |
 //! | [`meta`] | typed pose/CTF metadata: parsing from STAR and `.cs`, reading/writing the reference's `.pkl` files |
-//! | [`simulate`] | simulated datasets with known truth (poses, CTF, noise, heterogeneity) |
+//! | [`simulate`] | simulated datasets with known truth (poses, CTF, noise, heterogeneity), phantoms with known motions, atomic model → density (pdb2mrc) |
 //! | [`analysis`] | PNG plots (line, scatter, histogram, FSC) with an embedded font |
 //! | [`cli`] | one module per subcommand of the `cryofield` binary |
 //!

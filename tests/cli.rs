@@ -193,3 +193,33 @@ fn downsample_chunks_and_indices() {
     let ind = cryofield::meta::load_indices(&ind, 100).unwrap();
     assert_eq!(src.len(), ind.len());
 }
+
+#[test]
+fn demo_runs_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let args = [
+        os("demo"),
+        os("-N"),
+        os("400"),
+        os("-D"),
+        os("32"),
+        os("-o"),
+        out.as_os_str(),
+    ];
+    let (ok, err) = run(&args);
+    assert!(ok, "{err}");
+    let txt = std::fs::read_to_string(out.join("fsc_vs_truth.txt")).unwrap();
+    // the reconstruction correlates with the truth at low frequency
+    let second: Vec<f64> = txt
+        .lines()
+        .skip(3)
+        .take(3)
+        .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        second.iter().all(|&f| f > 0.8),
+        "low-frequency FSC {second:?}\n{txt}"
+    );
+    assert!(out.join("fsc_vs_truth.png").is_file());
+}

@@ -9,6 +9,8 @@ pub mod fsc;
 pub mod info;
 pub mod parse_ctf;
 pub mod parse_pose;
+pub mod pdb2mrc;
+pub mod phantom;
 pub mod progress;
 pub mod simulate;
 pub mod view_header;
@@ -41,6 +43,8 @@ pub enum Command {
     Info(info::Args),
     Fsc(fsc::Args),
     Simulate(simulate::Args),
+    Phantom(phantom::Args),
+    Pdb2mrc(pdb2mrc::Args),
     #[command(alias = "backproject_voxel")]
     BackprojectVoxel(backproject_voxel::Args),
     #[command(alias = "filter_mrcs")]
@@ -62,6 +66,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info(a) => info::run(a),
         Command::Fsc(a) => fsc::run(a),
         Command::Simulate(a) => simulate::run(a),
+        Command::Phantom(a) => phantom::run(a),
+        Command::Pdb2mrc(a) => pdb2mrc::run(a),
         Command::BackprojectVoxel(a) => backproject_voxel::run(a),
         Command::FilterMrcs(a) => filter::run_mrcs(a),
         Command::FilterStar(a) => filter::run_star(a),

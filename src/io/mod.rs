@@ -5,6 +5,7 @@ pub mod atomic;
 pub mod cs;
 pub mod mrc;
 pub mod npy;
+pub mod pdb;
 pub mod pkl;
 pub mod source;
 pub mod star;
