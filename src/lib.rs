@@ -16,6 +16,9 @@
 //! | [`meta`] | typed pose/CTF metadata: parsing from STAR and `.cs`, reading/writing the reference's `.pkl` files |
 //! | [`simulate`] | simulated datasets with known truth (poses, CTF, noise, heterogeneity), phantoms with known motions, atomic model → density (pdb2mrc) |
 //! | [`analysis`] | PNG plots (line, scatter, histogram, FSC) with an embedded font |
+//! | [`backend`] | `Backend` trait (one method per primitive), CPU reference backend (rayon + matrixmultiply) |
+//! | [`autodiff`] | tape: `enum Op` + one backward `match`, `ParamStore`, `Grads` |
+//! | [`nn`] | Linear, MLP / ResidLinearMLP (fused), positional encodings, Adam, RAdam, EMA |
 //! | [`cli`] | one module per subcommand of the `cryofield` binary |
 //!
 //! Conventions follow the reference implementation (cryoDRGN 4.x): images are D×D with D even,
@@ -24,12 +27,15 @@
 //! `[D, Apix, dfU (Å), dfV (Å), dfAng (deg), kV, Cs (mm), w, phase (deg)]`.
 
 pub mod analysis;
+pub mod autodiff;
+pub mod backend;
 pub mod cli;
 pub mod error;
 pub mod fourier;
 pub mod geometry;
 pub mod io;
 pub mod meta;
+pub mod nn;
 pub mod simulate;
 
 pub use error::{Error, Result};

@@ -72,6 +72,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         apix: None,
         tilt_deg: None,
         oversample: 2,
+        real_space: false,
         seed: a.seed,
     })?;
     eprintln!("[3/4] backproject with the true poses and CTF");

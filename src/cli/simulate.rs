@@ -12,7 +12,9 @@ use crate::io::array::{ArrayData, NdArray};
 use crate::io::mrc::{MrcFile, MrcStackWriter};
 use crate::io::pkl::{read_pkl, write_pkl, PyValue};
 use crate::meta::{CtfParams, Poses};
-use crate::simulate::dataset::{add_noise, draw_params, variance, xrot, CtfSpec, Projector};
+use crate::simulate::dataset::{
+    add_noise, draw_params, variance, xrot, CtfSpec, Projection, Projector,
+};
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 
@@ -58,6 +60,9 @@ pub struct Args {
     /// Oversampling of the volume transform for slicing (2 keeps interpolation error near 1%)
     #[arg(long, default_value_t = 2)]
     pub oversample: usize,
+    /// Project by rotating and integrating in real space (slow; the Fourier slice theorem's oracle)
+    #[arg(long = "real-space")]
+    pub real_space: bool,
     /// Random seed
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -118,6 +123,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let t0 = std::time::Instant::now();
     let paths = volume_paths(&a.input)?;
     let mut vols = Vec::with_capacity(paths.len());
+    let mut reals = Vec::new();
     let (mut d, mut apix) = (0usize, 1f32);
     for p in &paths {
         let f = MrcFile::open(p)?;
@@ -141,7 +147,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 h.nx
             );
         }
-        vols.push(HartleyVolume::new(&f.read_all()?, d, a.oversample));
+        let v = f.read_all()?;
+        if a.real_space {
+            reals.push(v);
+        } else {
+            vols.push(HartleyVolume::new(&v, d, a.oversample));
+        }
     }
     let apix = a.apix.unwrap_or(apix);
     let ctf = match (&a.ctf, &a.defocus) {
@@ -167,11 +178,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         (None, None) => CtfSpec::None,
     };
-    let truth = state_truth(&a.input, vols.len())?;
+    let n_states = paths.len();
+    let truth = state_truth(&a.input, n_states)?;
     std::fs::create_dir_all(&a.o).with_context(|| format!("creating {}", a.o.display()))?;
 
-    let params = draw_params(a.n, vols.len(), d, apix, a.t_extent, &ctf, a.seed);
-    let proj = Projector::new(&vols, d)?;
+    let params = draw_params(a.n, n_states, d, apix, a.t_extent, &ctf, a.seed);
+    let proj = Projector::new(
+        if a.real_space {
+            Projection::Real(&reals)
+        } else {
+            Projection::Fourier(&vols)
+        },
+        d,
+    )?;
     let tilt = a.tilt_deg.map(xrot);
     let dd = d * d;
     // Noise level from the signal variance of (up to) the first 1000 clean images.
@@ -219,7 +238,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         .save(a.o.join("ctf.pkl"))?;
     }
-    if vols.len() > 1 {
+    if n_states > 1 {
         let labels = NdArray::new(
             vec![a.n],
             ArrayData::I64(params.iter().map(|p| p.state as i64).collect()),
@@ -239,7 +258,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     eprintln!(
         "simulated {} images of {d}² from {} volume(s) (Apix {apix}, SNR {}, noise σ {sigma:.4}) into {} in {:.1} s",
         a.n,
-        vols.len(),
+        n_states,
         a.snr.map_or("∞".to_string(), |s| s.to_string()),
         a.o.display(),
         t0.elapsed().as_secs_f64()

@@ -9,10 +9,10 @@
 
 use crate::error::{Error, Result};
 use crate::fourier::ctf::{compute_ctf_into, lattice_freqs_angstrom, Ctf};
-use crate::fourier::fft::{iht2_center, symmetrize_ht};
+use crate::fourier::fft::{ht2_center, iht2_center, symmetrize_ht};
 use crate::fourier::lattice::Lattice;
 use crate::fourier::shift::translate_ht_into;
-use crate::fourier::slice::HartleyVolume;
+use crate::fourier::slice::{project_real, HartleyVolume};
 use crate::geometry::quaternion::random_rotations;
 use crate::geometry::rotation::{matmul3, Mat3};
 use rand::{Rng, SeedableRng};
@@ -120,27 +120,42 @@ pub fn xrot(deg: f64) -> Mat3 {
     [1.0, 0.0, 0.0, 0.0, c, -s, 0.0, s, c]
 }
 
-/// Renders clean images (no noise) from Hartley volumes.
+/// How images are projected from a volume.
+#[derive(Debug, Clone, Copy)]
+pub enum Projection<'a> {
+    /// Central slices of the volumes' Hartley transforms (the Fourier slice theorem).
+    Fourier(&'a [HartleyVolume]),
+    /// Rotation and integration in real space ([`project_real`]), slower: the oracle. The D³ volumes.
+    Real(&'a [Vec<f32>]),
+}
+
+/// Renders clean images (no noise) from volumes.
 pub struct Projector<'a> {
-    vols: &'a [HartleyVolume],
+    proj: Projection<'a>,
     d: usize,
     lattice: Lattice,
 }
 
 impl<'a> Projector<'a> {
     /// A projector for volumes of box size `d`.
-    pub fn new(vols: &'a [HartleyVolume], d: usize) -> Result<Self> {
-        if vols.is_empty() {
+    pub fn new(proj: Projection<'a>, d: usize) -> Result<Self> {
+        let sizes: Vec<usize> = match proj {
+            Projection::Fourier(v) => v.iter().map(|v| v.d).collect(),
+            Projection::Real(v) => v
+                .iter()
+                .map(|v| (v.len() as f64).cbrt().round() as usize)
+                .collect(),
+        };
+        if sizes.is_empty() {
             return Err(Error::invalid("no volumes to project"));
         }
-        if let Some(v) = vols.iter().find(|v| v.d != d) {
+        if let Some(s) = sizes.iter().find(|&&s| s != d) {
             return Err(Error::invalid(format!(
-                "volumes have different box sizes ({} and {d})",
-                v.d
+                "volumes have different box sizes ({s} and {d})"
             )));
         }
         Ok(Projector {
-            vols,
+            proj,
             d,
             lattice: Lattice::for_image(d, false)?,
         })
@@ -154,8 +169,14 @@ impl<'a> Projector<'a> {
             None => p.rot,
             Some(t) => matmul3(t, &p.rot.map(|x| x as f64)).map(|x| x as f32),
         };
-        let mut ht = vec![0f32; d * d];
-        self.vols[p.state].slice_into(&rot, &mut ht);
+        let ht = match self.proj {
+            Projection::Fourier(v) => {
+                let mut ht = vec![0f32; d * d];
+                v[p.state].slice_into(&rot, &mut ht);
+                ht
+            }
+            Projection::Real(v) => ht2_center(&project_real(&v[p.state], d, &rot), d),
+        };
         let mut sym = symmetrize_ht(&ht, d);
         let mut shifted = vec![0f32; sym.len()];
         translate_ht_into(

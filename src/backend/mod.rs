@@ -1,0 +1,495 @@
+//! Compute backends: the [`Backend`] trait has one method per primitive; [`cpu::CpuBackend`] is
+//! the reference implementation (rayon + `matrixmultiply`), a CUDA backend implements the same
+//! trait later.
+//!
+//! ## Conventions
+//! - Buffers ([`Backend::Buf`]) are flat, row-major, and carry no shape: every primitive takes
+//!   the sizes it needs (`n` rows × `d` columns). Shapes live in the tape
+//!   ([`crate::autodiff`]), which checks them before calling a primitive.
+//! - Backward primitives **accumulate** into their gradient outputs (`dx += ...`), so the tape
+//!   can sum gradients from several consumers without a temporary.
+//! - Scalars (losses) are buffers of length 1 so they can stay on the device.
+//! - Index buffers (`gather_rows`) are host `&[u32]`; a device backend uploads them.
+//!
+//! ## Fusion points for the CUDA backend
+//! - [`Backend::mlp_forward`] / [`Backend::mlp_backward`]: the whole coordinate network
+//!   (linear → bias → activation, residual connections) is one primitive.
+//! - [`Backend::fourier_features`]: the positional encoding is a separate, bandwidth-bound
+//!   primitive (O(N·in) against the MLP's O(N·in·hidden)); a CUDA backend may fuse it into the
+//!   first layer of `mlp_forward` by reading the encoding from [`MlpWeights`] (add a field then).
+//! - "Evaluate the decoder on rotated lattices" (batched rotation of the lattice, PE, MLP and
+//!   Hartley symmetrization) will be one more primitive here, `decode_rotated_lattices`, added by
+//!   the pose-search issue; it composes `fourier_features` + `mlp_forward` on the CPU.
+
+pub mod cpu;
+
+use crate::Result;
+use std::fmt::Debug;
+
+/// Element type of a backend: `f32` for production, `f64` for gradient checks.
+pub trait Float:
+    num_traits::Float
+    + num_traits::FromPrimitive
+    + num_traits::ToPrimitive
+    + std::iter::Sum
+    + std::ops::AddAssign
+    + std::ops::SubAssign
+    + std::ops::MulAssign
+    + Send
+    + Sync
+    + Debug
+    + Default
+    + 'static
+{
+    /// Type name (`"f32"`, `"f64"`) for errors and bench labels.
+    const NAME: &'static str;
+    /// Lossy conversion from `f64` (constants, hyper-parameters).
+    fn c(x: f64) -> Self;
+    /// `x as f64`.
+    fn f64(self) -> f64;
+    /// The error function erf(x) (for the exact GELU).
+    fn erf(self) -> Self;
+}
+
+impl Float for f32 {
+    const NAME: &'static str = "f32";
+    fn c(x: f64) -> Self {
+        x as f32
+    }
+    fn f64(self) -> f64 {
+        self as f64
+    }
+    fn erf(self) -> Self {
+        libm::erff(self)
+    }
+}
+
+impl Float for f64 {
+    const NAME: &'static str = "f64";
+    fn c(x: f64) -> Self {
+        x
+    }
+    fn f64(self) -> f64 {
+        self
+    }
+    fn erf(self) -> Self {
+        libm::erf(self)
+    }
+}
+
+/// Elementwise unary functions `y = f(x)`; their derivatives are in
+/// [`Backend::unary_backward`] (CPU: `cpu::unary_grad`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnaryOp {
+    /// max(x, 0)
+    Relu,
+    /// x if x > 0 else α·x (torch default α = 0.01)
+    LeakyRelu(f64),
+    /// x·σ(x)
+    Silu,
+    /// x·Φ(x) with the exact normal CDF Φ (torch `nn.GELU()` default)
+    Gelu,
+    /// tanh(x)
+    Tanh,
+    /// σ(x) = 1 / (1 + e^{−x})
+    Sigmoid,
+    /// sin(x)
+    Sin,
+    /// cos(x)
+    Cos,
+    /// e^x
+    Exp,
+    /// ln(x)
+    Log,
+    /// ln(1 + e^x), linear above x > 20 like torch
+    Softplus,
+    /// x²
+    Square,
+}
+
+/// Hidden-layer activations of an MLP (the subset of [`UnaryOp`] the fused MLP supports).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    Relu,
+    LeakyRelu(f64),
+    Silu,
+    Gelu,
+    Tanh,
+}
+
+impl Activation {
+    /// The elementwise op this activation applies.
+    pub fn unary(self) -> UnaryOp {
+        match self {
+            Activation::Relu => UnaryOp::Relu,
+            Activation::LeakyRelu(a) => UnaryOp::LeakyRelu(a),
+            Activation::Silu => UnaryOp::Silu,
+            Activation::Gelu => UnaryOp::Gelu,
+            Activation::Tanh => UnaryOp::Tanh,
+        }
+    }
+
+    /// Whether the derivative needs the pre-activation `z` (otherwise it is a function of the
+    /// output `h = f(z)`, and the fused MLP does not store `z`).
+    pub fn needs_preactivation(self) -> bool {
+        matches!(self, Activation::Silu | Activation::Gelu)
+    }
+}
+
+/// Elementwise binary functions of two equal-length buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+/// One layer of a fused MLP: `z = h·Wᵀ + b (+ h if residual)`.
+pub struct MlpLayer<'a, B: Backend> {
+    /// Weight (n_out, n_in), torch's `nn.Linear.weight` layout.
+    pub w: &'a B::Buf,
+    /// Bias (n_out).
+    pub b: &'a B::Buf,
+    pub n_in: usize,
+    pub n_out: usize,
+    /// cryoDRGN's `ResidLinear`: add the layer input to its output (needs n_in == n_out).
+    pub residual: bool,
+}
+
+/// A whole coordinate network for [`Backend::mlp_forward`]: the activation follows every layer
+/// but the last (cryoDRGN's `MLP` and `ResidLinearMLP`).
+pub struct MlpWeights<'a, B: Backend> {
+    pub layers: Vec<MlpLayer<'a, B>>,
+    pub act: Activation,
+}
+
+/// What [`Backend::mlp_forward`] keeps for the backward pass: `h[l]` (N, n_out of layer l) is
+/// the output of hidden layer l after the activation; `z[l]` its pre-activation, stored only
+/// when [`Activation::needs_preactivation`].
+pub struct MlpSaved<B: Backend> {
+    pub h: Vec<B::Buf>,
+    pub z: Vec<B::Buf>,
+}
+
+/// Output of [`Backend::mlp_forward`]: y (N, n_out) and, when asked, the saved activations.
+pub type MlpOutput<B> = (<B as Backend>::Buf, Option<MlpSaved<B>>);
+
+/// Gradients of one MLP layer: dW (n_out, n_in), db (n_out).
+pub struct MlpLayerGrad<'a, B: Backend> {
+    pub dw: &'a mut B::Buf,
+    pub db: &'a mut B::Buf,
+}
+
+/// Coefficients of one Adam-family update (see [`Backend::adam_update`]); computed on the
+/// host from the step count by [`crate::nn::optim`].
+#[derive(Clone, Copy, Debug)]
+pub struct AdamCoeffs {
+    pub beta1: f64,
+    pub beta2: f64,
+    /// L2 penalty added to the gradient (torch's coupled `weight_decay`).
+    pub weight_decay: f64,
+    /// Multiplier of m in the update.
+    pub step_size: f64,
+    /// `a` in the denominator `a·√v + e`.
+    pub denom_scale: f64,
+    /// `e` in the denominator `a·√v + e`.
+    pub denom_eps: f64,
+}
+
+/// Matrix operand of [`Backend::gemm`]: a row-major (rows, cols) buffer, optionally used
+/// transposed.
+pub struct MatRef<'a, B: Backend> {
+    pub buf: &'a B::Buf,
+    pub rows: usize,
+    pub cols: usize,
+    pub trans: bool,
+}
+
+impl<B: Backend> Clone for MatRef<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B: Backend> Copy for MatRef<'_, B> {}
+
+/// A compute backend: memory management plus one method per primitive.
+///
+/// Every method checks buffer lengths and returns [`crate::Error::Shape`] naming the primitive
+/// on a mismatch.
+pub trait Backend: Clone + Send + Sync + 'static {
+    /// Element type of every buffer.
+    type Elem: Float;
+    /// A flat device buffer of `Elem`.
+    type Buf: Send + Sync;
+
+    /// Human-readable name, e.g. `cpu-f32`.
+    fn name(&self) -> String;
+
+    // ---- memory ----
+    /// A buffer of length n with unspecified (but initialized) contents.
+    fn alloc(&self, n: usize) -> Result<Self::Buf>;
+    /// A buffer of n zeros.
+    fn zeros(&self, n: usize) -> Result<Self::Buf>;
+    /// Host → device copy.
+    fn upload(&self, x: &[Self::Elem]) -> Result<Self::Buf>;
+    /// Device → host copy.
+    fn to_vec(&self, x: &Self::Buf) -> Result<Vec<Self::Elem>>;
+    /// Number of elements.
+    fn len(&self, x: &Self::Buf) -> usize;
+    /// A copy of `x`.
+    fn copy(&self, x: &Self::Buf) -> Result<Self::Buf>;
+    /// Give a buffer back for reuse by later `alloc`s (avoids allocation churn in training loops).
+    fn recycle(&self, x: Self::Buf);
+    /// y = α·x + β·y (gradient accumulation with β = 1, EMA with α = 1 − decay, β = decay).
+    fn axpby(&self, alpha: f64, x: &Self::Buf, beta: f64, y: &mut Self::Buf) -> Result<()>;
+
+    // ---- linear algebra ----
+    /// C (m, n) = α·op(A)·op(B) + β·C with op(A) (m, k), op(B) (k, n).
+    fn gemm(
+        &self,
+        alpha: f64,
+        a: MatRef<'_, Self>,
+        b: MatRef<'_, Self>,
+        beta: f64,
+        c: &mut Self::Buf,
+    ) -> Result<()>;
+    /// y (n, d) += bias (d) broadcast over rows.
+    fn add_bias(&self, bias: &Self::Buf, d: usize, y: &mut Self::Buf) -> Result<()>;
+    /// y (n, d) = broadcast of bias (d) over n rows.
+    fn broadcast_rows(&self, bias: &Self::Buf, d: usize, y: &mut Self::Buf) -> Result<()>;
+    /// y (n, d) (+)= broadcast of x (n) over d columns.
+    fn broadcast_cols(&self, x: &Self::Buf, d: usize, y: &mut Self::Buf, acc: bool) -> Result<()>;
+    /// y (d) (+)= scale · Σ_rows x (n, d).
+    fn sum_rows(
+        &self,
+        x: &Self::Buf,
+        d: usize,
+        scale: f64,
+        y: &mut Self::Buf,
+        acc: bool,
+    ) -> Result<()>;
+    /// y (n) (+)= scale · Σ_cols x (n, d).
+    fn sum_cols(
+        &self,
+        x: &Self::Buf,
+        d: usize,
+        scale: f64,
+        y: &mut Self::Buf,
+        acc: bool,
+    ) -> Result<()>;
+
+    // ---- elementwise ----
+    /// y = f(x).
+    fn unary(&self, op: UnaryOp, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
+    /// dx += f'(x)·dy, given x and y = f(x).
+    fn unary_backward(
+        &self,
+        op: UnaryOp,
+        x: &Self::Buf,
+        y: &Self::Buf,
+        dy: &Self::Buf,
+        dx: &mut Self::Buf,
+    ) -> Result<()>;
+    /// y = a ∘ b.
+    fn binary(&self, op: BinaryOp, a: &Self::Buf, b: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
+    /// da += ∂(a∘b)/∂a · dy, db += ∂(a∘b)/∂b · dy (either may be skipped).
+    fn binary_backward(
+        &self,
+        op: BinaryOp,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        dy: &Self::Buf,
+        da: Option<&mut Self::Buf>,
+        db: Option<&mut Self::Buf>,
+    ) -> Result<()>;
+    /// y = mul·x + add.
+    fn affine(&self, x: &Self::Buf, mul: f64, add: f64, y: &mut Self::Buf) -> Result<()>;
+
+    // ---- layout ----
+    /// Copy a column block: dst[r, dst_off..dst_off+width] (+)= src[r, src_off..src_off+width]
+    /// for every row r; src has `src_cols` columns, dst `dst_cols`. Concat, slice and their
+    /// backward passes are all this primitive.
+    #[allow(clippy::too_many_arguments)]
+    fn copy_cols(
+        &self,
+        src: &Self::Buf,
+        src_cols: usize,
+        src_off: usize,
+        dst: &mut Self::Buf,
+        dst_cols: usize,
+        dst_off: usize,
+        width: usize,
+        acc: bool,
+    ) -> Result<()>;
+    /// dst (len(idx), d) = src[idx[i], :] for src (m, d).
+    fn gather_rows(
+        &self,
+        src: &Self::Buf,
+        d: usize,
+        idx: &[u32],
+        dst: &mut Self::Buf,
+    ) -> Result<()>;
+    /// dst[idx[i], :] += src[i, :] (backward of `gather_rows`).
+    fn scatter_add_rows(
+        &self,
+        src: &Self::Buf,
+        d: usize,
+        idx: &[u32],
+        dst: &mut Self::Buf,
+    ) -> Result<()>;
+
+    // ---- normalization ----
+    /// Layer norm over the last axis of x (n, d): y = (x − μ)·rstd·γ + β; mean and rstd are
+    /// (n) buffers kept for the backward pass.
+    #[allow(clippy::too_many_arguments)]
+    fn layer_norm(
+        &self,
+        x: &Self::Buf,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        d: usize,
+        eps: f64,
+        y: &mut Self::Buf,
+        mean: &mut Self::Buf,
+        rstd: &mut Self::Buf,
+    ) -> Result<()>;
+    /// Accumulates dx (n, d), dγ (d), dβ (d) of [`Backend::layer_norm`].
+    #[allow(clippy::too_many_arguments)]
+    fn layer_norm_backward(
+        &self,
+        x: &Self::Buf,
+        gamma: &Self::Buf,
+        mean: &Self::Buf,
+        rstd: &Self::Buf,
+        dy: &Self::Buf,
+        d: usize,
+        dx: Option<&mut Self::Buf>,
+        dgamma: Option<&mut Self::Buf>,
+        dbeta: Option<&mut Self::Buf>,
+    ) -> Result<()>;
+    /// Softmax over the last axis of x (n, d).
+    fn softmax(&self, x: &Self::Buf, d: usize, y: &mut Self::Buf) -> Result<()>;
+    /// dx += y ⊙ (dy − Σ_j dy_j y_j) row by row.
+    fn softmax_backward(
+        &self,
+        y: &Self::Buf,
+        dy: &Self::Buf,
+        d: usize,
+        dx: &mut Self::Buf,
+    ) -> Result<()>;
+
+    // ---- losses (scalar outputs, length-1 buffers) ----
+    /// out = mean((a − b)²) over all elements.
+    fn mse(&self, a: &Self::Buf, b: &Self::Buf, out: &mut Self::Buf) -> Result<()>;
+    /// da += g·2(a−b)/n, db −= g·2(a−b)/n with g = dout[0].
+    fn mse_backward(
+        &self,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        dout: &Self::Buf,
+        da: Option<&mut Self::Buf>,
+        db: Option<&mut Self::Buf>,
+    ) -> Result<()>;
+    /// Gaussian negative log-likelihood without the constant, mean over elements:
+    /// out = mean(½(logvar + (x − μ)² e^{−logvar})) (torch `GaussianNLLLoss` with var = e^{logvar}).
+    fn gaussian_nll(
+        &self,
+        mu: &Self::Buf,
+        logvar: &Self::Buf,
+        x: &Self::Buf,
+        out: &mut Self::Buf,
+    ) -> Result<()>;
+    /// Accumulates the gradients of [`Backend::gaussian_nll`] (order: dμ, dlogvar, dx).
+    #[allow(clippy::too_many_arguments)]
+    fn gaussian_nll_backward(
+        &self,
+        mu: &Self::Buf,
+        logvar: &Self::Buf,
+        x: &Self::Buf,
+        dout: &Self::Buf,
+        dmu: Option<&mut Self::Buf>,
+        dlogvar: Option<&mut Self::Buf>,
+        dx: Option<&mut Self::Buf>,
+    ) -> Result<()>;
+    /// KL(N(μ, e^{logvar}) ‖ N(0, 1)) as cryoDRGN computes it for μ, logvar (n, d):
+    /// out = −½ · (1/n) Σ_rows Σ_cols (1 + logvar − μ² − e^{logvar}).
+    fn kl_std_normal(
+        &self,
+        mu: &Self::Buf,
+        logvar: &Self::Buf,
+        d: usize,
+        out: &mut Self::Buf,
+    ) -> Result<()>;
+    /// Accumulates dμ += g·μ/n, dlogvar += g·½(e^{logvar} − 1)/n.
+    #[allow(clippy::too_many_arguments)]
+    fn kl_std_normal_backward(
+        &self,
+        mu: &Self::Buf,
+        logvar: &Self::Buf,
+        d: usize,
+        dout: &Self::Buf,
+        dmu: Option<&mut Self::Buf>,
+        dlogvar: Option<&mut Self::Buf>,
+    ) -> Result<()>;
+
+    // ---- coordinate network ----
+    /// Fourier features of coords (n, c), c ≥ 3, with a frequency matrix F (m, 3) split into
+    /// `groups` equal row groups: k_i = Σ_j coords_j F_ij; each output row is, group by group,
+    /// [sin k_g, cos k_g], followed by coords[3..c] (the latent z) — width 2m + c − 3.
+    /// cryoDRGN's geometric encodings are 3 groups with one non-zero per row of F, the
+    /// Gaussian encoding is one group.
+    fn fourier_features(
+        &self,
+        coords: &Self::Buf,
+        c: usize,
+        freqs: &Self::Buf,
+        groups: usize,
+        y: &mut Self::Buf,
+    ) -> Result<()>;
+    /// dcoords += ∂y/∂coords · dy for [`Backend::fourier_features`] (the frequencies are fixed).
+    #[allow(clippy::too_many_arguments)]
+    fn fourier_features_backward(
+        &self,
+        coords: &Self::Buf,
+        c: usize,
+        freqs: &Self::Buf,
+        groups: usize,
+        dy: &Self::Buf,
+        dcoords: &mut Self::Buf,
+    ) -> Result<()>;
+    /// The fused coordinate-network forward: x (n, n_in of layer 0) → y (n, n_out of the last
+    /// layer). With `save`, returns the activations the backward pass needs.
+    fn mlp_forward(
+        &self,
+        w: &MlpWeights<'_, Self>,
+        x: &Self::Buf,
+        n: usize,
+        save: bool,
+    ) -> Result<MlpOutput<Self>>;
+    /// The fused backward: accumulates dx (n, n_in) when given, and dW, db of every layer.
+    #[allow(clippy::too_many_arguments)]
+    fn mlp_backward(
+        &self,
+        w: &MlpWeights<'_, Self>,
+        x: &Self::Buf,
+        n: usize,
+        saved: &MlpSaved<Self>,
+        dy: &Self::Buf,
+        dx: Option<&mut Self::Buf>,
+        dlayers: &mut [MlpLayerGrad<'_, Self>],
+    ) -> Result<()>;
+
+    // ---- optimizers ----
+    /// One Adam-family step on a parameter p with gradient g and moments m, v:
+    /// g' = g + wd·p; m = β1·m + (1−β1)·g'; v = β2·v + (1−β2)·g'²;
+    /// p −= step_size · m / (denom_scale·√v + denom_eps).
+    fn adam_update(
+        &self,
+        p: &mut Self::Buf,
+        g: &Self::Buf,
+        m: &mut Self::Buf,
+        v: &mut Self::Buf,
+        c: AdamCoeffs,
+    ) -> Result<()>;
+}
