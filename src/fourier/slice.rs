@@ -82,14 +82,11 @@ impl HartleyVolume {
         }
         let (x0, y0, z0) = (x.floor() as usize, y.floor() as usize, z.floor() as usize);
         let (x0, y0, z0) = (x0.min(n - 1), y0.min(n - 1), z0.min(n - 1));
-        let (fx, fy, fz) = (x - x0 as f32, y - y0 as f32, z - z0 as f32);
-        let at = |zz: usize, yy: usize, xx: usize| self.data[(zz * e + yy) * e + xx];
-        let lerp = |a: f32, b: f32, t: f32| a + (b - a) * t;
-        let c00 = lerp(at(z0, y0, x0), at(z0, y0, x0 + 1), fx);
-        let c01 = lerp(at(z0, y0 + 1, x0), at(z0, y0 + 1, x0 + 1), fx);
-        let c10 = lerp(at(z0 + 1, y0, x0), at(z0 + 1, y0, x0 + 1), fx);
-        let c11 = lerp(at(z0 + 1, y0 + 1, x0), at(z0 + 1, y0 + 1, x0 + 1), fx);
-        lerp(lerp(c00, c01, fy), lerp(c10, c11, fy), fz)
+        trilinear(
+            |zz, yy, xx| self.data[(zz * e + yy) * e + xx],
+            [x0, y0, z0],
+            [x - x0 as f32, y - y0 as f32, z - z0 as f32],
+        )
     }
 
     /// The central slice for rotation `rot` (row-major 3×3) as a D×D centered Hartley image; frequencies
@@ -130,6 +127,19 @@ impl HartleyVolume {
     }
 }
 
+/// Trilinear interpolation in the cell whose low corner is `lo = (x0, y0, z0)` at fractional offsets
+/// `f = (fx, fy, fz)`; `at(z, y, x)` reads a grid value.
+#[inline]
+fn trilinear(at: impl Fn(usize, usize, usize) -> f32, lo: [usize; 3], f: [f32; 3]) -> f32 {
+    let ([x0, y0, z0], [fx, fy, fz]) = (lo, f);
+    let lerp = |a: f32, b: f32, t: f32| a + (b - a) * t;
+    let c00 = lerp(at(z0, y0, x0), at(z0, y0, x0 + 1), fx);
+    let c01 = lerp(at(z0, y0 + 1, x0), at(z0, y0 + 1, x0 + 1), fx);
+    let c10 = lerp(at(z0 + 1, y0, x0), at(z0 + 1, y0, x0 + 1), fx);
+    let c11 = lerp(at(z0 + 1, y0 + 1, x0), at(z0 + 1, y0 + 1, x0 + 1), fx);
+    lerp(lerp(c00, c01, fy), lerp(c10, c11, fy), fz)
+}
+
 /// Real-space projection (the oracle for [`HartleyVolume::slice_into`]): `p(x, y) = Σ_z V((x, y, z)·R)`
 /// with trilinear interpolation of the D³ volume, zero outside it. Returns D×D values.
 pub fn project_real(vol: &[f32], d: usize, rot: &[f32; 9]) -> Vec<f32> {
@@ -147,13 +157,11 @@ pub fn project_real(vol: &[f32], d: usize, rot: &[f32; 9]) -> Vec<f32> {
             (y.floor() as usize).min(d - 2),
             (z.floor() as usize).min(d - 2),
         );
-        let (fx, fy, fz) = (x - x0 as f32, y - y0 as f32, z - z0 as f32);
-        let lerp = |a: f32, b: f32, t: f32| a + (b - a) * t;
-        let c00 = lerp(at(z0, y0, x0), at(z0, y0, x0 + 1), fx);
-        let c01 = lerp(at(z0, y0 + 1, x0), at(z0, y0 + 1, x0 + 1), fx);
-        let c10 = lerp(at(z0 + 1, y0, x0), at(z0 + 1, y0, x0 + 1), fx);
-        let c11 = lerp(at(z0 + 1, y0 + 1, x0), at(z0 + 1, y0 + 1, x0 + 1), fx);
-        lerp(lerp(c00, c01, fy), lerp(c10, c11, fy), fz)
+        trilinear(
+            at,
+            [x0, y0, z0],
+            [x - x0 as f32, y - y0 as f32, z - z0 as f32],
+        )
     };
     let mut out = vec![0f32; d * d];
     out.par_chunks_mut(d).enumerate().for_each(|(i, row)| {

@@ -36,7 +36,8 @@ pub fn write_bytes_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     write_atomic(path, |w| w.write_all(bytes).at(path))
 }
 
-fn tmp_path(path: &Path) -> PathBuf {
+/// The temporary name of an atomic write of `path`: `NAME.tmp-<pid>` in the same folder.
+pub(crate) fn tmp_path(path: &Path) -> PathBuf {
     let mut name = path
         .file_name()
         .map(|s| s.to_os_string())

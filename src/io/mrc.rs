@@ -14,6 +14,7 @@
 //! `dmean` and `rms` always hold the statistics of the data (accumulated in f64).
 
 use crate::error::{Error, IoContext, Result};
+use crate::io::atomic::tmp_path;
 use memmap2::Mmap;
 use rayon::prelude::*;
 use std::fs::File;
@@ -813,16 +814,6 @@ fn check_apix(apix: f32) -> Result<()> {
             "pixel size must be positive and finite, got {apix}"
         )))
     }
-}
-
-/// The temporary name used for atomic writes (the same as `io::atomic`): `NAME.tmp-<pid>`.
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|s| s.to_os_string())
-        .unwrap_or_default();
-    name.push(format!(".tmp-{}", std::process::id()));
-    path.with_file_name(name)
 }
 
 /// Write a stack (`is_vol = false`, ispg 0) or volume (`is_vol = true`, ispg 1) as mode-2 f32
