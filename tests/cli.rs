@@ -223,3 +223,19 @@ fn demo_runs_end_to_end() {
     );
     assert!(out.join("fsc_vs_truth.png").is_file());
 }
+
+#[test]
+fn info_describes_metadata_whose_stacks_are_elsewhere() {
+    let out = Command::new(env!("CARGO_BIN_EXE_cryofield"))
+        .arg("info")
+        .arg(data("relion31.star"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("N: 5") && text.contains("D: 256") && text.contains("Apix: 2.806"));
+    assert!(
+        text.contains("images: unavailable") && text.contains("--datadir"),
+        "{text}"
+    );
+}

@@ -61,7 +61,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             }
         }
         _ => {
-            let src = ParticleSource::open(&a.input, a.datadir.as_deref())?;
+            let src = match ParticleSource::open(&a.input, a.datadir.as_deref()) {
+                Ok(src) => src,
+                // metadata whose image stacks are elsewhere: describe the metadata, say why no images
+                Err(e) if matches!(ext.as_str(), "star" | "cs") => {
+                    describe_metadata(&a, &ext)?;
+                    println!("images: unavailable ({e})");
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            };
             println!("kind: {}", src.kind.name());
             println!("N: {}", src.len());
             println!("D: {}", src.d());
@@ -74,5 +83,32 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// N, D and Apix from a .star or .cs file alone (for when its image stacks cannot be found).
+fn describe_metadata(a: &Args, ext: &str) -> anyhow::Result<()> {
+    let first = |v: crate::Result<Vec<f64>>| v.ok().and_then(|v| v.first().copied());
+    let (n, d, apix) = if ext == "star" {
+        let star = crate::io::star::StarFile::read(&a.input)?;
+        (
+            star.n_particles()?,
+            first(star.particle_f64("rlnImageSize")),
+            first(star.particle_f64("rlnImagePixelSize")),
+        )
+    } else {
+        let r = read_records(&a.input)?;
+        let col = |name: &str| {
+            r.column(name)
+                .ok()
+                .and_then(|c| c.to_f64().first().copied())
+        };
+        (r.n, col("blob/shape"), col("blob/psize_A"))
+    };
+    let show = |v: Option<f64>| v.map_or("unknown".to_string(), |x| x.to_string());
+    println!("kind: {ext}");
+    println!("N: {n}");
+    println!("D: {}", show(d));
+    println!("Apix: {}", show(apix));
     Ok(())
 }
