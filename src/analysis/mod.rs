@@ -1,3 +1,10 @@
 //! Analysis outputs: plots (PNG, embedded font, atomic writes).
 
+pub mod embed;
+pub mod kmeans;
+pub mod latent;
+pub mod pca;
 pub mod plot;
+pub mod traversal;
+
+pub use latent::run_basic;

@@ -19,7 +19,7 @@ use crate::io::atomic::write_bytes_atomic;
 static DEJAVU_SANS: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 
 /// Font family name every plot uses (registered from the embedded font).
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 
 /// Registers the embedded font with plotters once; the result is kept for later calls.
 fn ensure_font() -> Result<()> {
@@ -86,14 +86,14 @@ pub struct Series<'a> {
     pub y: &'a [f64],
 }
 
-type DynResult<T> = std::result::Result<T, Box<dyn StdError + Send + Sync>>;
+pub(crate) type DynResult<T> = std::result::Result<T, Box<dyn StdError + Send + Sync>>;
 
 fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::invalid(format!("{}: plotting failed: {e}", path.display()))
 }
 
 /// Draws into a white `size` RGB bitmap with `draw`, encodes it as PNG and writes it atomically.
-fn render(
+pub(crate) fn render(
     path: &Path,
     size: (u32, u32),
     draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> DynResult<()>,

@@ -3,12 +3,15 @@
 
 pub mod backproject_voxel;
 pub mod demo;
+pub mod direct_traversal;
 pub mod downsample;
 pub mod filter;
 pub mod fsc;
+pub mod graph_traversal;
 pub mod info;
 pub mod parse_ctf;
 pub mod parse_pose;
+pub mod pc_traversal;
 pub mod pdb2mrc;
 pub mod phantom;
 pub mod progress;
@@ -44,6 +47,12 @@ pub enum Command {
     Fsc(fsc::Args),
     Simulate(simulate::Args),
     Phantom(phantom::Args),
+    #[command(alias = "pc_traversal")]
+    PcTraversal(pc_traversal::Args),
+    #[command(alias = "graph_traversal")]
+    GraphTraversal(graph_traversal::Args),
+    #[command(alias = "direct_traversal")]
+    DirectTraversal(direct_traversal::Args),
     Pdb2mrc(pdb2mrc::Args),
     #[command(alias = "backproject_voxel")]
     BackprojectVoxel(backproject_voxel::Args),
@@ -67,6 +76,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fsc(a) => fsc::run(a),
         Command::Simulate(a) => simulate::run(a),
         Command::Phantom(a) => phantom::run(a),
+        Command::PcTraversal(a) => pc_traversal::run(a),
+        Command::GraphTraversal(a) => graph_traversal::run(a),
+        Command::DirectTraversal(a) => direct_traversal::run(a),
         Command::Pdb2mrc(a) => pdb2mrc::run(a),
         Command::BackprojectVoxel(a) => backproject_voxel::run(a),
         Command::FilterMrcs(a) => filter::run_mrcs(a),
