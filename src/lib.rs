@@ -19,6 +19,8 @@
 //! | [`backend`] | `Backend` trait (one method per primitive), CPU reference backend (rayon + matrixmultiply) |
 //! | [`autodiff`] | tape: `enum Op` + one backward `match`, `ParamStore`, `Grads` |
 //! | [`nn`] | Linear, MLP / ResidLinearMLP (fused), positional encodings, Adam, RAdam, EMA |
+//! | [`model`] | cryoDRGN models: positional decoder (fourier/hartley) on rotated lattices + `eval_volume`, encoders (resid/mlp/tilt-pair), HetOnlyVAE and its loss |
+//! | [`train`] | `train-nn` / `train-vae`: ImageDataset preprocessing, prefetched batches, Adam, safetensors checkpoints, exact resume |
 //! | [`cli`] | one module per subcommand of the `cryofield` binary |
 //!
 //! Conventions follow the reference implementation (cryoDRGN 4.x): images are D×D with D even,
@@ -35,7 +37,9 @@ pub mod fourier;
 pub mod geometry;
 pub mod io;
 pub mod meta;
+pub mod model;
 pub mod nn;
 pub mod simulate;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -6,7 +6,7 @@
 use super::tape::{last, mat, Saved, Tape};
 use super::tensor::ParamId;
 use super::Var;
-use crate::backend::{Activation, Backend, BinaryOp, MatRef, MlpLayerGrad, UnaryOp};
+use crate::backend::{Activation, Backend, BinaryOp, Domain, MatRef, MlpLayerGrad, UnaryOp};
 use crate::{Error, Result};
 
 /// One recorded operation (inputs are [`Var`]s; sizes come from the nodes' shapes).
@@ -71,6 +71,20 @@ pub enum Op {
         residual: Vec<bool>,
         act: Activation,
     },
+    /// y (B, P) = the decoder on the masked lattice `coords` (P, 3) rotated by `rot` (B, 3, 3)
+    /// with latents `z` (B, zdim) (saved: MLP input, signs, activations); see
+    /// [`crate::backend::decode`]. No gradient flows to `coords` or `rot`.
+    DecodeRotated {
+        coords: Var,
+        rot: Var,
+        z: Option<Var>,
+        freqs: Var,
+        groups: usize,
+        domain: Domain,
+        layers: Vec<(Var, Var)>,
+        residual: Vec<bool>,
+        act: Activation,
+    },
 }
 
 impl Op {
@@ -104,6 +118,19 @@ impl Op {
             FourierFeatures { coords, freqs, .. } => vec![*coords, *freqs],
             Mlp { x, layers, .. } => {
                 let mut v = vec![*x];
+                layers.iter().for_each(|(w, b)| v.extend([*w, *b]));
+                v
+            }
+            DecodeRotated {
+                coords,
+                rot,
+                z,
+                freqs,
+                layers,
+                ..
+            } => {
+                let mut v = vec![*coords, *rot, *freqs];
+                v.extend(z);
                 layers.iter().for_each(|(w, b)| v.extend([*w, *b]));
                 v
             }
@@ -456,6 +483,76 @@ pub(crate) fn backward_node<B: Backend>(
             if let Some(dx) = dx {
                 be.axpby(1.0, &dx, 1.0, t.slot(grads, *x)?)?;
                 be.recycle(dx);
+            }
+            for ((w, b), (dw, db)) in layers.iter().zip(dws) {
+                if t.wants(*w) {
+                    be.axpby(1.0, &dw, 1.0, t.slot(grads, *w)?)?;
+                }
+                if t.wants(*b) {
+                    be.axpby(1.0, &db, 1.0, t.slot(grads, *b)?)?;
+                }
+                be.recycle(dw);
+                be.recycle(db);
+            }
+        }
+        DecodeRotated {
+            coords,
+            rot,
+            z,
+            freqs,
+            groups,
+            domain,
+            layers,
+            residual,
+            act,
+        } => {
+            // Through the Hermitian assembly (re − im, re + im of the antipode, conjugation
+            // sign) and the MLP into dW, db and dz_b = Σ_points ∂L/∂(z columns); one backend
+            // primitive (backend::decode).
+            let Saved::Decode(saved) = &node.saved else {
+                return Err(Error::invalid(
+                    "decode_rotated backward: activations not saved (inference tape)",
+                ));
+            };
+            let ws = t.mlp_weights(layers, residual, *act)?;
+            let nb = t.shape(*rot)[0];
+            let zdim = z.map(|z| last(t.shape(z))).unwrap_or(0);
+            let spec = crate::backend::DecodeSpec {
+                coords: val(*coords),
+                n_points: t.shape(*coords)[0],
+                freqs: val(*freqs),
+                groups: *groups,
+                zdim,
+                domain: *domain,
+                mlp: ws,
+            };
+            let mut dws = Vec::with_capacity(layers.len());
+            for (w, b) in layers {
+                dws.push((be.zeros(be.len(val(*w)))?, be.zeros(be.len(val(*b)))?));
+            }
+            let mut dz = match z {
+                Some(z) if t.wants(*z) => Some(be.zeros(be.len(val(*z)))?),
+                _ => None,
+            };
+            {
+                let mut dl: Vec<MlpLayerGrad<'_, B>> = dws
+                    .iter_mut()
+                    .map(|(dw, db)| MlpLayerGrad { dw, db })
+                    .collect();
+                be.decode_rotated_lattices_backward(
+                    &spec,
+                    val(*rot),
+                    z.map(val),
+                    nb,
+                    saved,
+                    g,
+                    dz.as_mut(),
+                    &mut dl,
+                )?;
+            }
+            if let (Some(dzv), Some(z)) = (dz, z) {
+                be.axpby(1.0, &dzv, 1.0, t.slot(grads, *z)?)?;
+                be.recycle(dzv);
             }
             for ((w, b), (dw, db)) in layers.iter().zip(dws) {
                 if t.wants(*w) {

@@ -7,7 +7,8 @@
 use super::op::{backward_node, Op};
 use super::tensor::{ParamId, ParamStore, Tensor};
 use crate::backend::{
-    Activation, Backend, BinaryOp, MatRef, MlpLayer, MlpSaved, MlpWeights, UnaryOp,
+    Activation, Backend, BinaryOp, DecodeSaved, DecodeSpec, Domain, MatRef, MlpLayer, MlpSaved,
+    MlpWeights, UnaryOp,
 };
 use crate::{Error, Result};
 use std::collections::HashMap;
@@ -23,6 +24,8 @@ pub(crate) enum Saved<B: Backend> {
     Bufs(Vec<B::Buf>),
     /// The fused MLP's activations.
     Mlp(MlpSaved<B>),
+    /// The rotated-lattice decoder's MLP input, signs and activations.
+    Decode(DecodeSaved<B>),
 }
 
 pub(crate) struct Node<B: Backend> {
@@ -580,6 +583,80 @@ impl<'p, B: Backend> Tape<'p, B> {
         Ok(self.push(op, shape, y, saved))
     }
 
+    /// The decoder on rotated lattices as one tape op ([`Backend::decode_rotated_lattices`]):
+    /// coords (P, 3) masked lattice, rot (B, 3, 3), z (B, zdim) or None, freqs (m, 3) in
+    /// `groups`, MLP layers as in [`Tape::mlp`] → (B, P). No gradient flows to coords or rot.
+    #[allow(clippy::too_many_arguments)]
+    pub fn decode_rotated(
+        &mut self,
+        coords: Var,
+        rot: Var,
+        z: Option<Var>,
+        freqs: Var,
+        groups: usize,
+        domain: Domain,
+        layers: &[(Var, Var)],
+        residual: &[bool],
+        act: Activation,
+    ) -> Result<Var> {
+        let sr = self.shape(rot).to_vec();
+        if sr.len() != 3 || sr[1..] != [3, 3] {
+            return Err(shape_err("decode_rotated: rot", "(B, 3, 3)", sr));
+        }
+        let nb = sr[0];
+        let sc = self.shape(coords).to_vec();
+        if sc.len() != 2 || sc[1] != 3 {
+            return Err(shape_err("decode_rotated: coords", "(P, 3)", sc));
+        }
+        let zdim = match z {
+            Some(z) => {
+                let s = self.shape(z);
+                if s.len() != 2 || s[0] != nb {
+                    return Err(shape_err("decode_rotated: z", format!("({nb}, zdim)"), s));
+                }
+                s[1]
+            }
+            None => 0,
+        };
+        if layers.len() != residual.len() || layers.is_empty() {
+            return Err(shape_err(
+                "decode_rotated: residual flags",
+                format!("{} flags", layers.len()),
+                residual.len(),
+            ));
+        }
+        let spec = DecodeSpec {
+            coords: self.value(coords),
+            n_points: sc[0],
+            freqs: self.value(freqs),
+            groups,
+            zdim,
+            domain,
+            mlp: self.mlp_weights(layers, residual, act)?,
+        };
+        let save = self.grad_enabled;
+        let (y, saved) = self.be.decode_rotated_lattices(
+            &spec,
+            self.value(rot),
+            z.map(|z| self.value(z)),
+            nb,
+            save,
+        )?;
+        let op = Op::DecodeRotated {
+            coords,
+            rot,
+            z,
+            freqs,
+            groups,
+            domain,
+            layers: layers.to_vec(),
+            residual: residual.to_vec(),
+            act,
+        };
+        let saved = saved.map(Saved::Decode).unwrap_or(Saved::None);
+        Ok(self.push(op, vec![nb, sc[0]], y, saved))
+    }
+
     pub(crate) fn mlp_weights(
         &self,
         layers: &[(Var, Var)],
@@ -658,6 +735,15 @@ impl<B: Backend> Drop for Tape<'_, B> {
                 Saved::None => {}
                 Saved::Bufs(bs) => bs.into_iter().for_each(|b| self.be.recycle(b)),
                 Saved::Mlp(s) => s.h.into_iter().chain(s.z).for_each(|b| self.be.recycle(b)),
+                Saved::Decode(s) => {
+                    self.be.recycle(s.feats);
+                    self.be.recycle(s.sign);
+                    s.mlp
+                        .h
+                        .into_iter()
+                        .chain(s.mlp.z)
+                        .for_each(|b| self.be.recycle(b));
+                }
             }
         }
     }

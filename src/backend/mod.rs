@@ -17,11 +17,14 @@
 //! - [`Backend::fourier_features`]: the positional encoding is a separate, bandwidth-bound
 //!   primitive (O(N·in) against the MLP's O(N·in·hidden)); a CUDA backend may fuse it into the
 //!   first layer of `mlp_forward` by reading the encoding from [`MlpWeights`] (add a field then).
-//! - "Evaluate the decoder on rotated lattices" (batched rotation of the lattice, PE, MLP and
-//!   Hartley symmetrization) will be one more primitive here, `decode_rotated_lattices`, added by
-//!   the pose-search issue; it composes `fourier_features` + `mlp_forward` on the CPU.
+//! - [`Backend::decode_rotated_lattices`]: "evaluate the decoder on rotated lattices" (batched
+//!   rotation of the masked lattice, PE, MLP, Hermitian assembly) is one primitive; its default
+//!   body ([`decode`]) composes `fourier_features` + `mlp_forward`, a CUDA backend fuses it.
 
 pub mod cpu;
+pub mod decode;
+
+pub use decode::{DecodeOutput, DecodeSaved, DecodeSpec, Domain};
 
 use crate::Result;
 use std::fmt::Debug;
@@ -479,6 +482,36 @@ pub trait Backend: Clone + Send + Sync + 'static {
         dx: Option<&mut Self::Buf>,
         dlayers: &mut [MlpLayerGrad<'_, Self>],
     ) -> Result<()>;
+
+    // ---- decoder on rotated lattices ----
+    /// y (nb, P): the coordinate decoder evaluated on the masked lattice rotated by each
+    /// image's rotation rot (nb, 3, 3), with latents z (nb, zdim); see [`decode`] for the math.
+    /// With `save`, returns what [`Backend::decode_rotated_lattices_backward`] needs.
+    fn decode_rotated_lattices(
+        &self,
+        spec: &DecodeSpec<'_, Self>,
+        rot: &Self::Buf,
+        z: Option<&Self::Buf>,
+        nb: usize,
+        save: bool,
+    ) -> Result<DecodeOutput<Self>> {
+        decode::forward_composed(self, spec, rot, z, nb, save)
+    }
+    /// Accumulates dz (nb, zdim) when given and dW, db of every decoder layer from dy (nb, P).
+    #[allow(clippy::too_many_arguments)]
+    fn decode_rotated_lattices_backward(
+        &self,
+        spec: &DecodeSpec<'_, Self>,
+        rot: &Self::Buf,
+        z: Option<&Self::Buf>,
+        nb: usize,
+        saved: &DecodeSaved<Self>,
+        dy: &Self::Buf,
+        dz: Option<&mut Self::Buf>,
+        dlayers: &mut [MlpLayerGrad<'_, Self>],
+    ) -> Result<()> {
+        decode::backward_composed(self, spec, rot, z, nb, saved, dy, dz, dlayers)
+    }
 
     // ---- optimizers ----
     /// One Adam-family step on a parameter p with gradient g and moments m, v:

@@ -16,6 +16,8 @@ pub mod pdb2mrc;
 pub mod phantom;
 pub mod progress;
 pub mod simulate;
+pub mod train_nn;
+pub mod train_vae;
 pub mod view_header;
 
 use clap::{Parser, Subcommand};
@@ -47,6 +49,10 @@ pub enum Command {
     Fsc(fsc::Args),
     Simulate(simulate::Args),
     Phantom(phantom::Args),
+    #[command(alias = "train_nn")]
+    TrainNn(train_nn::Args),
+    #[command(alias = "train_vae")]
+    TrainVae(train_vae::Args),
     #[command(alias = "pc_traversal")]
     PcTraversal(pc_traversal::Args),
     #[command(alias = "graph_traversal")]
@@ -76,6 +82,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fsc(a) => fsc::run(a),
         Command::Simulate(a) => simulate::run(a),
         Command::Phantom(a) => phantom::run(a),
+        Command::TrainNn(a) => train_nn::run(a),
+        Command::TrainVae(a) => train_vae::run(a),
         Command::PcTraversal(a) => pc_traversal::run(a),
         Command::GraphTraversal(a) => graph_traversal::run(a),
         Command::DirectTraversal(a) => direct_traversal::run(a),

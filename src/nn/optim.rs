@@ -67,6 +67,38 @@ impl<B: Backend> Adam<B> {
         }
     }
 
+    /// The step count and the moments (m, v) of every parameter in store order, on the host
+    /// (empty before the first step) — for checkpoints.
+    #[allow(clippy::type_complexity)]
+    pub fn state(&self, be: &B) -> Result<(u64, Vec<Vec<B::Elem>>, Vec<Vec<B::Elem>>)> {
+        let Some(mom) = &self.mom else {
+            return Ok((self.step, Vec::new(), Vec::new()));
+        };
+        let m = mom.m.iter().map(|b| be.to_vec(b)).collect::<Result<_>>()?;
+        let v = mom.v.iter().map(|b| be.to_vec(b)).collect::<Result<_>>()?;
+        Ok((self.step, m, v))
+    }
+
+    /// Restore a [`Adam::state`] (empty moments: none yet).
+    pub fn set_state(
+        &mut self,
+        be: &B,
+        step: u64,
+        m: &[Vec<B::Elem>],
+        v: &[Vec<B::Elem>],
+    ) -> Result<()> {
+        self.step = step;
+        self.mom = if m.is_empty() {
+            None
+        } else {
+            Some(Moments {
+                m: m.iter().map(|x| be.upload(x)).collect::<Result<_>>()?,
+                v: v.iter().map(|x| be.upload(x)).collect::<Result<_>>()?,
+            })
+        };
+        Ok(())
+    }
+
     /// One step over every parameter of `store` that has a gradient in `grads`.
     pub fn step(&mut self, be: &B, store: &mut ParamStore<B>, grads: &Grads<B>) -> Result<()> {
         Moments::ensure(be, &mut self.mom, store)?;

@@ -1,0 +1,160 @@
+//! `train-nn`: train a homogeneous neural-field decoder on particles with known poses (the
+//! reference's `train_nn`). Writes `weights.N.safetensors` and `config.json` to the output folder.
+//!
+//! Example: `cryofield train-nn particles.mrcs --poses pose.pkl --ctf ctf.pkl -o out/ -n 20`
+
+use crate::train::{train, TrainConfig};
+use std::path::PathBuf;
+
+/// Flags shared by `train-nn` and `train-vae` (the reference's names and defaults).
+#[derive(Debug, clap::Args)]
+pub struct CommonArgs {
+    /// Particles (.mrcs, .star, .cs, .txt)
+    pub particles: PathBuf,
+    /// Output folder
+    #[arg(short = 'o', long = "outdir")]
+    pub outdir: PathBuf,
+    /// Poses (.pkl)
+    #[arg(long)]
+    pub poses: PathBuf,
+    /// CTF parameters (.pkl)
+    #[arg(long)]
+    pub ctf: Option<PathBuf>,
+    /// Resume from weights.N.safetensors (parameters, optimizer state and epoch)
+    #[arg(long)]
+    pub load: Option<PathBuf>,
+    /// Checkpoint every this many epochs
+    #[arg(long, default_value_t = 1)]
+    pub checkpoint: usize,
+    /// Random seed (default: drawn at random, recorded in config.json)
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Do not invert the data sign
+    #[arg(long = "uninvert-data")]
+    pub uninvert_data: bool,
+    /// Do not apply the real-space window
+    #[arg(long = "no-window")]
+    pub no_window: bool,
+    /// Window inner radius (fraction of the box half-width)
+    #[arg(long = "window-r", default_value_t = 0.85)]
+    pub window_r: f32,
+    /// Keep only these particles (.pkl of indices)
+    #[arg(long)]
+    pub ind: Option<PathBuf>,
+    /// Read images from disk per batch instead of loading them all
+    #[arg(long)]
+    pub lazy: bool,
+    /// Folder of the stacks named in a .star/.cs input
+    #[arg(long)]
+    pub datadir: Option<PathBuf>,
+    /// Number of epochs
+    #[arg(short = 'n', long = "num-epochs", default_value_t = 20)]
+    pub num_epochs: usize,
+    /// Minibatch size
+    #[arg(short = 'b', long = "batch-size", default_value_t = 16)]
+    pub batch_size: usize,
+    /// Weight decay in Adam
+    #[arg(long, default_value_t = 0.0)]
+    pub wd: f64,
+    /// Learning rate in Adam
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    /// Data normalization as (mean, std) (default: estimated)
+    #[arg(long, num_args = 2, value_names = ["MEAN", "STD"])]
+    pub norm: Option<Vec<f32>>,
+    /// Positional encoding
+    #[arg(long = "pe-type", default_value = "gaussian", value_parser = ["geom_ft", "geom_full", "geom_lowf", "geom_nohighf", "linear_lowf", "gaussian"])]
+    pub pe_type: String,
+    /// Frequencies per axis of the positional encoding (default D/2)
+    #[arg(long = "pe-dim")]
+    pub pe_dim: Option<usize>,
+    /// Decoder domain
+    #[arg(long, default_value = "fourier", value_parser = ["fourier", "hartley"])]
+    pub domain: String,
+    /// Activation
+    #[arg(long, default_value = "relu", value_parser = ["relu", "leaky_relu"])]
+    pub activation: String,
+    /// Scale of the gaussian positional-encoding frequencies
+    #[arg(long = "feat-sigma", default_value_t = 0.5)]
+    pub feat_sigma: f64,
+}
+
+impl CommonArgs {
+    /// The training configuration these flags describe (model sizes filled in by the caller).
+    pub fn config(&self) -> anyhow::Result<TrainConfig> {
+        let norm = match &self.norm {
+            Some(v) if v.len() == 2 => Some([v[0], v[1]]),
+            Some(_) => anyhow::bail!("--norm takes two values"),
+            None => None,
+        };
+        // Absolute paths in config.json, as the reference's `os.path.abspath`.
+        let abs = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+        Ok(TrainConfig {
+            particles: abs(&self.particles),
+            poses: abs(&self.poses),
+            ctf: self.ctf.as_ref().map(abs),
+            outdir: abs(&self.outdir),
+            ind: self.ind.as_ref().map(abs),
+            datadir: self.datadir.as_ref().map(abs),
+            zdim: None,
+            num_epochs: self.num_epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            wd: self.wd,
+            beta: None,
+            beta_control: None,
+            enc_layers: 3,
+            enc_dim: 1024,
+            encode_mode: "resid".into(),
+            enc_mask: None,
+            dec_layers: 3,
+            dec_dim: 1024,
+            pe_type: self.pe_type.clone(),
+            pe_dim: self.pe_dim,
+            feat_sigma: self.feat_sigma,
+            domain: self.domain.clone(),
+            activation: self.activation.clone(),
+            invert_data: !self.uninvert_data,
+            window: !self.no_window,
+            window_r: self.window_r,
+            norm,
+            lazy: self.lazy,
+            seed: self.seed.unwrap_or_else(|| rand::random::<u64>() % 100_000),
+            checkpoint: self.checkpoint,
+            load: self.load.as_ref().map(abs),
+            tilt: None,
+            tilt_deg: 45.0,
+        })
+    }
+}
+
+/// Train a homogeneous decoder.
+#[derive(Debug, clap::Args)]
+#[command(about = "Train a homogeneous neural-field decoder on particles with known poses")]
+pub struct Args {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Hidden layers of the decoder
+    #[arg(long, default_value_t = 3)]
+    pub layers: usize,
+    /// Hidden width of the decoder
+    #[arg(long, default_value_t = 1024)]
+    pub dim: usize,
+}
+
+/// Run `train-nn`.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let mut cfg = a.common.config()?;
+    cfg.dec_layers = a.layers;
+    cfg.dec_dim = a.dim;
+    let t = train(&cfg, true)?;
+    if let Some(last) = t.history.last() {
+        eprintln!(
+            "trained {} epochs; final loss {:.6}; outputs in {}",
+            cfg.num_epochs,
+            last.loss,
+            cfg.outdir.display()
+        );
+    }
+    Ok(())
+}

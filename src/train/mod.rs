@@ -1,0 +1,587 @@
+//! Training with known poses: `train-nn` (a homogeneous decoder) and `train-vae` (cryoDRGN's
+//! `HetOnlyVAE`), on the CPU backend in f32.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`dataset`] | preprocessing as the reference's `ImageDataset`, batch assembly, prefetch thread |
+//! | [`checkpoint`] | `weights.N.safetensors` (parameters + Adam state) |
+//!
+//! One step: data translated by the pose's shift (Hartley phase shift), restricted to the
+//! circular mask of radius D/2 (P pixels); the decoder evaluated on the masked lattice rotated
+//! by each image's R (one fused op), multiplied by the CTF; loss = MSE over (B, P)
+//! (+ β·KL/P for the VAE, or γ·(β − KL)²/P with `--beta-control`); Adam (torch's, L2 `--wd`).
+//!
+//! Determinism: the particle order of epoch e and the VAE's ε draws come from RNGs seeded by
+//! (seed, e) only, and the checkpoint stores the parameters and the Adam state bit for bit, so
+//! resuming from `weights.k.safetensors` reproduces an uninterrupted run exactly (CPU, same
+//! thread count).
+
+pub mod checkpoint;
+pub mod dataset;
+
+use crate::autodiff::{ParamStore, Tape, Tensor};
+use crate::backend::cpu::CpuBackend;
+use crate::backend::{Backend, Domain};
+use crate::fourier::lattice::Lattice;
+use crate::fourier::window::Norm;
+use crate::io::array::{ArrayData, NdArray};
+use crate::io::atomic::write_bytes_atomic;
+use crate::io::pkl::{write_pkls, PyValue};
+use crate::meta::{load_indices, CtfParams, Poses};
+use crate::model::vae::{gen_loss, reparameterize, vae_loss, KlWeight};
+use crate::model::{parse_activation, Decoder, DecoderConfig, EncodeMode, Encoder};
+use crate::nn::{Adam, PeKind};
+use crate::simulate::dataset::xrot;
+use crate::{Error, Result};
+use checkpoint::Checkpoint;
+use dataset::{prefetch, Batch, BatchMaker, ImageDataset};
+use rand::seq::SliceRandom;
+use rand::{rngs::StdRng, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Every hyperparameter and input of a training run; written to `config.json`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TrainConfig {
+    pub particles: PathBuf,
+    pub poses: PathBuf,
+    pub ctf: Option<PathBuf>,
+    pub outdir: PathBuf,
+    pub ind: Option<PathBuf>,
+    pub datadir: Option<PathBuf>,
+    /// None: `train-nn` (homogeneous); Some(z): `train-vae`.
+    pub zdim: Option<usize>,
+    pub num_epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub wd: f64,
+    /// KL weight (default 1/zdim).
+    pub beta: Option<f64>,
+    pub beta_control: Option<f64>,
+    pub enc_layers: usize,
+    pub enc_dim: usize,
+    pub encode_mode: String,
+    /// Encoder mask radius in pixels (default D/2; −1: the whole (D+1)² image).
+    pub enc_mask: Option<i64>,
+    pub dec_layers: usize,
+    pub dec_dim: usize,
+    pub pe_type: String,
+    pub pe_dim: Option<usize>,
+    pub feat_sigma: f64,
+    pub domain: String,
+    pub activation: String,
+    pub invert_data: bool,
+    pub window: bool,
+    pub window_r: f32,
+    /// Data normalization (mean, std); estimated when None.
+    pub norm: Option<[f32; 2]>,
+    pub lazy: bool,
+    pub seed: u64,
+    /// Save every this many epochs (and the last).
+    pub checkpoint: usize,
+    pub load: Option<PathBuf>,
+    /// Tilt-series pair images (same order as the particles).
+    pub tilt: Option<PathBuf>,
+    /// Tilt angle (degrees) about x between the pair.
+    pub tilt_deg: f64,
+}
+
+/// What a run recorded beyond its configuration (written with it in `config.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub config: TrainConfig,
+    /// Image size D and particle count N after `--ind`.
+    pub d: usize,
+    pub n: usize,
+    /// The normalization used, (mean, std).
+    pub norm: [f32; 2],
+    /// Last completed epoch (0-based).
+    pub epoch: usize,
+    pub cryofield_version: String,
+}
+
+/// Per-epoch summary.
+#[derive(Clone, Debug)]
+pub struct EpochStats {
+    pub epoch: usize,
+    /// Mean over images of the total loss, the reconstruction loss and the KL.
+    pub loss: f64,
+    pub gen: f64,
+    pub kld: f64,
+    pub seconds: f64,
+}
+
+/// A trained model with its store (for evaluation after `train`).
+pub struct Trained {
+    pub be: CpuBackend<f32>,
+    pub store: ParamStore<CpuBackend<f32>>,
+    pub decoder: Decoder,
+    pub encoder: Option<Encoder>,
+    pub norm: Norm,
+    pub history: Vec<EpochStats>,
+}
+
+fn epoch_seed(seed: u64, epoch: usize, stream: u64) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add((epoch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03))
+        .wrapping_add(stream)
+}
+
+fn check_count(path: &Path, what: &str, got: usize, n: usize) -> Result<()> {
+    if got != n {
+        return Err(Error::format(
+            path,
+            format!("{got} {what} but the particle stack has {n} images"),
+        ));
+    }
+    Ok(())
+}
+
+/// Run a training job as configured; `progress` shows a progress bar and per-epoch lines.
+pub fn train(cfg: &TrainConfig, progress: bool) -> Result<Trained> {
+    if cfg.zdim == Some(0) {
+        return Err(Error::invalid("--zdim must be at least 1, got 0"));
+    }
+    if cfg.batch_size == 0 || cfg.checkpoint == 0 {
+        return Err(Error::invalid(
+            "--batch-size and --checkpoint must be at least 1",
+        ));
+    }
+    let pe: PeKind = cfg.pe_type.parse()?;
+    let domain = match cfg.domain.as_str() {
+        "fourier" => Domain::Fourier,
+        "hartley" => Domain::Hartley,
+        s => {
+            return Err(Error::invalid(format!(
+                "unknown --domain `{s}` (fourier or hartley)"
+            )))
+        }
+    };
+    let act = parse_activation(&cfg.activation)?;
+    let encode_mode: EncodeMode = cfg.encode_mode.parse()?;
+    if cfg.zdim.is_some() && (encode_mode == EncodeMode::Tilt) != cfg.tilt.is_some() {
+        return Err(Error::invalid(
+            "--encode-mode tilt and --tilt go together (give both or neither)",
+        ));
+    }
+
+    // ---- data ----
+    let n_all =
+        crate::io::source::ParticleSource::open(&cfg.particles, cfg.datadir.as_deref())?.len();
+    let ind = cfg
+        .ind
+        .as_ref()
+        .map(|p| load_indices(p, n_all))
+        .transpose()?;
+    let norm_given = cfg.norm.map(|[mean, std]| Norm { mean, std });
+    let window_r = cfg.window.then_some(cfg.window_r);
+    let data = ImageDataset::open(
+        &cfg.particles,
+        cfg.datadir.as_deref(),
+        ind.as_deref(),
+        window_r,
+        cfg.invert_data,
+        norm_given,
+        cfg.lazy,
+    )?;
+    let (n, d) = (data.n, data.d);
+    let mut poses = Poses::load(&cfg.poses)?;
+    check_count(&cfg.poses, "poses", poses.len(), n_all)?;
+    if let Some(ind) = &ind {
+        poses = poses.select(ind);
+    }
+    let ctf = match &cfg.ctf {
+        Some(p) => {
+            let c = CtfParams::load(p)?;
+            check_count(p, "CTF rows", c.len(), n_all)?;
+            let c = match &ind {
+                Some(ind) => c.select(ind),
+                None => c,
+            };
+            if let Some(row) = c.rows.first() {
+                if row[0] as usize != d {
+                    return Err(Error::format(
+                        p,
+                        format!("CTF image size {} but particles are {d}×{d}", row[0]),
+                    ));
+                }
+            }
+            Some(c)
+        }
+        None => None,
+    };
+    let tilt_data = match &cfg.tilt {
+        Some(p) => {
+            let t = ImageDataset::open(
+                p,
+                cfg.datadir.as_deref(),
+                ind.as_deref(),
+                window_r,
+                cfg.invert_data,
+                Some(data.norm),
+                cfg.lazy,
+            )?;
+            check_count(p, "tilt images", t.n, n)?;
+            Some(t)
+        }
+        None => None,
+    };
+    let lattice = Lattice::for_image(d, true)?;
+    let mask_b = lattice.circular_mask((d / 2) as f32)?;
+    let mask: Vec<usize> = (0..mask_b.len()).filter(|&i| mask_b[i]).collect();
+    let coords: Vec<f32> = mask.iter().flat_map(|&i| lattice.coords()[i]).collect();
+    let enc_mask = match (cfg.zdim, cfg.enc_mask) {
+        (None, _) => None,
+        (Some(_), Some(-1)) => Some((0..lattice.len()).collect()),
+        (Some(_), r) => {
+            let r = r.unwrap_or((d / 2) as i64);
+            if r <= 0 || r as usize > d / 2 {
+                return Err(Error::invalid(format!(
+                    "--enc-mask must be in 1..={} or −1, got {r}",
+                    d / 2
+                )));
+            }
+            let m = lattice.circular_mask(r as f32)?;
+            Some((0..m.len()).filter(|&i| m[i]).collect::<Vec<_>>())
+        }
+    };
+    let in_dim = enc_mask.as_ref().map(|m: &Vec<usize>| m.len()).unwrap_or(0);
+    let norm = data.norm;
+    let maker = Arc::new(BatchMaker {
+        data,
+        tilt_data,
+        tilt_rot: {
+            let m = xrot(cfg.tilt_deg);
+            let mut r = [0.0f32; 9];
+            for a in 0..3 {
+                for b in 0..3 {
+                    r[3 * a + b] = m[3 * a + b] as f32;
+                }
+            }
+            r
+        },
+        poses,
+        ctf,
+        lattice,
+        mask: mask.clone(),
+        enc_mask,
+    });
+
+    // ---- model ----
+    let be = CpuBackend::<f32>::new();
+    let mut store = ParamStore::new();
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let encoder = match cfg.zdim {
+        Some(z) => Some(Encoder::new(
+            &be,
+            &mut store,
+            encode_mode,
+            in_dim,
+            cfg.enc_layers,
+            cfg.enc_dim,
+            z,
+            act,
+            &mut rng,
+        )?),
+        None => None,
+    };
+    let prefix = if cfg.zdim.is_some() { "decoder." } else { "" };
+    let dcfg = DecoderConfig {
+        d,
+        layers: cfg.dec_layers,
+        dim: cfg.dec_dim,
+        domain,
+        pe,
+        pe_dim: cfg.pe_dim,
+        feat_sigma: cfg.feat_sigma,
+        activation: act,
+        zdim: cfg.zdim.unwrap_or(0),
+    };
+    let mut decoder = Decoder::new(&be, &mut store, prefix, &dcfg, &mut rng)?;
+    let rf_name = format!("{prefix}rand_freqs");
+    let mut adam = Adam::<CpuBackend<f32>>::new(cfg.lr, cfg.wd);
+    let mut start = 0;
+    if let Some(path) = &cfg.load {
+        let names: Vec<(String, Vec<usize>)> = store
+            .names
+            .iter()
+            .zip(&store.tensors)
+            .map(|(n, t)| (n.clone(), t.shape.clone()))
+            .collect();
+        let extra: Vec<String> = decoder.rand_freqs.iter().map(|_| rf_name.clone()).collect();
+        let ck = Checkpoint::load(path, &names, &extra)?;
+        for (id, (_, s, v)) in store.ids().collect::<Vec<_>>().into_iter().zip(&ck.params) {
+            *store.get_mut(id) = Tensor::from_slice(&be, v, s)?;
+        }
+        if let Some((_, _, rf)) = ck.extra.first() {
+            decoder.set_rand_freqs(rf)?;
+        }
+        adam.set_state(&be, ck.adam_step, &ck.adam_m, &ck.adam_v)?;
+        start = ck.epoch + 1;
+    }
+
+    std::fs::create_dir_all(&cfg.outdir).map_err(|err| Error::Io {
+        path: cfg.outdir.clone(),
+        err,
+    })?;
+    let record = |epoch: usize| RunRecord {
+        config: cfg.clone(),
+        d,
+        n,
+        norm: [norm.mean, norm.std],
+        epoch,
+        cryofield_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let kl = cfg.zdim.map(|z| {
+        let beta = cfg.beta.unwrap_or(1.0 / z as f64);
+        match cfg.beta_control {
+            Some(gamma) => KlWeight::Control { beta, gamma },
+            None => KlWeight::Beta(beta),
+        }
+    });
+    let p = mask.len();
+    let coords_t = || Tensor::from_slice(&be, &coords, &[p, 3]);
+
+    // Apix of reconstruct.*.mrc as the reference: the CTF's pixel size, else 1.
+    let apix = maker
+        .ctf
+        .as_ref()
+        .and_then(|c| c.rows.first())
+        .map(|r| r[1])
+        .unwrap_or(1.0);
+    // Outputs of a checkpoint: `tag` = "N" → weights.N.safetensors and z.N.pkl (VAE) or
+    // reconstruct.N.mrc (train-nn); "" → weights.safetensors, z.pkl, reconstruct.mrc.
+    let save = |tag: &str,
+                epoch: usize,
+                store: &ParamStore<CpuBackend<f32>>,
+                adam: &Adam<CpuBackend<f32>>,
+                decoder: &Decoder|
+     -> Result<()> {
+        let name = |stem: &str, ext: &str| {
+            if tag.is_empty() {
+                cfg.outdir.join(format!("{stem}.{ext}"))
+            } else {
+                cfg.outdir.join(format!("{stem}.{tag}.{ext}"))
+            }
+        };
+        match &encoder {
+            Some(enc) => {
+                let (mu, logvar) = eval_z(&be, store, enc, &maker, n)?;
+                let zd = enc.zdim;
+                let arr = |v: Vec<f32>| -> Result<PyValue> {
+                    Ok(PyValue::Array(NdArray::new(
+                        vec![n, zd],
+                        ArrayData::F32(v),
+                    )?))
+                };
+                write_pkls(name("z", "pkl"), &[arr(mu)?, arr(logvar)?])?;
+            }
+            None => {
+                let vol = crate::model::decoder::eval_volume(&be, store, decoder, None, norm)?;
+                crate::io::mrc::write_mrc(name("reconstruct", "mrc"), &vol, (d, d, d), apix, true)?;
+            }
+        }
+        let (step, m, v) = adam.state(&be)?;
+        let ck = Checkpoint {
+            epoch,
+            params: store
+                .names
+                .iter()
+                .zip(&store.tensors)
+                .map(|(nm, t)| Ok((nm.clone(), t.shape.clone(), be.to_vec(&t.buf)?)))
+                .collect::<Result<_>>()?,
+            extra: decoder
+                .rand_freqs
+                .iter()
+                .map(|rf| (rf_name.clone(), vec![rf.len() / 3, 3], rf.clone()))
+                .collect(),
+            adam_step: step,
+            adam_m: m,
+            adam_v: v,
+        };
+        ck.save(&name("weights", "safetensors"))?;
+        let json = serde_json::to_string_pretty(&record(epoch))
+            .map_err(|e| Error::invalid(format!("config.json: {e}")))?;
+        write_bytes_atomic(cfg.outdir.join("config.json"), json.as_bytes())
+    };
+    let mut history = Vec::new();
+    for epoch in start..cfg.num_epochs {
+        let t0 = std::time::Instant::now();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut StdRng::seed_from_u64(epoch_seed(cfg.seed, epoch, 1)));
+        let mut eps_rng = StdRng::seed_from_u64(epoch_seed(cfg.seed, epoch, 2));
+        let rx = prefetch(maker.clone(), order, cfg.batch_size);
+        let pb = progress
+            .then(|| crate_progress(n as u64, &format!("epoch {}/{}", epoch + 1, cfg.num_epochs)));
+        let (mut sum_loss, mut sum_gen, mut sum_kld) = (0.0, 0.0, 0.0);
+        for batch in rx {
+            let batch = batch?;
+            let nb = batch.idx.len();
+            let (loss, gen, kld) = {
+                let mut t = Tape::new(&be, &store);
+                let (l, g, k) = step_loss(
+                    &mut t,
+                    &batch,
+                    &decoder,
+                    encoder.as_ref(),
+                    kl,
+                    coords_t()?,
+                    p,
+                    &mut eps_rng,
+                )?;
+                let vals = (
+                    t.to_vec(l)?[0] as f64,
+                    t.to_vec(g)?[0] as f64,
+                    match k {
+                        Some(k) => t.to_vec(k)?[0] as f64,
+                        None => 0.0,
+                    },
+                );
+                let grads = t.backward(l)?;
+                drop(t);
+                adam.step(&be, &mut store, &grads)?;
+                grads.recycle(&be);
+                vals
+            };
+            sum_loss += loss * nb as f64;
+            sum_gen += gen * nb as f64;
+            sum_kld += kld * nb as f64;
+            if let Some(pb) = &pb {
+                pb.inc(nb as u64);
+            }
+        }
+        if let Some(pb) = pb {
+            pb.finish_and_clear();
+        }
+        let st = EpochStats {
+            epoch,
+            loss: sum_loss / n as f64,
+            gen: sum_gen / n as f64,
+            kld: sum_kld / n as f64,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        if progress {
+            eprintln!(
+                "# =====> Epoch: {} Average gen loss = {:.6}, KLD = {:.4}, total loss = {:.6}; {:.1} s",
+                epoch + 1, st.gen, st.kld, st.loss, st.seconds
+            );
+        }
+        history.push(st);
+        if epoch.is_multiple_of(cfg.checkpoint) {
+            save(&epoch.to_string(), epoch, &store, &adam, &decoder)?;
+        }
+    }
+    if let Some(last) = history.last() {
+        save("", last.epoch, &store, &adam, &decoder)?;
+    }
+    Ok(Trained {
+        be,
+        store,
+        decoder,
+        encoder,
+        norm,
+        history,
+    })
+}
+
+fn crate_progress(n: u64, what: &str) -> indicatif::ProgressBar {
+    crate::cli::progress::bar(n, what)
+}
+
+/// Record one training step's loss on `t`: (loss, reconstruction loss, KL).
+#[allow(clippy::too_many_arguments)]
+fn step_loss<B: Backend<Elem = f32>>(
+    t: &mut Tape<'_, B>,
+    batch: &Batch,
+    decoder: &Decoder,
+    encoder: Option<&Encoder>,
+    kl: Option<KlWeight>,
+    coords: Tensor<B>,
+    p: usize,
+    eps_rng: &mut StdRng,
+) -> Result<(
+    crate::autodiff::Var,
+    crate::autodiff::Var,
+    Option<crate::autodiff::Var>,
+)> {
+    let be = t.backend().clone();
+    let nb = batch.idx.len();
+    let coords = t.constant(coords);
+    let rot = t.constant(Tensor::from_slice(&be, &batch.rot, &[nb, 3, 3])?);
+    let y = t.constant(Tensor::from_slice(&be, &batch.y, &[nb, p])?);
+    let ctf = match &batch.ctf {
+        Some(c) => Some(t.constant(Tensor::from_slice(&be, c, &[nb, p])?)),
+        None => None,
+    };
+    let (z, mu_lv) = match (encoder, &batch.enc) {
+        (Some(enc), Some(x)) => {
+            let q = x.len() / nb;
+            let xv = t.constant(Tensor::from_slice(&be, x, &[nb, q])?);
+            let xt = match &batch.tilt {
+                Some((_, et, _)) => Some(t.constant(Tensor::from_slice(&be, et, &[nb, q])?)),
+                None => None,
+            };
+            let (mu, logvar) = enc.forward(t, xv, xt)?;
+            let eps: Vec<f32> = (0..nb * enc.zdim)
+                .map(|_| StandardNormal.sample(eps_rng))
+                .collect();
+            let eps = t.constant(Tensor::from_slice(&be, &eps, &[nb, enc.zdim])?);
+            (
+                Some(reparameterize(t, mu, logvar, eps)?),
+                Some((mu, logvar)),
+            )
+        }
+        _ => (None, None),
+    };
+    let yr = decoder.forward(t, coords, rot, z)?;
+    let mut gen = gen_loss(t, yr, ctf, y)?;
+    if let Some((yt, _, rt)) = &batch.tilt {
+        // Tilt pairs: gen = ½·MSE(untilted) + ½·MSE(tilted), the tilted slice at tilt·R.
+        let rt = t.constant(Tensor::from_slice(&be, rt, &[nb, 3, 3])?);
+        let ytv = t.constant(Tensor::from_slice(&be, yt, &[nb, p])?);
+        let yrt = decoder.forward(t, coords, rt, z)?;
+        let gt = gen_loss(t, yrt, ctf, ytv)?;
+        let s = t.add(gen, gt)?;
+        gen = t.affine(s, 0.5, 0.0)?;
+    }
+    match (kl, mu_lv) {
+        (Some(w), Some((mu, lv))) => {
+            let parts = vae_loss(t, gen, mu, lv, w, p)?;
+            Ok((parts.loss, parts.gen, parts.kld))
+        }
+        _ => Ok((gen, gen, None)),
+    }
+}
+
+/// z_mu, z_logvar (N, zdim) for every particle in dataset order (inference: no sampling).
+fn eval_z(
+    be: &CpuBackend<f32>,
+    store: &ParamStore<CpuBackend<f32>>,
+    enc: &Encoder,
+    maker: &Arc<BatchMaker>,
+    n: usize,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let mut mu_all = Vec::with_capacity(n * enc.zdim);
+    let mut lv_all = Vec::with_capacity(n * enc.zdim);
+    for batch in prefetch(maker.clone(), (0..n).collect(), 64) {
+        let batch = batch?;
+        let nb = batch.idx.len();
+        let x = batch
+            .enc
+            .as_ref()
+            .ok_or_else(|| Error::invalid("encoder input missing"))?;
+        let q = x.len() / nb;
+        let mut t = Tape::inference(be, store);
+        let xv = t.constant(Tensor::from_slice(be, x, &[nb, q])?);
+        let xt = match &batch.tilt {
+            Some((_, et, _)) => Some(t.constant(Tensor::from_slice(be, et, &[nb, q])?)),
+            None => None,
+        };
+        let (mu, lv) = enc.forward(&mut t, xv, xt)?;
+        mu_all.extend(t.to_vec(mu)?);
+        lv_all.extend(t.to_vec(lv)?);
+    }
+    Ok((mu_all, lv_all))
+}
