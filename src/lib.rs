@@ -21,6 +21,7 @@
 //! | [`nn`] | Linear, MLP / ResidLinearMLP (fused), positional encodings, Adam, RAdam, EMA |
 //! | [`model`] | cryoDRGN models: positional decoder (fourier/hartley) on rotated lattices + `eval_volume`, encoders (resid/mlp/tilt-pair), HetOnlyVAE and its loss |
 //! | [`train`] | `train-nn` / `train-vae`: ImageDataset preprocessing, prefetched batches, Adam, safetensors checkpoints, exact resume |
+//! | [`diffusion`] | latent diffusion prior (EDM): preconditioning, residual-MLP denoiser + training, Euler–Maruyama/Heun samplers, Dormand–Prince ODE encode/decode, PC1 TVD evaluation |
 //! | [`cli`] | one module per subcommand of the `cryofield` binary |
 //!
 //! Conventions follow the reference implementation (cryoDRGN 4.x): images are D×D with D even,
@@ -32,6 +33,7 @@ pub mod analysis;
 pub mod autodiff;
 pub mod backend;
 pub mod cli;
+pub mod diffusion;
 pub mod error;
 pub mod fourier;
 pub mod geometry;

@@ -188,6 +188,15 @@ impl Pca {
         })
     }
 
+    /// Projection of f64 rows `(n, zdim)` on PC `k + 1` (0-based `k`) → `(n)`.
+    pub fn project(&self, x: &[f64], k: usize) -> Vec<f64> {
+        let d = self.zdim;
+        let c = &self.components[k * d..(k + 1) * d];
+        x.chunks(d)
+            .map(|r| (0..d).map(|j| (r[j] - self.mean[j]) * c[j]).sum())
+            .collect()
+    }
+
     /// Projections `(z − μ)·componentsᵀ` `(n, zdim)` of the `(n, zdim)` points `z`.
     pub fn transform(&self, z: &[f32]) -> Vec<f64> {
         let d = self.zdim;

@@ -14,6 +14,11 @@ pub mod parse_pose;
 pub mod pc_traversal;
 pub mod pdb2mrc;
 pub mod phantom;
+pub mod prior_eval;
+pub mod prior_interpolate;
+pub mod prior_langevin;
+pub mod prior_sample;
+pub mod prior_train;
 pub mod progress;
 pub mod simulate;
 pub mod train_nn;
@@ -60,6 +65,11 @@ pub enum Command {
     #[command(alias = "direct_traversal")]
     DirectTraversal(direct_traversal::Args),
     Pdb2mrc(pdb2mrc::Args),
+    PriorTrain(prior_train::Args),
+    PriorSample(prior_sample::Args),
+    PriorInterpolate(prior_interpolate::Args),
+    PriorLangevin(prior_langevin::Args),
+    PriorEval(prior_eval::Args),
     #[command(alias = "backproject_voxel")]
     BackprojectVoxel(backproject_voxel::Args),
     #[command(alias = "filter_mrcs")]
@@ -88,6 +98,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::GraphTraversal(a) => graph_traversal::run(a),
         Command::DirectTraversal(a) => direct_traversal::run(a),
         Command::Pdb2mrc(a) => pdb2mrc::run(a),
+        Command::PriorTrain(a) => prior_train::run(a),
+        Command::PriorSample(a) => prior_sample::run(a),
+        Command::PriorInterpolate(a) => prior_interpolate::run(a),
+        Command::PriorLangevin(a) => prior_langevin::run(a),
+        Command::PriorEval(a) => prior_eval::run(a),
         Command::BackprojectVoxel(a) => backproject_voxel::run(a),
         Command::FilterMrcs(a) => filter::run_mrcs(a),
         Command::FilterStar(a) => filter::run_star(a),

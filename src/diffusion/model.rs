@@ -1,0 +1,361 @@
+//! The EDM denoiser network `F_θ`: cryoDRGN-style residual MLP (SiLU) over `[c_in·x, emb(c_noise)]`,
+//! trained with the EDM loss (paper eq. 4), Adam and an EMA of the weights; saved as `.npz`.
+//!
+//! Checkpoint format (`PRIOR_DIR/prior.npz`, numpy-readable): one float32 array per parameter,
+//! named as in the [`ParamStore`] (`net.main.{2l}[.linear].{weight,bias}`), plus
+//! `config` float64 `[zdim, nlayers, hidden, sigma_data, p_mean, p_std, sigma_min, sigma_max, rho]`
+//! and `mean` float64 `(zdim)` (the latent mean subtracted before the diffusion model).
+
+use std::path::Path;
+
+use rand::Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+use super::edm::{check_batch, Denoiser, EdmConfig, Precond};
+use crate::autodiff::{ParamStore, Tape, Tensor};
+use crate::backend::cpu::CpuBackend;
+use crate::backend::{Activation, Backend};
+use crate::io::array::NdArray;
+use crate::io::npy::{read_npz, write_npz};
+use crate::nn::{Adam, Ema, Mlp};
+use crate::{Error, Result};
+
+/// Width of the noise embedding `[c_noise, sin(2^k c_noise), cos(2^k c_noise)], k = 0..4`.
+pub const NOISE_EMB: usize = 9;
+
+/// The noise-level features the network sees next to `c_in·x`.
+pub fn noise_embedding(c_noise: f64) -> [f64; NOISE_EMB] {
+    let mut e = [0.0; NOISE_EMB];
+    e[0] = c_noise;
+    for k in 0..4 {
+        let f = (1u32 << k) as f64 * c_noise;
+        e[1 + 2 * k] = f.sin();
+        e[2 + 2 * k] = f.cos();
+    }
+    e
+}
+
+type Be = CpuBackend<f32>;
+
+/// `D_θ(x; σ) = mean + c_skip·(x−mean) + c_out·F_θ([c_in·(x−mean), emb(c_noise)])`.
+pub struct MlpDenoiser {
+    pub be: Be,
+    pub store: ParamStore<Be>,
+    pub net: Mlp,
+    pub edm: EdmConfig,
+    /// latent mean `(d)`, subtracted so that σ_data is the std about it
+    pub mean: Vec<f64>,
+    pub d: usize,
+    pub nlayers: usize,
+    pub hidden: usize,
+}
+
+impl MlpDenoiser {
+    /// A freshly initialized denoiser: `nlayers` hidden layers of width `hidden`.
+    pub fn new(
+        d: usize,
+        nlayers: usize,
+        hidden: usize,
+        edm: EdmConfig,
+        mean: Vec<f64>,
+        rng: &mut impl Rng,
+    ) -> Result<Self> {
+        if d == 0 || hidden == 0 || mean.len() != d {
+            return Err(Error::invalid(format!(
+                "MlpDenoiser: need zdim > 0, hidden > 0 and a mean of length zdim (zdim {d}, hidden {hidden}, mean {})",
+                mean.len()
+            )));
+        }
+        let be = Be::new();
+        let mut store = ParamStore::new();
+        let net = Mlp::resid(
+            &be,
+            &mut store,
+            "net",
+            d + NOISE_EMB,
+            nlayers,
+            hidden,
+            d,
+            Activation::Silu,
+            rng,
+        )?;
+        Ok(Self {
+            be,
+            store,
+            net,
+            edm,
+            mean,
+            d,
+            nlayers,
+            hidden,
+        })
+    }
+
+    /// Network input rows `[c_in·(x−mean), emb(c_noise)]` `(n, d+9)` as f32.
+    fn net_input(&self, x: &[f64], sigma: &[f64]) -> Vec<f32> {
+        let d = self.d;
+        let mut inp = Vec::with_capacity(sigma.len() * (d + NOISE_EMB));
+        for (i, &s) in sigma.iter().enumerate() {
+            let p = Precond::new(s, self.edm.sigma_data);
+            for j in 0..d {
+                inp.push((p.c_in * (x[i * d + j] - self.mean[j])) as f32);
+            }
+            inp.extend(noise_embedding(p.c_noise).iter().map(|&v| v as f32));
+        }
+        inp
+    }
+
+    /// Number of scalar parameters.
+    pub fn num_params(&self) -> usize {
+        self.store.tensors.iter().map(|t| t.numel()).sum()
+    }
+
+    /// Save to `.npz` (format in the module doc), atomically.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let mut arrays = Vec::new();
+        for (name, t) in self.store.names.iter().zip(&self.store.tensors) {
+            let v = self.be.to_vec(&t.buf)?;
+            arrays.push((name.clone(), NdArray::from_f32(t.shape.clone(), v)?));
+        }
+        let e = &self.edm;
+        let cfg = vec![
+            self.d as f64,
+            self.nlayers as f64,
+            self.hidden as f64,
+            e.sigma_data,
+            e.p_mean,
+            e.p_std,
+            e.sigma_min,
+            e.sigma_max,
+            e.rho,
+        ];
+        arrays.push((
+            "config".into(),
+            NdArray::new(vec![cfg.len()], crate::io::array::ArrayData::F64(cfg))?,
+        ));
+        arrays.push((
+            "mean".into(),
+            NdArray::new(
+                vec![self.d],
+                crate::io::array::ArrayData::F64(self.mean.clone()),
+            )?,
+        ));
+        write_npz(path, &arrays)
+    }
+
+    /// Load a checkpoint written by [`MlpDenoiser::save`].
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let arrays = read_npz(path)?;
+        let get = |name: &str| {
+            arrays
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, a)| a)
+                .ok_or_else(|| Error::format(path, format!("missing array `{name}`")))
+        };
+        let cfg = get("config")?.to_f64();
+        if cfg.len() != 9 {
+            return Err(Error::format(
+                path,
+                format!("`config` has {} values, expected 9", cfg.len()),
+            ));
+        }
+        let edm = EdmConfig {
+            sigma_data: cfg[3],
+            p_mean: cfg[4],
+            p_std: cfg[5],
+            sigma_min: cfg[6],
+            sigma_max: cfg[7],
+            rho: cfg[8],
+        };
+        let mean = get("mean")?.to_f64();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let mut m = Self::new(
+            cfg[0] as usize,
+            cfg[1] as usize,
+            cfg[2] as usize,
+            edm,
+            mean,
+            &mut rng,
+        )?;
+        for i in 0..m.store.len() {
+            let name = m.store.names[i].clone();
+            let a = get(&name)?;
+            let t = &m.store.tensors[i];
+            if a.shape != t.shape {
+                return Err(Error::format(
+                    path,
+                    format!("`{name}` has shape {:?}, expected {:?}", a.shape, t.shape),
+                ));
+            }
+            let shape = t.shape.clone();
+            *m.store.get_mut(crate::autodiff::ParamId(i)) =
+                Tensor::from_slice(&m.be, &a.to_f32(), &shape)?;
+        }
+        Ok(m)
+    }
+}
+
+use rand::SeedableRng;
+
+impl Denoiser for MlpDenoiser {
+    fn dim(&self) -> usize {
+        self.d
+    }
+
+    fn denoise(&self, x: &[f64], sigma: &[f64]) -> Result<Vec<f64>> {
+        let d = self.d;
+        let n = check_batch("MlpDenoiser::denoise", x, sigma, d)?;
+        let inp = self.net_input(x, sigma);
+        let mut t = Tape::inference(&self.be, &self.store);
+        let xi = t.constant(Tensor::from_slice(&self.be, &inp, &[n, d + NOISE_EMB])?);
+        let y = self.net.forward(&mut t, xi)?;
+        let f = t.to_vec(y)?;
+        let mut out = vec![0.0; n * d];
+        for (i, &s) in sigma.iter().enumerate().take(n) {
+            let p = Precond::new(s, self.edm.sigma_data);
+            for j in 0..d {
+                let k = i * d + j;
+                out[k] = self.mean[j] + p.c_skip * (x[k] - self.mean[j]) + p.c_out * f[k] as f64;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Training settings (defaults: paper Appendix A.1; `steps` is ours, the paper gives none).
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    pub nlayers: usize,
+    pub hidden: usize,
+    pub lr: f64,
+    pub batch: usize,
+    pub steps: usize,
+    pub ema: f64,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            nlayers: 16,
+            hidden: 128,
+            lr: 3e-4,
+            batch: 1024,
+            steps: 20000,
+            ema: 0.999,
+            seed: 0,
+        }
+    }
+}
+
+/// What training returns besides the (EMA) model.
+#[derive(Clone, Debug)]
+pub struct TrainReport {
+    /// loss per step (the EDM loss, eq. 4, averaged over the batch and latent dimensions)
+    pub losses: Vec<f64>,
+    pub seconds: f64,
+}
+
+/// Mean `(d)` and σ_data (std of all centred coordinates) of latents `(n, d)`.
+pub fn latent_stats(z: &[f64], d: usize) -> Result<(Vec<f64>, f64)> {
+    if d == 0 || z.is_empty() || !z.len().is_multiple_of(d) {
+        return Err(Error::invalid(format!(
+            "latents: {} values do not form rows of {d}",
+            z.len()
+        )));
+    }
+    let n = z.len() / d;
+    let mut mean = vec![0.0; d];
+    for row in z.chunks(d) {
+        for (m, v) in mean.iter_mut().zip(row) {
+            *m += v / n as f64;
+        }
+    }
+    let var: f64 = z
+        .chunks(d)
+        .flat_map(|r| r.iter().zip(&mean).map(|(v, m)| (v - m).powi(2)))
+        .sum::<f64>()
+        / (n * d) as f64;
+    if var.is_nan() || var <= 0.0 {
+        return Err(Error::invalid("latents have zero variance"));
+    }
+    Ok((mean, var.sqrt()))
+}
+
+/// Train a denoiser on latents `z (n, d)` with the EDM objective: σ ~ logN(P_mean, P_std²),
+/// x = y + σ·ε, target of F: `(y − c_skip·x)/c_out` with unit weight (λ(σ)·c_out² = 1, so this is
+/// exactly λ(σ)‖D(x; σ) − y‖²). Adam, EMA of the weights (decay warmed up as
+/// min(ema, (1+t)/(10+t))); returns the EMA model. `on_step(step, loss)` is called every step.
+pub fn train(
+    z: &[f64],
+    d: usize,
+    cfg: &TrainConfig,
+    mut on_step: impl FnMut(usize, f64),
+) -> Result<(MlpDenoiser, TrainReport)> {
+    let (mean, sigma_data) = latent_stats(z, d)?;
+    let n = z.len() / d;
+    if cfg.batch == 0 {
+        return Err(Error::invalid("batch size must be positive"));
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+    let edm = EdmConfig::new(sigma_data);
+    let mut model = MlpDenoiser::new(d, cfg.nlayers, cfg.hidden, edm, mean, &mut rng)?;
+    let mut adam = Adam::<Be>::new(cfg.lr, 0.0);
+    let mut ema = Ema::new(&model.be, &model.store, cfg.ema)?;
+    let start = std::time::Instant::now();
+    let mut losses = Vec::with_capacity(cfg.steps);
+    let b = cfg.batch;
+    let mut inp = vec![0f32; b * (d + NOISE_EMB)];
+    let mut tgt = vec![0f32; b * d];
+    for step in 0..cfg.steps {
+        for i in 0..b {
+            let r = rng.random_range(0..n);
+            let e0: f64 = StandardNormal.sample(&mut rng);
+            let ln_s = edm.p_mean + edm.p_std * e0;
+            let s = ln_s.exp();
+            let p = Precond::new(s, sigma_data);
+            let row = &mut inp[i * (d + NOISE_EMB)..(i + 1) * (d + NOISE_EMB)];
+            for j in 0..d {
+                let y = z[r * d + j] - model.mean[j];
+                let e: f64 = StandardNormal.sample(&mut rng);
+                let x = y + s * e;
+                row[j] = (p.c_in * x) as f32;
+                tgt[i * d + j] = ((y - p.c_skip * x) / p.c_out) as f32;
+            }
+            for (k, v) in noise_embedding(p.c_noise).iter().enumerate() {
+                row[d + k] = *v as f32;
+            }
+        }
+        let loss_v;
+        let grads = {
+            let mut t = Tape::new(&model.be, &model.store);
+            let xi = t.constant(Tensor::from_slice(&model.be, &inp, &[b, d + NOISE_EMB])?);
+            let yt = t.constant(Tensor::from_slice(&model.be, &tgt, &[b, d])?);
+            let f = model.net.forward(&mut t, xi)?;
+            let loss = t.mse(f, yt)?;
+            loss_v = t.to_vec(loss)?[0] as f64;
+            t.backward(loss)?
+        };
+        adam.step(&model.be, &mut model.store, &grads)?;
+        grads.recycle(&model.be);
+        ema.decay = cfg.ema.min((1.0 + step as f64) / (10.0 + step as f64));
+        ema.update(&model.be, &model.store)?;
+        if !loss_v.is_finite() {
+            return Err(Error::invalid(format!(
+                "training diverged at step {step} (loss {loss_v})"
+            )));
+        }
+        losses.push(loss_v);
+        on_step(step, loss_v);
+    }
+    ema.copy_to(&model.be, &mut model.store)?;
+    Ok((
+        model,
+        TrainReport {
+            losses,
+            seconds: start.elapsed().as_secs_f64(),
+        },
+    ))
+}
