@@ -19,7 +19,7 @@
 //! | [`backend`] | `Backend` trait (one method per primitive), CPU reference backend (rayon + matrixmultiply) |
 //! | [`autodiff`] | tape: `enum Op` + one backward `match`, `ParamStore`, `Grads` |
 //! | [`nn`] | Linear, MLP / ResidLinearMLP (fused), positional encodings, Adam, RAdam, EMA |
-//! | [`model`] | cryoDRGN models: positional decoder (fourier/hartley) on rotated lattices + `eval_volume`, encoders (resid/mlp/tilt-pair), HetOnlyVAE and its loss |
+//! | [`model`] | cryoDRGN models: positional decoder (fourier/hartley) on rotated lattices + `eval_volume`, encoders (resid/mlp/tilt-pair), HetOnlyVAE and its loss; `load`: rebuild a trained run from config.json + weights |
 //! | [`train`] | `train-nn` / `train-vae`: ImageDataset preprocessing, prefetched batches, Adam, safetensors checkpoints, exact resume |
 //! | [`diffusion`] | latent diffusion prior (EDM): preconditioning, residual-MLP denoiser + training, Euler–Maruyama/Heun samplers, Dormand–Prince ODE encode/decode, PC1 TVD evaluation |
 //! | [`cli`] | one module per subcommand of the `cryofield` binary |

@@ -1,10 +1,14 @@
 //! Subcommands of the `cryofield` binary: one module per subcommand, each module's doc is its `--help`.
 //! Names are kebab-case; the reference's snake_case names are accepted as aliases.
 
+pub mod analyze;
 pub mod backproject_voxel;
 pub mod demo;
 pub mod direct_traversal;
 pub mod downsample;
+pub mod eval_accuracy;
+pub mod eval_images;
+pub mod eval_vol;
 pub mod filter;
 pub mod fsc;
 pub mod graph_traversal;
@@ -54,6 +58,13 @@ pub enum Command {
     Fsc(fsc::Args),
     Simulate(simulate::Args),
     Phantom(phantom::Args),
+    #[command(alias = "eval_vol")]
+    EvalVol(eval_vol::Args),
+    #[command(alias = "eval_images")]
+    EvalImages(eval_images::Args),
+    Analyze(analyze::Args),
+    #[command(alias = "eval_accuracy")]
+    EvalAccuracy(eval_accuracy::Args),
     #[command(alias = "train_nn")]
     TrainNn(train_nn::Args),
     #[command(alias = "train_vae")]
@@ -92,6 +103,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fsc(a) => fsc::run(a),
         Command::Simulate(a) => simulate::run(a),
         Command::Phantom(a) => phantom::run(a),
+        Command::EvalVol(a) => eval_vol::run(a),
+        Command::EvalImages(a) => eval_images::run(a),
+        Command::Analyze(a) => analyze::run(a),
+        Command::EvalAccuracy(a) => eval_accuracy::run(a),
         Command::TrainNn(a) => train_nn::run(a),
         Command::TrainVae(a) => train_vae::run(a),
         Command::PcTraversal(a) => pc_traversal::run(a),

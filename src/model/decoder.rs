@@ -261,6 +261,26 @@ pub fn eval_volume<B: Backend>(
     z: Option<&[f32]>,
     norm: Norm,
 ) -> Result<Vec<f32>> {
+    eval_volume_box(be, store, dec, z, norm, dec.d)
+}
+
+/// [`eval_volume`] on the central (d+1)³ points of the lattice (the reference's `eval_vol
+/// --downsample d`: same spacing 1/D, extent ½·d/D) → a (d, d, d) volume; `d = D` is
+/// [`eval_volume`]. `d` must be even and in 2..=D.
+pub fn eval_volume_box<B: Backend>(
+    be: &B,
+    store: &ParamStore<B>,
+    dec: &Decoder,
+    z: Option<&[f32]>,
+    norm: Norm,
+    d_out: usize,
+) -> Result<Vec<f32>> {
+    if d_out < 2 || !d_out.is_multiple_of(2) || d_out > dec.d {
+        return Err(Error::invalid(format!(
+            "evaluation box must be even and in 2..={}, got {d_out}",
+            dec.d
+        )));
+    }
     if z.map(|z| z.len()).unwrap_or(0) != dec.zdim {
         return Err(Error::Shape {
             what: "eval_volume: z".into(),
@@ -268,11 +288,13 @@ pub fn eval_volume<B: Backend>(
             got: z.map(|z| z.len()).unwrap_or(0).to_string(),
         });
     }
-    let d = dec.d;
+    let d = d_out;
     let n = d + 1;
+    let big = dec.d as f64;
     let lin: Vec<f32> = (0..n)
-        .map(|i| (-0.5 + i as f64 / d as f64) as f32)
+        .map(|i| (-0.5 * d as f64 / big + i as f64 / big) as f32)
         .collect();
+    let r2 = (0.5 * d as f64 / big).powi(2) as f32;
     let mut vol_f = vec![0.0f32; n * n * n];
     for (s, &dz) in lin.iter().enumerate() {
         let pts: Vec<[f32; 3]> = lin
@@ -286,7 +308,7 @@ pub fn eval_volume<B: Backend>(
                 let keep: Vec<usize> = (0..pts.len())
                     .filter(|&i| {
                         let p = pts[i];
-                        p[0] * p[0] + p[1] * p[1] + p[2] * p[2] <= 0.25
+                        p[0] * p[0] + p[1] * p[1] + p[2] * p[2] <= r2
                     })
                     .collect();
                 let kept: Vec<[f32; 3]> = keep.iter().map(|&i| pts[i]).collect();

@@ -8,6 +8,7 @@
 
 pub mod decoder;
 pub mod encoder;
+pub mod load;
 pub mod vae;
 
 pub use decoder::{Decoder, DecoderConfig};

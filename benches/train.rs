@@ -1,0 +1,263 @@
+//! Criterion benches for `train-vae` at the issue-4 setting (D = 64, zdim 8, batch 8, gaussian
+//! PE, fourier domain, relu, enc/dec ResidLinearMLP h×3 for h = 256 and 1024). Groups
+//! `op/backend/size`, throughput in FLOPs (criterion's "elements": Gelem/s reads as GFLOP/s).
+//!
+//! - `gemm_peak/cpu-f32/2048x2048x2048`: the machine's f32 GEMM peak (2·2048³ FLOPs), the
+//!   denominator of "% of peak" in `tools/bench_train_vae.sh`.
+//! - `decoder_fwd_bwd/cpu/<h>x3`: the fused decoder (`Tape::decode_rotated`) on the masked
+//!   lattice of B = 8 rotated images with latents, CTF-weighted MSE, backward into the weights
+//!   and z. Roofline (GEMMs only), R = ⌈P/2⌉ rows per image, W = 2·3·(D/2) + zdim:
+//!   forward Fd = 2·B·R·(W·h + 3h² + 2h); backward = Fd (dW) + 2·B·R·(3h² + 2h) (dX of the
+//!   hidden/output layers) + 2·B·R·h·zdim (the z columns of the first layer's dX).
+//! - `encoder/cpu/<h>x3`: encoder forward + backward on B = 8 masked images (Q = P inputs).
+//!   Roofline: forward Fe = 2·B·(Q·h + 3h² + 2z·h); backward = Fe + 2·B·(3h² + 2z·h).
+//! - `train_step/cpu/<h>x3`: one full step (encoder, reparameterization, decoder, loss with KL,
+//!   backward, Adam) — what an epoch does N/B times. Roofline: the sum of the two above.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use cryofield::autodiff::{ParamStore, Tape, Tensor};
+use cryofield::backend::cpu::CpuBackend;
+use cryofield::backend::{Activation, Backend, Domain, MatRef};
+use cryofield::fourier::lattice::Lattice;
+use cryofield::model::vae::{gen_loss, reparameterize, vae_loss, KlWeight};
+use cryofield::model::{Decoder, DecoderConfig, EncodeMode, Encoder};
+use cryofield::nn::{Adam, PeKind};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::time::Duration;
+
+const D: usize = 64;
+const ZDIM: usize = 8;
+const BATCH: usize = 8;
+const LAYERS: usize = 3;
+const SIZES: [usize; 2] = [256, 1024];
+
+type Be = CpuBackend<f32>;
+
+/// The model, the masked lattice and one random batch.
+struct Setup {
+    be: Be,
+    store: ParamStore<Be>,
+    enc: Encoder,
+    dec: Decoder,
+    /// Masked lattice coordinates (P, 3).
+    coords: Vec<f32>,
+    p: usize,
+    /// Encoder input (B, Q), rotations (B, 9), data and CTF (B, P), ε (B, zdim), z (B, zdim).
+    x: Vec<f32>,
+    rot: Vec<f32>,
+    y: Vec<f32>,
+    ctf: Vec<f32>,
+    eps: Vec<f32>,
+    z: Vec<f32>,
+}
+
+fn rotation(rng: &mut StdRng) -> [f32; 9] {
+    // A random rotation from a random unit quaternion.
+    let mut q = [0f32; 4];
+    q.iter_mut().for_each(|v| *v = rng.random_range(-1.0..1.0));
+    let n = q.iter().map(|v| v * v).sum::<f32>().sqrt();
+    let [w, x, y, z] = q.map(|v| v / n);
+    [
+        1.0 - 2.0 * (y * y + z * z),
+        2.0 * (x * y - w * z),
+        2.0 * (x * z + w * y),
+        2.0 * (x * y + w * z),
+        1.0 - 2.0 * (x * x + z * z),
+        2.0 * (y * z - w * x),
+        2.0 * (x * z - w * y),
+        2.0 * (y * z + w * x),
+        1.0 - 2.0 * (x * x + y * y),
+    ]
+}
+
+fn setup(h: usize) -> Setup {
+    let be = Be::new();
+    let mut rng = StdRng::seed_from_u64(0);
+    let lattice = Lattice::for_image(D, true).unwrap();
+    let mask = lattice.circular_mask((D / 2) as f32).unwrap();
+    let idx: Vec<usize> = (0..mask.len()).filter(|&i| mask[i]).collect();
+    let coords: Vec<f32> = idx.iter().flat_map(|&i| lattice.coords()[i]).collect();
+    let p = idx.len();
+    let mut store = ParamStore::new();
+    let enc = Encoder::new(
+        &be,
+        &mut store,
+        EncodeMode::Resid,
+        p,
+        LAYERS,
+        h,
+        ZDIM,
+        Activation::Relu,
+        &mut rng,
+    )
+    .unwrap();
+    let cfg = DecoderConfig {
+        d: D,
+        layers: LAYERS,
+        dim: h,
+        domain: Domain::Fourier,
+        pe: PeKind::Gaussian,
+        pe_dim: None,
+        feat_sigma: 0.5,
+        activation: Activation::Relu,
+        zdim: ZDIM,
+    };
+    let dec = Decoder::new(&be, &mut store, "decoder.", &cfg, &mut rng).unwrap();
+    let mut r =
+        |n: usize, s: f32| -> Vec<f32> { (0..n).map(|_| rng.random_range(-s..s)).collect() };
+    let (x, y, ctf, eps, z) = (
+        r(BATCH * p, 1.0),
+        r(BATCH * p, 1.0),
+        r(BATCH * p, 1.0),
+        r(BATCH * ZDIM, 1.0),
+        r(BATCH * ZDIM, 1.0),
+    );
+    let mut rng = StdRng::seed_from_u64(1);
+    let rot: Vec<f32> = (0..BATCH).flat_map(|_| rotation(&mut rng)).collect();
+    Setup {
+        be,
+        store,
+        enc,
+        dec,
+        coords,
+        p,
+        x,
+        rot,
+        y,
+        ctf,
+        eps,
+        z,
+    }
+}
+
+/// GEMM FLOPs per batch: (encoder fwd+bwd, decoder fwd+bwd), see the module doc.
+fn flops(s: &Setup, h: usize) -> (u64, u64) {
+    let (b, q, r, l, z) = (BATCH, s.p, s.p.div_ceil(2), LAYERS, ZDIM);
+    let w = s.dec.mlp.layers[0].n_in;
+    let fe = 2 * b * (q * h + l * h * h + 2 * z * h);
+    let enc = 2 * fe + 2 * b * (l * h * h + 2 * z * h);
+    let fd = 2 * b * r * (w * h + l * h * h + 2 * h);
+    let dec = 2 * fd + 2 * b * r * (l * h * h + 2 * h) + 2 * b * r * h * z;
+    (enc as u64, dec as u64)
+}
+
+fn gemm_peak(c: &mut Criterion) {
+    let be = Be::new();
+    let mut g = c.benchmark_group("gemm_peak/cpu-f32");
+    g.sample_size(10).measurement_time(Duration::from_secs(4));
+    let n = 2048;
+    let a = be.upload(&vec![0.5f32; n * n]).unwrap();
+    let b = be.upload(&vec![0.25f32; n * n]).unwrap();
+    let mut out = be.zeros(n * n).unwrap();
+    g.throughput(Throughput::Elements((2 * n * n * n) as u64));
+    g.bench_function(BenchmarkId::from_parameter(format!("{n}x{n}x{n}")), |bch| {
+        bch.iter(|| {
+            let m = |buf| MatRef {
+                buf,
+                rows: n,
+                cols: n,
+                trans: false,
+            };
+            be.gemm(1.0, m(&a), m(&b), 0.0, &mut out).unwrap()
+        })
+    });
+    g.finish();
+}
+
+fn decoder_fwd_bwd(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decoder_fwd_bwd/cpu");
+    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    for h in SIZES {
+        let mut s = setup(h);
+        // z as a parameter so that dz is computed, as in training (z comes from the encoder).
+        let zid = s.store.add(
+            "z",
+            Tensor::from_slice(&s.be, &s.z, &[BATCH, ZDIM]).unwrap(),
+        );
+        let (_, fl) = flops(&s, h);
+        g.throughput(Throughput::Elements(fl));
+        let be = &s.be;
+        let p = s.p;
+        g.bench_function(BenchmarkId::from_parameter(format!("{h}x{LAYERS}")), |b| {
+            b.iter(|| {
+                let mut t = Tape::new(be, &s.store);
+                let coords = t.constant(Tensor::from_slice(be, &s.coords, &[p, 3]).unwrap());
+                let rot = t.constant(Tensor::from_slice(be, &s.rot, &[BATCH, 3, 3]).unwrap());
+                let z0 = t.param(zid);
+                let y = t.constant(Tensor::from_slice(be, &s.y, &[BATCH, p]).unwrap());
+                let ctf = t.constant(Tensor::from_slice(be, &s.ctf, &[BATCH, p]).unwrap());
+                let yr = s.dec.forward(&mut t, coords, rot, Some(z0)).unwrap();
+                let l = gen_loss(&mut t, yr, Some(ctf), y).unwrap();
+                t.backward(l).unwrap().recycle(be);
+            })
+        });
+    }
+    g.finish();
+}
+
+fn encoder(c: &mut Criterion) {
+    let mut g = c.benchmark_group("encoder/cpu");
+    g.sample_size(10).measurement_time(Duration::from_secs(4));
+    for h in SIZES {
+        let s = setup(h);
+        let (fl, _) = flops(&s, h);
+        g.throughput(Throughput::Elements(fl));
+        let be = &s.be;
+        let p = s.p;
+        g.bench_function(BenchmarkId::from_parameter(format!("{h}x{LAYERS}")), |b| {
+            b.iter(|| {
+                let mut t = Tape::new(be, &s.store);
+                let x = t.constant(Tensor::from_slice(be, &s.x, &[BATCH, p]).unwrap());
+                let (mu, lv) = s.enc.forward(&mut t, x, None).unwrap();
+                let parts =
+                    vae_loss(&mut t, mu, mu, lv, KlWeight::Beta(1.0 / ZDIM as f64), p).unwrap();
+                t.backward(parts.loss).unwrap().recycle(be);
+            })
+        });
+    }
+    g.finish();
+}
+
+fn train_step(c: &mut Criterion) {
+    let mut g = c.benchmark_group("train_step/cpu");
+    g.sample_size(10).measurement_time(Duration::from_secs(6));
+    for h in SIZES {
+        let mut s = setup(h);
+        let (fe, fd) = flops(&s, h);
+        g.throughput(Throughput::Elements(fe + fd));
+        let be = s.be.clone();
+        let p = s.p;
+        let mut adam = Adam::<Be>::new(1e-4, 0.0);
+        g.bench_function(BenchmarkId::from_parameter(format!("{h}x{LAYERS}")), |b| {
+            b.iter(|| {
+                let grads = {
+                    let mut t = Tape::new(&be, &s.store);
+                    let tc = |t: &mut Tape<'_, Be>, v: &[f32], sh: &[usize]| {
+                        t.constant(Tensor::from_slice(&be, v, sh).unwrap())
+                    };
+                    let coords = tc(&mut t, &s.coords, &[p, 3]);
+                    let rot = tc(&mut t, &s.rot, &[BATCH, 3, 3]);
+                    let y = tc(&mut t, &s.y, &[BATCH, p]);
+                    let ctf = tc(&mut t, &s.ctf, &[BATCH, p]);
+                    let x = tc(&mut t, &s.x, &[BATCH, p]);
+                    let eps = tc(&mut t, &s.eps, &[BATCH, ZDIM]);
+                    let (mu, lv) = s.enc.forward(&mut t, x, None).unwrap();
+                    let z = reparameterize(&mut t, mu, lv, eps).unwrap();
+                    let yr = s.dec.forward(&mut t, coords, rot, Some(z)).unwrap();
+                    let gen = gen_loss(&mut t, yr, Some(ctf), y).unwrap();
+                    let parts = vae_loss(&mut t, gen, mu, lv, KlWeight::Beta(1.0 / ZDIM as f64), p)
+                        .unwrap();
+                    let _ = t.to_vec(parts.loss).unwrap();
+                    t.backward(parts.loss).unwrap()
+                };
+                adam.step(&be, &mut s.store, &grads).unwrap();
+                grads.recycle(&be);
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, gemm_peak, decoder_fwd_bwd, encoder, train_step);
+criterion_main!(benches);

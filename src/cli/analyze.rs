@@ -1,0 +1,125 @@
+//! `analyze`: the reference's `analyze` for a `train-vae` run: latent analysis of
+//! `z.EPOCH.pkl` ([`crate::analysis::latent::run_basic_with`]: PCA, k-means, traversals,
+//! plots) into `OUTDIR/analyze.EPOCH/` (or `-o`), then the volumes at every sampled z decoded
+//! with `weights.EPOCH.safetensors` into their folder as `vol_000.mrc`, `vol_001.mrc`, …
+//! (zdim ≥ 2: `pc1/`, `pc2/`, `kmeans{K}/`; zdim = 1: the percentile traversal in the folder
+//! itself).
+//!
+//! Example: `cryofield analyze out/ 19 --ksample 20`
+
+use crate::analysis::latent::{load_z, run_basic_with, BasicOptions};
+use crate::cli::eval_vol::{write_volumes, VolOptions};
+use crate::model::load::LoadedModel;
+use anyhow::bail;
+use std::path::PathBuf;
+
+/// Analyze a trained VAE.
+#[derive(Debug, clap::Args)]
+#[command(about = "Latent-space analysis of a train-vae run, with volumes")]
+pub struct Args {
+    /// The training output folder
+    pub outdir: PathBuf,
+    /// Epoch to analyze (0-based, as in z.EPOCH.pkl)
+    pub epoch: usize,
+    /// Output folder (default OUTDIR/analyze.EPOCH)
+    #[arg(short = 'o')]
+    pub o: Option<PathBuf>,
+    /// Number of k-means clusters
+    #[arg(long, default_value_t = 20)]
+    pub ksample: usize,
+    /// Number of principal components to traverse
+    #[arg(long, default_value_t = 2)]
+    pub pc: usize,
+    /// Points per PC traversal
+    #[arg(long = "n-per-pc", default_value_t = 10)]
+    pub n_per_pc: usize,
+    /// Do not decode volumes
+    #[arg(long = "skip-vol")]
+    pub skip_vol: bool,
+    /// Skip the 2-D embedding
+    #[arg(long = "skip-umap")]
+    pub skip_umap: bool,
+    /// Pixel size of the volumes (default: the training CTF's, else 1)
+    #[arg(long = "Apix")]
+    pub apix: Option<f32>,
+    /// Flip handedness of the volumes
+    #[arg(long)]
+    pub flip: bool,
+    /// Invert contrast of the volumes
+    #[arg(long)]
+    pub invert: bool,
+    /// Evaluate volumes on a smaller box
+    #[arg(short = 'd', long = "downsample")]
+    pub downsample: Option<usize>,
+    /// Random seed (k-means, embedding)
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Run `analyze`.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let zpath = a.outdir.join(format!("z.{}.pkl", a.epoch));
+    let weights = a.outdir.join(format!("weights.{}.safetensors", a.epoch));
+    let config = a.outdir.join("config.json");
+    for p in [&zpath, &weights, &config] {
+        if !p.exists() {
+            bail!(
+                "{} not found (is {} a train-vae output folder with epoch {}?)",
+                p.display(),
+                a.outdir.display(),
+                a.epoch
+            );
+        }
+    }
+    let out =
+        a.o.clone()
+            .unwrap_or_else(|| a.outdir.join(format!("analyze.{}", a.epoch)));
+    let lat = load_z(&zpath)?;
+    // Load the model first so that a mismatch fails before any output is written.
+    let model = if a.skip_vol {
+        None
+    } else {
+        let m = LoadedModel::load(&weights, &config)?;
+        if m.zdim != lat.zdim {
+            bail!(
+                "{}: latents have zdim {} but the model {} has zdim {}",
+                zpath.display(),
+                lat.zdim,
+                weights.display(),
+                m.zdim
+            );
+        }
+        Some(m)
+    };
+    let rep = run_basic_with(
+        &lat.z,
+        lat.n,
+        lat.zdim,
+        &out,
+        &BasicOptions {
+            k: a.ksample,
+            num_pcs: a.pc,
+            n_per_pc: a.n_per_pc,
+            skip_embedding: a.skip_umap,
+            seed: a.seed,
+        },
+    )?;
+    if let Some(model) = &model {
+        let opts = VolOptions {
+            apix: a.apix,
+            flip: a.flip,
+            invert: a.invert,
+            downsample: a.downsample,
+        };
+        for job in &rep.volume_jobs {
+            let m = job.z.len() / lat.zdim;
+            let dir = job.outdir.clone();
+            write_volumes(model, &job.z, m, opts, |i| {
+                dir.join(format!("vol_{i:03}.mrc"))
+            })?;
+            eprintln!("wrote {m} volumes to {}", job.outdir.display());
+        }
+    }
+    eprintln!("analysis in {}", out.display());
+    Ok(())
+}

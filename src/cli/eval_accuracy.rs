@@ -1,0 +1,237 @@
+//! `eval-accuracy`: the per-image reconstruction-accuracy metric of the cryoDRGN paper (Zhong et
+//! al. 2020, Table 2): for `-n` randomly chosen images, decode the volume at the image's latent,
+//! compute its FSC against the true volume of the image's state and take the FSC = 0.5
+//! resolution (the highest frequency whose FSC ≥ 0.5; lower is better, best possible 2 pixels).
+//! Prints mean ± std and median, and writes a per-image table (`index label resolution`).
+//!
+//! Resolution is in Å with `--Apix` or a pixel size in the truth volumes' header, else in pixels.
+//! When no shell reaches 0.5 the image scores D pixels (the coarsest shell).
+//!
+//! Sign: the model reproduces the training data as preprocessed, inverted unless the run used
+//! `--uninvert-data`. Data from `cryofield simulate` are projections of positive densities, so
+//! a model trained with inversion decodes −density: decoded volumes are negated when the run's
+//! `invert_data` is true (`--no-sign-fix` keeps them as decoded).
+//!
+//! Example: `cryofield eval-accuracy out/weights.19.safetensors -c out/config.json --zfile out/z.19.pkl --vols phantom/vols.txt --labels sim/labels.pkl -o acc.txt`
+
+use crate::analysis::latent::load_z;
+use crate::fourier::fsc::fsc_curve;
+use crate::io::mrc::MrcFile;
+use crate::io::pkl::read_pkl;
+use crate::model::load::LoadedModel;
+use anyhow::{bail, Context};
+use rand::{rngs::StdRng, SeedableRng};
+use std::path::{Path, PathBuf};
+
+/// Per-image FSC=0.5 resolution of a trained model against ground-truth volumes.
+#[derive(Debug, clap::Args)]
+#[command(about = "Per-image FSC=0.5 resolution of a trained model against ground truth")]
+pub struct Args {
+    /// Model weights (weights.N.safetensors)
+    pub weights: PathBuf,
+    /// The run's config.json
+    #[arg(short = 'c', long = "config")]
+    pub config: PathBuf,
+    /// Latents of the images (z.N.pkl, .npy or .txt), image order
+    #[arg(long)]
+    pub zfile: PathBuf,
+    /// Truth volumes: a .txt list (paths relative to it), state i on line i
+    #[arg(long)]
+    pub vols: PathBuf,
+    /// State of each image (.pkl of N ints)
+    #[arg(long)]
+    pub labels: PathBuf,
+    /// Number of images to evaluate
+    #[arg(short = 'n', default_value_t = 100)]
+    pub n: usize,
+    /// Seed of the image choice
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Pixel size (Å); default: the truth volumes' header, else pixel units
+    #[arg(long = "Apix")]
+    pub apix: Option<f64>,
+    /// Do not negate decoded volumes of a model trained on inverted data
+    #[arg(long = "no-sign-fix")]
+    pub no_sign_fix: bool,
+    /// Per-image table (index label resolution)
+    #[arg(short = 'o')]
+    pub o: Option<PathBuf>,
+}
+
+/// What `eval-accuracy` measured.
+#[derive(Clone, Debug)]
+pub struct Accuracy {
+    /// (image index, label, resolution) per evaluated image
+    pub rows: Vec<(usize, usize, f64)>,
+    pub mean: f64,
+    pub std: f64,
+    pub median: f64,
+    /// Å when true, pixels otherwise.
+    pub angstrom: bool,
+}
+
+fn read_list(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let v: Vec<PathBuf> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| base.join(l))
+        .collect();
+    if v.is_empty() {
+        bail!("{}: no volumes listed", path.display());
+    }
+    Ok(v)
+}
+
+fn read_labels(path: &Path) -> anyhow::Result<Vec<usize>> {
+    let v = read_pkl(path)?;
+    let a = v
+        .as_array()
+        .with_context(|| format!("{}: not a numpy array of labels", path.display()))?;
+    if a.shape.len() != 1 {
+        bail!(
+            "{}: labels must be a 1-D array, got shape {:?}",
+            path.display(),
+            a.shape
+        );
+    }
+    a.to_f32()
+        .iter()
+        .map(|&x| {
+            if x < 0.0 || x.fract() != 0.0 {
+                bail!(
+                    "{}: label {x} is not a non-negative integer",
+                    path.display()
+                )
+            }
+            Ok(x as usize)
+        })
+        .collect()
+}
+
+/// Compute the metric (see the module doc).
+pub fn evaluate(a: &Args) -> anyhow::Result<Accuracy> {
+    let model = LoadedModel::load(&a.weights, &a.config)?;
+    if model.zdim == 0 {
+        bail!(
+            "{}: a homogeneous model has no per-image latents",
+            a.weights.display()
+        );
+    }
+    let lat = load_z(&a.zfile)?;
+    if lat.zdim != model.zdim {
+        bail!(
+            "{}: latents have zdim {} but the model {} has zdim {}",
+            a.zfile.display(),
+            lat.zdim,
+            a.weights.display(),
+            model.zdim
+        );
+    }
+    let labels = read_labels(&a.labels)?;
+    if labels.len() != lat.n {
+        bail!(
+            "{}: {} labels but {} has {} latents",
+            a.labels.display(),
+            labels.len(),
+            a.zfile.display(),
+            lat.n
+        );
+    }
+    let vols = read_list(&a.vols)?;
+    if let Some(&mx) = labels.iter().max() {
+        if mx >= vols.len() {
+            bail!(
+                "{}: label {mx} but {} lists {} volumes",
+                a.labels.display(),
+                a.vols.display(),
+                vols.len()
+            );
+        }
+    }
+    let d = model.d;
+    let mut truth: Vec<Option<Vec<f32>>> = vec![None; vols.len()];
+    let mut header_apix = None;
+    let m = a.n.min(lat.n);
+    if m == 0 {
+        bail!("-n must be at least 1");
+    }
+    let mut pick =
+        rand::seq::index::sample(&mut StdRng::seed_from_u64(a.seed), lat.n, m).into_vec();
+    pick.sort_unstable();
+    let sign = if model.record.config.invert_data && !a.no_sign_fix {
+        -1.0
+    } else {
+        1.0
+    };
+    let mut rows = Vec::with_capacity(m);
+    for &i in &pick {
+        let l = labels[i];
+        if truth[l].is_none() {
+            let f = MrcFile::open(&vols[l])?;
+            let v = f.read_all()?;
+            if v.len() != d * d * d {
+                bail!(
+                    "{}: {} values, expected a {d}³ volume (the model's box)",
+                    vols[l].display(),
+                    v.len()
+                );
+            }
+            let ap = f.header.apix();
+            if ap > 0.0 && header_apix.is_none() {
+                header_apix = Some(ap as f64);
+            }
+            truth[l] = Some(v);
+        }
+        let mut vol = model.volume(Some(&lat.z[i * lat.zdim..(i + 1) * lat.zdim]), None)?;
+        vol.iter_mut().for_each(|v| *v *= sign);
+        let c = fsc_curve(&vol, truth[l].as_ref().unwrap(), d, None)?;
+        let pix = c.pixres_at(0.5).unwrap_or(1.0 / d as f64);
+        rows.push((i, l, 1.0 / pix));
+    }
+    let apix = a.apix.or(header_apix);
+    if let Some(ap) = apix {
+        rows.iter_mut().for_each(|r| r.2 *= ap);
+    }
+    let res: Vec<f64> = rows.iter().map(|r| r.2).collect();
+    let mean = res.iter().sum::<f64>() / m as f64;
+    let std = (res.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / m as f64).sqrt();
+    let mut s = res.clone();
+    s.sort_by(|x, y| x.total_cmp(y));
+    let median = if !m.is_multiple_of(2) {
+        s[m / 2]
+    } else {
+        0.5 * (s[m / 2 - 1] + s[m / 2])
+    };
+    Ok(Accuracy {
+        rows,
+        mean,
+        std,
+        median,
+        angstrom: apix.is_some(),
+    })
+}
+
+/// Run `eval-accuracy`.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let acc = evaluate(&a)?;
+    let unit = if acc.angstrom { "Å" } else { "px" };
+    println!(
+        "FSC=0.5 resolution over {} images: {:.3} ± {:.3} {unit} (median {:.3} {unit})",
+        acc.rows.len(),
+        acc.mean,
+        acc.std,
+        acc.median
+    );
+    if let Some(o) = &a.o {
+        let mut t = format!("# index label resolution_{unit}\n");
+        for (i, l, r) in &acc.rows {
+            t.push_str(&format!("{i} {l} {r:.6}\n"));
+        }
+        crate::io::atomic::write_bytes_atomic(o, t.as_bytes())?;
+    }
+    Ok(())
+}

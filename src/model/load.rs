@@ -1,0 +1,317 @@
+//! Rebuilding a trained model from a run's `config.json` and one of its
+//! `weights.N.safetensors` (as written by `train-nn` / `train-vae`), decoding volumes at given z
+//! and encoding particle stacks with the trained encoder. Used by `eval-vol`, `eval-images`,
+//! `analyze` and `eval-accuracy`.
+
+use crate::autodiff::{ParamStore, Tape, Tensor};
+use crate::backend::cpu::CpuBackend;
+use crate::backend::Domain;
+use crate::fourier::lattice::Lattice;
+use crate::fourier::window::Norm;
+use crate::meta::{CtfParams, Poses};
+use crate::model::decoder::eval_volume_box;
+use crate::model::{parse_activation, Decoder, DecoderConfig, EncodeMode, Encoder};
+use crate::nn::PeKind;
+use crate::simulate::dataset::xrot;
+use crate::train::checkpoint::Checkpoint;
+use crate::train::dataset::{prefetch, BatchMaker, ImageDataset};
+use crate::train::RunRecord;
+use crate::{Error, Result};
+use rand::{rngs::StdRng, SeedableRng};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A trained model ready for evaluation.
+pub struct LoadedModel {
+    pub be: CpuBackend<f32>,
+    pub store: ParamStore<CpuBackend<f32>>,
+    pub decoder: Decoder,
+    /// None for a homogeneous (`train-nn`) model.
+    pub encoder: Option<Encoder>,
+    pub norm: Norm,
+    /// The run's record (`config.json`).
+    pub record: RunRecord,
+    /// Image size D.
+    pub d: usize,
+    /// Latent width (0: homogeneous).
+    pub zdim: usize,
+    /// The encoder's input pixels (lattice indices), for VAEs.
+    enc_mask: Option<Vec<usize>>,
+    weights: PathBuf,
+}
+
+/// Per-image results of [`LoadedModel::encode`]: z_mu and z_logvar (N, zdim), and per image
+/// (total loss, reconstruction MSE, KL) with z = z_mu (the reference's eval mode).
+pub struct Encoded {
+    pub mu: Vec<f32>,
+    pub logvar: Vec<f32>,
+    pub losses: Vec<[f64; 3]>,
+}
+
+/// Read a run's `config.json`.
+pub fn read_record(config: &Path) -> Result<RunRecord> {
+    let bytes = std::fs::read(config).map_err(|err| Error::Io {
+        path: config.to_path_buf(),
+        err,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Error::format(
+            config,
+            format!("not a cryofield config.json (from train-nn/train-vae): {e}"),
+        )
+    })
+}
+
+impl LoadedModel {
+    /// Rebuild the model described by `config` (a run's `config.json`) and load `weights`.
+    /// A checkpoint whose tensors do not match the configuration is an error naming both files.
+    pub fn load(weights: &Path, config: &Path) -> Result<Self> {
+        let record = read_record(config)?;
+        let cfg = &record.config;
+        let d = record.d;
+        let pe: PeKind = cfg.pe_type.parse()?;
+        let domain = match cfg.domain.as_str() {
+            "fourier" => Domain::Fourier,
+            "hartley" => Domain::Hartley,
+            s => return Err(Error::format(config, format!("unknown domain `{s}`"))),
+        };
+        let act = parse_activation(&cfg.activation)?;
+        let be = CpuBackend::<f32>::new();
+        let mut store = ParamStore::new();
+        // Values are replaced by the checkpoint; the seed only fixes the layout.
+        let mut rng = StdRng::seed_from_u64(cfg.seed);
+        let lattice = Lattice::for_image(d, true)?;
+        let (encoder, enc_mask) = match cfg.zdim {
+            Some(z) => {
+                let mode: EncodeMode = cfg.encode_mode.parse()?;
+                let em: Vec<usize> = match cfg.enc_mask {
+                    Some(-1) => (0..lattice.len()).collect(),
+                    r => {
+                        let r = r.unwrap_or((d / 2) as i64);
+                        let m = lattice.circular_mask(r as f32)?;
+                        (0..m.len()).filter(|&i| m[i]).collect()
+                    }
+                };
+                let enc = Encoder::new(
+                    &be,
+                    &mut store,
+                    mode,
+                    em.len(),
+                    cfg.enc_layers,
+                    cfg.enc_dim,
+                    z,
+                    act,
+                    &mut rng,
+                )?;
+                (Some(enc), Some(em))
+            }
+            None => (None, None),
+        };
+        let prefix = if cfg.zdim.is_some() { "decoder." } else { "" };
+        let dcfg = DecoderConfig {
+            d,
+            layers: cfg.dec_layers,
+            dim: cfg.dec_dim,
+            domain,
+            pe,
+            pe_dim: cfg.pe_dim,
+            feat_sigma: cfg.feat_sigma,
+            activation: act,
+            zdim: cfg.zdim.unwrap_or(0),
+        };
+        let mut decoder = Decoder::new(&be, &mut store, prefix, &dcfg, &mut rng)?;
+        let names: Vec<(String, Vec<usize>)> = store
+            .names
+            .iter()
+            .zip(&store.tensors)
+            .map(|(n, t)| (n.clone(), t.shape.clone()))
+            .collect();
+        let rf_name = format!("{prefix}rand_freqs");
+        let extra: Vec<String> = decoder.rand_freqs.iter().map(|_| rf_name.clone()).collect();
+        let ck = Checkpoint::load(weights, &names, &extra).map_err(|e| {
+            Error::format(
+                weights,
+                format!("does not match the model of {} ({e})", config.display()),
+            )
+        })?;
+        for (id, (_, s, v)) in store.ids().collect::<Vec<_>>().into_iter().zip(&ck.params) {
+            *store.get_mut(id) = Tensor::from_slice(&be, v, s)?;
+        }
+        if let Some((_, _, rf)) = ck.extra.first() {
+            decoder.set_rand_freqs(rf)?;
+        }
+        let norm = Norm {
+            mean: record.norm[0],
+            std: record.norm[1],
+        };
+        Ok(Self {
+            be,
+            store,
+            decoder,
+            encoder,
+            norm,
+            zdim: cfg.zdim.unwrap_or(0),
+            d,
+            enc_mask,
+            weights: weights.to_path_buf(),
+            record,
+        })
+    }
+
+    /// The pixel size recorded with the training data: the first CTF row's Apix, else None.
+    pub fn apix(&self) -> Option<f32> {
+        let p = self.record.config.ctf.as_ref()?;
+        let c = CtfParams::load(p).ok()?;
+        c.rows.first().map(|r| r[1])
+    }
+
+    /// The volume (d, d, d) at `z` (None for a homogeneous model); `d` defaults to D.
+    pub fn volume(&self, z: Option<&[f32]>, d: Option<usize>) -> Result<Vec<f32>> {
+        let zl = z.map(|z| z.len()).unwrap_or(0);
+        if zl != self.zdim {
+            return Err(Error::invalid(format!(
+                "z has {zl} values but the model in {} has zdim {}",
+                self.weights.display(),
+                self.zdim
+            )));
+        }
+        eval_volume_box(
+            &self.be,
+            &self.store,
+            &self.decoder,
+            z,
+            self.norm,
+            d.unwrap_or(self.d),
+        )
+    }
+
+    /// Encode a particle stack (preprocessed as in training: window, inversion, the training
+    /// normalization) with its poses and CTF.
+    pub fn encode(
+        &self,
+        particles: &Path,
+        poses: &Path,
+        ctf: Option<&Path>,
+        datadir: Option<&Path>,
+        batch_size: usize,
+    ) -> Result<Encoded> {
+        let enc = self.encoder.as_ref().ok_or_else(|| {
+            Error::format(
+                &self.weights,
+                "a homogeneous model (train-nn) has no encoder",
+            )
+        })?;
+        if enc.mode == EncodeMode::Tilt {
+            return Err(Error::invalid(
+                "eval-images: tilt-pair encoders are not supported",
+            ));
+        }
+        let cfg = &self.record.config;
+        let d = self.d;
+        let data = ImageDataset::open(
+            particles,
+            datadir,
+            None,
+            cfg.window.then_some(cfg.window_r),
+            cfg.invert_data,
+            Some(self.norm),
+            false,
+        )?;
+        if data.d != d {
+            return Err(Error::format(
+                particles,
+                format!(
+                    "images are {0}×{0} but the model was trained on {d}×{d}",
+                    data.d
+                ),
+            ));
+        }
+        let n = data.n;
+        let poses_v = Poses::load(poses)?;
+        if poses_v.len() != n {
+            return Err(Error::format(
+                poses,
+                format!(
+                    "{} poses but the particle stack has {n} images",
+                    poses_v.len()
+                ),
+            ));
+        }
+        let ctf_v = match ctf {
+            Some(p) => {
+                let c = CtfParams::load(p)?;
+                if c.len() != n {
+                    return Err(Error::format(
+                        p,
+                        format!("{} CTF rows but the particle stack has {n} images", c.len()),
+                    ));
+                }
+                Some(c)
+            }
+            None => None,
+        };
+        let lattice = Lattice::for_image(d, true)?;
+        let mask_b = lattice.circular_mask((d / 2) as f32)?;
+        let mask: Vec<usize> = (0..mask_b.len()).filter(|&i| mask_b[i]).collect();
+        let coords: Vec<f32> = mask.iter().flat_map(|&i| lattice.coords()[i]).collect();
+        let p = mask.len();
+        let maker = Arc::new(BatchMaker {
+            data,
+            tilt_data: None,
+            tilt_rot: {
+                let m = xrot(cfg.tilt_deg);
+                std::array::from_fn(|i| m[i] as f32)
+            },
+            poses: poses_v,
+            ctf: ctf_v,
+            lattice,
+            mask,
+            enc_mask: self.enc_mask.clone(),
+        });
+        let beta = cfg.beta.unwrap_or(1.0 / self.zdim as f64);
+        let be = &self.be;
+        let zd = enc.zdim;
+        let mut out = Encoded {
+            mu: Vec::with_capacity(n * zd),
+            logvar: Vec::with_capacity(n * zd),
+            losses: Vec::with_capacity(n),
+        };
+        for batch in prefetch(maker, (0..n).collect(), batch_size.max(1)) {
+            let batch = batch?;
+            let nb = batch.idx.len();
+            let x = batch
+                .enc
+                .as_ref()
+                .ok_or_else(|| Error::invalid("encoder input missing"))?;
+            let q = x.len() / nb;
+            let mut t = Tape::inference(be, &self.store);
+            let xv = t.constant(Tensor::from_slice(be, x, &[nb, q])?);
+            let (mu, lv) = enc.forward(&mut t, xv, None)?;
+            let cv = t.constant(Tensor::from_slice(be, &coords, &[p, 3])?);
+            let rv = t.constant(Tensor::from_slice(be, &batch.rot, &[nb, 3, 3])?);
+            let yr = self.decoder.forward(&mut t, cv, rv, Some(mu))?;
+            let yr = t.to_vec(yr)?;
+            let mu = t.to_vec(mu)?;
+            let lv = t.to_vec(lv)?;
+            for b in 0..nb {
+                let mut se = 0.0f64;
+                for k in 0..p {
+                    let c = batch.ctf.as_ref().map(|c| c[b * p + k]).unwrap_or(1.0);
+                    let r = (yr[b * p + k] * c - batch.y[b * p + k]) as f64;
+                    se += r * r;
+                }
+                let gen = se / p as f64;
+                let kld: f64 = (0..zd)
+                    .map(|j| {
+                        let (m, l) = (mu[b * zd + j] as f64, lv[b * zd + j] as f64);
+                        -0.5 * (1.0 + l - m * m - l.exp())
+                    })
+                    .sum();
+                out.losses.push([gen + beta * kld / p as f64, gen, kld]);
+            }
+            out.mu.extend(mu);
+            out.logvar.extend(lv);
+        }
+        Ok(out)
+    }
+}

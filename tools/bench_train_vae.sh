@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Side by side: `cryofield train-vae` vs cryoDRGN 4.3.1 `cryodrgn train_vae`, same simulated data
+# (N images, D=64, linear1d phantom, SNR 0.1, CTF, shifts), zdim 8, batch 8, default gaussian PE,
+# fourier domain, relu, for enc/dec 256x3 and 1024x3; per-epoch wall time of each (ours: the
+# "; X s" of our epoch summary line; reference: "Finished in H:MM:SS" of its epoch line), the
+# ratio, the machine's f32 GEMM peak measured in the same run (criterion group
+# gemm_peak/cpu-f32/2048x2048x2048 of benches/train.rs) and our achieved training GFLOP/s.
+#
+# FLOPs of one epoch (GEMMs only, the minimal algorithm; Adam/elementwise/PE excluded), per image:
+#   Q = P = #{(i,j) in [-D/2,D/2]^2 : i^2+j^2 <= (D/2)^2} - 1 (encoder input and decoder mask,
+#   DC dropped); R = ceil(P/2) decoder rows (Fourier domain, Hermitian half); h = hidden width,
+#   L = hidden layers (ResidLinearMLP: in->h, L x h->h, h->out); W = 2*3*(D/2) + zdim = decoder
+#   input (gaussian PE sin/cos of 3*(D/2) frequencies ++ z).
+#   encoder fwd  Fe = 2*(Q*h + L*h^2 + h*2z)           (one row per image)
+#   encoder bwd  Fe (dW) + 2*(L*h^2 + h*2z)             (dX of all layers but the first)
+#   decoder fwd  Fd = 2*R*(W*h + L*h^2 + 2h)
+#   decoder bwd  Fd (dW) + 2*R*(L*h^2 + 2h) + 2*R*h*z   (dX of hidden/out layers + the z columns)
+#   epoch FLOPs = N * (sum of the above).
+# Usage: tools/bench_train_vae.sh [N] [EPOCHS]    env: N_BIG (images for the 1024x3 pair,
+#   default N), SIZES ("256 1024"), SKIP_REF=1, SKIP_PEAK=1, CRYODRGN_VENV.
+# Timings are wall clock on a shared machine: read `uptime` (printed) before trusting them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-1000}
+EPOCHS=${2:-1}
+N_BIG=${N_BIG:-$N}
+SIZES=${SIZES:-"256 1024"}
+D=64; Z=8; BS=8; L=3
+REF=${CRYODRGN_VENV:-$HOME/refvenv}
+cargo build --release -q
+B=$PWD/target/release/cryofield
+W=$(mktemp -d); trap 'rm -rf "$W"' EXIT
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "date: $(date -u +%FT%TZ)   load at start: $(uptime | sed 's/.*load average: //')"
+$B phantom --kind linear1d -D $D -o "$W/ph" > /dev/null 2>&1
+$B simulate "$W/ph/vols.txt" -N "$N" --snr 0.1 --t-extent 3 --defocus 10000 20000 -o "$W/sim" > /dev/null 2>&1
+PART="$W/sim/particles.mrcs"; POSE="$W/sim/pose.pkl"; CTF="$W/sim/ctf.pkl"
+if [ "$N_BIG" != "$N" ]; then
+  $B simulate "$W/ph/vols.txt" -N "$N_BIG" --snr 0.1 --t-extent 3 --defocus 10000 20000 -o "$W/simbig" > /dev/null 2>&1
+fi
+
+# seconds of the reference's epoch lines ("Finished in 0:01:23.456789"), mean over epochs
+ref_epoch() { grep -o "=====> Epoch.*Finished in [0-9:.]*" "$1" | sed 's/.*Finished in //' |
+  awk -F: '{s += $1*3600 + $2*60 + $3; n++} END {if (n) printf "%.2f", s/n; else print "NA"}'; }
+our_epoch() { grep -o "=====> Epoch.*; [0-9.]* s" "$1" | sed 's/.*; \([0-9.]*\) s/\1/' |
+  awk '{s += $1; n++} END {if (n) printf "%.2f", s/n; else print "NA"}'; }
+# GFLOP per epoch of N images, hidden width h (formula above)
+gflop() { awk -v N="$1" -v h="$2" -v D=$D -v z=$Z -v L=$L 'BEGIN {
+  r = D/2; P = -1; for (i = -r; i <= r; i++) for (j = -r; j <= r; j++) if (i*i + j*j <= r*r) P++;
+  R = int((P + 1) / 2); Win = 6*r + z;
+  Fe = 2*(P*h + L*h*h + h*2*z); Eb = Fe + 2*(L*h*h + h*2*z);
+  Fd = 2*R*(Win*h + L*h*h + 2*h); Db = Fd + 2*R*(L*h*h + 2*h) + 2*R*h*z;
+  printf "%.3f", N * (Fe + Eb + Fd + Db) / 1e9 }'; }
+
+PEAK=NA
+if [ "${SKIP_PEAK:-0}" != 1 ]; then
+  cargo bench -q --bench train -- gemm_peak > "$W/peak.log" 2>&1 || true
+  PEAK=$(grep -A3 "gemm_peak/" "$W/peak.log" | grep -o "thrpt: *\[[^]]*\]" | head -1 |
+    awk '{print $4}')   # the middle (point) estimate, Gelem/s = GFLOP/s
+  echo "GEMM peak (criterion gemm_peak/cpu-f32/2048x2048x2048, f32): ${PEAK} GFLOP/s"
+fi
+
+printf "\n| enc/dec | N | epochs | ours s/epoch | cryoDRGN s/epoch | speed-up | GFLOP/epoch | ours GFLOP/s | %% of GEMM peak |\n|---|---|---|---|---|---|---|---|---|\n" > "$W/table"
+for h in $SIZES; do
+  n=$N; part=$PART; pose=$POSE; ctf=$CTF
+  if [ "$h" -ge 1024 ] && [ "$N_BIG" != "$N" ]; then
+    n=$N_BIG; part="$W/simbig/particles.mrcs"; pose="$W/simbig/pose.pkl"; ctf="$W/simbig/ctf.pkl"
+  fi
+  common=(--zdim $Z -n "$EPOCHS" -b $BS --enc-dim "$h" --enc-layers $L --dec-dim "$h" --dec-layers $L)
+  echo "[$h x $L] N=$n load before ours: $(uptime | sed 's/.*load average: //')"
+  $B train-vae "$part" --poses "$pose" --ctf "$ctf" "${common[@]}" -o "$W/ours$h" > "$W/ours$h.log" 2>&1
+  ours=$(our_epoch "$W/ours$h.log")
+  ref=NA
+  if [ "${SKIP_REF:-0}" != 1 ]; then
+    echo "[$h x $L] load before reference: $(uptime | sed 's/.*load average: //')"
+    "$REF/bin/cryodrgn" train_vae "$part" --poses "$pose" --ctf "$ctf" "${common[@]}" --no-analysis \
+      -o "$W/ref$h" > "$W/ref$h.log" 2>&1 || { tail -5 "$W/ref$h.log"; }
+    ref=$(ref_epoch "$W/ref$h.log")
+  fi
+  gf=$(gflop "$n" "$h")
+  rate=$(awk -v g="$gf" -v s="$ours" 'BEGIN {if (s+0 > 0) printf "%.1f", g/s; else print "NA"}')
+  ratio=$(awk -v a="$ours" -v b="$ref" 'BEGIN {if (a+0 > 0 && b+0 > 0) printf "%.2fx", b/a; else print "NA"}')
+  pct=$(awk -v r="$rate" -v p="$PEAK" 'BEGIN {if (p+0 > 0 && r+0 > 0) printf "%.0f%%", 100*r/p; else print "NA"}')
+  echo "| ${h}x$L | $n | $EPOCHS | $ours | $ref | $ratio | $gf | $rate | $pct |" >> "$W/table"
+done
+cat "$W/table"
+echo "GEMM peak: $PEAK GFLOP/s; load at end: $(uptime | sed 's/.*load average: //')"
