@@ -26,7 +26,7 @@ use plotters::prelude::*;
 use crate::analysis::embed::{tsne, TsneOptions};
 use crate::analysis::kmeans::{kmeans, nearest_points};
 use crate::analysis::pca::{linspace, pc_traj_values, percentile, Pca};
-use crate::analysis::plot::{histogram, render, scatter_plot, PlotStyle, FONT};
+use crate::analysis::plot::{auto_range, histogram, render, scatter_plot, PlotStyle, FONT, TAB10};
 use crate::error::{Error, IoContext, Result};
 use crate::io::array::NdArray;
 use crate::io::atomic::write_atomic;
@@ -164,37 +164,6 @@ pub fn widen(z: &[f32]) -> Vec<f64> {
     z.iter().map(|&v| v as f64).collect()
 }
 
-/// Colours for cluster labels (tab10).
-const TAB10: [RGBColor; 10] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-    RGBColor(188, 189, 34),
-    RGBColor(23, 190, 207),
-];
-
-fn range(v: &[f64]) -> (f64, f64) {
-    let (lo, hi) = v
-        .iter()
-        .filter(|x| x.is_finite())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
-            (a.min(x), b.max(x))
-        });
-    if lo > hi {
-        (0.0, 1.0)
-    } else if lo == hi {
-        (lo - 0.5, hi + 0.5)
-    } else {
-        let m = 0.05 * (hi - lo);
-        (lo - m, hi + m)
-    }
-}
-
 /// What to draw over a scatter of all points.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Marks<'a> {
@@ -226,10 +195,10 @@ pub fn marked_scatter(
     let my: Vec<f64> = marks.points.iter().map(|p| p.1).collect();
     let xr = style
         .x_range
-        .unwrap_or_else(|| range(&[x, &mx[..]].concat()));
+        .unwrap_or_else(|| auto_range(x.iter().chain(&mx)));
     let yr = style
         .y_range
-        .unwrap_or_else(|| range(&[y, &my[..]].concat()));
+        .unwrap_or_else(|| auto_range(y.iter().chain(&my)));
     render(path, style.size, |root| {
         root.fill(&WHITE)?;
         let mut b = ChartBuilder::on(root);

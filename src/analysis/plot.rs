@@ -34,14 +34,18 @@ fn ensure_font() -> Result<()> {
     }
 }
 
-/// Colours of successive series (matplotlib's default cycle).
-const PALETTE: [RGBColor; 6] = [
+/// Colours of successive series and of cluster labels: matplotlib's default cycle (tab10).
+pub(crate) const TAB10: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
 
 /// Axis labels, ranges and image size of a plot.
@@ -131,7 +135,7 @@ fn encode_png(rgb: &[u8], w: u32, h: u32) -> std::result::Result<Vec<u8>, png::E
 
 /// `(min, max)` of the finite values, widened by 5 % (or ±0.5 for a single value); `(0, 1)`
 /// when there is none.
-fn auto_range<'a>(vals: impl Iterator<Item = &'a f64>) -> (f64, f64) {
+pub(crate) fn auto_range<'a>(vals: impl Iterator<Item = &'a f64>) -> (f64, f64) {
     let (lo, hi) = vals
         .filter(|v| v.is_finite())
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
@@ -216,7 +220,7 @@ pub fn line_plot(
         }
         let mut any_label = false;
         for (i, s) in series.iter().enumerate() {
-            let c = PALETTE[i % PALETTE.len()];
+            let c = TAB10[i % TAB10.len()];
             let pts =
                 s.x.iter()
                     .zip(s.y)
@@ -276,7 +280,7 @@ pub fn scatter_plot(path: impl AsRef<Path>, x: &[f64], y: &[f64], style: &PlotSt
             .axis_desc_style((FONT, 20))
             .light_line_style(RGBColor(235, 235, 235))
             .draw()?;
-        let c = PALETTE[0].mix(0.6);
+        let c = TAB10[0].mix(0.6);
         chart.draw_series(
             x.iter()
                 .zip(y)
@@ -342,7 +346,7 @@ pub fn histogram(
             .draw()?;
         chart.draw_series(counts.iter().enumerate().map(|(i, &c)| {
             let x0 = lo + i as f64 * width;
-            Rectangle::new([(x0, 0.0), (x0 + width, c as f64)], PALETTE[0].filled())
+            Rectangle::new([(x0, 0.0), (x0 + width, c as f64)], TAB10[0].filled())
         }))?;
         Ok(())
     })?;
