@@ -10,14 +10,13 @@ use crate::fourier::lattice::Lattice;
 use crate::fourier::window::Norm;
 use crate::meta::{CtfParams, Poses};
 use crate::model::decoder::eval_volume_box;
-use crate::model::{parse_activation, Decoder, DecoderConfig, EncodeMode, Encoder};
+use crate::model::{parse_activation, Decoder, EncodeMode, Encoder};
 use crate::nn::PeKind;
 use crate::simulate::dataset::xrot;
 use crate::train::checkpoint::Checkpoint;
 use crate::train::dataset::{prefetch, BatchMaker, ImageDataset};
-use crate::train::RunRecord;
+use crate::train::{build_model, RunRecord};
 use crate::{Error, Result};
-use rand::{rngs::StdRng, SeedableRng};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -77,49 +76,21 @@ impl LoadedModel {
         };
         let act = parse_activation(&cfg.activation)?;
         let be = CpuBackend::<f32>::new();
-        let mut store = ParamStore::new();
-        // Values are replaced by the checkpoint; the seed only fixes the layout.
-        let mut rng = StdRng::seed_from_u64(cfg.seed);
         let lattice = Lattice::for_image(d, true)?;
-        let (encoder, enc_mask) = match cfg.zdim {
-            Some(z) => {
-                let mode: EncodeMode = cfg.encode_mode.parse()?;
-                let em: Vec<usize> = match cfg.enc_mask {
-                    Some(-1) => (0..lattice.len()).collect(),
-                    r => {
-                        let r = r.unwrap_or((d / 2) as i64);
-                        let m = lattice.circular_mask(r as f32)?;
-                        (0..m.len()).filter(|&i| m[i]).collect()
-                    }
-                };
-                let enc = Encoder::new(
-                    &be,
-                    &mut store,
-                    mode,
-                    em.len(),
-                    cfg.enc_layers,
-                    cfg.enc_dim,
-                    z,
-                    act,
-                    &mut rng,
-                )?;
-                (Some(enc), Some(em))
+        let enc_mask: Option<Vec<usize>> = match (cfg.zdim, cfg.enc_mask) {
+            (None, _) => None,
+            (Some(_), Some(-1)) => Some((0..lattice.len()).collect()),
+            (Some(_), r) => {
+                let r = r.unwrap_or((d / 2) as i64);
+                let m = lattice.circular_mask(r as f32)?;
+                Some((0..m.len()).filter(|&i| m[i]).collect())
             }
-            None => (None, None),
         };
-        let prefix = if cfg.zdim.is_some() { "decoder." } else { "" };
-        let dcfg = DecoderConfig {
-            d,
-            layers: cfg.dec_layers,
-            dim: cfg.dec_dim,
-            domain,
-            pe,
-            pe_dim: cfg.pe_dim,
-            feat_sigma: cfg.feat_sigma,
-            activation: act,
-            zdim: cfg.zdim.unwrap_or(0),
-        };
-        let mut decoder = Decoder::new(&be, &mut store, prefix, &dcfg, &mut rng)?;
+        let mode: EncodeMode = cfg.encode_mode.parse()?;
+        let in_dim = enc_mask.as_ref().map_or(0, Vec::len);
+        // Values are replaced by the checkpoint; the seed only fixes the layout.
+        let (mut store, encoder, mut decoder, prefix) =
+            build_model(&be, cfg, d, in_dim, mode, domain, pe, act)?;
         let names: Vec<(String, Vec<usize>)> = store
             .names
             .iter()

@@ -139,6 +139,58 @@ fn check_count(path: &Path, what: &str, got: usize, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// The model `cfg` describes for D×D images whose encoder reads `enc_in_dim` values: a new parameter
+/// store, the encoder (when `cfg.zdim` is set), the decoder and its parameter-name prefix. Parameters are
+/// drawn from a generator seeded by `cfg.seed`, encoder first, so that a configuration always gives the
+/// same initial model (a checkpoint load then replaces the values).
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+pub(crate) fn build_model(
+    be: &CpuBackend<f32>,
+    cfg: &TrainConfig,
+    d: usize,
+    enc_in_dim: usize,
+    encode_mode: EncodeMode,
+    domain: Domain,
+    pe: PeKind,
+    act: crate::backend::Activation,
+) -> Result<(
+    ParamStore<CpuBackend<f32>>,
+    Option<Encoder>,
+    Decoder,
+    &'static str,
+)> {
+    let mut store = ParamStore::new();
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let encoder = match cfg.zdim {
+        Some(z) => Some(Encoder::new(
+            be,
+            &mut store,
+            encode_mode,
+            enc_in_dim,
+            cfg.enc_layers,
+            cfg.enc_dim,
+            z,
+            act,
+            &mut rng,
+        )?),
+        None => None,
+    };
+    let prefix = if cfg.zdim.is_some() { "decoder." } else { "" };
+    let dcfg = DecoderConfig {
+        d,
+        layers: cfg.dec_layers,
+        dim: cfg.dec_dim,
+        domain,
+        pe,
+        pe_dim: cfg.pe_dim,
+        feat_sigma: cfg.feat_sigma,
+        activation: act,
+        zdim: cfg.zdim.unwrap_or(0),
+    };
+    let decoder = Decoder::new(be, &mut store, prefix, &dcfg, &mut rng)?;
+    Ok((store, encoder, decoder, prefix))
+}
+
 /// Run a training job as configured; `progress` shows a progress bar and per-epoch lines.
 pub fn train(cfg: &TrainConfig, progress: bool) -> Result<Trained> {
     if cfg.zdim == Some(0) {
@@ -271,35 +323,8 @@ pub fn train(cfg: &TrainConfig, progress: bool) -> Result<Trained> {
 
     // ---- model ----
     let be = CpuBackend::<f32>::new();
-    let mut store = ParamStore::new();
-    let mut rng = StdRng::seed_from_u64(cfg.seed);
-    let encoder = match cfg.zdim {
-        Some(z) => Some(Encoder::new(
-            &be,
-            &mut store,
-            encode_mode,
-            in_dim,
-            cfg.enc_layers,
-            cfg.enc_dim,
-            z,
-            act,
-            &mut rng,
-        )?),
-        None => None,
-    };
-    let prefix = if cfg.zdim.is_some() { "decoder." } else { "" };
-    let dcfg = DecoderConfig {
-        d,
-        layers: cfg.dec_layers,
-        dim: cfg.dec_dim,
-        domain,
-        pe,
-        pe_dim: cfg.pe_dim,
-        feat_sigma: cfg.feat_sigma,
-        activation: act,
-        zdim: cfg.zdim.unwrap_or(0),
-    };
-    let mut decoder = Decoder::new(&be, &mut store, prefix, &dcfg, &mut rng)?;
+    let (mut store, encoder, mut decoder, prefix) =
+        build_model(&be, cfg, d, in_dim, encode_mode, domain, pe, act)?;
     let rf_name = format!("{prefix}rand_freqs");
     let mut adam = Adam::<CpuBackend<f32>>::new(cfg.lr, cfg.wd);
     let mut start = 0;
