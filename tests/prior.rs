@@ -1,11 +1,13 @@
 //! Latent diffusion prior: exact math (EDM coefficients, schedule, Dormand–Prince on ODEs with known
 //! solutions), samplers and the probability-flow ODE on Gaussian / Gaussian-mixture data whose ideal
-//! denoiser is known in closed form, and a short real training run on a 2-D ring.
+//! denoiser is known in closed form, and short real training runs on a 2-D ring, a noisy line in
+//! 4-D and a two-mode mixture (PC1 TVD against the Gaussian prior's, interpolation across the gap),
+//! plus exact resume of training.
 
 use cryofield::analysis::pca::Pca;
 use cryofield::diffusion::edm::{karras_sigmas, loss_weight};
 use cryofield::diffusion::eval::{fraction_below, tvd_hist, Kde};
-use cryofield::diffusion::model::{train, TrainConfig};
+use cryofield::diffusion::model::{train, train_resumable, TrainConfig};
 use cryofield::diffusion::ode::{decode, dopri5, encode, interpolate, langevin_chain, OdeOptions};
 use cryofield::diffusion::sample::{euler_maruyama, heun, Churn};
 use cryofield::diffusion::{Denoiser, EdmConfig, GmmDenoiser, MlpDenoiser, Precond};
@@ -286,4 +288,147 @@ fn trained_small_denoiser_samples_a_ring_and_checkpoint_round_trips() {
         m2.denoise(&x, &[0.1, 3.0]).unwrap()
     );
     assert_eq!(m2.edm, model.edm);
+}
+
+/// PC1 TVD (20 bins) of `samples` and of N(0, I) draws against `data`, plus the floor: data
+/// against fresh data from the same generator.
+fn pc1_tvds(
+    data: &[f64],
+    fresh: &[f64],
+    samples: &[f64],
+    d: usize,
+    rng: &mut StdRng,
+) -> (f64, f64, f64) {
+    let d32: Vec<f32> = data.iter().map(|&x| x as f32).collect();
+    let pca = Pca::fit(&d32, data.len() / d, d).unwrap();
+    let gauss: Vec<f64> = (0..samples.len())
+        .map(|_| rng.sample::<f64, _>(rand_distr::StandardNormal))
+        .collect();
+    let pd = pca.project(data, 0);
+    (
+        tvd_hist(&pd, &pca.project(samples, 0), 20).unwrap(),
+        tvd_hist(&pd, &pca.project(&gauss, 0), 20).unwrap(),
+        tvd_hist(&pd, &pca.project(fresh, 0), 20).unwrap(),
+    )
+}
+
+fn small_cfg(steps: usize) -> TrainConfig {
+    TrainConfig {
+        nlayers: 4,
+        hidden: 64,
+        lr: 2e-3,
+        batch: 256,
+        steps,
+        ema: 0.99,
+        seed: 0,
+    }
+}
+
+/// Points on the segment t·u, t ~ U(−1.5, 1.5), u a unit vector in 4-D, plus isotropic noise 0.05.
+fn line4(n: usize, rng: &mut StdRng) -> Vec<f64> {
+    let u = [0.5, -0.5, 0.5, 0.5];
+    let mut z = Vec::with_capacity(4 * n);
+    for _ in 0..n {
+        let t = rng.random_range(-1.5..1.5);
+        for uj in u {
+            z.push(t * uj + 0.05 * rng.sample::<f64, _>(rand_distr::StandardNormal));
+        }
+    }
+    z
+}
+
+#[test]
+fn trained_denoiser_samples_a_line_gaussian_prior_does_not() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let z = line4(4000, &mut rng);
+    let (model, _) = train(&z, 4, &small_cfg(1500), |_, _| {}).unwrap();
+    let s = euler_maruyama(&model, &model.edm, 4000, 100, &mut rng, |_| {}).unwrap();
+    let fresh = line4(4000, &mut rng);
+    let (t_s, t_g, t_f) = pc1_tvds(&z, &fresh, &s, 4, &mut rng);
+    // distance of samples from the line: the data's own is 0.05·√3 ≈ 0.087 on average
+    let u = [0.5, -0.5, 0.5, 0.5];
+    let off: f64 = s
+        .chunks(4)
+        .map(|p| {
+            let t: f64 = p.iter().zip(u).map(|(a, b)| a * b).sum();
+            p.iter()
+                .zip(u)
+                .map(|(a, b)| (a - t * b).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        })
+        .sum::<f64>()
+        / 4000.0;
+    println!("line: PC1 TVD diffusion {t_s:.4}, Gaussian {t_g:.4}, floor {t_f:.4}; mean distance from the line {off:.3}");
+    // with 4000 points per side the floor is ≈ 0.04–0.05; this small net (1500 steps, 4 s) rounds
+    // the uniform marginal's sharp ends and gets ≈ 0.08 (an 8×128 net gets 0.063 in 35 s);
+    // the full-size figure is in BENCHMARKS.md (tools/bench_prior.sh)
+    assert!(t_s < 0.11, "{t_s}");
+    assert!(t_g > 0.12, "{t_g}");
+    assert!(t_s < 0.65 * t_g);
+    assert!(off < 0.2, "{off}");
+}
+
+#[test]
+fn trained_denoiser_on_two_modes_samples_and_interpolates_around_the_gap() {
+    let b = bimodal();
+    let mut rng = StdRng::seed_from_u64(8);
+    let z = b.sample(4000, &mut rng);
+    let (model, _) = train(&z, 2, &small_cfg(600), |_, _| {}).unwrap();
+    let s = euler_maruyama(&model, &model.edm, 4000, 100, &mut rng, |_| {}).unwrap();
+    let fresh = b.sample(4000, &mut rng);
+    let (t_s, t_g, t_f) = pc1_tvds(&z, &fresh, &s, 2, &mut rng);
+    let kde = Kde::new(&z, 2).unwrap();
+    let thr = kde.data_quantile(0.01);
+    let in_gap = fraction_below(&kde, &s, thr);
+    let path = interpolate(
+        &model,
+        &model.edm,
+        &[-2.0, 0.1],
+        &[2.0, -0.1],
+        60,
+        &OdeOptions::default(),
+    )
+    .unwrap();
+    let frac = fraction_below(&kde, &path, thr);
+    println!("two modes: PC1 TVD diffusion {t_s:.4}, Gaussian {t_g:.4}, floor {t_f:.4}; samples below threshold {in_gap:.3}; interpolation below threshold {frac:.3}");
+    assert!(t_s < 0.08, "{t_s}");
+    assert!(t_g > 0.5, "{t_g}");
+    assert!(in_gap < 0.05, "{in_gap}");
+    // the straight line spends > 40% in the gap (see interpolation_between_modes_avoids_the_gap)
+    assert!(frac <= 0.1, "{frac}");
+}
+
+#[test]
+fn resumed_training_equals_uninterrupted_training() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let z = ring(500, &mut rng);
+    let mut cfg = TrainConfig {
+        nlayers: 2,
+        hidden: 16,
+        batch: 64,
+        ..small_cfg(30)
+    };
+    let (full, rep_full, st_full) = train_resumable(&z, 2, &cfg, None, |_, _| {}).unwrap();
+    cfg.steps = 12;
+    let (_, rep_a, st_a) = train_resumable(&z, 2, &cfg, None, |_, _| {}).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("state.safetensors");
+    st_a.save(&p).unwrap();
+    cfg.steps = 30;
+    let loaded = cryofield::diffusion::model::load_state(&p, &z, 2, &cfg).unwrap();
+    assert_eq!(loaded, st_a);
+    let (resumed, rep_b, st_b) = train_resumable(&z, 2, &cfg, Some(loaded), |_, _| {}).unwrap();
+    let joined: Vec<f64> = rep_a.losses.iter().chain(&rep_b.losses).copied().collect();
+    assert_eq!(joined, rep_full.losses);
+    assert_eq!(st_b, st_full);
+    let x = [0.3, -0.4, 1.0, 2.0];
+    assert_eq!(
+        full.denoise(&x, &[0.1, 3.0]).unwrap(),
+        resumed.denoise(&x, &[0.1, 3.0]).unwrap()
+    );
+    // a state made on other latents is refused with the file named
+    let other = ring(400, &mut rng);
+    let err = cryofield::diffusion::model::load_state(&p, &other, 2, &cfg).unwrap_err();
+    assert!(err.to_string().contains("state.safetensors"), "{err}");
 }

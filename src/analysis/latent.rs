@@ -173,6 +173,9 @@ pub struct Marks<'a> {
     pub points: &'a [(f64, f64)],
     /// join the marked points with a dashed-looking line (a traversal)
     pub connect: bool,
+    /// labelled polylines drawn over the points in tab10 colours from red on, with a legend
+    /// (e.g. an interpolation path beside the straight line)
+    pub paths: &'a [(&'a str, &'a [(f64, f64)])],
 }
 
 /// Scatter of `(x[i], y[i])` with optional cluster colours and numbered marked points, to a PNG.
@@ -193,12 +196,22 @@ pub fn marked_scatter(
     }
     let mx: Vec<f64> = marks.points.iter().map(|p| p.0).collect();
     let my: Vec<f64> = marks.points.iter().map(|p| p.1).collect();
+    let px: Vec<f64> = marks
+        .paths
+        .iter()
+        .flat_map(|p| p.1.iter().map(|q| q.0))
+        .collect();
+    let py: Vec<f64> = marks
+        .paths
+        .iter()
+        .flat_map(|p| p.1.iter().map(|q| q.1))
+        .collect();
     let xr = style
         .x_range
-        .unwrap_or_else(|| auto_range(x.iter().chain(&mx)));
+        .unwrap_or_else(|| auto_range(x.iter().chain(&mx).chain(&px)));
     let yr = style
         .y_range
-        .unwrap_or_else(|| auto_range(y.iter().chain(&my)));
+        .unwrap_or_else(|| auto_range(y.iter().chain(&my).chain(&py)));
     render(path, style.size, |root| {
         root.fill(&WHITE)?;
         let mut b = ChartBuilder::on(root);
@@ -231,6 +244,24 @@ pub fn marked_scatter(
                 marks.points.iter().copied(),
                 BLACK.stroke_width(2),
             ))?;
+        }
+        for (i, (label, pts)) in marks.paths.iter().enumerate() {
+            let c = TAB10[(3 + i) % TAB10.len()];
+            chart
+                .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(3)))?
+                .label(*label)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(3))
+                });
+        }
+        if !marks.paths.is_empty() {
+            chart
+                .configure_series_labels()
+                .label_font((FONT, 16))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .position(SeriesLabelPosition::UpperRight)
+                .draw()?;
         }
         for (k, &(a, b)) in marks.points.iter().enumerate() {
             chart.draw_series([
@@ -408,6 +439,7 @@ pub fn run_basic_with(
                 labels: None,
                 points: &pts,
                 connect: true,
+                paths: &[],
             },
             &pc_style,
         )?;
@@ -439,6 +471,7 @@ pub fn run_basic_with(
             labels: Some(&km.labels),
             points: &cpts,
             connect: false,
+            paths: &[],
         },
         &pc_style,
     )?;
@@ -478,6 +511,7 @@ pub fn run_basic_with(
                 labels: Some(&km.labels),
                 points: &epts,
                 connect: false,
+                paths: &[],
             },
             &est,
         )?;

@@ -2,15 +2,19 @@
 //! encode both with the adaptive RK4(5) probability-flow ODE solver (σ_min → σ_max), interpolate
 //! linearly in the prior's Gaussian space, decode (σ_max → σ_min). With `--zfile`, reports the
 //! fraction of path points whose data density (Gaussian KDE) is below the 1st percentile of the
-//! data's own densities (the "empty region"), next to that of the straight line.
+//! data's own densities (the "empty region"), next to that of the straight line, and draws both
+//! paths over the data's PC1/PC2 scatter (`OUT` with the extension `.png`).
 //!
 //! Example: `cryofield prior-interpolate prior/ --from 0.1,-1.2,... --to 1.3,0.4,... -n 100 -o path.txt`
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 
 use super::prior_train::{load_latents, save_latents};
+use crate::analysis::latent::{marked_scatter, Marks};
+use crate::analysis::pca::Pca;
+use crate::analysis::plot::PlotStyle;
 use crate::diffusion::eval::{fraction_below, Kde};
 use crate::diffusion::ode::{interpolate, lerp_path, OdeOptions};
 use crate::diffusion::MlpDenoiser;
@@ -95,6 +99,70 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         println!(
             "fraction of path below the data density threshold (1st percentile): prior {f:.3}, straight line {fs:.3}"
         );
+        let png = a.out.with_extension("png");
+        let line = lerp_path(&za, &zb, a.n);
+        if path_plot(
+            &png,
+            &z,
+            d,
+            &[("diffusion prior", &path), ("straight line", &line)],
+            "prior interpolation",
+        )? {
+            println!("plot → {}", png.display());
+        }
     }
     Ok(())
+}
+
+/// Draws latent paths `(n_i, d)` over the PC1/PC2 scatter of the data latents `(N, d)` (PCA of
+/// the data), the first path's endpoints marked 0 and 1. Returns false (and draws nothing) for
+/// zdim 1.
+pub fn path_plot(
+    png: &Path,
+    data: &[f64],
+    d: usize,
+    paths: &[(&str, &[f64])],
+    title: &str,
+) -> anyhow::Result<bool> {
+    if d < 2 {
+        return Ok(false);
+    }
+    let n = data.len() / d;
+    let z32: Vec<f32> = data.iter().map(|&v| v as f32).collect();
+    let pca = Pca::fit(&z32, n, d)?;
+    let xy = |x: &[f64]| -> Vec<(f64, f64)> {
+        pca.project(x, 0)
+            .into_iter()
+            .zip(pca.project(x, 1))
+            .collect()
+    };
+    let (pc1, pc2) = (pca.project(data, 0), pca.project(data, 1));
+    let projected: Vec<(&str, Vec<(f64, f64)>)> = paths.iter().map(|(l, p)| (*l, xy(p))).collect();
+    let refs: Vec<(&str, &[(f64, f64)])> =
+        projected.iter().map(|(l, p)| (*l, p.as_slice())).collect();
+    let ends: Vec<(f64, f64)> = match projected.first() {
+        Some((_, p)) if !p.is_empty() => vec![p[0], p[p.len() - 1]],
+        _ => Vec::new(),
+    };
+    let style = PlotStyle {
+        title: title.into(),
+        x_label: "PC1".into(),
+        y_label: "PC2".into(),
+        size: (800, 800),
+        ..PlotStyle::default()
+    };
+    let cap = n.min(20000);
+    marked_scatter(
+        png,
+        &pc1[..cap],
+        &pc2[..cap],
+        &Marks {
+            labels: None,
+            points: &ends,
+            connect: false,
+            paths: &refs,
+        },
+        &style,
+    )?;
+    Ok(true)
 }

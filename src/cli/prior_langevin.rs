@@ -1,6 +1,8 @@
 //! `prior-langevin`: Langevin dynamics in the diffusion prior's Gaussian space (paper eq. 7:
 //! ẑ ← ẑ − ẑΔt/2 + √Δt·ε), decoded with the adaptive RK4(5) probability-flow ODE solver. Starts
-//! from `--start` (encoded) or from ẑ ~ N(0, I).
+//! from `--start` (encoded; `@i` is row i of `--zfile`) or from ẑ ~ N(0, I). With `--zfile`,
+//! reports the fraction of states in the data's empty region (KDE density below the data's 1st
+//! percentile) and draws the trajectory over the data's PC1/PC2 scatter (`OUT` with `.png`).
 //!
 //! Example: `cryofield prior-langevin prior/ --steps 200 --dt 0.1 -o traj.txt`
 
@@ -10,8 +12,9 @@ use anyhow::bail;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
-use super::prior_interpolate::parse_point;
-use super::prior_train::save_latents;
+use super::prior_interpolate::{parse_point, path_plot};
+use super::prior_train::{load_latents, save_latents};
+use crate::diffusion::eval::{fraction_below, Kde};
 use crate::diffusion::ode::{decode, encode, langevin_chain, OdeOptions};
 use crate::diffusion::MlpDenoiser;
 
@@ -33,6 +36,9 @@ pub struct Args {
     /// Output (.txt rows, .npy or .pkl)
     #[arg(short = 'o', long)]
     pub out: PathBuf,
+    /// Data latents (for `@i` starts, the empty-region report and the plot)
+    #[arg(long)]
+    pub zfile: Option<PathBuf>,
     #[arg(long, default_value_t = 1e-5)]
     pub tol: f64,
     #[arg(long, default_value_t = 0)]
@@ -51,9 +57,27 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         atol: a.tol,
         ..Default::default()
     };
+    let data = match &a.zfile {
+        Some(p) => {
+            let (z, dz) = load_latents(p)?;
+            if dz != d {
+                bail!("--zfile has zdim {dz}, the prior {d}");
+            }
+            Some(z)
+        }
+        None => None,
+    };
     let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed);
     let z0 = match &a.start {
-        Some(s) => encode(&model, &model.edm, &parse_point(s, d, None)?, &opt)?.0,
+        Some(s) => {
+            encode(
+                &model,
+                &model.edm,
+                &parse_point(s, d, data.as_deref())?,
+                &opt,
+            )?
+            .0
+        }
         None => (0..d).map(|_| StandardNormal.sample(&mut rng)).collect(),
     };
     let chain = langevin_chain(&z0, a.steps, a.dt, &mut rng);
@@ -66,5 +90,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         st.nfev,
         a.out.display()
     );
+    if let Some(data) = data {
+        let kde = Kde::new(&data, d)?;
+        let f = fraction_below(&kde, &z, kde.data_quantile(0.01));
+        println!("fraction of states below the data density threshold (1st percentile): {f:.3}");
+        let png = a.out.with_extension("png");
+        if path_plot(
+            &png,
+            &data,
+            d,
+            &[("Langevin trajectory", &z)],
+            "prior Langevin",
+        )? {
+            println!("plot → {}", png.display());
+        }
+    }
     Ok(())
 }

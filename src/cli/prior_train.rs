@@ -1,16 +1,19 @@
 //! `prior-train`: train a latent diffusion prior (EDM, Karras et al. 2022) on cryoDRGN latents, as
 //! in Kreis et al. 2022 (Appendix A.1): residual MLP denoiser (16 × 128, SiLU) conditioned on the
 //! noise level, σ_data = std of the latents, EDM loss weighting and log-normal σ, Adam (lr 3e-4,
-//! batch 1024), EMA 0.999. Writes `PRIOR_DIR/prior.npz` (EMA weights), `loss.png`, `loss.txt`.
+//! batch 1024), EMA 0.999. Writes `PRIOR_DIR/prior.npz` (EMA weights), `loss.png`, `loss.txt`
+//! and `state.safetensors` (raw and EMA weights, Adam moments, step count): `--load` continues
+//! from it up to `--steps` in total, exactly as an uninterrupted run would.
 //!
-//! Example: `cryofield prior-train z.25.pkl -o prior/ --steps 20000`
+//! Example: `cryofield prior-train z.25.pkl -o prior/ --steps 20000`, then
+//! `cryofield prior-train z.25.pkl -o prior/ --steps 40000 --load prior/state.safetensors`
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
 use crate::analysis::plot::{line_plot, LineOptions, PlotStyle, Series};
-use crate::diffusion::model::{train, TrainConfig};
+use crate::diffusion::model::{load_state, train_resumable, TrainConfig};
 use crate::io::atomic::write_bytes_atomic;
 use crate::io::npy::read_npy;
 use crate::io::pkl::read_pkl_all;
@@ -44,6 +47,10 @@ pub struct Args {
     pub ema: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Resume from a `state.safetensors` of an earlier run on the same latents (same --layers,
+    /// --dim, --seed); --steps counts from the start of that run
+    #[arg(long)]
+    pub load: Option<PathBuf>,
 }
 
 /// Latents `(N, zdim)` as f64 rows and zdim: cryoDRGN `z.pkl` (the first pickle of the file is
@@ -156,8 +163,35 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ema: a.ema,
         seed: a.seed,
     };
+    let resume = match &a.load {
+        Some(p) => Some(load_state(p, &z, d, &cfg)?),
+        None => None,
+    };
+    let first = resume.as_ref().map_or(0, |c| c.epoch);
+    if first > a.steps {
+        bail!(
+            "{}: already {first} steps, more than --steps {}",
+            a.load
+                .as_ref()
+                .map_or(String::new(), |p| p.display().to_string()),
+            a.steps
+        );
+    }
+    // losses of the steps already done (from this folder's loss.txt when resuming)
+    let mut losses: Vec<f64> = Vec::new();
+    if first > 0 {
+        if let Ok(t) = std::fs::read_to_string(a.outdir.join("loss.txt")) {
+            losses = t
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+                .take(first)
+                .collect();
+        }
+    }
     let pb = super::progress::bar(a.steps as u64, "prior-train");
-    let (model, rep) = train(&z, d, &cfg, |step, loss| {
+    pb.set_position(first as u64);
+    let (model, rep, state) = train_resumable(&z, d, &cfg, resume, |step, loss| {
         pb.inc(1);
         if step.is_multiple_of(100) {
             pb.set_message(format!("prior-train loss {loss:.4}"));
@@ -165,18 +199,25 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     })?;
     pb.finish_and_clear();
     model.save(a.outdir.join("prior.npz"))?;
+    state.save(&a.outdir.join("state.safetensors"))?;
+    let offset = first - losses.len();
+    losses.extend(&rep.losses);
     let mut txt = String::from("# step loss\n");
-    for (i, l) in rep.losses.iter().enumerate() {
-        txt.push_str(&format!("{i} {l:.6}\n"));
+    for (i, l) in losses.iter().enumerate() {
+        txt.push_str(&format!("{} {l:.6}\n", i + offset));
     }
     write_bytes_atomic(a.outdir.join("loss.txt"), txt.as_bytes())?;
     // loss curve averaged over windows of ~1% of training
-    let w = (rep.losses.len() / 100).max(1);
-    let (xs, ys): (Vec<f64>, Vec<f64>) = rep
-        .losses
+    let w = (losses.len() / 100).max(1);
+    let (xs, ys): (Vec<f64>, Vec<f64>) = losses
         .chunks(w)
         .enumerate()
-        .map(|(i, c)| ((i * w) as f64, c.iter().sum::<f64>() / c.len() as f64))
+        .map(|(i, c)| {
+            (
+                (i * w + offset) as f64,
+                c.iter().sum::<f64>() / c.len() as f64,
+            )
+        })
         .unzip();
     if !xs.is_empty() {
         let style = PlotStyle {
@@ -196,13 +237,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             &LineOptions::default(),
         )?;
     }
-    let sps = a.steps as f64 / rep.seconds.max(1e-9);
+    let done = a.steps - first;
+    let sps = done as f64 / rep.seconds.max(1e-9);
     println!(
         "trained {} params on {} latents (zdim {d}, σ_data {:.4}): {} steps in {:.1}s ({:.1} steps/s, {:.0} samples/s), final loss {:.4} → {}",
         model.num_params(),
         z.len() / d,
         model.edm.sigma_data,
-        a.steps,
+        done,
         rep.seconds,
         sps,
         sps * a.batch as f64,

@@ -18,6 +18,7 @@ use crate::backend::{Activation, Backend};
 use crate::io::array::NdArray;
 use crate::io::npy::{read_npz, write_npz};
 use crate::nn::{Adam, Ema, Mlp};
+use crate::train::checkpoint::Checkpoint;
 use crate::{Error, Result};
 
 /// Width of the noise embedding `[c_noise, sin(2^k c_noise), cos(2^k c_noise)], k = 0..4`.
@@ -292,8 +293,80 @@ pub fn train(
     z: &[f64],
     d: usize,
     cfg: &TrainConfig,
-    mut on_step: impl FnMut(usize, f64),
+    on_step: impl FnMut(usize, f64),
 ) -> Result<(MlpDenoiser, TrainReport)> {
+    let (model, rep, _) = train_resumable(z, d, cfg, None, on_step)?;
+    Ok((model, rep))
+}
+
+/// Names of the extra tensors of a training state: the EMA shadow of each parameter and the data
+/// statistics `[n, zdim, sigma_data]` it was trained on.
+fn state_extra_names(store: &ParamStore<Be>) -> Vec<String> {
+    let mut v: Vec<String> = store.names.iter().map(|n| format!("ema.{n}")).collect();
+    v.push("data_stats".into());
+    v
+}
+
+/// The random stream of one training step: a function of `(seed, step)` only, so a resumed run
+/// draws exactly what an uninterrupted one would.
+fn step_rng(seed: u64, step: usize) -> rand::rngs::StdRng {
+    let mix = (step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    rand::rngs::StdRng::seed_from_u64(seed ^ mix)
+}
+
+/// Read a training state (`state.safetensors`, a [`Checkpoint`] whose `epoch` is the step count) for a model of `cfg`'s size.
+pub fn load_state(path: &Path, z: &[f64], d: usize, cfg: &TrainConfig) -> Result<Checkpoint> {
+    let (mean, sigma_data) = latent_stats(z, d)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+    let m = MlpDenoiser::new(
+        d,
+        cfg.nlayers,
+        cfg.hidden,
+        EdmConfig::new(sigma_data),
+        mean,
+        &mut rng,
+    )?;
+    let names: Vec<(String, Vec<usize>)> = m
+        .store
+        .names
+        .iter()
+        .zip(&m.store.tensors)
+        .map(|(n, t)| (n.clone(), t.shape.clone()))
+        .collect();
+    let ck = Checkpoint::load(path, &names, &state_extra_names(&m.store))?;
+    let stats = ck
+        .extra
+        .iter()
+        .find(|(n, _, _)| n == "data_stats")
+        .map(|(_, _, v)| v.clone())
+        .unwrap_or_default();
+    let n = z.len() / d;
+    if stats.len() != 3
+        || stats[0] as usize != n
+        || stats[1] as usize != d
+        || (stats[2] as f64 - sigma_data).abs() > 1e-5 * sigma_data
+    {
+        return Err(Error::format(
+            path,
+            format!(
+                "training state was made on other latents (n, zdim, σ_data = {stats:?}; these: {n}, {d}, {sigma_data:.6})"
+            ),
+        ));
+    }
+    Ok(ck)
+}
+
+/// [`train`] that can start from a saved state (the `Checkpoint` returned by an earlier call or
+/// read by [`load_state`]; `cfg.steps` is then the total, including the steps already done) and
+/// returns the state to save: raw weights, EMA weights, Adam moments and the step count. Resuming
+/// is exact: each step's random draws depend only on `(seed, step)`.
+pub fn train_resumable(
+    z: &[f64],
+    d: usize,
+    cfg: &TrainConfig,
+    resume: Option<Checkpoint>,
+    mut on_step: impl FnMut(usize, f64),
+) -> Result<(MlpDenoiser, TrainReport, Checkpoint)> {
     let (mean, sigma_data) = latent_stats(z, d)?;
     let n = z.len() / d;
     if cfg.batch == 0 {
@@ -304,12 +377,30 @@ pub fn train(
     let mut model = MlpDenoiser::new(d, cfg.nlayers, cfg.hidden, edm, mean, &mut rng)?;
     let mut adam = Adam::<Be>::new(cfg.lr, 0.0);
     let mut ema = Ema::new(&model.be, &model.store, cfg.ema)?;
+    let first = match resume {
+        None => 0,
+        Some(ck) => {
+            for (i, (_, shape, v)) in ck.params.iter().enumerate() {
+                *model.store.get_mut(crate::autodiff::ParamId(i)) =
+                    Tensor::from_slice(&model.be, v, shape)?;
+            }
+            for (i, name) in model.store.names.iter().enumerate() {
+                let key = format!("ema.{name}");
+                if let Some((_, _, v)) = ck.extra.iter().find(|(n, _, _)| *n == key) {
+                    ema.shadow[i] = model.be.upload(v)?;
+                }
+            }
+            adam.set_state(&model.be, ck.adam_step, &ck.adam_m, &ck.adam_v)?;
+            ck.epoch
+        }
+    };
     let start = std::time::Instant::now();
-    let mut losses = Vec::with_capacity(cfg.steps);
+    let mut losses = Vec::with_capacity(cfg.steps.saturating_sub(first));
     let b = cfg.batch;
     let mut inp = vec![0f32; b * (d + NOISE_EMB)];
     let mut tgt = vec![0f32; b * d];
-    for step in 0..cfg.steps {
+    for step in first..cfg.steps {
+        let mut rng = step_rng(cfg.seed, step);
         for i in 0..b {
             let r = rng.random_range(0..n);
             let e0: f64 = StandardNormal.sample(&mut rng);
@@ -350,6 +441,36 @@ pub fn train(
         losses.push(loss_v);
         on_step(step, loss_v);
     }
+    // the state to resume from: raw weights, EMA, Adam, step count
+    let (adam_step, adam_m, adam_v) = adam.state(&model.be)?;
+    let mut state = Checkpoint {
+        epoch: first.max(cfg.steps),
+        adam_step,
+        adam_m,
+        adam_v,
+        ..Default::default()
+    };
+    for (name, t) in model.store.names.iter().zip(&model.store.tensors) {
+        state
+            .params
+            .push((name.clone(), t.shape.clone(), model.be.to_vec(&t.buf)?));
+    }
+    for ((name, t), sh) in model
+        .store
+        .names
+        .iter()
+        .zip(&model.store.tensors)
+        .zip(&ema.shadow)
+    {
+        state
+            .extra
+            .push((format!("ema.{name}"), t.shape.clone(), model.be.to_vec(sh)?));
+    }
+    state.extra.push((
+        "data_stats".into(),
+        vec![3],
+        vec![n as f32, d as f32, sigma_data as f32],
+    ));
     ema.copy_to(&model.be, &mut model.store)?;
     Ok((
         model,
@@ -357,5 +478,6 @@ pub fn train(
             losses,
             seconds: start.elapsed().as_secs_f64(),
         },
+        state,
     ))
 }
