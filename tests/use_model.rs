@@ -351,6 +351,7 @@ fn eval_accuracy_is_better_for_the_trained_model() {
             apix: None,
             no_sign_fix: false,
             o: Some(o.into()),
+            truth: None,
         };
         let acc = cryofield::cli::eval_accuracy::evaluate(&args).unwrap();
         cryofield::cli::eval_accuracy::run(args).unwrap();

@@ -5,6 +5,7 @@ pub mod kmeans;
 pub mod latent;
 pub mod pca;
 pub mod plot;
+pub mod stats;
 pub mod traversal;
 
 pub use latent::run_basic;

@@ -56,6 +56,40 @@ pub struct Args {
     /// Per-image table (index label resolution)
     #[arg(short = 'o')]
     pub o: Option<PathBuf>,
+    /// True latent coordinate of each image ((N,) or (N, k) .pkl, e.g. `simulate`'s truth.pkl):
+    /// also report the Spearman rank correlation of every z dimension with every coordinate
+    #[arg(long)]
+    pub truth: Option<PathBuf>,
+}
+
+/// Spearman ρ of every latent dimension (rows) with every truth coordinate (columns), over all
+/// images: `z (n, zdim)` against the `(n, k)` array in `truth`.
+pub fn truth_correlation(z: &[f32], zdim: usize, truth: &Path) -> anyhow::Result<Vec<Vec<f64>>> {
+    let v = read_pkl(truth)?;
+    let a = v
+        .as_array()
+        .with_context(|| format!("{}: not a numpy array", truth.display()))?;
+    let n = z.len() / zdim;
+    let k = match a.shape.as_slice() {
+        [m] if *m == n => 1,
+        [m, k] if *m == n => *k,
+        s => bail!(
+            "{}: shape {s:?}, expected ({n},) or ({n}, k) to match the latents",
+            truth.display()
+        ),
+    };
+    let t = a.to_f64();
+    Ok((0..zdim)
+        .map(|j| {
+            let zj: Vec<f64> = (0..n).map(|i| z[i * zdim + j] as f64).collect();
+            (0..k)
+                .map(|c| {
+                    let tc: Vec<f64> = (0..n).map(|i| t[i * k + c]).collect();
+                    crate::analysis::stats::spearman(&zj, &tc)
+                })
+                .collect()
+        })
+        .collect())
 }
 
 /// What `eval-accuracy` measured.
@@ -217,6 +251,14 @@ pub fn evaluate(a: &Args) -> anyhow::Result<Accuracy> {
 
 /// Run `eval-accuracy`.
 pub fn run(a: Args) -> anyhow::Result<()> {
+    if let Some(t) = &a.truth {
+        let lat = load_z(&a.zfile)?;
+        let rho = truth_correlation(&lat.z, lat.zdim, t)?;
+        for (j, r) in rho.iter().enumerate() {
+            let cols: Vec<String> = r.iter().map(|x| format!("{x:+.4}")).collect();
+            println!("Spearman ρ(z[{j}], truth) = {}", cols.join(", "));
+        }
+    }
     let acc = evaluate(&a)?;
     let unit = if acc.angstrom { "Å" } else { "px" };
     println!(
