@@ -341,8 +341,8 @@ fn eval_accuracy_is_better_for_the_trained_model() {
     let tmp = tempfile::tempdir().unwrap();
     let run = |w: &Path, c: &Path, z: &Path, o: &Path| {
         let args = cryofield::cli::eval_accuracy::Args {
-            weights: w.into(),
-            config: c.into(),
+            weights: Some(w.into()),
+            config: Some(c.into()),
             zfile: z.into(),
             vols: dir.join("ph/vols.txt"),
             labels: dir.join("sim/labels.pkl"),
@@ -352,6 +352,9 @@ fn eval_accuracy_is_better_for_the_trained_model() {
             no_sign_fix: false,
             o: Some(o.into()),
             truth: None,
+            decoded: None,
+            negate: false,
+            write_z: None,
         };
         let acc = cryofield::cli::eval_accuracy::evaluate(&args).unwrap();
         cryofield::cli::eval_accuracy::run(args).unwrap();
@@ -386,6 +389,48 @@ fn eval_accuracy_is_better_for_the_trained_model() {
     );
     let table = std::fs::read_to_string(tmp.path().join("t.txt")).unwrap();
     assert_eq!(table.lines().count(), 41);
+}
+
+#[test]
+fn eval_accuracy_scores_volumes_decoded_elsewhere_like_the_model() {
+    // the path used to score the reference's volumes: write the chosen images' latents, decode
+    // them with eval-vol --zfile (any program would do), score the folder with --decoded
+    let dir = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let (w, c, z) = (last(dir, "w"), last(dir, "c"), last(dir, "z"));
+    let chosen = tmp.path().join("chosen.txt");
+    let o1 = tmp.path().join("model.txt");
+    let (vols_txt, labels) = (dir.join("ph/vols.txt"), dir.join("sim/labels.pkl"));
+    let base = [
+        "eval-accuracy",
+        "--zfile",
+        s(&z),
+        "--vols",
+        s(&vols_txt),
+        "--labels",
+        s(&labels),
+        "-n",
+        "12",
+        "--seed",
+        "3",
+    ];
+    let mut a1 = base.to_vec();
+    a1.extend([s(&w), "-c", s(&c), "--write-z", s(&chosen), "-o", s(&o1)]);
+    cli(&a1).unwrap();
+    let vols = tmp.path().join("vols");
+    cli(&["eval-vol", s(&w), "-c", s(&c), "--zfile", s(&chosen), "-o", s(&vols)]).unwrap();
+    let o2 = tmp.path().join("decoded.txt");
+    let mut a2 = base.to_vec();
+    // the fixture's run inverted the data: its volumes are −density
+    a2.extend(["--decoded", s(&vols), "--negate", "-o", s(&o2)]);
+    cli(&a2).unwrap();
+    let t1 = std::fs::read_to_string(&o1).unwrap();
+    assert_eq!(t1.lines().count(), 13);
+    assert_eq!(t1, std::fs::read_to_string(&o2).unwrap());
+    // weights together with --decoded is refused
+    let mut a3 = base.to_vec();
+    a3.extend([s(&w), "-c", s(&c), "--decoded", s(&vols)]);
+    assert!(cli(&a3).is_err());
 }
 
 #[test]

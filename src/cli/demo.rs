@@ -154,8 +154,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let zfile = vae.join(format!("z.{last}.pkl"));
     let rho = truth_correlation(&load_z(&zfile)?.z, 1, &sim.join("truth.pkl"))?[0][0];
     let acc = eval_accuracy::evaluate(&eval_accuracy::Args {
-        weights: weights.clone(),
-        config: config.clone(),
+        weights: Some(weights.clone()),
+        config: Some(config.clone()),
         zfile: zfile.clone(),
         vols: ph.join("vols.txt"),
         labels: sim.join("labels.pkl"),
@@ -165,6 +165,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         no_sign_fix: false,
         o: None,
         truth: None,
+        decoded: None,
+        negate: false,
+        write_z: None,
     })?;
     let acc_txt = a.o.join("accuracy.txt");
     let mut t = String::from("# index label fsc0.5_resolution_A\n");

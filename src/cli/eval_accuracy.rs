@@ -27,11 +27,12 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, clap::Args)]
 #[command(about = "Per-image FSC=0.5 resolution of a trained model against ground truth")]
 pub struct Args {
-    /// Model weights (weights.N.safetensors)
-    pub weights: PathBuf,
+    /// Model weights (weights.N.safetensors); omit with --decoded
+    #[arg(required_unless_present = "decoded")]
+    pub weights: Option<PathBuf>,
     /// The run's config.json
-    #[arg(short = 'c', long = "config")]
-    pub config: PathBuf,
+    #[arg(short = 'c', long = "config", required_unless_present = "decoded")]
+    pub config: Option<PathBuf>,
     /// Latents of the images (z.N.pkl, .npy or .txt), image order
     #[arg(long)]
     pub zfile: PathBuf,
@@ -56,6 +57,17 @@ pub struct Args {
     /// Per-image table (index label resolution)
     #[arg(short = 'o')]
     pub o: Option<PathBuf>,
+    /// Score volumes decoded by another program instead of a model: DIR/vol_000.mrc, vol_001.mrc, …
+    /// one per chosen image in increasing image order (write their latents with --write-z)
+    #[arg(long, conflicts_with_all = ["weights", "config"])]
+    pub decoded: Option<PathBuf>,
+    /// With --decoded: negate the volumes (a model trained on inverted data decodes −density)
+    #[arg(long, requires = "decoded")]
+    pub negate: bool,
+    /// Write the latents of the chosen images (text rows, increasing image order), e.g. for the
+    /// reference's `eval_vol --zfile`
+    #[arg(long = "write-z")]
+    pub write_z: Option<PathBuf>,
     /// True latent coordinate of each image ((N,) or (N, k) .pkl, e.g. `simulate`'s truth.pkl):
     /// also report the Spearman rank correlation of every z dimension with every coordinate
     #[arg(long)]
@@ -148,23 +160,27 @@ fn read_labels(path: &Path) -> anyhow::Result<Vec<usize>> {
 
 /// Compute the metric (see the module doc).
 pub fn evaluate(a: &Args) -> anyhow::Result<Accuracy> {
-    let model = LoadedModel::load(&a.weights, &a.config)?;
-    if model.zdim == 0 {
-        bail!(
-            "{}: a homogeneous model has no per-image latents",
-            a.weights.display()
-        );
-    }
     let lat = load_z(&a.zfile)?;
-    if lat.zdim != model.zdim {
-        bail!(
-            "{}: latents have zdim {} but the model {} has zdim {}",
-            a.zfile.display(),
-            lat.zdim,
-            a.weights.display(),
-            model.zdim
-        );
-    }
+    let model = match (&a.weights, &a.config, &a.decoded) {
+        (Some(w), Some(c), None) => {
+            let m = LoadedModel::load(w, c)?;
+            if m.zdim == 0 {
+                bail!("{}: a homogeneous model has no per-image latents", w.display());
+            }
+            if lat.zdim != m.zdim {
+                bail!(
+                    "{}: latents have zdim {} but the model {} has zdim {}",
+                    a.zfile.display(),
+                    lat.zdim,
+                    w.display(),
+                    m.zdim
+                );
+            }
+            Some(m)
+        }
+        (None, None, Some(_)) => None,
+        _ => bail!("give a model (WEIGHTS -c CONFIG) or --decoded DIR, not both"),
+    };
     let labels = read_labels(&a.labels)?;
     if labels.len() != lat.n {
         bail!(
@@ -186,7 +202,6 @@ pub fn evaluate(a: &Args) -> anyhow::Result<Accuracy> {
             );
         }
     }
-    let d = model.d;
     let mut truth: Vec<Option<Vec<f32>>> = vec![None; vols.len()];
     let mut header_apix = None;
     let m = a.n.min(lat.n);
@@ -196,13 +211,38 @@ pub fn evaluate(a: &Args) -> anyhow::Result<Accuracy> {
     let mut pick =
         rand::seq::index::sample(&mut StdRng::seed_from_u64(a.seed), lat.n, m).into_vec();
     pick.sort_unstable();
-    let sign = if model.record.config.invert_data && !a.no_sign_fix {
-        -1.0
-    } else {
-        1.0
+    if let Some(p) = &a.write_z {
+        let z: Vec<f64> = pick
+            .iter()
+            .flat_map(|&i| lat.z[i * lat.zdim..(i + 1) * lat.zdim].iter())
+            .map(|&v| v as f64)
+            .collect();
+        crate::cli::prior_train::save_latents(p, &z, lat.zdim)?;
+    }
+    let sign = match &model {
+        Some(m) if m.record.config.invert_data && !a.no_sign_fix => -1.0,
+        None if a.negate => -1.0,
+        _ => 1.0,
     };
+    let mut d = model.as_ref().map_or(0, |m| m.d);
     let mut rows = Vec::with_capacity(m);
-    for &i in &pick {
+    for (k, &i) in pick.iter().enumerate() {
+        let mut vol = match (&model, &a.decoded) {
+            (Some(model), _) => model.volume(Some(&lat.z[i * lat.zdim..(i + 1) * lat.zdim]), None)?,
+            (None, Some(dir)) => {
+                let p = dir.join(format!("vol_{k:03}.mrc"));
+                let f = MrcFile::open(&p)?;
+                let v = f.read_all()?;
+                let side = f.header.nx as usize;
+                if v.len() != side * side * side || (d != 0 && side != d) {
+                    bail!("{}: expected a cubic volume like the others", p.display());
+                }
+                d = side;
+                v
+            }
+            _ => unreachable!("checked above"),
+        };
+        vol.iter_mut().for_each(|v| *v *= sign);
         let l = labels[i];
         if truth[l].is_none() {
             let f = MrcFile::open(&vols[l])?;
@@ -220,8 +260,6 @@ pub fn evaluate(a: &Args) -> anyhow::Result<Accuracy> {
             }
             truth[l] = Some(v);
         }
-        let mut vol = model.volume(Some(&lat.z[i * lat.zdim..(i + 1) * lat.zdim]), None)?;
-        vol.iter_mut().for_each(|v| *v *= sign);
         let c = fsc_curve(&vol, truth[l].as_ref().unwrap(), d, None)?;
         let pix = c.pixres_at(0.5).unwrap_or(1.0 / d as f64);
         rows.push((i, l, 1.0 / pix));

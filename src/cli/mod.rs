@@ -17,6 +17,7 @@ pub mod parse_ctf;
 pub mod parse_pose;
 pub mod pc_traversal;
 pub mod pdb2mrc;
+pub mod pose_error;
 pub mod phantom;
 pub mod prior_eval;
 pub mod prior_interpolate;
@@ -76,6 +77,8 @@ pub enum Command {
     #[command(alias = "direct_traversal")]
     DirectTraversal(direct_traversal::Args),
     Pdb2mrc(pdb2mrc::Args),
+    #[command(alias = "pose_error")]
+    PoseError(pose_error::Args),
     PriorTrain(prior_train::Args),
     PriorSample(prior_sample::Args),
     PriorInterpolate(prior_interpolate::Args),
@@ -113,6 +116,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::GraphTraversal(a) => graph_traversal::run(a),
         Command::DirectTraversal(a) => direct_traversal::run(a),
         Command::Pdb2mrc(a) => pdb2mrc::run(a),
+        Command::PoseError(a) => pose_error::run(a),
         Command::PriorTrain(a) => prior_train::run(a),
         Command::PriorSample(a) => prior_sample::run(a),
         Command::PriorInterpolate(a) => prior_interpolate::run(a),

@@ -1,0 +1,3 @@
+//! Poses: accuracy against ground truth.
+
+pub mod error;
