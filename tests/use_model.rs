@@ -414,8 +414,11 @@ fn eval_accuracy_scores_volumes_decoded_elsewhere_like_the_model() {
         "--seed",
         "3",
     ];
+    let mut a0 = base.to_vec();
+    a0.extend(["--write-z", s(&chosen)]);
+    cli(&a0).unwrap();
     let mut a1 = base.to_vec();
-    a1.extend([s(&w), "-c", s(&c), "--write-z", s(&chosen), "-o", s(&o1)]);
+    a1.extend([s(&w), "-c", s(&c), "-o", s(&o1)]);
     cli(&a1).unwrap();
     let vols = tmp.path().join("vols");
     cli(&["eval-vol", s(&w), "-c", s(&c), "--zfile", s(&chosen), "-o", s(&vols)]).unwrap();

@@ -28,10 +28,10 @@ use std::path::{Path, PathBuf};
 #[command(about = "Per-image FSC=0.5 resolution of a trained model against ground truth")]
 pub struct Args {
     /// Model weights (weights.N.safetensors); omit with --decoded
-    #[arg(required_unless_present = "decoded")]
+    #[arg(required_unless_present_any = ["decoded", "write_z"])]
     pub weights: Option<PathBuf>,
     /// The run's config.json
-    #[arg(short = 'c', long = "config", required_unless_present = "decoded")]
+    #[arg(short = 'c', long = "config", required_unless_present_any = ["decoded", "write_z"])]
     pub config: Option<PathBuf>,
     /// Latents of the images (z.N.pkl, .npy or .txt), image order
     #[arg(long)]
@@ -64,9 +64,9 @@ pub struct Args {
     /// With --decoded: negate the volumes (a model trained on inverted data decodes −density)
     #[arg(long, requires = "decoded")]
     pub negate: bool,
-    /// Write the latents of the chosen images (text rows, increasing image order), e.g. for the
-    /// reference's `eval_vol --zfile`
-    #[arg(long = "write-z")]
+    /// Only write the latents of the chosen images (text rows, increasing image order) and stop:
+    /// the input of another program's decoder (e.g. the reference's `eval_vol --zfile`) for --decoded
+    #[arg(long = "write-z", conflicts_with_all = ["weights", "config", "decoded"])]
     pub write_z: Option<PathBuf>,
     /// True latent coordinate of each image ((N,) or (N, k) .pkl, e.g. `simulate`'s truth.pkl):
     /// also report the Spearman rank correlation of every z dimension with every coordinate
@@ -158,9 +158,24 @@ fn read_labels(path: &Path) -> anyhow::Result<Vec<usize>> {
         .collect()
 }
 
+/// The evaluated images: `n` (at most `total`) drawn without replacement with `seed`, in
+/// increasing order.
+pub fn chosen(total: usize, n: usize, seed: u64) -> anyhow::Result<Vec<usize>> {
+    let m = n.min(total);
+    if m == 0 {
+        bail!("-n must be at least 1");
+    }
+    let mut pick = rand::seq::index::sample(&mut StdRng::seed_from_u64(seed), total, m).into_vec();
+    pick.sort_unstable();
+    Ok(pick)
+}
+
 /// Compute the metric (see the module doc).
 pub fn evaluate(a: &Args) -> anyhow::Result<Accuracy> {
     let lat = load_z(&a.zfile)?;
+    if a.write_z.is_some() {
+        bail!("--write-z only writes the chosen latents (see `run`), it scores nothing");
+    }
     let model = match (&a.weights, &a.config, &a.decoded) {
         (Some(w), Some(c), None) => {
             let m = LoadedModel::load(w, c)?;
@@ -204,21 +219,8 @@ pub fn evaluate(a: &Args) -> anyhow::Result<Accuracy> {
     }
     let mut truth: Vec<Option<Vec<f32>>> = vec![None; vols.len()];
     let mut header_apix = None;
-    let m = a.n.min(lat.n);
-    if m == 0 {
-        bail!("-n must be at least 1");
-    }
-    let mut pick =
-        rand::seq::index::sample(&mut StdRng::seed_from_u64(a.seed), lat.n, m).into_vec();
-    pick.sort_unstable();
-    if let Some(p) = &a.write_z {
-        let z: Vec<f64> = pick
-            .iter()
-            .flat_map(|&i| lat.z[i * lat.zdim..(i + 1) * lat.zdim].iter())
-            .map(|&v| v as f64)
-            .collect();
-        crate::cli::prior_train::save_latents(p, &z, lat.zdim)?;
-    }
+    let pick = chosen(lat.n, a.n, a.seed)?;
+    let m = pick.len();
     let sign = match &model {
         Some(m) if m.record.config.invert_data && !a.no_sign_fix => -1.0,
         None if a.negate => -1.0,
@@ -289,6 +291,22 @@ pub fn evaluate(a: &Args) -> anyhow::Result<Accuracy> {
 
 /// Run `eval-accuracy`.
 pub fn run(a: Args) -> anyhow::Result<()> {
+    if let Some(p) = &a.write_z {
+        let lat = load_z(&a.zfile)?;
+        let pick = chosen(lat.n, a.n, a.seed)?;
+        let z: Vec<f64> = pick
+            .iter()
+            .flat_map(|&i| lat.z[i * lat.zdim..(i + 1) * lat.zdim].iter())
+            .map(|&v| v as f64)
+            .collect();
+        crate::cli::prior_train::save_latents(p, &z, lat.zdim)?;
+        println!(
+            "latents of the {} chosen images → {} (decode them into vol_000.mrc, … and score with --decoded)",
+            pick.len(),
+            p.display()
+        );
+        return Ok(());
+    }
     if let Some(t) = &a.truth {
         let lat = load_z(&a.zfile)?;
         let rho = truth_correlation(&lat.z, lat.zdim, t)?;
