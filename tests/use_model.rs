@@ -421,7 +421,17 @@ fn eval_accuracy_scores_volumes_decoded_elsewhere_like_the_model() {
     a1.extend([s(&w), "-c", s(&c), "-o", s(&o1)]);
     cli(&a1).unwrap();
     let vols = tmp.path().join("vols");
-    cli(&["eval-vol", s(&w), "-c", s(&c), "--zfile", s(&chosen), "-o", s(&vols)]).unwrap();
+    cli(&[
+        "eval-vol",
+        s(&w),
+        "-c",
+        s(&c),
+        "--zfile",
+        s(&chosen),
+        "-o",
+        s(&vols),
+    ])
+    .unwrap();
     let o2 = tmp.path().join("decoded.txt");
     let mut a2 = base.to_vec();
     // the fixture's run inverted the data: its volumes are −density

@@ -26,7 +26,9 @@ use plotters::prelude::*;
 use crate::analysis::embed::{tsne, TsneOptions};
 use crate::analysis::kmeans::{kmeans, nearest_points};
 use crate::analysis::pca::{linspace, pc_traj_values, percentile, Pca};
-use crate::analysis::plot::{auto_range, histogram, render, scatter_plot, PlotStyle, FONT, TAB10};
+use crate::analysis::plot::{
+    auto_range, draw_legend, histogram, render, scatter_plot, PlotStyle, FONT, TAB10,
+};
 use crate::error::{Error, IoContext, Result};
 use crate::io::array::NdArray;
 use crate::io::atomic::write_atomic;
@@ -255,13 +257,7 @@ pub fn marked_scatter(
                 });
         }
         if !marks.paths.is_empty() {
-            chart
-                .configure_series_labels()
-                .label_font((FONT, 16))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::UpperRight)
-                .draw()?;
+            draw_legend(&mut chart)?;
         }
         for (k, &(a, b)) in marks.points.iter().enumerate() {
             chart.draw_series([

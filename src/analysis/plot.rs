@@ -235,16 +235,28 @@ pub fn line_plot(
             }
         }
         if any_label {
-            chart
-                .configure_series_labels()
-                .label_font((FONT, 16))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::UpperRight)
-                .draw()?;
+            draw_legend(&mut chart)?;
         }
         Ok(())
     })
+}
+
+/// The legend of every labelled series, top right on a translucent white box.
+pub(crate) fn draw_legend<'b>(
+    chart: &mut ChartContext<
+        'b,
+        BitMapBackend<'b>,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+) -> DynResult<()> {
+    chart
+        .configure_series_labels()
+        .label_font((FONT, 16))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()?;
+    Ok(())
 }
 
 fn chart_builder<'a, 'b>(

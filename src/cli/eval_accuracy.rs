@@ -180,7 +180,10 @@ pub fn evaluate(a: &Args) -> anyhow::Result<Accuracy> {
         (Some(w), Some(c), None) => {
             let m = LoadedModel::load(w, c)?;
             if m.zdim == 0 {
-                bail!("{}: a homogeneous model has no per-image latents", w.display());
+                bail!(
+                    "{}: a homogeneous model has no per-image latents",
+                    w.display()
+                );
             }
             if lat.zdim != m.zdim {
                 bail!(
@@ -230,7 +233,9 @@ pub fn evaluate(a: &Args) -> anyhow::Result<Accuracy> {
     let mut rows = Vec::with_capacity(m);
     for (k, &i) in pick.iter().enumerate() {
         let mut vol = match (&model, &a.decoded) {
-            (Some(model), _) => model.volume(Some(&lat.z[i * lat.zdim..(i + 1) * lat.zdim]), None)?,
+            (Some(model), _) => {
+                model.volume(Some(&lat.z[i * lat.zdim..(i + 1) * lat.zdim]), None)?
+            }
             (None, Some(dir)) => {
                 let p = dir.join(format!("vol_{k:03}.mrc"));
                 let f = MrcFile::open(&p)?;

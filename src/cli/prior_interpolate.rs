@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 
-use super::prior_train::{load_latents, save_latents};
+use super::prior_train::{load_latents_for, save_latents};
 use crate::analysis::latent::{marked_scatter, Marks};
 use crate::analysis::pca::Pca;
 use crate::analysis::plot::PlotStyle;
@@ -71,16 +71,7 @@ pub fn parse_point(s: &str, d: usize, data: Option<&[f64]>) -> anyhow::Result<Ve
 pub fn run(a: Args) -> anyhow::Result<()> {
     let model = MlpDenoiser::load(a.prior_dir.join("prior.npz"))?;
     let d = model.d;
-    let data = match &a.zfile {
-        Some(p) => {
-            let (z, dz) = load_latents(p)?;
-            if dz != d {
-                bail!("--zfile has zdim {dz}, the prior {d}");
-            }
-            Some(z)
-        }
-        None => None,
-    };
+    let data = load_latents_for(a.zfile.as_deref(), d)?;
     let za = parse_point(&a.from, d, data.as_deref())?;
     let zb = parse_point(&a.to, d, data.as_deref())?;
     let opt = OdeOptions {

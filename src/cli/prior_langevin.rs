@@ -13,7 +13,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
 use super::prior_interpolate::{parse_point, path_plot};
-use super::prior_train::{load_latents, save_latents};
+use super::prior_train::{load_latents_for, save_latents};
 use crate::diffusion::eval::{fraction_below, Kde};
 use crate::diffusion::ode::{decode, encode, langevin_chain, OdeOptions};
 use crate::diffusion::MlpDenoiser;
@@ -57,16 +57,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         atol: a.tol,
         ..Default::default()
     };
-    let data = match &a.zfile {
-        Some(p) => {
-            let (z, dz) = load_latents(p)?;
-            if dz != d {
-                bail!("--zfile has zdim {dz}, the prior {d}");
-            }
-            Some(z)
-        }
-        None => None,
-    };
+    let data = load_latents_for(a.zfile.as_deref(), d)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed);
     let z0 = match &a.start {
         Some(s) => {

@@ -123,6 +123,16 @@ pub fn load_latents(path: &Path) -> anyhow::Result<(Vec<f64>, usize)> {
     Ok((z, d))
 }
 
+/// Optional data latents that must have the prior's zdim `d` (the `--zfile` of the prior commands).
+pub fn load_latents_for(path: Option<&Path>, d: usize) -> anyhow::Result<Option<Vec<f64>>> {
+    let Some(p) = path else { return Ok(None) };
+    let (z, dz) = load_latents(p)?;
+    if dz != d {
+        bail!("{}: latents have zdim {dz}, the prior {d}", p.display());
+    }
+    Ok(Some(z))
+}
+
 /// Write latents `(n, d)` by extension: `.npy` (float32), `.pkl` (float32 array), else text rows
 /// (what `eval-vol --zfile` reads).
 pub fn save_latents(path: &Path, z: &[f64], d: usize) -> anyhow::Result<()> {
