@@ -16,7 +16,7 @@
 //! | [`meta`] | typed pose/CTF metadata: parsing from STAR and `.cs`, reading/writing the reference's `.pkl` files |
 //! | [`simulate`] | simulated datasets with known truth (poses, CTF, noise, heterogeneity), phantoms with known motions, atomic model → density (pdb2mrc) |
 //! | [`analysis`] | PNG plots with an embedded font; latent analysis: PCA (Jacobi), k-means++, t-SNE embedding, direct/graph/PC traversals, `run_basic` (analyze without volumes) |
-//! | [`backend`] | `Backend` trait (one method per primitive), CPU reference backend (rayon + matrixmultiply) |
+//! | [`backend`] | `Backend` trait (one method per primitive), CPU reference backend (rayon + matrixmultiply), CUDA backend (NVRTC kernels, cuBLAS, device selection) |
 //! | [`autodiff`] | tape: `enum Op` + one backward `match`, `ParamStore`, `Grads` |
 //! | [`nn`] | Linear, MLP / ResidLinearMLP (fused), positional encodings, Adam, RAdam, EMA |
 //! | [`model`] | cryoDRGN models: positional decoder (fourier/hartley) on rotated lattices + `eval_volume`, encoders (resid/mlp/tilt-pair), HetOnlyVAE and its loss; `load`: rebuild a trained run from config.json + weights |

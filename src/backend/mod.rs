@@ -1,6 +1,6 @@
 //! Compute backends: the [`Backend`] trait has one method per primitive; [`cpu::CpuBackend`] is
-//! the reference implementation (rayon + `matrixmultiply`), a CUDA backend implements the same
-//! trait later.
+//! the reference implementation (rayon + `matrixmultiply`), [`cuda::CudaBackend`] implements the
+//! same trait on NVRTC-compiled kernels.
 //!
 //! ## Conventions
 //! - Buffers ([`Backend::Buf`]) are flat, row-major, and carry no shape: every primitive takes
@@ -22,6 +22,7 @@
 //!   body ([`decode`]) composes `fourier_features` + `mlp_forward`, a CUDA backend fuses it.
 
 pub mod cpu;
+pub mod cuda;
 pub mod decode;
 
 pub use decode::{DecodeOutput, DecodeSaved, DecodeSpec, Domain};
