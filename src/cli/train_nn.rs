@@ -3,7 +3,10 @@
 //!
 //! Example: `cryofield train-nn particles.mrcs --poses pose.pkl --ctf ctf.pkl -o out/ -n 20`
 
-use crate::train::{train, TrainConfig};
+use crate::backend::cuda::{select, DeviceArg, Selected};
+#[cfg(feature = "cuda")]
+use crate::train::train_with;
+use crate::train::{train, EpochStats, TrainConfig};
 use std::path::PathBuf;
 
 /// Flags shared by `train-nn` and `train-vae` (the reference's names and defaults).
@@ -11,6 +14,10 @@ use std::path::PathBuf;
 pub struct CommonArgs {
     /// Particles (.mrcs, .star, .cs, .txt)
     pub particles: PathBuf,
+    /// Compute device: auto (the first CUDA device when one is usable, else the CPU), cpu, cuda,
+    /// cuda:N
+    #[arg(long, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
     /// Output folder
     #[arg(short = 'o', long = "outdir")]
     pub outdir: PathBuf,
@@ -142,13 +149,28 @@ pub struct Args {
     pub dim: usize,
 }
 
+/// Train on the selected device (printing the one-line device notice); the per-epoch statistics.
+pub fn train_on(device: DeviceArg, cfg: &TrainConfig) -> anyhow::Result<Vec<EpochStats>> {
+    let sel = select(device)?;
+    eprintln!("{}", sel.notice);
+    Ok(match sel.device {
+        Selected::Cpu => train(cfg, true)?.history,
+        #[cfg(feature = "cuda")]
+        Selected::Cuda(n) => {
+            train_with(crate::backend::cuda::CudaBackend::new(n)?, cfg, true)?.history
+        }
+        #[cfg(not(feature = "cuda"))]
+        Selected::Cuda(_) => anyhow::bail!("this build has no CUDA backend (feature `cuda`)"),
+    })
+}
+
 /// Run `train-nn`.
 pub fn run(a: Args) -> anyhow::Result<()> {
     let mut cfg = a.common.config()?;
     cfg.dec_layers = a.layers;
     cfg.dec_dim = a.dim;
-    let t = train(&cfg, true)?;
-    if let Some(last) = t.history.last() {
+    let history = train_on(a.common.device, &cfg)?;
+    if let Some(last) = history.last() {
         eprintln!(
             "trained {} epochs; final loss {:.6}; outputs in {}",
             cfg.num_epochs,

@@ -5,7 +5,6 @@
 //! Example: `cryofield train-vae particles.mrcs --poses pose.pkl --ctf ctf.pkl --zdim 8 -o out/ -n 25`
 
 use crate::cli::train_nn::CommonArgs;
-use crate::train::train;
 use std::path::PathBuf;
 
 /// Train a heterogeneous VAE.
@@ -67,8 +66,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     cfg.dec_dim = a.dec_dim;
     cfg.tilt = a.tilt;
     cfg.tilt_deg = a.tilt_deg;
-    let t = train(&cfg, true)?;
-    if let Some(last) = t.history.last() {
+    let history = super::train_nn::train_on(a.common.device, &cfg)?;
+    if let Some(last) = history.last() {
         eprintln!(
             "trained {} epochs; final loss {:.6} (gen {:.6}, KLD {:.4}); outputs in {}",
             cfg.num_epochs,

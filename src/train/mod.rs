@@ -114,9 +114,9 @@ pub struct EpochStats {
 }
 
 /// A trained model with its store (for evaluation after `train`).
-pub struct Trained {
-    pub be: CpuBackend<f32>,
-    pub store: ParamStore<CpuBackend<f32>>,
+pub struct Trained<B: Backend = CpuBackend<f32>> {
+    pub be: B,
+    pub store: ParamStore<B>,
     pub decoder: Decoder,
     pub encoder: Option<Encoder>,
     pub norm: Norm,
@@ -144,8 +144,8 @@ fn check_count(path: &Path, what: &str, got: usize, n: usize) -> Result<()> {
 /// drawn from a generator seeded by `cfg.seed`, encoder first, so that a configuration always gives the
 /// same initial model (a checkpoint load then replaces the values).
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
-pub(crate) fn build_model(
-    be: &CpuBackend<f32>,
+pub(crate) fn build_model<B: Backend>(
+    be: &B,
     cfg: &TrainConfig,
     d: usize,
     enc_in_dim: usize,
@@ -153,12 +153,7 @@ pub(crate) fn build_model(
     domain: Domain,
     pe: PeKind,
     act: crate::backend::Activation,
-) -> Result<(
-    ParamStore<CpuBackend<f32>>,
-    Option<Encoder>,
-    Decoder,
-    &'static str,
-)> {
+) -> Result<(ParamStore<B>, Option<Encoder>, Decoder, &'static str)> {
     let mut store = ParamStore::new();
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let encoder = match cfg.zdim {
@@ -191,8 +186,18 @@ pub(crate) fn build_model(
     Ok((store, encoder, decoder, prefix))
 }
 
-/// Run a training job as configured; `progress` shows a progress bar and per-epoch lines.
+/// Run a training job as configured on the CPU backend; `progress` shows a progress bar and
+/// per-epoch lines.
 pub fn train(cfg: &TrainConfig, progress: bool) -> Result<Trained> {
+    train_with(CpuBackend::<f32>::new(), cfg, progress)
+}
+
+/// [`train`] on any `f32` backend (the CPU reference or `--device cuda`).
+pub fn train_with<B: Backend<Elem = f32>>(
+    be: B,
+    cfg: &TrainConfig,
+    progress: bool,
+) -> Result<Trained<B>> {
     if cfg.zdim == Some(0) {
         return Err(Error::invalid("--zdim must be at least 1, got 0"));
     }
@@ -322,11 +327,10 @@ pub fn train(cfg: &TrainConfig, progress: bool) -> Result<Trained> {
     });
 
     // ---- model ----
-    let be = CpuBackend::<f32>::new();
     let (mut store, encoder, mut decoder, prefix) =
         build_model(&be, cfg, d, in_dim, encode_mode, domain, pe, act)?;
     let rf_name = format!("{prefix}rand_freqs");
-    let mut adam = Adam::<CpuBackend<f32>>::new(cfg.lr, cfg.wd);
+    let mut adam = Adam::<B>::new(cfg.lr, cfg.wd);
     let mut start = 0;
     if let Some(path) = &cfg.load {
         let names: Vec<(String, Vec<usize>)> = store
@@ -380,8 +384,8 @@ pub fn train(cfg: &TrainConfig, progress: bool) -> Result<Trained> {
     // reconstruct.N.mrc (train-nn); "" → weights.safetensors, z.pkl, reconstruct.mrc.
     let save = |tag: &str,
                 epoch: usize,
-                store: &ParamStore<CpuBackend<f32>>,
-                adam: &Adam<CpuBackend<f32>>,
+                store: &ParamStore<B>,
+                adam: &Adam<B>,
                 decoder: &Decoder|
      -> Result<()> {
         let name = |stem: &str, ext: &str| {
@@ -581,9 +585,9 @@ fn step_loss<B: Backend<Elem = f32>>(
 }
 
 /// z_mu, z_logvar (N, zdim) for every particle in dataset order (inference: no sampling).
-fn eval_z(
-    be: &CpuBackend<f32>,
-    store: &ParamStore<CpuBackend<f32>>,
+fn eval_z<B: Backend<Elem = f32>>(
+    be: &B,
+    store: &ParamStore<B>,
     enc: &Encoder,
     maker: &Arc<BatchMaker>,
     n: usize,
