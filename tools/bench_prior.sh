@@ -48,7 +48,7 @@ for name in ring line mixture het8; do
   d=$(echo "$line" | sed -E 's/.*diffusion prior ([0-9.]+).*/\1/')
   g=$(echo "$line" | sed -E 's/.*Gaussian prior ([0-9.]+).*/\1/')
   f=$(echo "$line" | sed -E 's/.*\) ([0-9.]+)$/\1/')
-  nn=$(grep "data latents" "$out/$name/eval/eval.txt" | sed -E 's/data latents: ([0-9]+).*/\1/')
+  nn=$(grep "^data latents" "$out/$name/eval/eval.txt" | sed -E "s/data latents: ([0-9]+).*/\1/")
   printf '%-10s %8s %10s %10s %10s %12.1f\n' "$name" "$nn" "$d" "$g" "$f" "$(echo "$t1 - $t0" | bc)"
 done
 grep -h "steps/s" "$out"/*.train.log | sed 's/^/train: /'
