@@ -21,7 +21,7 @@
 //! | [`nn`] | Linear, MLP / ResidLinearMLP (fused), positional encodings, Adam, RAdam, EMA |
 //! | [`model`] | cryoDRGN models: positional decoder (fourier/hartley) on rotated lattices + `eval_volume`, encoders (resid/mlp/tilt-pair), HetOnlyVAE and its loss; `load`: rebuild a trained run from config.json + weights |
 //! | [`train`] | `train-nn` / `train-vae`: ImageDataset preprocessing, prefetched batches, Adam, safetensors checkpoints, exact resume |
-//! | [`pose`] | pose accuracy (`pose-error`: global alignment with handedness, Frobenius/degree/pixel errors) |
+//! | [`pose`] | branch-and-bound pose search with frequency marching (`Backend::pose_scores`), slice models, ab initio reconstruction (`abinit-homo`, `abinit-het`), `pose-search` against a fixed volume, pose accuracy (`pose-error`) |
 //! | [`diffusion`] | latent diffusion prior (EDM): preconditioning, residual-MLP denoiser + training, Euler–Maruyama/Heun samplers, Dormand–Prince ODE encode/decode, PC1 TVD evaluation |
 //! | [`cli`] | one module per subcommand of the `cryofield` binary |
 //!

@@ -24,6 +24,7 @@
 pub mod cpu;
 pub mod cuda;
 pub mod decode;
+pub mod pose_score;
 
 pub use decode::{DecodeOutput, DecodeSaved, DecodeSpec, Domain};
 
@@ -512,6 +513,39 @@ pub trait Backend: Clone + Send + Sync + 'static {
         dlayers: &mut [MlpLayerGrad<'_, Self>],
     ) -> Result<()> {
         decode::backward_composed(self, spec, rot, z, nb, saved, dy, dz, dlayers)
+    }
+
+    // ---- pose search ----
+    /// Squared errors of pose-search candidates, out (nb, nr, nt):
+    /// `out[b, r, t] = Σ_p (ctf[b, p]·slices[σ(b), r, p] − images[b, t, p])²` with slices
+    /// (nσ, nr, P), σ(b) = b when `per_image_slices` (nσ = nb) else 0 (nσ = 1, shared by every
+    /// image), images (nb, nt, P) already translated by each candidate shift, ctf (nb, P) or none.
+    /// See [`pose_score`] for the GEMM form; the default body is the direct f64 sum.
+    #[allow(clippy::too_many_arguments)]
+    fn pose_scores(
+        &self,
+        slices: &Self::Buf,
+        per_image_slices: bool,
+        images: &Self::Buf,
+        ctf: Option<&Self::Buf>,
+        nb: usize,
+        nr: usize,
+        nt: usize,
+        p: usize,
+        out: &mut Self::Buf,
+    ) -> Result<()> {
+        pose_score::pose_scores_naive(
+            self,
+            slices,
+            per_image_slices,
+            images,
+            ctf,
+            nb,
+            nr,
+            nt,
+            p,
+            out,
+        )
     }
 
     // ---- optimizers ----

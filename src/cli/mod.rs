@@ -1,6 +1,8 @@
 //! Subcommands of the `cryofield` binary: one module per subcommand, each module's doc is its `--help`.
 //! Names are kebab-case; the reference's snake_case names are accepted as aliases.
 
+pub mod abinit_het;
+pub mod abinit_homo;
 pub mod analyze;
 pub mod backproject_voxel;
 pub mod demo;
@@ -19,6 +21,7 @@ pub mod pc_traversal;
 pub mod pdb2mrc;
 pub mod phantom;
 pub mod pose_error;
+pub mod pose_search;
 pub mod prior_eval;
 pub mod prior_interpolate;
 pub mod prior_langevin;
@@ -77,6 +80,8 @@ pub enum Command {
     #[command(alias = "direct_traversal")]
     DirectTraversal(direct_traversal::Args),
     Pdb2mrc(pdb2mrc::Args),
+    #[command(alias = "pose_search")]
+    PoseSearch(pose_search::Args),
     #[command(alias = "pose_error")]
     PoseError(pose_error::Args),
     PriorTrain(prior_train::Args),
@@ -84,6 +89,10 @@ pub enum Command {
     PriorInterpolate(prior_interpolate::Args),
     PriorLangevin(prior_langevin::Args),
     PriorEval(prior_eval::Args),
+    #[command(alias = "abinit_homo", alias = "abinit_homo_old")]
+    AbinitHomo(abinit_homo::Args),
+    #[command(alias = "abinit_het", alias = "abinit_het_old")]
+    AbinitHet(abinit_het::Args),
     #[command(alias = "backproject_voxel")]
     BackprojectVoxel(backproject_voxel::Args),
     #[command(alias = "filter_mrcs")]
@@ -116,12 +125,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::GraphTraversal(a) => graph_traversal::run(a),
         Command::DirectTraversal(a) => direct_traversal::run(a),
         Command::Pdb2mrc(a) => pdb2mrc::run(a),
+        Command::PoseSearch(a) => pose_search::run(a),
         Command::PoseError(a) => pose_error::run(a),
         Command::PriorTrain(a) => prior_train::run(a),
         Command::PriorSample(a) => prior_sample::run(a),
         Command::PriorInterpolate(a) => prior_interpolate::run(a),
         Command::PriorLangevin(a) => prior_langevin::run(a),
         Command::PriorEval(a) => prior_eval::run(a),
+        Command::AbinitHomo(a) => abinit_homo::run(a),
+        Command::AbinitHet(a) => abinit_het::run(a),
         Command::BackprojectVoxel(a) => backproject_voxel::run(a),
         Command::FilterMrcs(a) => filter::run_mrcs(a),
         Command::FilterStar(a) => filter::run_star(a),

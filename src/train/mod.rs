@@ -123,13 +123,13 @@ pub struct Trained<B: Backend = CpuBackend<f32>> {
     pub history: Vec<EpochStats>,
 }
 
-fn epoch_seed(seed: u64, epoch: usize, stream: u64) -> u64 {
+pub(crate) fn epoch_seed(seed: u64, epoch: usize, stream: u64) -> u64 {
     seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
         .wrapping_add((epoch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03))
         .wrapping_add(stream)
 }
 
-fn check_count(path: &Path, what: &str, got: usize, n: usize) -> Result<()> {
+pub(crate) fn check_count(path: &Path, what: &str, got: usize, n: usize) -> Result<()> {
     if got != n {
         return Err(Error::format(
             path,
@@ -521,7 +521,7 @@ fn crate_progress(n: u64, what: &str) -> indicatif::ProgressBar {
 
 /// Record one training step's loss on `t`: (loss, reconstruction loss, KL).
 #[allow(clippy::too_many_arguments)]
-fn step_loss<B: Backend<Elem = f32>>(
+pub(crate) fn step_loss<B: Backend<Elem = f32>>(
     t: &mut Tape<'_, B>,
     batch: &Batch,
     decoder: &Decoder,

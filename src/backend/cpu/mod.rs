@@ -895,6 +895,31 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         mlp::backward(self, w, x, n, saved, dy, dx, dlayers)
     }
 
+    fn pose_scores(
+        &self,
+        slices: &Vec<T>,
+        per_image_slices: bool,
+        images: &Vec<T>,
+        ctf: Option<&Vec<T>>,
+        nb: usize,
+        nr: usize,
+        nt: usize,
+        p: usize,
+        out: &mut Vec<T>,
+    ) -> Result<()> {
+        super::pose_score::pose_scores_cpu(
+            slices,
+            per_image_slices,
+            images,
+            ctf.map(|c| c.as_slice()),
+            nb,
+            nr,
+            nt,
+            p,
+            out,
+        )
+    }
+
     fn adam_update(
         &self,
         p: &mut Vec<T>,
