@@ -33,20 +33,19 @@ use crate::backend::{Backend, Domain};
 use crate::fourier::ctf::{compute_ctf_into, Ctf};
 use crate::fourier::lattice::Lattice;
 use crate::fourier::shift::translate_ht_into;
-use crate::fourier::window::Norm;
 use crate::geometry::quaternion::random_rotations;
 use crate::io::array::{ArrayData, NdArray};
 use crate::io::atomic::write_bytes_atomic;
 use crate::io::pkl::{write_pkls, PyValue};
-use crate::meta::{load_indices, CtfParams, Poses};
+use crate::meta::{CtfParams, Poses};
 use crate::model::vae::{gen_loss, KlWeight};
 use crate::model::{parse_activation, Decoder, EncodeMode, Encoder};
 use crate::nn::{Adam, PeKind};
-use crate::simulate::dataset::xrot;
 use crate::train::checkpoint::Checkpoint;
 use crate::train::dataset::{Batch, ImageDataset};
 use crate::train::{
-    build_model, check_count, epoch_seed, step_loss, EpochStats, RunRecord, TrainConfig,
+    build_model, check_count, epoch_seed, open_inputs, step_loss, EpochStats, RunRecord,
+    TrainConfig,
 };
 use crate::{Error, Result};
 use rand::seq::SliceRandom;
@@ -276,90 +275,16 @@ pub fn ramp_l_max(l_start: usize, l_end: usize, ramp_epochs: usize, epoch: usize
 }
 
 fn open_data(tc: &TrainConfig) -> Result<Data> {
-    let n_all =
-        crate::io::source::ParticleSource::open(&tc.particles, tc.datadir.as_deref())?.len();
-    let ind = tc
-        .ind
-        .as_ref()
-        .map(|p| load_indices(p, n_all))
-        .transpose()?;
-    let norm_given = tc.norm.map(|[mean, std]| Norm { mean, std });
-    let window_r = tc.window.then_some(tc.window_r);
-    let ds = ImageDataset::open(
-        &tc.particles,
-        tc.datadir.as_deref(),
-        ind.as_deref(),
-        window_r,
-        tc.invert_data,
-        norm_given,
-        tc.lazy,
-    )?;
-    let (n, d) = (ds.n, ds.d);
-    let ctf = match &tc.ctf {
-        Some(p) => {
-            let c = CtfParams::load(p)?;
-            check_count(p, "CTF rows", c.len(), n_all)?;
-            let c = match &ind {
-                Some(ind) => c.select(ind),
-                None => c,
-            };
-            if let Some(row) = c.rows.first() {
-                if row[0] as usize != d {
-                    return Err(Error::format(
-                        p,
-                        format!("CTF image size {} but particles are {d}×{d}", row[0]),
-                    ));
-                }
-            }
-            Some(c)
-        }
-        None => None,
-    };
-    let tilt = match &tc.tilt {
-        Some(p) => {
-            let t = ImageDataset::open(
-                p,
-                tc.datadir.as_deref(),
-                ind.as_deref(),
-                window_r,
-                tc.invert_data,
-                Some(ds.norm),
-                tc.lazy,
-            )?;
-            check_count(p, "tilt images", t.n, n)?;
-            Some(t)
-        }
-        None => None,
-    };
-    let lattice = Lattice::for_image(d, true)?;
-    let mask_b = lattice.circular_mask((d / 2) as f32)?;
-    let mask: Vec<usize> = (0..mask_b.len()).filter(|&i| mask_b[i]).collect();
-    let coords: Vec<f32> = mask.iter().flat_map(|&i| lattice.coords()[i]).collect();
-    let enc_mask = match (tc.zdim, tc.enc_mask) {
-        (None, _) => None,
-        (Some(_), Some(-1)) => Some((0..lattice.len()).collect()),
-        (Some(_), r) => {
-            let r = r.unwrap_or((d / 2) as i64);
-            if r <= 0 || r as usize > d / 2 {
-                return Err(Error::invalid(format!(
-                    "--enc-mask must be in 1..={} or −1, got {r}",
-                    d / 2
-                )));
-            }
-            let m = lattice.circular_mask(r as f32)?;
-            Some((0..m.len()).filter(|&i| m[i]).collect::<Vec<_>>())
-        }
-    };
-    let m = xrot(tc.tilt_deg);
+    let i = open_inputs(tc)?;
     Ok(Data {
-        ds,
-        tilt,
-        ctf,
-        lattice,
-        mask,
-        coords,
-        enc_mask,
-        tilt_rot: std::array::from_fn(|i| m[i] as f32),
+        ds: i.data,
+        tilt: i.tilt,
+        ctf: i.ctf,
+        lattice: i.lattice,
+        mask: i.mask,
+        coords: i.coords,
+        enc_mask: i.enc_mask,
+        tilt_rot: i.tilt_rot,
     })
 }
 

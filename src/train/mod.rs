@@ -123,6 +123,116 @@ pub struct Trained<B: Backend = CpuBackend<f32>> {
     pub history: Vec<EpochStats>,
 }
 
+/// The data side of a training run, as `--particles`, `--ind`, `--ctf`, `--tilt`, the
+/// preprocessing flags and `--enc-mask` give it (poses are the caller's).
+pub(crate) struct Inputs {
+    /// Particles in the source before `--ind`.
+    pub n_all: usize,
+    pub ind: Option<Vec<usize>>,
+    pub data: ImageDataset,
+    pub ctf: Option<CtfParams>,
+    pub tilt: Option<ImageDataset>,
+    pub lattice: Lattice,
+    /// Decoder mask (P lattice indices, radius D/2) and its coordinates (P, 3) flat.
+    pub mask: Vec<usize>,
+    pub coords: Vec<f32>,
+    /// Encoder input pixels (heterogeneous only).
+    pub enc_mask: Option<Vec<usize>>,
+    /// The tilt-pair rotation xrot(`--tilt-deg`), row-major.
+    pub tilt_rot: [f32; 9],
+}
+
+/// Open the particles, CTF and tilt pairs of `cfg`, checking counts and sizes against each other.
+pub(crate) fn open_inputs(cfg: &TrainConfig) -> Result<Inputs> {
+    let n_all =
+        crate::io::source::ParticleSource::open(&cfg.particles, cfg.datadir.as_deref())?.len();
+    let ind = cfg
+        .ind
+        .as_ref()
+        .map(|p| load_indices(p, n_all))
+        .transpose()?;
+    let norm_given = cfg.norm.map(|[mean, std]| Norm { mean, std });
+    let window_r = cfg.window.then_some(cfg.window_r);
+    let data = ImageDataset::open(
+        &cfg.particles,
+        cfg.datadir.as_deref(),
+        ind.as_deref(),
+        window_r,
+        cfg.invert_data,
+        norm_given,
+        cfg.lazy,
+    )?;
+    let (n, d) = (data.n, data.d);
+    let ctf = match &cfg.ctf {
+        Some(p) => {
+            let c = CtfParams::load(p)?;
+            check_count(p, "CTF rows", c.len(), n_all)?;
+            let c = match &ind {
+                Some(ind) => c.select(ind),
+                None => c,
+            };
+            if let Some(row) = c.rows.first() {
+                if row[0] as usize != d {
+                    return Err(Error::format(
+                        p,
+                        format!("CTF image size {} but particles are {d}×{d}", row[0]),
+                    ));
+                }
+            }
+            Some(c)
+        }
+        None => None,
+    };
+    let tilt_data = match &cfg.tilt {
+        Some(p) => {
+            let t = ImageDataset::open(
+                p,
+                cfg.datadir.as_deref(),
+                ind.as_deref(),
+                window_r,
+                cfg.invert_data,
+                Some(data.norm),
+                cfg.lazy,
+            )?;
+            check_count(p, "tilt images", t.n, n)?;
+            Some(t)
+        }
+        None => None,
+    };
+    let lattice = Lattice::for_image(d, true)?;
+    let mask_b = lattice.circular_mask((d / 2) as f32)?;
+    let mask: Vec<usize> = (0..mask_b.len()).filter(|&i| mask_b[i]).collect();
+    let coords: Vec<f32> = mask.iter().flat_map(|&i| lattice.coords()[i]).collect();
+    let enc_mask = match (cfg.zdim, cfg.enc_mask) {
+        (None, _) => None,
+        (Some(_), Some(-1)) => Some((0..lattice.len()).collect()),
+        (Some(_), r) => {
+            let r = r.unwrap_or((d / 2) as i64);
+            if r <= 0 || r as usize > d / 2 {
+                return Err(Error::invalid(format!(
+                    "--enc-mask must be in 1..={} or −1, got {r}",
+                    d / 2
+                )));
+            }
+            let m = lattice.circular_mask(r as f32)?;
+            Some((0..m.len()).filter(|&i| m[i]).collect::<Vec<_>>())
+        }
+    };
+    let m = xrot(cfg.tilt_deg);
+    Ok(Inputs {
+        n_all,
+        ind,
+        data,
+        ctf,
+        tilt: tilt_data,
+        lattice,
+        mask,
+        coords,
+        enc_mask,
+        tilt_rot: std::array::from_fn(|i| m[i] as f32),
+    })
+}
+
 pub(crate) fn epoch_seed(seed: u64, epoch: usize, stream: u64) -> u64 {
     seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
         .wrapping_add((epoch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03))
@@ -225,100 +335,29 @@ pub fn train_with<B: Backend<Elem = f32>>(
     }
 
     // ---- data ----
-    let n_all =
-        crate::io::source::ParticleSource::open(&cfg.particles, cfg.datadir.as_deref())?.len();
-    let ind = cfg
-        .ind
-        .as_ref()
-        .map(|p| load_indices(p, n_all))
-        .transpose()?;
-    let norm_given = cfg.norm.map(|[mean, std]| Norm { mean, std });
-    let window_r = cfg.window.then_some(cfg.window_r);
-    let data = ImageDataset::open(
-        &cfg.particles,
-        cfg.datadir.as_deref(),
-        ind.as_deref(),
-        window_r,
-        cfg.invert_data,
-        norm_given,
-        cfg.lazy,
-    )?;
+    let inputs = open_inputs(cfg)?;
+    let (n_all, ind) = (inputs.n_all, inputs.ind);
+    let (data, ctf, tilt_data, lattice, mask, coords, enc_mask) = (
+        inputs.data,
+        inputs.ctf,
+        inputs.tilt,
+        inputs.lattice,
+        inputs.mask,
+        inputs.coords,
+        inputs.enc_mask,
+    );
     let (n, d) = (data.n, data.d);
     let mut poses = Poses::load(&cfg.poses)?;
     check_count(&cfg.poses, "poses", poses.len(), n_all)?;
     if let Some(ind) = &ind {
         poses = poses.select(ind);
     }
-    let ctf = match &cfg.ctf {
-        Some(p) => {
-            let c = CtfParams::load(p)?;
-            check_count(p, "CTF rows", c.len(), n_all)?;
-            let c = match &ind {
-                Some(ind) => c.select(ind),
-                None => c,
-            };
-            if let Some(row) = c.rows.first() {
-                if row[0] as usize != d {
-                    return Err(Error::format(
-                        p,
-                        format!("CTF image size {} but particles are {d}×{d}", row[0]),
-                    ));
-                }
-            }
-            Some(c)
-        }
-        None => None,
-    };
-    let tilt_data = match &cfg.tilt {
-        Some(p) => {
-            let t = ImageDataset::open(
-                p,
-                cfg.datadir.as_deref(),
-                ind.as_deref(),
-                window_r,
-                cfg.invert_data,
-                Some(data.norm),
-                cfg.lazy,
-            )?;
-            check_count(p, "tilt images", t.n, n)?;
-            Some(t)
-        }
-        None => None,
-    };
-    let lattice = Lattice::for_image(d, true)?;
-    let mask_b = lattice.circular_mask((d / 2) as f32)?;
-    let mask: Vec<usize> = (0..mask_b.len()).filter(|&i| mask_b[i]).collect();
-    let coords: Vec<f32> = mask.iter().flat_map(|&i| lattice.coords()[i]).collect();
-    let enc_mask = match (cfg.zdim, cfg.enc_mask) {
-        (None, _) => None,
-        (Some(_), Some(-1)) => Some((0..lattice.len()).collect()),
-        (Some(_), r) => {
-            let r = r.unwrap_or((d / 2) as i64);
-            if r <= 0 || r as usize > d / 2 {
-                return Err(Error::invalid(format!(
-                    "--enc-mask must be in 1..={} or −1, got {r}",
-                    d / 2
-                )));
-            }
-            let m = lattice.circular_mask(r as f32)?;
-            Some((0..m.len()).filter(|&i| m[i]).collect::<Vec<_>>())
-        }
-    };
     let in_dim = enc_mask.as_ref().map(|m: &Vec<usize>| m.len()).unwrap_or(0);
     let norm = data.norm;
     let maker = Arc::new(BatchMaker {
         data,
         tilt_data,
-        tilt_rot: {
-            let m = xrot(cfg.tilt_deg);
-            let mut r = [0.0f32; 9];
-            for a in 0..3 {
-                for b in 0..3 {
-                    r[3 * a + b] = m[3 * a + b] as f32;
-                }
-            }
-            r
-        },
+        tilt_rot: inputs.tilt_rot,
         poses,
         ctf,
         lattice,
