@@ -44,7 +44,7 @@ use crate::nn::{Adam, PeKind};
 use crate::train::checkpoint::Checkpoint;
 use crate::train::dataset::{Batch, ImageDataset};
 use crate::train::{
-    build_model, check_count, epoch_seed, open_inputs, step_loss, EpochStats, RunRecord,
+    build_model, check_count, epoch_seed, open_inputs, train_step, EpochStats, RunRecord,
     TrainConfig,
 };
 use crate::{Error, Result};
@@ -496,33 +496,19 @@ pub fn abinit(cfg: &AbinitConfig, progress: bool) -> Result<AbinitResult> {
             let br: Vec<[f32; 9]> = idx.iter().map(|&i| rots[i]).collect();
             let bt: Vec<[f32; 2]> = idx.iter().map(|&i| trans[i]).collect();
             let batch = data.batch(idx, &l, &br, &bt);
-            let (loss, gen, kld) = {
-                let mut t = Tape::new(&m.be, &m.store);
-                let coords = Tensor::from_slice(&m.be, &data.coords, &[p, 3])?;
-                let (lv, gv, kv) = step_loss(
-                    &mut t,
-                    &batch,
-                    &m.decoder,
-                    m.encoder.as_ref(),
-                    kl,
-                    coords,
-                    p,
-                    &mut eps_rng,
-                )?;
-                let vals = (
-                    t.to_vec(lv)?[0] as f64,
-                    t.to_vec(gv)?[0] as f64,
-                    match kv {
-                        Some(k) => t.to_vec(k)?[0] as f64,
-                        None => 0.0,
-                    },
-                );
-                let grads = t.backward(lv)?;
-                drop(t);
-                m.adam.step(&m.be, &mut m.store, &grads)?;
-                grads.recycle(&m.be);
-                vals
-            };
+            let coords = Tensor::from_slice(&m.be, &data.coords, &[p, 3])?;
+            let (loss, gen, kld) = train_step(
+                &m.be,
+                &mut m.store,
+                &mut m.adam,
+                &batch,
+                &m.decoder,
+                m.encoder.as_ref(),
+                kl,
+                coords,
+                p,
+                &mut eps_rng,
+            )?;
             sum_loss += loss * nb as f64;
             sum_gen += gen * nb as f64;
             sum_kld += kld * nb as f64;

@@ -487,32 +487,18 @@ pub fn train_with<B: Backend<Elem = f32>>(
         for batch in rx {
             let batch = batch?;
             let nb = batch.idx.len();
-            let (loss, gen, kld) = {
-                let mut t = Tape::new(&be, &store);
-                let (l, g, k) = step_loss(
-                    &mut t,
-                    &batch,
-                    &decoder,
-                    encoder.as_ref(),
-                    kl,
-                    coords_t()?,
-                    p,
-                    &mut eps_rng,
-                )?;
-                let vals = (
-                    t.to_vec(l)?[0] as f64,
-                    t.to_vec(g)?[0] as f64,
-                    match k {
-                        Some(k) => t.to_vec(k)?[0] as f64,
-                        None => 0.0,
-                    },
-                );
-                let grads = t.backward(l)?;
-                drop(t);
-                adam.step(&be, &mut store, &grads)?;
-                grads.recycle(&be);
-                vals
-            };
+            let (loss, gen, kld) = train_step(
+                &be,
+                &mut store,
+                &mut adam,
+                &batch,
+                &decoder,
+                encoder.as_ref(),
+                kl,
+                coords_t()?,
+                p,
+                &mut eps_rng,
+            )?;
             sum_loss += loss * nb as f64;
             sum_gen += gen * nb as f64;
             sum_kld += kld * nb as f64;
@@ -556,6 +542,38 @@ pub fn train_with<B: Backend<Elem = f32>>(
 
 fn crate_progress(n: u64, what: &str) -> indicatif::ProgressBar {
     crate::cli::progress::bar(n, what)
+}
+
+/// One optimizer step on `batch`: the loss, its gradients and an Adam update of `store`.
+/// Returns (loss, reconstruction loss, KL; 0 without an encoder).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn train_step<B: Backend<Elem = f32>>(
+    be: &B,
+    store: &mut ParamStore<B>,
+    adam: &mut Adam<B>,
+    batch: &Batch,
+    decoder: &Decoder,
+    encoder: Option<&Encoder>,
+    kl: Option<KlWeight>,
+    coords: Tensor<B>,
+    p: usize,
+    rng: &mut StdRng,
+) -> Result<(f64, f64, f64)> {
+    let mut t = Tape::new(be, store);
+    let (l, g, k) = step_loss(&mut t, batch, decoder, encoder, kl, coords, p, rng)?;
+    let vals = (
+        t.to_vec(l)?[0] as f64,
+        t.to_vec(g)?[0] as f64,
+        match k {
+            Some(k) => t.to_vec(k)?[0] as f64,
+            None => 0.0,
+        },
+    );
+    let grads = t.backward(l)?;
+    drop(t);
+    adam.step(be, store, &grads)?;
+    grads.recycle(be);
+    Ok(vals)
 }
 
 /// Record one training step's loss on `t`: (loss, reconstruction loss, KL).
