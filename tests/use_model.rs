@@ -440,6 +440,21 @@ fn eval_accuracy_scores_volumes_decoded_elsewhere_like_the_model() {
     let t1 = std::fs::read_to_string(&o1).unwrap();
     assert_eq!(t1.lines().count(), 13);
     assert_eq!(t1, std::fs::read_to_string(&o2).unwrap());
+    // cryoDRGN's eval_vol numbers the volumes from 1: the same folder renumbered scores the same
+    let vols1 = tmp.path().join("vols1");
+    std::fs::create_dir(&vols1).unwrap();
+    for k in 0..12 {
+        std::fs::copy(
+            vols.join(format!("vol_{k:03}.mrc")),
+            vols1.join(format!("vol_{:03}.mrc", k + 1)),
+        )
+        .unwrap();
+    }
+    let o3 = tmp.path().join("decoded1.txt");
+    let mut a4 = base.to_vec();
+    a4.extend(["--decoded", s(&vols1), "--negate", "-o", s(&o3)]);
+    cli(&a4).unwrap();
+    assert_eq!(t1, std::fs::read_to_string(&o3).unwrap());
     // weights together with --decoded is refused
     let mut a3 = base.to_vec();
     a3.extend([s(&w), "-c", s(&c), "--decoded", s(&vols)]);

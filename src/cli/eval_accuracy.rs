@@ -58,6 +58,7 @@ pub struct Args {
     #[arg(short = 'o')]
     pub o: Option<PathBuf>,
     /// Score volumes decoded by another program instead of a model: DIR/vol_000.mrc, vol_001.mrc, …
+    /// (or from vol_001.mrc, as cryoDRGN's `eval_vol --zfile` numbers them)
     /// one per chosen image in increasing image order (write their latents with --write-z)
     #[arg(long, conflicts_with_all = ["weights", "config"])]
     pub decoded: Option<PathBuf>,
@@ -230,6 +231,11 @@ pub fn evaluate(a: &Args) -> anyhow::Result<Accuracy> {
         _ => 1.0,
     };
     let mut d = model.as_ref().map_or(0, |m| m.d);
+    // cryoDRGN's eval_vol numbers --zfile volumes from 1 (vol_001.mrc, …); ours from 0
+    let first = match &a.decoded {
+        Some(dir) if !dir.join("vol_000.mrc").exists() && dir.join("vol_001.mrc").exists() => 1,
+        _ => 0,
+    };
     let mut rows = Vec::with_capacity(m);
     for (k, &i) in pick.iter().enumerate() {
         let mut vol = match (&model, &a.decoded) {
@@ -237,7 +243,7 @@ pub fn evaluate(a: &Args) -> anyhow::Result<Accuracy> {
                 model.volume(Some(&lat.z[i * lat.zdim..(i + 1) * lat.zdim]), None)?
             }
             (None, Some(dir)) => {
-                let p = dir.join(format!("vol_{k:03}.mrc"));
+                let p = dir.join(format!("vol_{:03}.mrc", k + first));
                 let f = MrcFile::open(&p)?;
                 let v = f.read_all()?;
                 let side = f.header.nx as usize;
