@@ -25,27 +25,21 @@
 //! `abinit` section); at the end the same without N. `pretrain.reconstruct.mrc` after
 //! pretraining (homogeneous).
 
-use super::search::{PoseSearch, SearchBatch, SearchConfig, SearchStats};
+use super::search::{compose, PoseSearch, SearchBatch, SearchConfig, SearchStats};
 use super::slices::{DecoderSlices, LatentGridSlices, SliceModel, VolumeSlices};
 use crate::autodiff::{ParamStore, Tape, Tensor};
 use crate::backend::cpu::CpuBackend;
-use crate::backend::{Backend, Domain};
-use crate::fourier::ctf::{compute_ctf_into, Ctf};
-use crate::fourier::lattice::Lattice;
 use crate::fourier::shift::translate_ht_into;
 use crate::geometry::quaternion::random_rotations;
-use crate::io::array::{ArrayData, NdArray};
 use crate::io::atomic::write_bytes_atomic;
-use crate::io::pkl::{write_pkls, PyValue};
-use crate::meta::{CtfParams, Poses};
+use crate::meta::Poses;
 use crate::model::vae::{gen_loss, KlWeight};
 use crate::model::{parse_activation, Decoder, EncodeMode, Encoder};
 use crate::nn::{Adam, PeKind};
-use crate::train::checkpoint::Checkpoint;
-use crate::train::dataset::{Batch, ImageDataset};
+use crate::train::dataset::{ctf_image, sign, Batch};
 use crate::train::{
-    build_model, check_count, epoch_seed, open_inputs, train_step, EpochStats, RunRecord,
-    TrainConfig,
+    build_model, check_count, checkpoint_of, epoch_seed, open_inputs, output_name, parse_domain,
+    restore, train_step, write_z, EpochStats, Inputs, RunRecord, TrainConfig,
 };
 use crate::{Error, Result};
 use rand::seq::SliceRandom;
@@ -53,7 +47,7 @@ use rand::{rngs::StdRng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Settings of an ab initio run beyond the model and training ones.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -121,55 +115,22 @@ type ImageParts = (Vec<f32>, Option<Vec<f32>>, Option<Vec<f32>>);
 /// Rotations (N) and translations in pixels (N) of every particle.
 type PoseArrays = (Vec<[f32; 9]>, Vec<[f32; 2]>);
 
-/// torch's `sign` (0 at 0).
-fn sign(x: f32) -> f32 {
-    if x > 0.0 {
-        1.0
-    } else if x < 0.0 {
-        -1.0
-    } else {
-        0.0
-    }
-}
-
-/// Everything the epoch loop needs about the data.
-struct Data {
-    ds: ImageDataset,
-    tilt: Option<ImageDataset>,
-    ctf: Option<CtfParams>,
-    lattice: Lattice,
-    /// Decoder mask (P lattice indices, radius D/2) and its coordinates (P, 3) flat.
-    mask: Vec<usize>,
-    coords: Vec<f32>,
-    /// Encoder input pixels (Q lattice indices), heterogeneous only.
-    enc_mask: Option<Vec<usize>>,
-    tilt_rot: [f32; 9],
-}
-
-impl Data {
+/// How the epoch loop reads the run's data ([`open_inputs`]).
+impl Inputs {
     fn d(&self) -> usize {
-        self.ds.d
+        self.images.d
     }
 
     fn load(&self, idx: &[usize]) -> Result<Loaded> {
-        let dd = self.lattice.len();
         let per: Vec<ImageParts> = idx
             .par_iter()
             .map(|&i| {
-                let ht = self.ds.image(i)?;
+                let ht = self.images.image(i)?;
                 let tilt = self.tilt.as_ref().map(|t| t.image(i)).transpose()?;
-                let ctf = self.ctf.as_ref().map(|c| {
-                    let row = &c.rows[i];
-                    let f: Vec<[f32; 2]> = self
-                        .lattice
-                        .freqs2d()
-                        .iter()
-                        .map(|k| [k[0] / row[1], k[1] / row[1]])
-                        .collect();
-                    let mut out = vec![0f32; dd];
-                    compute_ctf_into(&f, &Ctf::from_row(row), &mut out);
-                    out
-                });
+                let ctf = self
+                    .ctf
+                    .as_ref()
+                    .map(|c| ctf_image(c, i, self.lattice.freqs2d()));
                 Ok((ht, ctf, tilt))
             })
             .collect::<Result<_>>()?;
@@ -241,29 +202,6 @@ impl Data {
     }
 }
 
-/// `t·R` (row-major) in f64, rounded to f32.
-fn compose(t: &[f32; 9], r: &[f32; 9]) -> [f32; 9] {
-    let mut o = [0f32; 9];
-    for a in 0..3 {
-        for b in 0..3 {
-            o[3 * a + b] = (0..3)
-                .map(|k| t[3 * a + k] as f64 * r[3 * k + b] as f64)
-                .sum::<f64>() as f32;
-        }
-    }
-    o
-}
-
-fn parse_domain(s: &str) -> Result<Domain> {
-    match s {
-        "fourier" => Ok(Domain::Fourier),
-        "hartley" => Ok(Domain::Hartley),
-        s => Err(Error::invalid(format!(
-            "unknown --domain `{s}` (fourier or hartley)"
-        ))),
-    }
-}
-
 /// The band limit of the search in 0-based epoch e: `l_start + ⌊e/ramp·(l_end − l_start)⌋`,
 /// at most `l_end` (the reference's `Lramp` with its 1-based epoch − 1).
 pub fn ramp_l_max(l_start: usize, l_end: usize, ramp_epochs: usize, epoch: usize) -> usize {
@@ -272,20 +210,6 @@ pub fn ramp_l_max(l_start: usize, l_end: usize, ramp_epochs: usize, epoch: usize
     }
     let l = l_start + ((epoch as f64 / ramp_epochs as f64) * (l_end - l_start) as f64) as usize;
     l.min(l_end)
-}
-
-fn open_data(tc: &TrainConfig) -> Result<Data> {
-    let i = open_inputs(tc)?;
-    Ok(Data {
-        ds: i.data,
-        tilt: i.tilt,
-        ctf: i.ctf,
-        lattice: i.lattice,
-        mask: i.mask,
-        coords: i.coords,
-        enc_mask: i.enc_mask,
-        tilt_rot: i.tilt_rot,
-    })
 }
 
 type Store = ParamStore<CpuBackend<f32>>;
@@ -324,8 +248,8 @@ pub fn abinit(cfg: &AbinitConfig, progress: bool) -> Result<AbinitResult> {
             "--encode-mode tilt and --tilt go together (give both or neither)",
         ));
     }
-    let data = open_data(&cfg.train)?;
-    let (n, d) = (data.ds.n, data.d());
+    let data = open_inputs(&cfg.train)?;
+    let (n, d) = (data.images.n, data.d());
     let mut ps = PoseSearch::new(cfg.search.clone(), d)?;
 
     // ---- model ----
@@ -344,7 +268,14 @@ pub fn abinit(cfg: &AbinitConfig, progress: bool) -> Result<AbinitResult> {
     let mut start = 0;
     let mut poses: Option<PoseArrays> = None;
     if let Some(path) = &tc.load {
-        start = load_checkpoint(&mut m, path)? + 1;
+        start = restore(
+            &m.be,
+            &mut m.store,
+            &mut m.decoder,
+            &mut m.adam,
+            &m.rf_name,
+            path,
+        )? + 1;
         if let Some(pp) = &cfg.load_poses {
             let p = Poses::load(pp)?;
             check_count(pp, "poses", p.len(), n)?;
@@ -361,7 +292,7 @@ pub fn abinit(cfg: &AbinitConfig, progress: bool) -> Result<AbinitResult> {
         path: tc.outdir.clone(),
         err,
     })?;
-    let norm = data.ds.norm;
+    let norm = data.images.norm;
     let apix = data
         .ctf
         .as_ref()
@@ -590,8 +521,8 @@ pub fn search_volume(
             "--batch-size and --oversample must be at least 1",
         ));
     }
-    let data = open_data(tc)?;
-    let (n, d) = (data.ds.n, data.d());
+    let data = open_inputs(tc)?;
+    let (n, d) = (data.images.n, data.d());
     if vol.len() != d * d * d {
         return Err(Error::Shape {
             what: "pose search: volume".into(),
@@ -599,7 +530,7 @@ pub fn search_volume(
             got: vol.len().to_string(),
         });
     }
-    let scale = if tc.invert_data { -1.0 } else { 1.0 } / data.ds.norm.std;
+    let scale = if tc.invert_data { -1.0 } else { 1.0 } / data.images.norm.std;
     let scaled: Vec<f32> = vol.iter().map(|v| v * scale).collect();
     let model = VolumeSlices::from_volume(&scaled, d, oversample);
     let mut ps = PoseSearch::new(search.clone(), d)?;
@@ -654,44 +585,12 @@ fn to_poses(rots: &[[f32; 9]], trans_px: &[[f32; 2]], d: usize) -> Poses {
 }
 
 /// Restore parameters, `gaussian` frequencies and Adam state; returns the checkpoint's epoch.
-fn load_checkpoint(m: &mut Model, path: &Path) -> Result<usize> {
-    let names: Vec<(String, Vec<usize>)> = m
-        .store
-        .names
-        .iter()
-        .zip(&m.store.tensors)
-        .map(|(n, t)| (n.clone(), t.shape.clone()))
-        .collect();
-    let extra: Vec<String> = m
-        .decoder
-        .rand_freqs
-        .iter()
-        .map(|_| m.rf_name.clone())
-        .collect();
-    let ck = Checkpoint::load(path, &names, &extra)?;
-    for (id, (_, s, v)) in m
-        .store
-        .ids()
-        .collect::<Vec<_>>()
-        .into_iter()
-        .zip(&ck.params)
-    {
-        *m.store.get_mut(id) = Tensor::from_slice(&m.be, v, s)?;
-    }
-    if let Some((_, _, rf)) = ck.extra.first() {
-        m.decoder.set_rand_freqs(rf)?;
-    }
-    m.adam
-        .set_state(&m.be, ck.adam_step, &ck.adam_m, &ck.adam_v)?;
-    Ok(ck.epoch)
-}
-
 /// The search's z for a minibatch: μ + ε·exp(½·log σ²) with ε drawn from `eps_rng` (a clone of
 /// the training step's generator, so the search and the step use the same z).
 fn sample_z(
     m: &Model,
     enc: &Encoder,
-    data: &Data,
+    data: &Inputs,
     l: &Loaded,
     eps_rng: &mut StdRng,
 ) -> Result<Vec<f32>> {
@@ -725,9 +624,9 @@ fn sample_z(
 }
 
 /// Random-pose pretraining (see the module doc); returns the last minibatch loss.
-fn pretrain(cfg: &AbinitConfig, data: &Data, m: &mut Model, progress: bool) -> Result<f64> {
+fn pretrain(cfg: &AbinitConfig, data: &Inputs, m: &mut Model, progress: bool) -> Result<f64> {
     let tc = &cfg.train;
-    let n = data.ds.n;
+    let n = data.images.n;
     let p = data.mask.len();
     let dd = data.lattice.len();
     let mut order: Vec<usize> = (0..n).collect();
@@ -792,8 +691,8 @@ fn pretrain(cfg: &AbinitConfig, data: &Data, m: &mut Model, progress: bool) -> R
 
 /// z_mu, z_logvar (N, zdim) of every particle (encoder input untranslated, as the reference's
 /// abinit `eval_z`).
-fn eval_z(m: &Model, enc: &Encoder, data: &Data) -> Result<(Vec<f32>, Vec<f32>)> {
-    let n = data.ds.n;
+fn eval_z(m: &Model, enc: &Encoder, data: &Inputs) -> Result<(Vec<f32>, Vec<f32>)> {
+    let n = data.images.n;
     let (mut mu_all, mut lv_all) = (Vec::new(), Vec::new());
     let all: Vec<usize> = (0..n).collect();
     for idx in all.chunks(64) {
@@ -823,7 +722,7 @@ fn eval_z(m: &Model, enc: &Encoder, data: &Data) -> Result<(Vec<f32>, Vec<f32>)>
 #[allow(clippy::too_many_arguments)]
 fn save(
     cfg: &AbinitConfig,
-    data: &Data,
+    data: &Inputs,
     m: &Model,
     rots: &[[f32; 9]],
     trans_px: &[[f32; 2]],
@@ -832,26 +731,13 @@ fn save(
     apix: f32,
 ) -> Result<()> {
     let tc = &cfg.train;
-    let (n, d) = (data.ds.n, data.d());
-    let name = |stem: &str, ext: &str| {
-        if tag.is_empty() {
-            tc.outdir.join(format!("{stem}.{ext}"))
-        } else {
-            tc.outdir.join(format!("{stem}.{tag}.{ext}"))
-        }
-    };
+    let (n, d) = (data.images.n, data.d());
+    let name = |stem: &str, ext: &str| output_name(&tc.outdir, stem, tag, ext);
     to_poses(rots, trans_px, d).save(name("pose", "pkl"))?;
     match &m.encoder {
         Some(enc) => {
             let (mu, lv) = eval_z(m, enc, data)?;
-            let zd = enc.zdim;
-            let arr = |v: Vec<f32>| -> Result<PyValue> {
-                Ok(PyValue::Array(NdArray::new(
-                    vec![n, zd],
-                    ArrayData::F32(v),
-                )?))
-            };
-            write_pkls(name("z", "pkl"), &[arr(mu)?, arr(lv)?])?;
+            write_z(&name("z", "pkl"), mu, lv, n, enc.zdim)?;
         }
         None => {
             let vol = crate::model::decoder::eval_volume(
@@ -859,32 +745,13 @@ fn save(
                 &m.store,
                 &m.decoder,
                 None,
-                data.ds.norm,
+                data.images.norm,
             )?;
             crate::io::mrc::write_mrc(name("reconstruct", "mrc"), &vol, (d, d, d), apix, true)?;
         }
     }
-    let (step, am, av) = m.adam.state(&m.be)?;
-    let ck = Checkpoint {
-        epoch,
-        params: m
-            .store
-            .names
-            .iter()
-            .zip(&m.store.tensors)
-            .map(|(nm, t)| Ok((nm.clone(), t.shape.clone(), m.be.to_vec(&t.buf)?)))
-            .collect::<Result<_>>()?,
-        extra: m
-            .decoder
-            .rand_freqs
-            .iter()
-            .map(|rf| (m.rf_name.clone(), vec![rf.len() / 3, 3], rf.clone()))
-            .collect(),
-        adam_step: step,
-        adam_m: am,
-        adam_v: av,
-    };
-    ck.save(&name("weights", "safetensors"))?;
+    checkpoint_of(&m.be, &m.store, &m.decoder, &m.adam, &m.rf_name, epoch)?
+        .save(&name("weights", "safetensors"))?;
     let mut train = tc.clone();
     train.poses = tc.outdir.join("pose.pkl");
     let record = AbinitRecord {
@@ -892,7 +759,7 @@ fn save(
             config: train,
             d,
             n,
-            norm: [data.ds.norm.mean, data.ds.norm.std],
+            norm: [data.images.norm.mean, data.images.norm.std],
             epoch,
             cryofield_version: env!("CARGO_PKG_VERSION").to_string(),
         },

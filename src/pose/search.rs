@@ -193,8 +193,8 @@ fn rot32(m: &Mat3) -> [f32; 9] {
     m.map(|v| v as f32)
 }
 
-/// `t·R` for row-major 3×3 matrices in f32 (the tilted pose).
-fn compose(t: &[f32; 9], r: &[f32; 9]) -> [f32; 9] {
+/// `t·R` for row-major 3×3 matrices in f32, computed in f64 (the tilted pose).
+pub(super) fn compose(t: &[f32; 9], r: &[f32; 9]) -> [f32; 9] {
     rot32(&matmul3(&t.map(|v| v as f64), &r.map(|v| v as f64)))
 }
 

@@ -150,7 +150,7 @@ pub struct BatchMaker {
 }
 
 /// torch's `sign` (0 at 0).
-fn sign(x: f32) -> f32 {
+pub(crate) fn sign(x: f32) -> f32 {
     if x > 0.0 {
         1.0
     } else if x < 0.0 {
@@ -158,6 +158,17 @@ fn sign(x: f32) -> f32 {
     } else {
         0.0
     }
+}
+
+/// The CTF of particle `i` (row i of `ctf`) at the lattice frequencies `freqs` (cycles/pixel,
+/// divided by the row's pixel size to give 1/Å).
+pub(crate) fn ctf_image(ctf: &CtfParams, i: usize, freqs: &[[f32; 2]]) -> Vec<f32> {
+    let row = &ctf.rows[i];
+    let apix = row[1];
+    let f: Vec<[f32; 2]> = freqs.iter().map(|k| [k[0] / apix, k[1] / apix]).collect();
+    let mut out = vec![0.0f32; f.len()];
+    compute_ctf_into(&f, &Ctf::from_row(row), &mut out);
+    out
 }
 
 impl BatchMaker {
@@ -192,18 +203,7 @@ impl BatchMaker {
         let per: Vec<ImageParts> = idx
             .par_iter()
             .map(|&i| {
-                let ctf_full = match &self.ctf {
-                    Some(c) => {
-                        let row = &c.rows[i];
-                        let apix = row[1];
-                        let f: Vec<[f32; 2]> =
-                            freqs.iter().map(|k| [k[0] / apix, k[1] / apix]).collect();
-                        let mut out = vec![0.0f32; f.len()];
-                        compute_ctf_into(&f, &Ctf::from_row(row), &mut out);
-                        Some(out)
-                    }
-                    None => None,
-                };
+                let ctf_full = self.ctf.as_ref().map(|c| ctf_image(c, i, freqs));
                 let (y, enc) = self.one(&self.data, i, ctf_full.as_deref())?;
                 let tilt = match &self.tilt_data {
                     Some(td) => Some(self.one(td, i, ctf_full.as_deref())?),

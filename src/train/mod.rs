@@ -129,7 +129,7 @@ pub(crate) struct Inputs {
     /// Particles in the source before `--ind`.
     pub n_all: usize,
     pub ind: Option<Vec<usize>>,
-    pub data: ImageDataset,
+    pub images: ImageDataset,
     pub ctf: Option<CtfParams>,
     pub tilt: Option<ImageDataset>,
     pub lattice: Lattice,
@@ -153,7 +153,7 @@ pub(crate) fn open_inputs(cfg: &TrainConfig) -> Result<Inputs> {
         .transpose()?;
     let norm_given = cfg.norm.map(|[mean, std]| Norm { mean, std });
     let window_r = cfg.window.then_some(cfg.window_r);
-    let data = ImageDataset::open(
+    let images = ImageDataset::open(
         &cfg.particles,
         cfg.datadir.as_deref(),
         ind.as_deref(),
@@ -162,7 +162,7 @@ pub(crate) fn open_inputs(cfg: &TrainConfig) -> Result<Inputs> {
         norm_given,
         cfg.lazy,
     )?;
-    let (n, d) = (data.n, data.d);
+    let (n, d) = (images.n, images.d);
     let ctf = match &cfg.ctf {
         Some(p) => {
             let c = CtfParams::load(p)?;
@@ -191,7 +191,7 @@ pub(crate) fn open_inputs(cfg: &TrainConfig) -> Result<Inputs> {
                 ind.as_deref(),
                 window_r,
                 cfg.invert_data,
-                Some(data.norm),
+                Some(images.norm),
                 cfg.lazy,
             )?;
             check_count(p, "tilt images", t.n, n)?;
@@ -222,7 +222,7 @@ pub(crate) fn open_inputs(cfg: &TrainConfig) -> Result<Inputs> {
     Ok(Inputs {
         n_all,
         ind,
-        data,
+        images,
         ctf,
         tilt: tilt_data,
         lattice,
@@ -231,6 +231,17 @@ pub(crate) fn open_inputs(cfg: &TrainConfig) -> Result<Inputs> {
         enc_mask,
         tilt_rot: std::array::from_fn(|i| m[i] as f32),
     })
+}
+
+/// The decoder domain of `--domain`.
+pub(crate) fn parse_domain(s: &str) -> Result<Domain> {
+    match s {
+        "fourier" => Ok(Domain::Fourier),
+        "hartley" => Ok(Domain::Hartley),
+        s => Err(Error::invalid(format!(
+            "unknown --domain `{s}` (fourier or hartley)"
+        ))),
+    }
 }
 
 pub(crate) fn epoch_seed(seed: u64, epoch: usize, stream: u64) -> u64 {
@@ -317,15 +328,7 @@ pub fn train_with<B: Backend<Elem = f32>>(
         ));
     }
     let pe: PeKind = cfg.pe_type.parse()?;
-    let domain = match cfg.domain.as_str() {
-        "fourier" => Domain::Fourier,
-        "hartley" => Domain::Hartley,
-        s => {
-            return Err(Error::invalid(format!(
-                "unknown --domain `{s}` (fourier or hartley)"
-            )))
-        }
-    };
+    let domain = parse_domain(&cfg.domain)?;
     let act = parse_activation(&cfg.activation)?;
     let encode_mode: EncodeMode = cfg.encode_mode.parse()?;
     if cfg.zdim.is_some() && (encode_mode == EncodeMode::Tilt) != cfg.tilt.is_some() {
@@ -335,17 +338,18 @@ pub fn train_with<B: Backend<Elem = f32>>(
     }
 
     // ---- data ----
-    let inputs = open_inputs(cfg)?;
-    let (n_all, ind) = (inputs.n_all, inputs.ind);
-    let (data, ctf, tilt_data, lattice, mask, coords, enc_mask) = (
-        inputs.data,
-        inputs.ctf,
-        inputs.tilt,
-        inputs.lattice,
-        inputs.mask,
-        inputs.coords,
-        inputs.enc_mask,
-    );
+    let Inputs {
+        n_all,
+        ind,
+        images: data,
+        ctf,
+        tilt: tilt_data,
+        lattice,
+        mask,
+        coords,
+        enc_mask,
+        tilt_rot,
+    } = open_inputs(cfg)?;
     let (n, d) = (data.n, data.d);
     let mut poses = Poses::load(&cfg.poses)?;
     check_count(&cfg.poses, "poses", poses.len(), n_all)?;
@@ -357,7 +361,7 @@ pub fn train_with<B: Backend<Elem = f32>>(
     let maker = Arc::new(BatchMaker {
         data,
         tilt_data,
-        tilt_rot: inputs.tilt_rot,
+        tilt_rot,
         poses,
         ctf,
         lattice,
@@ -372,22 +376,7 @@ pub fn train_with<B: Backend<Elem = f32>>(
     let mut adam = Adam::<B>::new(cfg.lr, cfg.wd);
     let mut start = 0;
     if let Some(path) = &cfg.load {
-        let names: Vec<(String, Vec<usize>)> = store
-            .names
-            .iter()
-            .zip(&store.tensors)
-            .map(|(n, t)| (n.clone(), t.shape.clone()))
-            .collect();
-        let extra: Vec<String> = decoder.rand_freqs.iter().map(|_| rf_name.clone()).collect();
-        let ck = Checkpoint::load(path, &names, &extra)?;
-        for (id, (_, s, v)) in store.ids().collect::<Vec<_>>().into_iter().zip(&ck.params) {
-            *store.get_mut(id) = Tensor::from_slice(&be, v, s)?;
-        }
-        if let Some((_, _, rf)) = ck.extra.first() {
-            decoder.set_rand_freqs(rf)?;
-        }
-        adam.set_state(&be, ck.adam_step, &ck.adam_m, &ck.adam_v)?;
-        start = ck.epoch + 1;
+        start = restore(&be, &mut store, &mut decoder, &mut adam, &rf_name, path)? + 1;
     }
 
     std::fs::create_dir_all(&cfg.outdir).map_err(|err| Error::Io {
@@ -427,49 +416,19 @@ pub fn train_with<B: Backend<Elem = f32>>(
                 adam: &Adam<B>,
                 decoder: &Decoder|
      -> Result<()> {
-        let name = |stem: &str, ext: &str| {
-            if tag.is_empty() {
-                cfg.outdir.join(format!("{stem}.{ext}"))
-            } else {
-                cfg.outdir.join(format!("{stem}.{tag}.{ext}"))
-            }
-        };
+        let name = |stem: &str, ext: &str| output_name(&cfg.outdir, stem, tag, ext);
         match &encoder {
             Some(enc) => {
                 let (mu, logvar) = eval_z(&be, store, enc, &maker, n)?;
-                let zd = enc.zdim;
-                let arr = |v: Vec<f32>| -> Result<PyValue> {
-                    Ok(PyValue::Array(NdArray::new(
-                        vec![n, zd],
-                        ArrayData::F32(v),
-                    )?))
-                };
-                write_pkls(name("z", "pkl"), &[arr(mu)?, arr(logvar)?])?;
+                write_z(&name("z", "pkl"), mu, logvar, n, enc.zdim)?;
             }
             None => {
                 let vol = crate::model::decoder::eval_volume(&be, store, decoder, None, norm)?;
                 crate::io::mrc::write_mrc(name("reconstruct", "mrc"), &vol, (d, d, d), apix, true)?;
             }
         }
-        let (step, m, v) = adam.state(&be)?;
-        let ck = Checkpoint {
-            epoch,
-            params: store
-                .names
-                .iter()
-                .zip(&store.tensors)
-                .map(|(nm, t)| Ok((nm.clone(), t.shape.clone(), be.to_vec(&t.buf)?)))
-                .collect::<Result<_>>()?,
-            extra: decoder
-                .rand_freqs
-                .iter()
-                .map(|rf| (rf_name.clone(), vec![rf.len() / 3, 3], rf.clone()))
-                .collect(),
-            adam_step: step,
-            adam_m: m,
-            adam_v: v,
-        };
-        ck.save(&name("weights", "safetensors"))?;
+        checkpoint_of(&be, store, decoder, adam, &rf_name, epoch)?
+            .save(&name("weights", "safetensors"))?;
         let json = serde_json::to_string_pretty(&record(epoch))
             .map_err(|e| Error::invalid(format!("config.json: {e}")))?;
         write_bytes_atomic(cfg.outdir.join("config.json"), json.as_bytes())
@@ -544,6 +503,94 @@ fn crate_progress(n: u64, what: &str) -> indicatif::ProgressBar {
     crate::cli::progress::bar(n, what)
 }
 
+/// `outdir/stem.tag.ext`, or `outdir/stem.ext` for the empty tag (the final outputs).
+pub(crate) fn output_name(outdir: &Path, stem: &str, tag: &str, ext: &str) -> PathBuf {
+    if tag.is_empty() {
+        outdir.join(format!("{stem}.{ext}"))
+    } else {
+        outdir.join(format!("{stem}.{tag}.{ext}"))
+    }
+}
+
+/// `z.N.pkl` as the reference writes it: z_mu then z_logvar, two (n, zdim) f32 pickles.
+pub(crate) fn write_z(
+    path: &Path,
+    mu: Vec<f32>,
+    logvar: Vec<f32>,
+    n: usize,
+    zdim: usize,
+) -> Result<()> {
+    let arr = |v: Vec<f32>| -> Result<PyValue> {
+        Ok(PyValue::Array(NdArray::new(
+            vec![n, zdim],
+            ArrayData::F32(v),
+        )?))
+    };
+    write_pkls(path, &[arr(mu)?, arr(logvar)?])
+}
+
+/// The checkpoint of a model at `epoch`: its parameters, the decoder's random positional-encoding
+/// frequencies (saved as `rf_name`) and Adam's state.
+pub(crate) fn checkpoint_of<B: Backend<Elem = f32>>(
+    be: &B,
+    store: &ParamStore<B>,
+    decoder: &Decoder,
+    adam: &Adam<B>,
+    rf_name: &str,
+    epoch: usize,
+) -> Result<Checkpoint> {
+    let (step, m, v) = adam.state(be)?;
+    Ok(Checkpoint {
+        epoch,
+        params: store
+            .names
+            .iter()
+            .zip(&store.tensors)
+            .map(|(nm, t)| Ok((nm.clone(), t.shape.clone(), be.to_vec(&t.buf)?)))
+            .collect::<Result<_>>()?,
+        extra: decoder
+            .rand_freqs
+            .iter()
+            .map(|rf| (rf_name.to_string(), vec![rf.len() / 3, 3], rf.clone()))
+            .collect(),
+        adam_step: step,
+        adam_m: m,
+        adam_v: v,
+    })
+}
+
+/// Restore a model from the checkpoint at `path` (the inverse of [`checkpoint_of`]); the
+/// checkpoint's epoch.
+pub(crate) fn restore<B: Backend<Elem = f32>>(
+    be: &B,
+    store: &mut ParamStore<B>,
+    decoder: &mut Decoder,
+    adam: &mut Adam<B>,
+    rf_name: &str,
+    path: &Path,
+) -> Result<usize> {
+    let names: Vec<(String, Vec<usize>)> = store
+        .names
+        .iter()
+        .zip(&store.tensors)
+        .map(|(n, t)| (n.clone(), t.shape.clone()))
+        .collect();
+    let extra: Vec<String> = decoder
+        .rand_freqs
+        .iter()
+        .map(|_| rf_name.to_string())
+        .collect();
+    let ck = Checkpoint::load(path, &names, &extra)?;
+    for (id, (_, s, v)) in store.ids().collect::<Vec<_>>().into_iter().zip(&ck.params) {
+        *store.get_mut(id) = Tensor::from_slice(be, v, s)?;
+    }
+    if let Some((_, _, rf)) = ck.extra.first() {
+        decoder.set_rand_freqs(rf)?;
+    }
+    adam.set_state(be, ck.adam_step, &ck.adam_m, &ck.adam_v)?;
+    Ok(ck.epoch)
+}
+
 /// One optimizer step on `batch`: the loss, its gradients and an Adam update of `store`.
 /// Returns (loss, reconstruction loss, KL; 0 without an encoder).
 #[allow(clippy::too_many_arguments)]
@@ -578,7 +625,7 @@ pub(crate) fn train_step<B: Backend<Elem = f32>>(
 
 /// Record one training step's loss on `t`: (loss, reconstruction loss, KL).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn step_loss<B: Backend<Elem = f32>>(
+fn step_loss<B: Backend<Elem = f32>>(
     t: &mut Tape<'_, B>,
     batch: &Batch,
     decoder: &Decoder,
