@@ -48,16 +48,24 @@ pub struct Args {
     /// Images per search call
     #[arg(short = 'b', long = "batch-size", default_value_t = 16)]
     pub batch_size: usize,
+    #[command(flatten)]
+    pub search: SearchArgs,
+}
+
+/// The search flags of `pose-search`, `abinit-homo` and `abinit-het` (the reference's names and
+/// defaults).
+#[derive(Debug, clap::Args)]
+pub struct SearchArgs {
     /// ± pixels to search over translations
     #[arg(long = "t-extent", default_value_t = 10.0)]
     pub t_extent: f64,
     /// Initial grid size for translations (per axis, at grid resolution 0)
     #[arg(long = "t-ngrid", default_value_t = 7)]
     pub t_ngrid: usize,
-    /// Starting band limit L (pixels)
+    /// Starting band limit L of the search (pixels)
     #[arg(long = "l-start", default_value_t = 12)]
     pub l_start: usize,
-    /// Final band limit L (pixels; capped at D/2)
+    /// Final band limit L of the search (pixels; capped at D/2)
     #[arg(long = "l-end", default_value_t = 32)]
     pub l_end: usize,
     /// Number of grid subdivisions
@@ -66,18 +74,41 @@ pub struct Args {
     /// Candidate poses kept per image at each subdivision
     #[arg(long, default_value_t = 8)]
     pub nkeptposes: usize,
-    /// Resolution of the base SO(3) grid (72·8^r rotations)
+    /// Resolution of the base SO(3) grid (72·8^r rotations: 2 → 4608)
     #[arg(long = "base-healpy", default_value_t = 2)]
     pub base_healpy: u32,
-    /// Translation refinement (`grid` as the reference, or `children`)
+    /// Translation refinement: `grid` (the base grid scaled by 2^−k around each kept shift, as
+    /// the reference) or `children` (the 4 half-step children)
     #[arg(long = "t-refine", default_value = "grid", value_parser = ["grid", "children"])]
     pub t_refine: String,
-    /// Prune kept poses with Algorithm 1's bound
+    /// Prune kept poses with Algorithm 1's bound (full-band error of the best candidate)
     #[arg(long = "bnb-bound")]
     pub bnb_bound: bool,
-    /// Oversampling of the volume's transform for slicing
+    /// Oversampling of the interpolated search slices
     #[arg(long, default_value_t = 2)]
     pub oversample: usize,
+}
+
+impl SearchArgs {
+    /// The search these flags describe (translation grid offsets 0).
+    pub fn config(&self) -> SearchConfig {
+        SearchConfig {
+            base_healpy: self.base_healpy,
+            t_extent: self.t_extent,
+            t_ngrid: self.t_ngrid,
+            niter: self.niter,
+            nkeptposes: self.nkeptposes,
+            l_min: self.l_start,
+            l_max: self.l_end,
+            trans_refine: if self.t_refine == "children" {
+                TransRefine::Children
+            } else {
+                TransRefine::Grid
+            },
+            bound: self.bnb_bound,
+            ..SearchConfig::default()
+        }
+    }
 }
 
 /// Run `pose-search`.
@@ -130,23 +161,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         tilt: None,
         tilt_deg: 45.0,
     };
-    let search = SearchConfig {
-        base_healpy: a.base_healpy,
-        t_extent: a.t_extent,
-        t_ngrid: a.t_ngrid,
-        niter: a.niter,
-        nkeptposes: a.nkeptposes,
-        l_min: a.l_start,
-        l_max: a.l_end,
-        trans_refine: if a.t_refine == "children" {
-            TransRefine::Children
-        } else {
-            TransRefine::Grid
-        },
-        bound: a.bnb_bound,
-        ..SearchConfig::default()
-    };
-    let (poses, stats, secs) = search_volume(&tc, &search, &vol, a.oversample, true)?;
+    let (poses, stats, secs) =
+        search_volume(&tc, &a.search.config(), &vol, a.search.oversample, true)?;
     poses.save(&a.o)?;
     eprintln!(
         "searched {} images in {secs:.1} s: {:.3e} pose·image scores ({:.3e} scores/s, {:.1} GFLOP/s in the scores), {} slices; poses in {}",

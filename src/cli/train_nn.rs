@@ -7,29 +7,16 @@ use crate::backend::cuda::{select, DeviceArg, Selected};
 #[cfg(feature = "cuda")]
 use crate::train::train_with;
 use crate::train::{train, EpochStats, TrainConfig};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-/// Flags shared by `train-nn` and `train-vae` (the reference's names and defaults).
+/// Flags every training command shares with the same defaults (`train-nn`, `train-vae`,
+/// `abinit-homo`, `abinit-het`): data, preprocessing, optimizer, checkpoints and positional
+/// encoding (the reference's names and defaults).
 #[derive(Debug, clap::Args)]
-pub struct CommonArgs {
-    /// Particles (.mrcs, .star, .cs, .txt)
-    pub particles: PathBuf,
-    /// Compute device: auto (the first CUDA device when one is usable, else the CPU), cpu, cuda,
-    /// cuda:N
-    #[arg(long, default_value_t = DeviceArg::Auto)]
-    pub device: DeviceArg,
-    /// Output folder
-    #[arg(short = 'o', long = "outdir")]
-    pub outdir: PathBuf,
-    /// Poses (.pkl)
-    #[arg(long)]
-    pub poses: PathBuf,
+pub struct RunArgs {
     /// CTF parameters (.pkl)
     #[arg(long)]
     pub ctf: Option<PathBuf>,
-    /// Resume from weights.N.safetensors (parameters, optimizer state and epoch)
-    #[arg(long)]
-    pub load: Option<PathBuf>,
     /// Checkpoint every this many epochs
     #[arg(long, default_value_t = 1)]
     pub checkpoint: usize,
@@ -54,9 +41,6 @@ pub struct CommonArgs {
     /// Folder of the stacks named in a .star/.cs input
     #[arg(long)]
     pub datadir: Option<PathBuf>,
-    /// Number of epochs
-    #[arg(short = 'n', long = "num-epochs", default_value_t = 20)]
-    pub num_epochs: usize,
     /// Minibatch size
     #[arg(short = 'b', long = "batch-size", default_value_t = 16)]
     pub batch_size: usize,
@@ -75,9 +59,6 @@ pub struct CommonArgs {
     /// Frequencies per axis of the positional encoding (default D/2)
     #[arg(long = "pe-dim")]
     pub pe_dim: Option<usize>,
-    /// Decoder domain
-    #[arg(long, default_value = "fourier", value_parser = ["fourier", "hartley"])]
-    pub domain: String,
     /// Activation
     #[arg(long, default_value = "relu", value_parser = ["relu", "leaky_relu"])]
     pub activation: String,
@@ -86,25 +67,39 @@ pub struct CommonArgs {
     pub feat_sigma: f64,
 }
 
-impl CommonArgs {
-    /// The training configuration these flags describe (model sizes filled in by the caller).
-    pub fn config(&self) -> anyhow::Result<TrainConfig> {
+/// An absolute path, as the reference's `os.path.abspath` (the path itself if that fails).
+pub fn abs(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// The command-specific parts of a [`TrainConfig`] that [`RunArgs::config`] needs.
+pub struct RunTarget<'a> {
+    pub particles: &'a Path,
+    pub outdir: &'a Path,
+    pub poses: &'a Path,
+    pub num_epochs: usize,
+    pub domain: &'a str,
+    pub load: Option<&'a Path>,
+}
+
+impl RunArgs {
+    /// The training configuration of these flags and `t` (paths made absolute, [`abs`]). Model sizes are 3×1024, no latent and no tilt pairs: the
+    /// caller's to change.
+    pub fn config(&self, t: RunTarget<'_>) -> anyhow::Result<TrainConfig> {
         let norm = match &self.norm {
             Some(v) if v.len() == 2 => Some([v[0], v[1]]),
             Some(_) => anyhow::bail!("--norm takes two values"),
             None => None,
         };
-        // Absolute paths in config.json, as the reference's `os.path.abspath`.
-        let abs = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
         Ok(TrainConfig {
-            particles: abs(&self.particles),
-            poses: abs(&self.poses),
-            ctf: self.ctf.as_ref().map(abs),
-            outdir: abs(&self.outdir),
-            ind: self.ind.as_ref().map(abs),
-            datadir: self.datadir.as_ref().map(abs),
+            particles: abs(t.particles),
+            poses: abs(t.poses),
+            ctf: self.ctf.as_deref().map(abs),
+            outdir: abs(t.outdir),
+            ind: self.ind.as_deref().map(abs),
+            datadir: self.datadir.as_deref().map(abs),
             zdim: None,
-            num_epochs: self.num_epochs,
+            num_epochs: t.num_epochs,
             batch_size: self.batch_size,
             lr: self.lr,
             wd: self.wd,
@@ -119,7 +114,7 @@ impl CommonArgs {
             pe_type: self.pe_type.clone(),
             pe_dim: self.pe_dim,
             feat_sigma: self.feat_sigma,
-            domain: self.domain.clone(),
+            domain: t.domain.to_string(),
             activation: self.activation.clone(),
             invert_data: !self.uninvert_data,
             window: !self.no_window,
@@ -128,9 +123,51 @@ impl CommonArgs {
             lazy: self.lazy,
             seed: self.seed.unwrap_or_else(|| rand::random::<u64>() % 100_000),
             checkpoint: self.checkpoint,
-            load: self.load.as_ref().map(abs),
+            load: t.load.map(abs),
             tilt: None,
             tilt_deg: 45.0,
+        })
+    }
+}
+
+/// Flags shared by `train-nn` and `train-vae` (the reference's names and defaults).
+#[derive(Debug, clap::Args)]
+pub struct CommonArgs {
+    /// Particles (.mrcs, .star, .cs, .txt)
+    pub particles: PathBuf,
+    /// Compute device: auto (the first CUDA device when one is usable, else the CPU), cpu, cuda,
+    /// cuda:N
+    #[arg(long, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
+    /// Output folder
+    #[arg(short = 'o', long = "outdir")]
+    pub outdir: PathBuf,
+    /// Poses (.pkl)
+    #[arg(long)]
+    pub poses: PathBuf,
+    /// Resume from weights.N.safetensors (parameters, optimizer state and epoch)
+    #[arg(long)]
+    pub load: Option<PathBuf>,
+    /// Number of epochs
+    #[arg(short = 'n', long = "num-epochs", default_value_t = 20)]
+    pub num_epochs: usize,
+    /// Decoder domain
+    #[arg(long, default_value = "fourier", value_parser = ["fourier", "hartley"])]
+    pub domain: String,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+impl CommonArgs {
+    /// The training configuration these flags describe (model sizes filled in by the caller).
+    pub fn config(&self) -> anyhow::Result<TrainConfig> {
+        self.run.config(RunTarget {
+            particles: &self.particles,
+            outdir: &self.outdir,
+            poses: &self.poses,
+            num_epochs: self.num_epochs,
+            domain: &self.domain,
+            load: self.load.as_deref(),
         })
     }
 }
