@@ -198,20 +198,17 @@ impl CudaBackend {
         nt: usize,
         n_points: usize,
     ) -> Result<CudaSlice<f32>> {
-        let nb_s = if per_image_slices { nb } else { 1 };
-        check(
-            "pose_scores: slices (B_s, R, P)",
-            nb_s * nr * n_points,
+        crate::backend::pose_score::check_pose_scores(
             slices.len(),
-        )?;
-        check(
-            "pose_scores: images (B, T, P)",
-            nb * nt * n_points,
+            per_image_slices,
             images.len(),
+            ctf.map(|c| c.len()),
+            nb,
+            nr,
+            nt,
+            n_points,
+            nb * nr * nt,
         )?;
-        if let Some(c) = ctf {
-            check("pose_scores: ctf (B, P)", nb * n_points, c.len())?;
-        }
         let mut out = self.alloc(nb * nr * nt)?;
         if nb * nr * nt == 0 {
             return Ok(out);
