@@ -469,6 +469,11 @@ const TINY: &[&str] = &[
     "1",
 ];
 
+/// `cli` with the [`TINY`] settings appended.
+fn abinit_cli(args: &[&str]) {
+    cli(&[args, TINY].concat());
+}
+
 /// An end-to-end `abinit-homo` run through the CLI writes per-epoch and final poses our reader
 /// loads, a config.json that `eval-vol` uses, and poses that `train-nn` accepts.
 #[test]
@@ -477,20 +482,20 @@ fn abinit_homo_cli_end_to_end() {
     let dir = tmp.path();
     sim_dataset(dir, 24);
     let out = dir.join("homo");
-    let mut args = vec![
-        "abinit-homo".to_string(),
-        dir.join("sim/particles.mrcs").to_str().unwrap().to_string(),
-        "--ctf".into(),
-        dir.join("sim/ctf.pkl").to_str().unwrap().to_string(),
-        "-o".into(),
-        out.to_str().unwrap().to_string(),
-        "--dim".into(),
-        "16".into(),
-        "--layers".into(),
-        "1".into(),
-    ];
-    args.extend(TINY.iter().map(|s| s.to_string()));
-    cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let particles = dir.join("sim/particles.mrcs");
+    let ctf = dir.join("sim/ctf.pkl");
+    abinit_cli(&[
+        "abinit-homo",
+        particles.to_str().unwrap(),
+        "--ctf",
+        ctf.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--dim",
+        "16",
+        "--layers",
+        "1",
+    ]);
     for f in ["pose.1.pkl", "pose.2.pkl", "pose.pkl"] {
         let p = cryofield::meta::Poses::load(out.join(f)).unwrap();
         assert_eq!(p.len(), 24, "{f}");
@@ -547,7 +552,7 @@ fn abinit_het_cli_end_to_end() {
     let dir = tmp.path();
     sim_dataset(dir, 16);
     let out = dir.join("het");
-    let mut args: Vec<String> = [
+    abinit_cli(&[
         "abinit-het",
         dir.join("sim/particles.mrcs").to_str().unwrap(),
         "-o",
@@ -562,12 +567,7 @@ fn abinit_het_cli_end_to_end() {
         "16",
         "--dec-layers",
         "1",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(TINY.iter().map(|s| s.to_string()));
-    cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    ]);
     let p = cryofield::meta::Poses::load(out.join("pose.pkl")).unwrap();
     assert_eq!(p.len(), 16);
     let z = cryofield::io::pkl::read_pkl_all(out.join("z.pkl")).unwrap();
