@@ -13,10 +13,14 @@
 //!   Roofline: forward Fe = 2·B·(Q·h + 3h² + 2z·h); backward = Fe + 2·B·(3h² + 2z·h).
 //! - `train_step/cpu/<h>x3`: one full step (encoder, reparameterization, decoder, loss with KL,
 //!   backward, Adam) — what an epoch does N/B times. Roofline: the sum of the two above.
+//!   `train_step/cpu-mixed/<h>x3`: the same with the MLP GEMMs in bf16 on AMX tiles (`--amp`).
+//! - `gemm_peak/cpu-bf16-amx/2048x2048x2048`: the AMX bf16 peak, the denominator for mixed
+//!   precision; `gemm_layer/{cpu-f32,cpu-bf16-amx}/<h>`: the three GEMMs of one hidden layer at
+//!   the training shape.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use cryofield::autodiff::{ParamStore, Tape, Tensor};
-use cryofield::backend::cpu::CpuBackend;
+use cryofield::backend::cpu::{amx, gemm, CpuBackend};
 use cryofield::backend::{Activation, Backend, Domain, MatRef};
 use cryofield::fourier::lattice::Lattice;
 use cryofield::model::vae::{gen_loss, reparameterize, vae_loss, KlWeight};
@@ -165,6 +169,88 @@ fn gemm_peak(c: &mut Criterion) {
     g.finish();
 }
 
+/// The same 2048³ product on AMX tiles (bf16 operands, f32 sums): the denominator of "% of
+/// peak" for mixed-precision training. Skipped where AMX is unavailable.
+fn gemm_peak_bf16(c: &mut Criterion) {
+    if !amx::available() {
+        eprintln!("gemm_peak/cpu-bf16-amx: AMX not available, skipped");
+        return;
+    }
+    let mut g = c.benchmark_group("gemm_peak/cpu-bf16-amx");
+    g.sample_size(10).measurement_time(Duration::from_secs(4));
+    let n = 2048;
+    let a = vec![0.5f32; n * n];
+    let b = vec![0.25f32; n * n];
+    let mut out = vec![0f32; n * n];
+    g.throughput(Throughput::Elements((2 * n * n * n) as u64));
+    g.bench_function(BenchmarkId::from_parameter(format!("{n}x{n}x{n}")), |bch| {
+        let v = |buf| amx::View { buf, rs: n, cs: 1 };
+        bch.iter(|| amx::gemm(n, n, n, v(&a), v(&b), Default::default(), 0.0, &mut out))
+    });
+    g.finish();
+}
+
+/// The three products of one hidden decoder layer at the training shape (N = B·R rows of a
+/// batch, width h), f32 (matrixmultiply) and bf16 (AMX): forward N×h×h (x·Wᵀ), input gradient
+/// N×h×h (g·W), weight gradient h×N×h (gᵀ·x).
+fn gemm_layer(c: &mut Criterion) {
+    let mut g = c.benchmark_group("gemm_layer");
+    g.sample_size(10).measurement_time(Duration::from_secs(3));
+    let rows = BATCH * 1608;
+    for h in SIZES {
+        let x = vec![0.5f32; rows * h];
+        let w = vec![0.25f32; h * h];
+        let mut out = vec![0f32; rows * h];
+        let mut dw = vec![0f32; h * h];
+        g.throughput(Throughput::Elements((3 * 2 * rows * h * h) as u64));
+        g.bench_function(BenchmarkId::new("cpu-f32", h), |bch| {
+            bch.iter(|| {
+                gemm::gemm(rows, h, h, 1.0, &x, h, false, &w, h, true, 0.0, &mut out);
+                gemm::gemm(rows, h, h, 1.0, &x, h, false, &w, h, false, 0.0, &mut out);
+                gemm::gemm(h, rows, h, 1.0, &x, h, true, &x, h, false, 1.0, &mut dw);
+            })
+        });
+        if amx::available() {
+            g.bench_function(BenchmarkId::new("cpu-bf16-amx", h), |bch| {
+                let v = |buf, rs, cs| amx::View { buf, rs, cs };
+                bch.iter(|| {
+                    amx::gemm(
+                        rows,
+                        h,
+                        h,
+                        v(&x, h, 1),
+                        v(&w, 1, h),
+                        Default::default(),
+                        0.0,
+                        &mut out,
+                    );
+                    amx::gemm(
+                        rows,
+                        h,
+                        h,
+                        v(&x, h, 1),
+                        v(&w, h, 1),
+                        Default::default(),
+                        0.0,
+                        &mut out,
+                    );
+                    amx::gemm(
+                        h,
+                        rows,
+                        h,
+                        v(&x, 1, h),
+                        v(&x, h, 1),
+                        Default::default(),
+                        1.0,
+                        &mut dw,
+                    );
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 fn decoder_fwd_bwd(c: &mut Criterion) {
     let mut g = c.benchmark_group("decoder_fwd_bwd/cpu");
     g.sample_size(10).measurement_time(Duration::from_secs(5));
@@ -219,14 +305,28 @@ fn encoder(c: &mut Criterion) {
     g.finish();
 }
 
+/// `train_step/cpu` (f32) and `train_step/cpu-mixed` (bf16 GEMMs on AMX, `--amp`; only where
+/// the CPU has AMX).
 fn train_step(c: &mut Criterion) {
-    let mut g = c.benchmark_group("train_step/cpu");
+    train_step_with(c, false);
+    if amx::available() {
+        train_step_with(c, true);
+    }
+}
+
+fn train_step_with(c: &mut Criterion, mixed: bool) {
+    let name = if mixed {
+        "train_step/cpu-mixed"
+    } else {
+        "train_step/cpu"
+    };
+    let mut g = c.benchmark_group(name);
     g.sample_size(10).measurement_time(Duration::from_secs(6));
     for h in SIZES {
         let mut s = setup(h);
         let (fe, fd) = flops(&s, h);
         g.throughput(Throughput::Elements(fe + fd));
-        let be = s.be.clone();
+        let be = s.be.clone().with_bf16_gemm(mixed);
         let p = s.p;
         let mut adam = Adam::<Be>::new(1e-4, 0.0);
         g.bench_function(BenchmarkId::from_parameter(format!("{h}x{LAYERS}")), |b| {
@@ -259,5 +359,13 @@ fn train_step(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemm_peak, decoder_fwd_bwd, encoder, train_step);
+criterion_group!(
+    benches,
+    gemm_peak,
+    gemm_peak_bf16,
+    gemm_layer,
+    decoder_fwd_bwd,
+    encoder,
+    train_step
+);
 criterion_main!(benches);

@@ -57,6 +57,7 @@ fn config(dir: &Path, out: &str, epochs: usize, lr: f64) -> TrainConfig {
         norm: None,
         lazy: false,
         seed: 11,
+        amp: false,
         checkpoint: 1,
         load: None,
         tilt: None,

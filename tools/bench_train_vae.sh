@@ -3,8 +3,11 @@
 # (N images, D=64, linear1d phantom, SNR 0.1, CTF, shifts), zdim 8, batch 8, default gaussian PE,
 # fourier domain, relu, for enc/dec 256x3 and 1024x3; per-epoch wall time of each (ours: the
 # "; X s" of our epoch summary line; reference: "Finished in H:MM:SS" of its epoch line), the
-# ratio, the machine's f32 GEMM peak measured in the same run (criterion group
-# gemm_peak/cpu-f32/2048x2048x2048 of benches/train.rs) and our achieved training GFLOP/s.
+# ratio, the machine's GEMM peaks measured in the same run (criterion groups
+# gemm_peak/cpu-f32/2048x2048x2048 and gemm_peak/cpu-bf16-amx/2048x2048x2048 of
+# benches/train.rs) and our achieved training GFLOP/s. Ours runs twice: with its default mixed
+# precision (bf16 GEMMs with f32 sums on AMX tiles, like the reference's default --amp on a GPU)
+# and with --no-amp (f32). The reference's --amp is CUDA-only, so on this CPU it runs f32.
 #
 # FLOPs of one epoch (GEMMs only, the minimal algorithm; Adam/elementwise/PE excluded), per image:
 #   Q = P = #{(i,j) in [-D/2,D/2]^2 : i^2+j^2 <= (D/2)^2} - 1 (encoder input and decoder mask,
@@ -52,24 +55,31 @@ gflop() { awk -v N="$1" -v h="$2" -v D=$D -v z=$Z -v L=$L 'BEGIN {
   Fd = 2*R*(Win*h + L*h*h + 2*h); Db = Fd + 2*R*(L*h*h + 2*h) + 2*R*h*z;
   printf "%.3f", N * (Fe + Eb + Fd + Db) / 1e9 }'; }
 
-PEAK=NA
+PEAK=NA; PEAK16=NA
 if [ "${SKIP_PEAK:-0}" != 1 ]; then
   cargo bench -q --bench train -- gemm_peak > "$W/peak.log" 2>&1 || true
-  PEAK=$(grep -A3 "gemm_peak/" "$W/peak.log" | grep -o "thrpt: *\[[^]]*\]" | head -1 |
-    awk '{print $4}')   # the middle (point) estimate, Gelem/s = GFLOP/s
+  # the middle (point) estimate of each group's throughput, Gelem/s = GFLOP/s
+  peak_of() { grep -A3 "gemm_peak/$1/" "$W/peak.log" | grep -o "thrpt: *\[[^]]*\]" | head -1 |
+    awk '{print $4}'; }
+  PEAK=$(peak_of cpu-f32); PEAK16=$(peak_of cpu-bf16-amx)
   echo "GEMM peak (criterion gemm_peak/cpu-f32/2048x2048x2048, f32): ${PEAK} GFLOP/s"
+  echo "GEMM peak (criterion gemm_peak/cpu-bf16-amx/2048x2048x2048, bf16 on AMX): ${PEAK16:-NA} GFLOP/s"
 fi
 
-printf "\n| enc/dec | N | epochs | ours s/epoch | cryoDRGN s/epoch | speed-up | GFLOP/epoch | ours GFLOP/s | %% of GEMM peak |\n|---|---|---|---|---|---|---|---|---|\n" > "$W/table"
+printf "\n| enc/dec | N | epochs | ours mixed s/epoch | ours f32 s/epoch | cryoDRGN s/epoch | speed-up mixed | speed-up f32 | GFLOP/epoch | mixed GFLOP/s (%% of bf16 peak) | f32 GFLOP/s (%% of f32 peak) |\n|---|---|---|---|---|---|---|---|---|---|---|\n" > "$W/table"
 for h in $SIZES; do
   n=$N; part=$PART; pose=$POSE; ctf=$CTF
   if [ "$h" -ge 1024 ] && [ "$N_BIG" != "$N" ]; then
     n=$N_BIG; part="$W/simbig/particles.mrcs"; pose="$W/simbig/pose.pkl"; ctf="$W/simbig/ctf.pkl"
   fi
   common=(--zdim $Z -n "$EPOCHS" -b $BS --enc-dim "$h" --enc-layers $L --dec-dim "$h" --dec-layers $L)
-  echo "[$h x $L] N=$n load before ours: $(uptime | sed 's/.*load average: //')"
+  echo "[$h x $L] N=$n load before ours (mixed): $(uptime | sed 's/.*load average: //')"
   $B train-vae "$part" --poses "$pose" --ctf "$ctf" "${common[@]}" -o "$W/ours$h" > "$W/ours$h.log" 2>&1
-  ours=$(our_epoch "$W/ours$h.log")
+  grep -m1 "^precision" "$W/ours$h.log" || true
+  mixed=$(our_epoch "$W/ours$h.log")
+  echo "[$h x $L] load before ours (f32): $(uptime | sed 's/.*load average: //')"
+  $B train-vae "$part" --poses "$pose" --ctf "$ctf" "${common[@]}" --no-amp -o "$W/ours32$h" > "$W/ours32$h.log" 2>&1
+  f32=$(our_epoch "$W/ours32$h.log")
   ref=NA
   if [ "${SKIP_REF:-0}" != 1 ]; then
     echo "[$h x $L] load before reference: $(uptime | sed 's/.*load average: //')"
@@ -78,10 +88,11 @@ for h in $SIZES; do
     ref=$(ref_epoch "$W/ref$h.log")
   fi
   gf=$(gflop "$n" "$h")
-  rate=$(awk -v g="$gf" -v s="$ours" 'BEGIN {if (s+0 > 0) printf "%.1f", g/s; else print "NA"}')
-  ratio=$(awk -v a="$ours" -v b="$ref" 'BEGIN {if (a+0 > 0 && b+0 > 0) printf "%.2fx", b/a; else print "NA"}')
-  pct=$(awk -v r="$rate" -v p="$PEAK" 'BEGIN {if (p+0 > 0 && r+0 > 0) printf "%.0f%%", 100*r/p; else print "NA"}')
-  echo "| ${h}x$L | $n | $EPOCHS | $ours | $ref | $ratio | $gf | $rate | $pct |" >> "$W/table"
+  rate() { awk -v g="$gf" -v s="$1" 'BEGIN {if (s+0 > 0) printf "%.1f", g/s; else print "NA"}'; }
+  ratio() { awk -v a="$1" -v b="$ref" 'BEGIN {if (a+0 > 0 && b+0 > 0) printf "%.2fx", b/a; else print "NA"}'; }
+  pct() { awk -v r="$1" -v p="$2" 'BEGIN {if (p+0 > 0 && r+0 > 0) printf "%.0f%%", 100*r/p; else print "NA"}'; }
+  rm_=$(rate "$mixed"); r32=$(rate "$f32")
+  echo "| ${h}x$L | $n | $EPOCHS | $mixed | $f32 | $ref | $(ratio "$mixed") | $(ratio "$f32") | $gf | $rm_ ($(pct "$rm_" "$PEAK16")) | $r32 ($(pct "$r32" "$PEAK")) |" >> "$W/table"
 done
 cat "$W/table"
-echo "GEMM peak: $PEAK GFLOP/s; load at end: $(uptime | sed 's/.*load average: //')"
+echo "GEMM peaks: f32 $PEAK GFLOP/s, bf16 (AMX) $PEAK16 GFLOP/s; load at end: $(uptime | sed 's/.*load average: //')"

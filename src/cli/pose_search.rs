@@ -156,6 +156,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         norm: None,
         lazy: false,
         seed: 0,
+        amp: false,
         checkpoint: 1,
         load: None,
         tilt: None,

@@ -23,6 +23,10 @@ pub struct RunArgs {
     /// Random seed (default: drawn at random, recorded in config.json)
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Do not use mixed precision (default: the networks' GEMMs in bf16 with f32 sums on AMX
+    /// tiles, where the CPU has AMX; f32 elsewhere)
+    #[arg(long = "no-amp")]
+    pub no_amp: bool,
     /// Do not invert the data sign
     #[arg(long = "uninvert-data")]
     pub uninvert_data: bool,
@@ -122,6 +126,7 @@ impl RunArgs {
             norm,
             lazy: self.lazy,
             seed: self.seed.unwrap_or_else(|| rand::random::<u64>() % 100_000),
+            amp: !self.no_amp,
             checkpoint: self.checkpoint,
             load: t.load.map(abs),
             tilt: None,
@@ -194,6 +199,9 @@ pub fn train_on(device: DeviceArg, cfg: &TrainConfig) -> anyhow::Result<Vec<Epoc
         Selected::Cpu => train(cfg, true)?.history,
         #[cfg(feature = "cuda")]
         Selected::Cuda(n) => {
+            if cfg.amp {
+                eprintln!("precision: f32 (mixed precision is CPU/AMX-only so far)");
+            }
             train_with(crate::backend::cuda::CudaBackend::new(n)?, cfg, true)?.history
         }
         #[cfg(not(feature = "cuda"))]

@@ -253,7 +253,7 @@ pub fn abinit(cfg: &AbinitConfig, progress: bool) -> Result<AbinitResult> {
     let mut ps = PoseSearch::new(cfg.search.clone(), d)?;
 
     // ---- model ----
-    let be = CpuBackend::<f32>::new();
+    let be = CpuBackend::<f32>::new().with_bf16_gemm(tc.amp);
     let in_dim = data.enc_mask.as_ref().map_or(0, Vec::len);
     let (store, encoder, decoder, prefix) =
         build_model(&be, tc, d, in_dim, encode_mode, domain, pe, act)?;

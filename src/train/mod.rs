@@ -86,6 +86,11 @@ pub struct TrainConfig {
     pub tilt: Option<PathBuf>,
     /// Tilt angle (degrees) about x between the pair.
     pub tilt_deg: f64,
+    /// Mixed precision (the reference's default `--amp`; `--no-amp` turns it off): the
+    /// coordinate networks' GEMMs in bf16 with f32 sums on AMX tiles where the CPU has them
+    /// (f32 elsewhere). Configs written before this field existed were f32.
+    #[serde(default)]
+    pub amp: bool,
 }
 
 /// What a run recorded beyond its configuration (written with it in `config.json`).
@@ -310,7 +315,20 @@ pub(crate) fn build_model<B: Backend>(
 /// Run a training job as configured on the CPU backend; `progress` shows a progress bar and
 /// per-epoch lines.
 pub fn train(cfg: &TrainConfig, progress: bool) -> Result<Trained> {
-    train_with(CpuBackend::<f32>::new(), cfg, progress)
+    let be = CpuBackend::<f32>::new().with_bf16_gemm(cfg.amp);
+    if progress {
+        eprintln!("precision: {}", precision_label(cfg.amp, be.bf16_gemm()));
+    }
+    train_with(be, cfg, progress)
+}
+
+/// What a run's `--amp` setting means on this machine, for the log.
+pub fn precision_label(amp: bool, bf16: bool) -> &'static str {
+    match (amp, bf16) {
+        (_, true) => "mixed: network GEMMs in bf16 with f32 sums on AMX tiles (--no-amp for f32)",
+        (true, false) => "f32 (mixed precision requested, but this CPU has no AMX)",
+        (false, false) => "f32 (--no-amp)",
+    }
 }
 
 /// [`train`] on any `f32` backend (the CPU reference or `--device cuda`).

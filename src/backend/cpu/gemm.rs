@@ -37,6 +37,22 @@ pub trait CpuFloat: Float {
         beta: Self,
         c: &mut [Self],
     );
+
+    /// C = A·B + β·C with bf16 operands on AMX tiles ([`super::amx`]); `false` when this type
+    /// or CPU has no such path (C untouched).
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_bf16(
+        _m: usize,
+        _k: usize,
+        _n: usize,
+        _a: (&[Self], isize, isize),
+        _b: (&[Self], isize, isize),
+        _epi: Epilogue<'_, Self>,
+        _beta: Self,
+        _c: &mut [Self],
+    ) -> bool {
+        false
+    }
 }
 
 /// Smallest offset-range check: the largest index a strided (rows, cols) view touches.
@@ -49,8 +65,10 @@ fn extent(rows: usize, cols: usize, rs: isize, cs: isize) -> usize {
 }
 
 macro_rules! impl_cpu_float {
-    ($t:ty, $f:path) => {
+    ($t:ty, $f:path $(, $bf16:item)?) => {
         impl CpuFloat for $t {
+            $($bf16)?
+
             fn gemm_strided(
                 m: usize,
                 k: usize,
@@ -89,13 +107,123 @@ macro_rules! impl_cpu_float {
         }
     };
 }
-impl_cpu_float!(f32, matrixmultiply::sgemm);
+impl_cpu_float!(
+    f32,
+    matrixmultiply::sgemm,
+    fn gemm_bf16(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: (&[f32], isize, isize),
+        b: (&[f32], isize, isize),
+        epi: Epilogue<'_, f32>,
+        beta: f32,
+        c: &mut [f32],
+    ) -> bool {
+        fn v(x: (&[f32], isize, isize)) -> super::amx::View<'_> {
+            super::amx::View {
+                buf: x.0,
+                rs: x.1 as usize,
+                cs: x.2 as usize,
+            }
+        }
+        let epi = super::amx::Epilogue {
+            bias: epi.bias,
+            residual: epi.residual,
+            relu: epi.relu,
+        };
+        super::amx::gemm(m, k, n, v(a), v(b), epi, beta, c)
+    }
+);
 impl_cpu_float!(f64, matrixmultiply::dgemm);
+
+/// What [`gemm_mixed`] applies to C after the product: + bias (a length-n row on every row),
+/// + residual (m × n), then ReLU.
+#[derive(Clone, Copy)]
+pub struct Epilogue<'a, T> {
+    pub bias: Option<&'a [T]>,
+    pub residual: Option<&'a [T]>,
+    pub relu: bool,
+}
+
+impl<T> Default for Epilogue<'_, T> {
+    fn default() -> Self {
+        Self {
+            bias: None,
+            residual: None,
+            relu: false,
+        }
+    }
+}
+
+/// C = epilogue(op(A)·op(B) + β·C): on AMX tiles in bf16 when `bf16` is set, the shape is worth
+/// it (at least 32 rows and 16 columns of C, 32 of k) and the CPU has AMX (the epilogue then
+/// applied as C is written); else [`gemm`] in `T` with the bias broadcast into C first and the
+/// residual and ReLU as passes after.
+///
+/// # Panics
+/// If a bias is given with β ≠ 0, or the bias or residual is too short.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_mixed<T: CpuFloat>(
+    bf16: bool,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[T],
+    a_cols: usize,
+    ta: bool,
+    b: &[T],
+    b_cols: usize,
+    tb: bool,
+    epi: Epilogue<'_, T>,
+    beta: T,
+    c: &mut [T],
+) {
+    if bf16 && m >= 32 && n >= 16 && k >= 32 {
+        let (sa, sb) = (strides(a_cols, ta), strides(b_cols, tb));
+        if T::gemm_bf16(m, k, n, (a, sa.0, sa.1), (b, sb.0, sb.1), epi, beta, c) {
+            return;
+        }
+    }
+    let c = &mut c[..m * n];
+    let beta = match epi.bias {
+        Some(bias) => {
+            assert!(beta == T::zero(), "gemm_mixed: bias with β ≠ 0");
+            let bias = &bias[..n];
+            c.par_chunks_mut(n * 64)
+                .for_each(|rows| rows.chunks_mut(n).for_each(|r| r.copy_from_slice(bias)));
+            T::one()
+        }
+        None => beta,
+    };
+    gemm(m, k, n, T::one(), a, a_cols, ta, b, b_cols, tb, beta, c);
+    if epi.residual.is_some() || epi.relu {
+        let res = epi.residual.map(|r| &r[..m * n]);
+        c.par_chunks_mut(1 << 14).enumerate().for_each(|(t, ch)| {
+            let o = t << 14;
+            if let Some(r) = res {
+                ch.iter_mut().zip(&r[o..]).for_each(|(x, &y)| *x += y);
+            }
+            if epi.relu {
+                ch.iter_mut().for_each(|x| *x = x.max(T::zero()));
+            }
+        });
+    }
+}
+
+/// (row stride, col stride) of op(X) for a row-major X with `cols` columns.
+fn strides(cols: usize, t: bool) -> (isize, isize) {
+    if t {
+        (1, cols as isize)
+    } else {
+        (cols as isize, 1)
+    }
+}
 
 /// C (m, n) = α·op(A)·op(B) + β·C for row-major A (stored `a_rows × a_cols`), B likewise.
 /// The caller has checked the shapes.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm<T: CpuFloat>(
+pub fn gemm<T: CpuFloat>(
     m: usize,
     k: usize,
     n: usize,
@@ -109,14 +237,6 @@ pub(crate) fn gemm<T: CpuFloat>(
     beta: T,
     c: &mut [T],
 ) {
-    // (row stride, col stride) of op(X) for a row-major X with `cols` columns.
-    let strides = |cols: usize, t: bool| {
-        if t {
-            (1isize, cols as isize)
-        } else {
-            (cols as isize, 1isize)
-        }
-    };
     let (rsa, csa) = strides(a_cols, ta);
     let (rsb, csb) = strides(b_cols, tb);
     let (ru, cu) = (|s: isize| s as usize, |s: isize| s as usize);

@@ -9,7 +9,7 @@
 //!   from the stored pre-activation z_prev for silu/gelu.
 //! All intermediate buffers come from (and go back to) the backend's pool.
 
-use super::gemm::{gemm, CpuFloat};
+use super::gemm::{gemm_mixed, CpuFloat, Epilogue};
 use super::{check, par_chunks, unary_grad, unary_value, CpuBackend};
 use crate::backend::{Backend, MlpLayerGrad, MlpOutput, MlpSaved, MlpWeights, UnaryOp};
 use crate::{Error, Result};
@@ -76,6 +76,8 @@ pub(super) fn forward<T: CpuFloat>(
     check("mlp_forward: x", n * w.layers[0].n_in, x.len())?;
     let op = w.act.unary();
     let keep_z = save && w.act.needs_preactivation();
+    // ReLU is applied as the GEMM writes its output (z itself is never needed for ReLU).
+    let fused_relu = matches!(op, UnaryOp::Relu) && !keep_z;
     let last = w.layers.len() - 1;
     let mut hs: Vec<Vec<T>> = Vec::with_capacity(last);
     let mut zs: Vec<Vec<T>> = Vec::new();
@@ -89,26 +91,25 @@ pub(super) fn forward<T: CpuFloat>(
                 (Some(p), _) => p,
                 (None, _) => &hs[l - 1],
             };
-            be.broadcast_rows(layer.b, layer.n_out, &mut z)?;
-            gemm(
+            gemm_mixed(
+                be.bf16,
                 n,
                 layer.n_in,
                 layer.n_out,
-                T::one(),
                 h,
                 layer.n_in,
                 false,
                 layer.w,
                 layer.n_in,
                 true,
-                T::one(),
+                Epilogue {
+                    bias: Some(layer.b),
+                    residual: layer.residual.then_some(&h[..]),
+                    relu: fused_relu && l != last,
+                },
+                T::zero(),
                 &mut z,
             );
-            if layer.residual {
-                par_chunks(&mut z, |o, c| {
-                    c.iter_mut().zip(&h[o..]).for_each(|(a, &b)| *a += b);
-                });
-            }
         }
         if let Some(p) = prev.take() {
             be.recycle(p);
@@ -126,7 +127,9 @@ pub(super) fn forward<T: CpuFloat>(
             zs.push(z);
             h
         } else {
-            par_chunks(&mut z, |_, c| act_inplace(op, c));
+            if !fused_relu {
+                par_chunks(&mut z, |_, c| act_inplace(op, c));
+            }
             z
         };
         if save {
@@ -180,17 +183,18 @@ pub(super) fn backward<T: CpuFloat>(
             dl.db.len(),
         )?;
         // dW (n_out, n_in) += gᵀ (n_out, N) · h (N, n_in)
-        gemm(
+        gemm_mixed(
+            be.bf16,
             layer.n_out,
             n,
             layer.n_in,
-            T::one(),
             g,
             layer.n_out,
             true,
             h_in,
             layer.n_in,
             false,
+            Epilogue::default(),
             T::one(),
             dl.dw,
         );
@@ -210,17 +214,18 @@ pub(super) fn backward<T: CpuFloat>(
             (None, Some(d)) => (d, T::one()),
             (None, None) => unreachable!("handled by the break above"),
         };
-        gemm(
+        gemm_mixed(
+            be.bf16,
             n,
             layer.n_out,
             layer.n_in,
-            T::one(),
             g,
             layer.n_out,
             false,
             layer.w,
             layer.n_in,
             false,
+            Epilogue::default(),
             beta,
             target,
         );

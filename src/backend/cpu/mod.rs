@@ -2,6 +2,7 @@
 //! (production) and `f64` (gradient checks). Elementwise and row-wise loops run on rayon in
 //! chunks; GEMMs go to [`gemm`] (`matrixmultiply`).
 
+pub mod amx;
 pub mod gemm;
 mod mlp;
 
@@ -23,6 +24,8 @@ const CHUNK: usize = 1 << 14;
 pub struct CpuBackend<T> {
     /// Recycled buffers by length: training loops allocate the same sizes every step.
     pool: Arc<Mutex<HashMap<usize, Vec<Vec<T>>>>>,
+    /// Run the coordinate network's large GEMMs in bf16 on AMX tiles (mixed precision).
+    bf16: bool,
     _t: PhantomData<T>,
 }
 
@@ -31,8 +34,22 @@ impl<T: CpuFloat> CpuBackend<T> {
     pub fn new() -> Self {
         Self {
             pool: Arc::new(Mutex::new(HashMap::new())),
+            bf16: false,
             _t: PhantomData,
         }
+    }
+
+    /// Mixed precision (the reference's `--amp`): the MLP forward/backward GEMMs take bf16
+    /// operands with f32 sums on AMX tiles, when `on`, `T = f32` and the CPU has AMX
+    /// ([`amx::available`]); weights, gradients and everything else stay in `T`.
+    pub fn with_bf16_gemm(mut self, on: bool) -> Self {
+        self.bf16 = on;
+        self
+    }
+
+    /// Whether the MLP GEMMs will actually run in bf16 (requested, f32, AMX present).
+    pub fn bf16_gemm(&self) -> bool {
+        self.bf16 && std::mem::size_of::<T>() == 4 && amx::available()
     }
 }
 
@@ -818,8 +835,9 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
                 for q in 0..per {
                     let f = &freqs[(g * per + q) * 3..(g * per + q) * 3 + 3];
                     let k = p[0] * f[0] + p[1] * f[1] + p[2] * f[2];
-                    r[2 * g * per + q] = k.sin();
-                    r[2 * g * per + per + q] = k.cos();
+                    let (sk, ck) = k.sin_cos();
+                    r[2 * g * per + q] = sk;
+                    r[2 * g * per + per + q] = ck;
                 }
             }
             r[2 * m..].copy_from_slice(&p[3..]);
@@ -859,7 +877,8 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
                     let row = gi * per + q;
                     let f = &freqs[row * 3..row * 3 + 3];
                     let k = p[0] * f[0] + p[1] * f[1] + p[2] * f[2];
-                    let dk = g[2 * gi * per + q] * k.cos() - g[2 * gi * per + per + q] * k.sin();
+                    let (sk, ck) = k.sin_cos();
+                    let dk = g[2 * gi * per + q] * ck - g[2 * gi * per + per + q] * sk;
                     for j in 0..3 {
                         r[j] += dk * f[j];
                     }

@@ -1,0 +1,727 @@
+//! Mixed-precision GEMM on Intel AMX tiles: bf16 operands, f32 accumulation (`TDPBF16PS`).
+//!
+//! This is the CPU twin of the reference's default mixed-precision training (`--amp`, on by
+//! default in cryoDRGN, where PyTorch autocasts the linear layers to half precision on the GPU).
+//! Operands are rounded to bf16 (round to nearest even) as they are packed; products are summed
+//! in f32, and C stays f32. Weights, gradients and optimizer state are never stored in bf16.
+//!
+//! ## Kernel
+//! - Tiles: C is computed in 32×32 blocks held in four 16×16 f32 tiles (tmm0–3), with two A
+//!   tiles (16 rows × 32 k, tmm4–5) and two B tiles (16 k-pairs × 16 columns, VNNI layout,
+//!   tmm6–7) per 32-wide step of k: four `TDPBF16PS` per eight tile registers.
+//! - B is packed once per call (per k-chunk) into 16-column panels, zero-padded to whole tiles;
+//!   A is converted per 32-row block by the thread that owns the block, zero-padded likewise.
+//! - k is cut into chunks of [`KC`] so that a block's A and the packed B stay cache resident;
+//!   partial sums between chunks live in an f32 buffer, the last chunk writes C directly
+//!   (C = A·B + β·C).
+//! - Row blocks of C run in parallel on rayon; each task loads the tile configuration.
+//!
+//! There is no `std::arch` AMX intrinsic on stable Rust, so the instructions are inline
+//! assembly. [`available`] checks CPUID (AMX-TILE, AMX-BF16), that the OS enables the tile
+//! state (XCR0 bits 17–18), and asks Linux for permission to use it (`arch_prctl`
+//! `ARCH_REQ_XCOMP_PERM`). `CRYOFIELD_NO_AMX=1` turns the path off.
+
+use rayon::prelude::*;
+use std::sync::OnceLock;
+
+/// Columns of k per chunk (a multiple of 32).
+const KC: usize = 1024;
+
+/// Whether this CPU and OS can run the AMX kernel (checked once per process).
+pub fn available() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| std::env::var_os("CRYOFIELD_NO_AMX").is_none() && detect())
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn detect() -> bool {
+    use std::arch::asm;
+    use std::arch::x86_64::__cpuid_count;
+    // CPUID.(7,0):EDX bit 22 AMX-BF16, bit 24 AMX-TILE; CPUID.1:ECX bit 27 OSXSAVE.
+    let l7 = __cpuid_count(7, 0);
+    let l1 = __cpuid_count(1, 0);
+    if l7.edx & (1 << 22) == 0 || l7.edx & (1 << 24) == 0 || l1.ecx & (1 << 27) == 0 {
+        return false;
+    }
+    // Every AMX CPU has AVX-512; the packing loops are compiled for it.
+    if !(is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl"))
+    {
+        return false;
+    }
+    let (lo, _hi): (u32, u32);
+    // SAFETY: XGETBV with ECX = 0 is valid when OSXSAVE is set (checked above); it only reads
+    // the XCR0 register into EDX:EAX.
+    unsafe {
+        asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") _hi, options(nomem, nostack));
+    }
+    // XCR0 bit 17 XTILECFG, bit 18 XTILEDATA: the OS saves the tile state on context switch.
+    if lo & (3 << 17) != 3 << 17 {
+        return false;
+    }
+    // arch_prctl(ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18): process-wide
+    // permission for every thread to use the 8 KiB tile data state.
+    let ret: i64;
+    // SAFETY: the arch_prctl system call (158 on x86_64) with these arguments only changes
+    // the process's permitted extended state; the kernel clobbers rcx and r11.
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") 158i64 => ret,
+            in("rdi") 0x1023i64,
+            in("rsi") 18i64,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack)
+        );
+    }
+    ret == 0
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+fn detect() -> bool {
+    false
+}
+
+/// bf16 bits of `x`, rounded to nearest even (the top half of the f32 after rounding).
+#[inline(always)]
+pub fn bf16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// The f32 value of bf16 bits.
+#[inline(always)]
+pub fn bf16_value(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+/// The 64-byte tile configuration: palette 1, eight tiles of 16 rows × 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+impl TileConfig {
+    fn new() -> Self {
+        let mut c = [0u8; 64];
+        c[0] = 1;
+        for t in 0..8 {
+            c[16 + 2 * t] = 64;
+            c[48 + t] = 16;
+        }
+        Self(c)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod tiles {
+    use super::TileConfig;
+    use std::arch::asm;
+
+    /// Loads the tile configuration on this thread.
+    ///
+    /// # Safety
+    /// [`super::available`] must be true.
+    #[inline]
+    pub unsafe fn configure(cfg: &TileConfig) {
+        asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
+    }
+
+    /// Releases the tile state of this thread.
+    ///
+    /// # Safety
+    /// [`super::available`] must be true.
+    #[inline]
+    pub unsafe fn release() {
+        asm!("tilerelease", options(nostack, nomem));
+    }
+
+    /// tmm0–3 = 0.
+    ///
+    /// # Safety
+    /// Tiles configured on this thread.
+    #[inline(always)]
+    pub unsafe fn zero_c() {
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            options(nostack, nomem)
+        );
+    }
+
+    /// tmm0–3 ← the 32×32 f32 block at `c` (row stride `ldc` bytes): tmm0 rows 0–15 cols 0–15,
+    /// tmm1 rows 0–15 cols 16–31, tmm2 rows 16–31 cols 0–15, tmm3 rows 16–31 cols 16–31.
+    ///
+    /// # Safety
+    /// Tiles configured; `c` points at 32 readable rows of 128 bytes with stride `ldc`.
+    #[inline(always)]
+    pub unsafe fn load_c(c: *const f32, ldc: usize) {
+        asm!(
+            "tileloadd tmm0, [{c0} + {s}*1]",
+            "tileloadd tmm1, [{c0} + {s}*1 + 64]",
+            "tileloadd tmm2, [{c1} + {s}*1]",
+            "tileloadd tmm3, [{c1} + {s}*1 + 64]",
+            c0 = in(reg) c,
+            c1 = in(reg) (c as *const u8).add(16 * ldc),
+            s = in(reg) ldc,
+            options(nostack, readonly)
+        );
+    }
+
+    /// The 32×32 block in tmm0–3 → `c` (row stride `ldc` bytes), layout as [`load_c`].
+    ///
+    /// # Safety
+    /// Tiles configured; `c` points at 32 writable rows of 128 bytes with stride `ldc`.
+    #[inline(always)]
+    pub unsafe fn store_c(c: *mut f32, ldc: usize) {
+        asm!(
+            "tilestored [{c0} + {s}*1], tmm0",
+            "tilestored [{c0} + {s}*1 + 64], tmm1",
+            "tilestored [{c1} + {s}*1], tmm2",
+            "tilestored [{c1} + {s}*1 + 64], tmm3",
+            c0 = in(reg) c,
+            c1 = in(reg) (c as *mut u8).add(16 * ldc),
+            s = in(reg) ldc,
+            options(nostack)
+        );
+    }
+
+    /// One 32-wide step of k: C += A·B for A the 32 rows × 32 bf16 at `a` (row stride `lda`
+    /// bytes) and B the two VNNI tiles at `b0`, `b1` (16 k-pairs × 64 bytes, row stride `ldb`
+    /// bytes).
+    ///
+    /// # Safety
+    /// Tiles configured; the pointers cover the memory described.
+    #[inline(always)]
+    pub unsafe fn step(a: *const u16, lda: usize, b0: *const u16, b1: *const u16, ldb: usize) {
+        asm!(
+            "tileloadd tmm4, [{a0} + {sa}*1]",
+            "tileloadd tmm6, [{b0} + {sb}*1]",
+            "tileloadd tmm7, [{b1} + {sb}*1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tileloadd tmm5, [{a1} + {sa}*1]",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            a0 = in(reg) a,
+            a1 = in(reg) (a as *const u8).add(16 * lda),
+            sa = in(reg) lda,
+            b0 = in(reg) b0,
+            b1 = in(reg) b1,
+            sb = in(reg) ldb,
+            options(nostack, readonly)
+        );
+    }
+}
+
+fn round_up(x: usize, m: usize) -> usize {
+    x.div_ceil(m) * m
+}
+
+/// A strided read-only f32 matrix view: element (i, j) at `buf[i·rs + j·cs]`.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub buf: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl View<'_> {
+    #[inline(always)]
+    fn at(&self, i: usize, j: usize) -> f32 {
+        self.buf[i * self.rs + j * self.cs]
+    }
+}
+
+/// Row length (u16) of packed B for `np` columns: two bf16 per column, plus 64 bytes so that
+/// the 16 rows of a B tile (one per k-pair) do not all fall into the same L1 sets.
+fn ldb(np: usize) -> usize {
+    2 * np + 32
+}
+
+/// Packs rows `k0..k0+kl` of B (k × n) in VNNI order, one row per k-pair `q` (of `klp/2`):
+/// `out[q·ldb + 2j + e] = B[k0+2q+e][j]`, zero past n and kl. A B tile for columns
+/// 16p..16p+16 and k-pairs 16s..16s+16 is then 16 rows of 64 bytes at stride `ldb`.
+fn pack_b(b: View<'_>, k0: usize, kl: usize, n: usize, klp: usize, np: usize, out: &mut [u16]) {
+    let ld = ldb(np);
+    out[..klp / 2 * ld]
+        .par_chunks_mut(16 * ld)
+        .enumerate()
+        // SAFETY: only reached through `gemm`, after available() checked AVX-512.
+        .for_each(|(t, dst)| unsafe { pack_b_rows(b, k0, kl, n, 16 * t, ld, dst) });
+}
+
+/// k-pairs `q0..` of [`pack_b`] into `dst` (whole rows of `ld`).
+#[cfg_attr(
+    target_arch = "x86_64",
+    target_feature(enable = "avx512f,avx512bw,avx512vl")
+)]
+unsafe fn pack_b_rows(
+    b: View<'_>,
+    k0: usize,
+    kl: usize,
+    n: usize,
+    q0: usize,
+    ld: usize,
+    dst: &mut [u16],
+) {
+    for (dq, row) in dst.chunks_mut(ld).enumerate() {
+        let q = q0 + dq;
+        row.fill(0);
+        let (ka, kb) = (2 * q, 2 * q + 1);
+        if ka >= kl {
+            continue; // padding k-pairs
+        }
+        // One u32 per column: the even row's bf16 in the low half.
+        let row32 = &mut row[..2 * n];
+        if b.cs == 1 {
+            let r0 = &b.buf[(k0 + ka) * b.rs..][..n];
+            if kb < kl {
+                let r1 = &b.buf[(k0 + kb) * b.rs..][..n];
+                for ((pair, &x), &y) in row32.chunks_exact_mut(2).zip(r0).zip(r1) {
+                    pair[0] = bf16_bits(x);
+                    pair[1] = bf16_bits(y);
+                }
+            } else {
+                for (pair, &x) in row32.chunks_exact_mut(2).zip(r0) {
+                    pair[0] = bf16_bits(x);
+                }
+            }
+        } else {
+            for (j, pair) in row32.chunks_exact_mut(2).enumerate() {
+                pair[0] = bf16_bits(b.at(k0 + ka, j));
+                if kb < kl {
+                    pair[1] = bf16_bits(b.at(k0 + kb, j));
+                }
+            }
+        }
+    }
+}
+
+/// Converts rows `i0..i0+32` (those below `m`), columns `k0..k0+kl` of A into `out`
+/// (32 × `klp` bf16, zero-padded).
+///
+/// # Safety
+/// The CPU has AVX-512 (F, BW, VL).
+#[cfg_attr(
+    target_arch = "x86_64",
+    target_feature(enable = "avx512f,avx512bw,avx512vl")
+)]
+unsafe fn pack_a(
+    a: View<'_>,
+    m: usize,
+    i0: usize,
+    k0: usize,
+    kl: usize,
+    klp: usize,
+    out: &mut [u16],
+) {
+    out[..32 * klp].fill(0);
+    let rows = m.saturating_sub(i0).min(32);
+    if a.cs == 1 {
+        for r in 0..rows {
+            let src = &a.buf[(i0 + r) * a.rs + k0..][..kl];
+            for (d, &v) in out[r * klp..r * klp + kl].iter_mut().zip(src) {
+                *d = bf16_bits(v);
+            }
+        }
+    } else if a.rs == 1 {
+        // A = Xᵀ with X row-major: columns of A are contiguous rows of X. Transposed through a
+        // 32×32 staging tile: writing straight into `out` would touch 32 rows `2·klp` bytes
+        // apart per element, which map to the same few L1 sets.
+        let mut tile = [[0u16; 32]; 32];
+        for pc in (0..kl).step_by(32) {
+            let pn = (kl - pc).min(32);
+            for pp in 0..pn {
+                let src = &a.buf[(k0 + pc + pp) * a.cs + i0..][..rows];
+                for (t, &v) in tile.iter_mut().zip(src) {
+                    t[pp] = bf16_bits(v);
+                }
+            }
+            for (r, t) in tile.iter().enumerate().take(rows) {
+                out[r * klp + pc..r * klp + pc + pn].copy_from_slice(&t[..pn]);
+            }
+        }
+    } else {
+        for r in 0..rows {
+            for p in 0..kl {
+                out[r * klp + p] = bf16_bits(a.at(i0 + r, k0 + p));
+            }
+        }
+    }
+}
+
+/// Checks that a view of `rows × cols` stays inside its buffer.
+fn fits(v: &View<'_>, rows: usize, cols: usize) -> bool {
+    rows == 0 || cols == 0 || (rows - 1) * v.rs + (cols - 1) * v.cs < v.buf.len()
+}
+
+/// What is applied to each element of C as it is written (in this order): + bias[j],
+/// + residual[i, j], + β·C, then max(·, 0).
+#[derive(Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    /// A length-n row added to every row.
+    pub bias: Option<&'a [f32]>,
+    /// An m × n row-major matrix added elementwise.
+    pub residual: Option<&'a [f32]>,
+    /// ReLU on the result.
+    pub relu: bool,
+}
+
+/// C (m × n, row-major) = epilogue(A (m × k) · B (k × n), β·C), operands rounded to bf16, f32
+/// sums. Returns `false` (C untouched) when AMX is not [`available`].
+#[allow(clippy::too_many_arguments)]
+///
+/// # Panics
+/// If a view or C is too short for the shapes (callers check shapes first).
+pub fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: View<'_>,
+    b: View<'_>,
+    epi: Epilogue<'_>,
+    beta: f32,
+    c: &mut [f32],
+) -> bool {
+    if !available() {
+        return false;
+    }
+    if let Some(bias) = epi.bias {
+        assert!(bias.len() >= n, "amx gemm: bias shorter than n");
+    }
+    if let Some(res) = epi.residual {
+        assert!(res.len() >= m * n, "amx gemm: residual shorter than m × n");
+    }
+    assert!(fits(&a, m, k), "amx gemm: A out of bounds");
+    assert!(fits(&b, k, n), "amx gemm: B out of bounds");
+    assert!(c.len() >= m * n, "amx gemm: C out of bounds");
+    if m == 0 || n == 0 {
+        return true;
+    }
+    let c = &mut c[..m * n];
+    if k == 0 {
+        for (i, row) in c.chunks_mut(n).enumerate() {
+            for (j, x) in row.iter_mut().enumerate() {
+                let mut v =
+                    epi.bias.map_or(0.0, |b| b[j]) + epi.residual.map_or(0.0, |r| r[i * n + j]);
+                v += beta * *x;
+                *x = if epi.relu { v.max(0.0) } else { v };
+            }
+        }
+        return true;
+    }
+    run(m, k, n, a, b, epi, beta, c);
+    true
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+fn run(_: usize, _: usize, _: usize, _: View, _: View, _: Epilogue, _: f32, _: &mut [f32]) {
+    unreachable!("available() is false off x86_64")
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn run(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: View<'_>,
+    b: View<'_>,
+    epi: Epilogue<'_>,
+    beta: f32,
+    c: &mut [f32],
+) {
+    let np = round_up(n, 32);
+    let mp = round_up(m, 32);
+    let nchunks = k.div_ceil(KC);
+    // Partial sums between k-chunks (only when there is more than one chunk).
+    let mut acc = if nchunks > 1 {
+        vec![0f32; mp * np]
+    } else {
+        Vec::new()
+    };
+    let mut bp = vec![0u16; ldb(np) * round_up(k.min(KC), 32) / 2];
+    // Up to 4 blocks of 32 rows per task, while leaving ≥ 4 tasks per thread.
+    let group = (mp / 32 / (4 * rayon::current_num_threads())).clamp(1, 4);
+    let (gc, ga) = (32 * group * n, 32 * group * np);
+    for chunk in 0..nchunks {
+        let k0 = chunk * KC;
+        let kl = (k - k0).min(KC);
+        let klp = round_up(kl, 32);
+        pack_b(b, k0, kl, n, klp, np, &mut bp);
+        let blk = Block {
+            a,
+            m,
+            n,
+            np,
+            k0,
+            kl,
+            klp,
+            bp: &bp[..ldb(np) * klp / 2],
+            epi,
+            beta,
+            first: chunk == 0,
+            group,
+        };
+        let last = chunk + 1 == nchunks;
+        match (last, nchunks > 1) {
+            (true, true) => c
+                .par_chunks_mut(gc)
+                .zip(acc.par_chunks_mut(ga))
+                .enumerate()
+                .for_each(|(i, (cr, ar))| blk.run(i, Some(ar), Some(cr))),
+            (true, false) => c
+                .par_chunks_mut(gc)
+                .enumerate()
+                .for_each(|(i, cr)| blk.run(i, None, Some(cr))),
+            (false, _) => acc
+                .par_chunks_mut(ga)
+                .enumerate()
+                .for_each(|(i, ar)| blk.run(i, Some(ar), None)),
+        }
+    }
+}
+
+/// One k-chunk of the product, shared by the row-block tasks.
+#[cfg(target_arch = "x86_64")]
+struct Block<'a> {
+    a: View<'a>,
+    m: usize,
+    n: usize,
+    np: usize,
+    k0: usize,
+    kl: usize,
+    klp: usize,
+    /// B's rows k0..k0+kl packed by [`pack_b`].
+    bp: &'a [u16],
+    epi: Epilogue<'a>,
+    beta: f32,
+    first: bool,
+    /// Row blocks of 32 per task.
+    group: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Block<'_> {
+    /// Row group `grp` (rows 32·G·grp.., G = `self.group` blocks of 32): starts from `acc`
+    /// unless this is the first chunk; writes the group's C rows `c` (final: + β·C) when
+    /// given, else the partial sums back to `acc`. Each packed B panel pair is used by the G
+    /// blocks in turn while it is in L1.
+    fn run(&self, grp: usize, mut acc: Option<&mut [f32]>, c: Option<&mut [f32]>) {
+        use std::cell::RefCell;
+        thread_local! {
+            static ABUF: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+        }
+        let (np, klp, n) = (self.np, self.klp, self.n);
+        let ld = ldb(np);
+        let r0 = 32 * self.group * grp;
+        let blocks = self.m.saturating_sub(r0).div_ceil(32).min(self.group);
+        if let Some(acc) = acc.as_deref() {
+            assert!(acc.len() >= 32 * blocks * np, "amx gemm: partial-sum rows");
+        }
+        assert!(self.bp.len() >= klp / 2 * ld, "amx gemm: packed B");
+        ABUF.with(|cell| {
+            let mut abuf = cell.borrow_mut();
+            if abuf.len() < 32 * klp * blocks {
+                abuf.resize(32 * klp * blocks, 0);
+            }
+            for g in 0..blocks {
+                let dst = &mut abuf[32 * klp * g..32 * klp * (g + 1)];
+                // SAFETY: only reached through `gemm`, after available() checked AVX-512.
+                unsafe { pack_a(self.a, self.m, r0 + 32 * g, self.k0, self.kl, klp, dst) };
+            }
+            let mut tmp = [0f32; 32 * 32];
+            let mut c = c;
+            let cfg = TileConfig::new();
+            // SAFETY: `gemm` (the only way here) checked available(). Tile reads and writes stay
+            // inside abuf (blocks × 32 rows × klp bf16, resized above), packed B (klp/2 rows
+            // of ld bf16, asserted above), acc (blocks × 32 rows × np f32,
+            // asserted above) and tmp.
+            unsafe {
+                tiles::configure(&cfg);
+                for jb in 0..np / 32 {
+                    let p0 = self.bp.as_ptr().add(64 * jb);
+                    let p1 = p0.add(32);
+                    for g in 0..blocks {
+                        let arow = 32 * g * np + 32 * jb;
+                        match acc.as_deref() {
+                            Some(acc) if !self.first => {
+                                tiles::load_c(acc.as_ptr().add(arow), np * 4)
+                            }
+                            _ => tiles::zero_c(),
+                        }
+                        let ab = abuf.as_ptr().add(32 * klp * g);
+                        for s in 0..klp / 32 {
+                            tiles::step(
+                                ab.add(32 * s),
+                                2 * klp,
+                                p0.add(16 * ld * s),
+                                p1.add(16 * ld * s),
+                                2 * ld,
+                            );
+                        }
+                        match (c.as_deref_mut(), acc.as_deref_mut()) {
+                            (Some(cr), _) => {
+                                tiles::store_c(tmp.as_mut_ptr(), 128);
+                                let off = (32 * g * n).min(cr.len());
+                                self.epilogue(&tmp, r0 + 32 * g, 32 * jb, &mut cr[off..]);
+                            }
+                            (None, Some(acc)) => tiles::store_c(acc.as_mut_ptr().add(arow), np * 4),
+                            (None, None) => unreachable!("a block writes C or the partial sums"),
+                        }
+                    }
+                }
+                tiles::release();
+            }
+        });
+    }
+
+    /// C rows (of this block) columns j0..j0+32 = act(tmp [+ bias] [+ residual] + β·C), inside
+    /// m × n.
+    fn epilogue(&self, tmp: &[f32; 1024], i0: usize, j0: usize, cr: &mut [f32]) {
+        let n = self.n;
+        let rows = self.m.saturating_sub(i0).min(32);
+        let cols = n.saturating_sub(j0).min(32);
+        let e = &self.epi;
+        for r in 0..rows {
+            let dst = &mut cr[r * n + j0..r * n + j0 + cols];
+            let src = &tmp[r * 32..r * 32 + cols];
+            let res = e.residual.map(|x| &x[(i0 + r) * n + j0..][..cols]);
+            for (cc, (d, &s)) in dst.iter_mut().zip(src).enumerate() {
+                let mut v = s;
+                if let Some(b) = e.bias {
+                    v += b[j0 + cc];
+                }
+                if let Some(x) = res {
+                    v += x[cc];
+                }
+                if self.beta != 0.0 {
+                    v += self.beta * *d;
+                }
+                if e.relu {
+                    v = v.max(0.0);
+                }
+                *d = v;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bf16-rounded product in f64, the exact value the kernel approximates.
+    fn reference(m: usize, k: usize, n: usize, a: View<'_>, b: View<'_>) -> Vec<f64> {
+        let mut c = vec![0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k)
+                    .map(|p| {
+                        bf16_value(bf16_bits(a.at(i, p))) as f64
+                            * bf16_value(bf16_bits(b.at(p, j))) as f64
+                    })
+                    .sum();
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn bf16_rounding() {
+        assert_eq!(bf16_bits(1.0), 0x3f80);
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties to even (1.0).
+        assert_eq!(bf16_value(bf16_bits(1.0 + 1.0 / 256.0)), 1.0);
+        assert_eq!(bf16_value(bf16_bits(1.0 + 3.0 / 256.0)), 1.0 + 4.0 / 256.0);
+        assert_eq!(bf16_value(bf16_bits(-2.5)), -2.5);
+    }
+
+    #[test]
+    fn matches_bf16_reference_on_ragged_and_transposed_shapes() {
+        if !available() {
+            eprintln!("AMX not available on this CPU: skipped");
+            return;
+        }
+        let mut s = 12345u64;
+        let mut rnd = || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        // (m, k, n): ragged edges, several k-chunks, thin shapes.
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (33, 45, 17),
+            (70, 2100, 40),
+            (64, 64, 64),
+            (5, 300, 96),
+        ] {
+            let a: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
+            for (ta, tb) in [(false, false), (true, false), (false, true)] {
+                let av = if ta {
+                    View {
+                        buf: &a,
+                        rs: 1,
+                        cs: m,
+                    }
+                } else {
+                    View {
+                        buf: &a,
+                        rs: k,
+                        cs: 1,
+                    }
+                };
+                let bv = if tb {
+                    View {
+                        buf: &b,
+                        rs: 1,
+                        cs: k,
+                    }
+                } else {
+                    View {
+                        buf: &b,
+                        rs: n,
+                        cs: 1,
+                    }
+                };
+                let want = reference(m, k, n, av, bv);
+                let old: Vec<f32> = (0..m * n).map(|_| rnd()).collect();
+                let bias: Vec<f32> = (0..n).map(|_| rnd()).collect();
+                let res: Vec<f32> = (0..m * n).map(|_| rnd()).collect();
+                for (beta, extras) in [(0.0f32, false), (1.0, false), (0.0, true), (1.0, true)] {
+                    let mut c = old.clone();
+                    let epi = Epilogue {
+                        bias: extras.then_some(&bias[..]),
+                        residual: extras.then_some(&res[..]),
+                        relu: extras,
+                    };
+                    assert!(gemm(m, k, n, av, bv, epi, beta, &mut c));
+                    for i in 0..m * n {
+                        let add = if extras {
+                            bias[i % n] as f64 + res[i] as f64
+                        } else {
+                            0.0
+                        };
+                        let mut w = want[i] + add + beta as f64 * old[i] as f64;
+                        if extras {
+                            w = w.max(0.0);
+                        }
+                        // f32 accumulation of k products of magnitude ≤ 1/4.
+                        let tol = 1e-6 * (k as f64).sqrt() + 1e-6 * w.abs();
+                        assert!(
+                            (c[i] as f64 - w).abs() <= tol,
+                            "{m}x{k}x{n} ta {ta} tb {tb} β {beta}: C[{i}] {} vs {w}",
+                            c[i]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
