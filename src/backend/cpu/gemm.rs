@@ -267,7 +267,7 @@ pub fn gemm<T: CpuFloat>(
         // Thin left operand (the last layer's dW = gᵀ·h): C[i, :] += A[i, p]·B[p, :] with
         // contiguous rows of B, partial sums over blocks of k in parallel.
         const KB: usize = 1024;
-        let part = (0..k.div_ceil(KB))
+        let parts = (0..k.div_ceil(KB))
             .into_par_iter()
             .map(|blk| {
                 let mut acc = vec![T::zero(); m * n];
@@ -283,13 +283,12 @@ pub fn gemm<T: CpuFloat>(
                 }
                 acc
             })
-            .reduce(
-                || vec![T::zero(); m * n],
-                |mut x, y| {
-                    x.iter_mut().zip(&y).for_each(|(u, &v)| *u += v);
-                    x
-                },
-            );
+            .collect::<Vec<_>>();
+        // Blocks added in order: deterministic whatever rayon's split (unlike `reduce`).
+        let mut part = vec![T::zero(); m * n];
+        for blk in &parts {
+            part.iter_mut().zip(blk).for_each(|(u, &v)| *u += v);
+        }
         for (ci, pi) in c[..m * n].iter_mut().zip(part) {
             *ci = if beta == T::zero() {
                 alpha * pi

@@ -334,7 +334,9 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         rows("sum_rows: x", x.len(), d)?;
         check("sum_rows: y", d, y.len())?;
         let per = (CHUNK / d).max(1) * d;
-        let total = x
+        // Partial sums per block, added in block order: the result does not depend on how
+        // rayon splits the work (a parallel `reduce` would associate them differently per run).
+        let parts: Vec<Vec<T>> = x
             .par_chunks(per)
             .map(|blk| {
                 let mut s = vec![T::zero(); d];
@@ -345,13 +347,11 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
                 }
                 s
             })
-            .reduce(
-                || vec![T::zero(); d],
-                |mut a, b| {
-                    a.iter_mut().zip(&b).for_each(|(x, y)| *x += *y);
-                    a
-                },
-            );
+            .collect();
+        let mut total = vec![T::zero(); d];
+        for p in &parts {
+            total.iter_mut().zip(p).for_each(|(x, y)| *x += *y);
+        }
         let s = T::c(scale);
         for (yi, t) in y.iter_mut().zip(total) {
             *yi = if acc { *yi + s * t } else { s * t };
@@ -683,11 +683,13 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
     fn mse(&self, a: &Vec<T>, b: &Vec<T>, out: &mut Vec<T>) -> Result<()> {
         check("mse: b", a.len(), b.len())?;
         check("mse: out", 1, out.len())?;
-        let s: T = a
+        // Per-chunk sums added in chunk order (deterministic, see `sum_rows`).
+        let parts: Vec<T> = a
             .par_chunks(CHUNK)
             .zip(b.par_chunks(CHUNK))
             .map(|(x, y)| x.iter().zip(y).map(|(&u, &v)| (u - v) * (u - v)).sum::<T>())
-            .sum();
+            .collect();
+        let s: T = parts.into_iter().sum();
         out[0] = s / T::c(a.len() as f64);
         Ok(())
     }
@@ -990,4 +992,44 @@ fn ff_shapes(
         });
     }
     Ok((n, m, m / groups))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reductions over many parallel chunks give the same bits on every call, however rayon
+    /// splits and steals the work (a parallel `reduce` associates the partial sums differently
+    /// from run to run). Two threads, 20 calls each, on sums spread over hundreds of chunks.
+    #[test]
+    fn parallel_reductions_are_deterministic() {
+        let be = CpuBackend::<f32>::new();
+        let (rows, d) = (100_000, 64);
+        let x: Vec<f32> = (0..rows * d)
+            .map(|i| ((i as u64 * 2654435761) % 1000) as f32 * 1e-3 - 0.5 + 1e-4 * (i % 7) as f32)
+            .collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let once = || {
+                let mut y = vec![0f32; d];
+                be.sum_rows(&x, d, 1.0, &mut y, false).unwrap();
+                let mut m = vec![0f32];
+                be.mse(&x, &vec![0.25f32; x.len()], &mut m).unwrap();
+                // the thin-left GEMM path (m < 8, long k): a weight gradient gᵀ·h of width 2
+                let mut c = vec![0f32; 2 * d];
+                gemm::gemm(2, rows, d, 1.0, &x, 2, true, &x, d, false, 0.0, &mut c);
+                (y, m, c)
+            };
+            let first = once();
+            for _ in 0..20 {
+                assert!(
+                    once() == first,
+                    "a reduction changed between identical calls"
+                );
+            }
+        });
+    }
 }
