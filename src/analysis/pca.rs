@@ -123,36 +123,43 @@ impl Pca {
     /// Fits a PCA to `z` `(n, zdim)`.
     pub fn fit(z: &[f32], n: usize, zdim: usize) -> Result<Pca> {
         check_z("PCA input", z, n, zdim)?;
+        // Sums over fixed blocks of rows, added in block order (not a parallel fold/reduce,
+        // whose grouping depends on rayon's splits): the same bits on every run.
+        const ROWS: usize = 4096;
         let mean: Vec<f64> = z
-            .par_chunks(zdim)
-            .fold(
-                || vec![0.0f64; zdim],
-                |mut acc, row| {
+            .par_chunks(zdim * ROWS)
+            .map(|blk| {
+                let mut acc = vec![0.0f64; zdim];
+                for row in blk.chunks(zdim) {
                     for (a, &x) in acc.iter_mut().zip(row) {
                         *a += x as f64;
                     }
-                    acc
-                },
-            )
-            .reduce(|| vec![0.0; zdim], add_vecs)
+                }
+                acc
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .fold(vec![0.0; zdim], add_vecs)
             .into_iter()
             .map(|s| s / n as f64)
             .collect();
         let scatter = z
-            .par_chunks(zdim)
-            .fold(
-                || vec![0.0f64; zdim * zdim],
-                |mut acc, row| {
+            .par_chunks(zdim * ROWS)
+            .map(|blk| {
+                let mut acc = vec![0.0f64; zdim * zdim];
+                for row in blk.chunks(zdim) {
                     for i in 0..zdim {
                         let di = row[i] as f64 - mean[i];
                         for j in i..zdim {
                             acc[i * zdim + j] += di * (row[j] as f64 - mean[j]);
                         }
                     }
-                    acc
-                },
-            )
-            .reduce(|| vec![0.0; zdim * zdim], add_vecs);
+                }
+                acc
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .fold(vec![0.0; zdim * zdim], add_vecs);
         let denom = (n.max(2) - 1) as f64;
         let mut cov = vec![0.0; zdim * zdim];
         for i in 0..zdim {

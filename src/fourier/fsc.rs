@@ -98,17 +98,17 @@ pub fn fsc_curve(vol1: &[f32], vol2: &[f32], d: usize, mask: Option<&[f32]>) -> 
             }
             acc
         })
-        .reduce(
-            || vec![[0f64; 3]; ns],
-            |mut x, y| {
-                for (a, b) in x.iter_mut().zip(&y) {
-                    for q in 0..3 {
-                        a[q] += b[q];
-                    }
+        // Planes added in order, not by a parallel `reduce`: the same bits on every run.
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold(vec![[0f64; 3]; ns], |mut x, y| {
+            for (a, b) in x.iter_mut().zip(&y) {
+                for q in 0..3 {
+                    a[q] += b[q];
                 }
-                x
-            },
-        );
+            }
+            x
+        });
     let mut fsc = vec![1.0; ns];
     for (f, s) in fsc.iter_mut().zip(&sums).skip(1) {
         let var = (s[0] * s[1]).sqrt();
