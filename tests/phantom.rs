@@ -325,6 +325,10 @@ fn cli_writes_volumes_and_truth() {
         apix: 4.0,
         seed: 3,
         o: out.clone(),
+        base: None,
+        domain_center: None,
+        domain_radius: None,
+        shift: None,
     })
     .unwrap();
     let list = std::fs::read_to_string(out.join("vols.txt")).unwrap();
@@ -579,4 +583,137 @@ fn binary_pdb2mrc_writes_the_map() {
         f.read_all().unwrap() == density(&atoms, Centering::None),
         "written map differs"
     );
+}
+
+/// Two Gaussian blobs on the x axis of a 32³ box: a fixed one at the centre and one at +8 px.
+fn two_blob_base(d: usize) -> Vec<f32> {
+    let c = d as f64 / 2.0;
+    let mut v = vec![0f32; d * d * d];
+    for (i, x) in v.iter_mut().enumerate() {
+        let (z, y, xx) = ((i / (d * d)) as f64, ((i / d) % d) as f64, (i % d) as f64);
+        let g = |cx: f64| {
+            (-((xx - cx).powi(2) + (y - c).powi(2) + (z - c).powi(2)) / (2.0 * 1.5f64.powi(2)))
+                .exp()
+        };
+        *x = (g(c) + g(c + 8.0)) as f32;
+    }
+    v
+}
+
+/// `phantom --base`: the domain around the second blob slides by the shift (its centre of mass
+/// moves by t·s), the rest of the map does not change, mass is conserved, t = 0 is the base map.
+#[test]
+fn base_map_domain_slides_by_the_shift() {
+    use cryofield::simulate::domain::DomainMotion;
+    let d = 32;
+    let base = two_blob_base(d);
+    let c = d as f64 / 2.0;
+    let m = DomainMotion::new(
+        base.clone(),
+        d,
+        Some([c + 8.0, c, c]),
+        4.0,
+        [3.0, -2.0, 0.0],
+    )
+    .unwrap();
+    let v0 = m.volume_at(0.0);
+    let err0 = v0
+        .iter()
+        .zip(&base)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(err0 < 1e-6, "t = 0 differs from the base map by {err0}");
+    // The domain's part: voxels with x > c + 4 (the fixed blob's tail there is ~e^-3.6).
+    let domain_com = |v: &[f32]| {
+        let part: Vec<f32> = v
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| if (i % d) as f64 > c + 4.0 { x } else { 0.0 })
+            .collect();
+        com(&part, d)
+    };
+    let (a, b) = (domain_com(&v0), domain_com(&m.volume_at(1.0)));
+    let moved = [b[0] - a[0], b[1] - a[1], b[2] - a[2]];
+    for (q, want) in [3.0, -2.0, 0.0].iter().enumerate() {
+        assert!(
+            (moved[q] - want).abs() < 0.15,
+            "domain moved {moved:?}, want [3, -2, 0]"
+        );
+    }
+    let half = m.volume_at(0.5);
+    let (h, _) = (domain_com(&half), ());
+    assert!(
+        (h[0] - a[0] - 1.5).abs() < 0.15,
+        "t = 0.5 moved {}",
+        h[0] - a[0]
+    );
+    // The fixed blob's neighbourhood is untouched; mass is conserved.
+    let v1 = m.volume_at(1.0);
+    for (i, (&p, &q)) in v0.iter().zip(&v1).enumerate() {
+        if ((i % d) as f64) < c + 1.0 {
+            assert!(
+                (p - q).abs() < 1e-3,
+                "voxel {i} far from the domain changed: {p} vs {q}"
+            );
+        }
+    }
+    assert!((mass(&v1) / mass(&v0) - 1.0).abs() < 1e-3);
+}
+
+/// The CLI: `--base` writes n states, vols.txt, truth.pkl (t evenly in [0, 1]) and the domain in
+/// phantom.txt; a non-linear1d kind or a missing map is a clear error.
+#[test]
+fn phantom_cli_base_map() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = 32;
+    let base = tmp.path().join("base.mrc");
+    cryofield::io::mrc::write_mrc(&base, &two_blob_base(d), (d, d, d), 2.5, true).unwrap();
+    let bin = env!("CARGO_BIN_EXE_cryofield");
+    let out = tmp.path().join("ph");
+    let run = |args: &[&str]| Command::new(bin).args(args).output().unwrap();
+    let o = run(&[
+        "phantom",
+        "--kind",
+        "linear1d",
+        "--base",
+        base.to_str().unwrap(),
+        "--n-states",
+        "5",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let list = std::fs::read_to_string(out.join("vols.txt")).unwrap();
+    assert_eq!(list.lines().count(), 5);
+    let f = MrcFile::open(out.join("vol_004.mrc")).unwrap();
+    assert_eq!((f.header.nx, f.header.ny, f.header.nz), (d, d, d));
+    let truth = match read_pkl(out.join("truth.pkl")).unwrap() {
+        PyValue::Array(a) => a.to_f32(),
+        other => panic!("truth.pkl: {other:?}"),
+    };
+    assert_eq!(truth, vec![0.0, 0.25, 0.5, 0.75, 1.0]);
+    let desc = std::fs::read_to_string(out.join("phantom.txt")).unwrap();
+    assert!(desc.contains("domain_center_voxel_xyz"), "{desc}");
+    let bad = run(&[
+        "phantom",
+        "--kind",
+        "circular1d",
+        "--base",
+        base.to_str().unwrap(),
+        "-o",
+        tmp.path().join("x").to_str().unwrap(),
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("linear1d"));
+    let missing = run(&[
+        "phantom",
+        "--kind",
+        "linear1d",
+        "--base",
+        "/nonexistent/base.mrc",
+        "-o",
+        tmp.path().join("y").to_str().unwrap(),
+    ]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/base.mrc"));
 }

@@ -87,6 +87,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         apix: APIX,
         seed: a.seed,
         o: ph.clone(),
+        base: None,
+        domain_center: None,
+        domain_radius: None,
+        shift: None,
     })?;
     eprintln!(
         "[2/5] simulate {} particles from all states (SNR {}, CTF, shifts)",

@@ -40,7 +40,10 @@ pub struct Args {
 }
 
 /// A cubic volume `(D, D, D)` and its header pixel size (`None` when the header has no cell).
-fn load_volume(path: &Path, what: &str) -> anyhow::Result<(Vec<f32>, usize, Option<f64>)> {
+pub(crate) fn load_volume(
+    path: &Path,
+    what: &str,
+) -> anyhow::Result<(Vec<f32>, usize, Option<f64>)> {
     let f = MrcFile::open(path).with_context(|| format!("reading {what}"))?;
     let h = &f.header;
     if !(h.nx == h.ny && h.ny == h.nz) {

@@ -7,13 +7,18 @@
 //! `vols.txt`: `t` for linear1d, the angle θ (rad) for circular1d, `(t1, t2)` for linear2d, the
 //! state index for discrete) and `phantom.txt` (kind and parameters).
 //!
-//! Example: `cryofield phantom --kind circular1d --n-states 100 -D 64 --Apix 3.0 -o circ`
+//! With `--base VOL.mrc` (linear1d only) the molecule is that map instead of blobs: a spherical
+//! domain of it slides along a line ([`crate::simulate::domain`]); D and Apix come from the map.
+//!
+//! Example: `cryofield phantom --kind circular1d --n-states 100 -D 64 --Apix 3.0 -o circ`,
+//! `cryofield phantom --kind linear1d --base hand.mrc --shift 8 0 0 -o hand_het`
 
 use crate::cli::progress;
 use crate::io::array::NdArray;
 use crate::io::atomic::write_bytes_atomic;
 use crate::io::mrc::write_mrc;
 use crate::io::pkl::{write_pkl, PyValue};
+use crate::simulate::domain::DomainMotion;
 use crate::simulate::phantom::{Phantom, PhantomKind};
 use anyhow::{bail, Context};
 use std::path::PathBuf;
@@ -56,10 +61,100 @@ pub struct Args {
     /// Output folder
     #[arg(short = 'o', long = "outdir")]
     pub o: PathBuf,
+    /// A real map as the molecule (linear1d only): one spherical domain of it slides along a
+    /// line; D and Apix are the map's
+    #[arg(long)]
+    pub base: Option<PathBuf>,
+    /// Domain centre, voxel x y z of the base map (default: a peripheral piece of dense
+    /// density, chosen automatically and written to phantom.txt)
+    #[arg(long = "domain-center", num_args = 3, value_names = ["X", "Y", "Z"])]
+    pub domain_center: Option<Vec<f64>>,
+    /// Domain radius (px; default D/6)
+    #[arg(long = "domain-radius")]
+    pub domain_radius: Option<f64>,
+    /// Domain displacement at t = 1, px x y z (default D/8 along x)
+    #[arg(long, num_args = 3, value_names = ["DX", "DY", "DZ"], allow_negative_numbers = true)]
+    pub shift: Option<Vec<f64>>,
+}
+
+/// `phantom --base`: states of a base map with a sliding domain.
+fn run_base(a: &Args, base: &std::path::Path) -> anyhow::Result<()> {
+    let t0 = std::time::Instant::now();
+    if a.kind != Kind::Linear1d {
+        bail!(
+            "--base makes a linear1d phantom; --kind {:?} is not supported with it",
+            a.kind
+        );
+    }
+    let (vol, d, apix) = crate::cli::fsc::load_volume(base, "the base map")?;
+    let apix = apix.unwrap_or(a.apix);
+    let n = a
+        .n_states
+        .unwrap_or(PhantomKind::Linear1d.default_n_states());
+    if n == 0 {
+        bail!("--n-states must be positive");
+    }
+    let three = |v: &Option<Vec<f64>>| v.as_ref().map(|v| [v[0], v[1], v[2]]);
+    let radius = a.domain_radius.unwrap_or(d as f64 / 6.0);
+    let shift = three(&a.shift).unwrap_or([d as f64 / 8.0, 0.0, 0.0]);
+    let motion = DomainMotion::new(vol, d, three(&a.domain_center), radius, shift)
+        .with_context(|| format!("{}: domain phantom", base.display()))?;
+    std::fs::create_dir_all(&a.o).with_context(|| format!("creating {}", a.o.display()))?;
+    let width = (n - 1).to_string().len().max(3);
+    let pb = progress::bar(n as u64, "phantom");
+    let mut names = Vec::with_capacity(n);
+    let ts: Vec<f64> = (0..n)
+        .map(|i| {
+            if n > 1 {
+                i as f64 / (n - 1) as f64
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    for (i, &t) in ts.iter().enumerate() {
+        let name = format!("vol_{i:0width$}.mrc");
+        write_mrc(
+            a.o.join(&name),
+            &motion.volume_at(t),
+            (d, d, d),
+            apix as f32,
+            true,
+        )?;
+        names.push(name);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let mut list = names.join("\n");
+    list.push('\n');
+    write_bytes_atomic(a.o.join("vols.txt"), list.as_bytes())?;
+    let truth: Vec<f32> = ts.iter().map(|&t| t as f32).collect();
+    write_pkl(
+        a.o.join("truth.pkl"),
+        &PyValue::Array(NdArray::from_f32(vec![n, 1], truth)?),
+    )?;
+    let desc = format!(
+        "base: {}\nD: {d}\nApix: {apix}\n{}n_states: {n}\nfiles: {} … {} (listed in vols.txt); truth.pkl is float32 ({n}, 1): t in [0, 1]\n",
+        base.display(),
+        motion.describe(),
+        names[0],
+        names[n - 1]
+    );
+    write_bytes_atomic(a.o.join("phantom.txt"), desc.as_bytes())?;
+    eprintln!(
+        "wrote {n} linear1d volumes of {} with a sliding domain ({d}³, Apix {apix} Å) with truth.pkl to {} in {:.2} s",
+        base.display(),
+        a.o.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Run `phantom`.
 pub fn run(a: Args) -> anyhow::Result<()> {
+    if let Some(base) = &a.base {
+        return run_base(&a, base);
+    }
     let t0 = std::time::Instant::now();
     let kind = match a.kind {
         Kind::Linear1d => PhantomKind::Linear1d,

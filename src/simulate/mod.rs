@@ -3,6 +3,7 @@
 //! ([`pdb_density`]).
 
 pub mod dataset;
+pub mod domain;
 pub mod pdb_density;
 pub mod phantom;
 
