@@ -21,6 +21,7 @@
 //! state (XCR0 bits 17–18), and asks Linux for permission to use it (`arch_prctl`
 //! `ARCH_REQ_XCOMP_PERM`). `CRYOFIELD_NO_AMX=1` turns the path off.
 
+use super::gemm::{extent, Epilogue};
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
@@ -355,34 +356,52 @@ unsafe fn pack_a(
 
 /// Checks that a view of `rows × cols` stays inside its buffer.
 fn fits(v: &View<'_>, rows: usize, cols: usize) -> bool {
-    rows == 0 || cols == 0 || (rows - 1) * v.rs + (cols - 1) * v.cs < v.buf.len()
+    extent(rows, cols, v.rs as isize, v.cs as isize) <= v.buf.len()
 }
 
-/// What is applied to each element of C as it is written (in this order): + bias[j],
-/// + residual[i, j], + β·C, then max(·, 0).
-#[derive(Clone, Copy, Default)]
-pub struct Epilogue<'a> {
-    /// A length-n row added to every row.
-    pub bias: Option<&'a [f32]>,
-    /// An m × n row-major matrix added elementwise.
-    pub residual: Option<&'a [f32]>,
-    /// ReLU on the result.
-    pub relu: bool,
+/// Element (i, j) of C as it is written, from the product `acc` and the old value `old`
+/// (in this order): + bias[j], + residual[i, j], + β·old, then max(·, 0).
+#[inline(always)]
+fn finish(
+    e: &Epilogue<'_, f32>,
+    beta: f32,
+    acc: f32,
+    i: usize,
+    j: usize,
+    n: usize,
+    old: f32,
+) -> f32 {
+    let mut v = acc;
+    if let Some(b) = e.bias {
+        v += b[j];
+    }
+    if let Some(r) = e.residual {
+        v += r[i * n + j];
+    }
+    if beta != 0.0 {
+        v += beta * old;
+    }
+    if e.relu {
+        v = v.max(0.0);
+    }
+    v
 }
 
 /// C (m × n, row-major) = epilogue(A (m × k) · B (k × n), β·C), operands rounded to bf16, f32
-/// sums. Returns `false` (C untouched) when AMX is not [`available`].
-#[allow(clippy::too_many_arguments)]
+/// sums ([`Epilogue`]: bias, residual, ReLU, applied as C is written). Returns `false` (C
+/// untouched) when AMX is not [`available`].
 ///
 /// # Panics
-/// If a view or C is too short for the shapes (callers check shapes first).
+/// If a view, the bias, the residual or C is too short for the shapes (callers check shapes
+/// first).
+#[allow(clippy::too_many_arguments)]
 pub fn gemm(
     m: usize,
     k: usize,
     n: usize,
     a: View<'_>,
     b: View<'_>,
-    epi: Epilogue<'_>,
+    epi: Epilogue<'_, f32>,
     beta: f32,
     c: &mut [f32],
 ) -> bool {
@@ -405,10 +424,7 @@ pub fn gemm(
     if k == 0 {
         for (i, row) in c.chunks_mut(n).enumerate() {
             for (j, x) in row.iter_mut().enumerate() {
-                let mut v =
-                    epi.bias.map_or(0.0, |b| b[j]) + epi.residual.map_or(0.0, |r| r[i * n + j]);
-                v += beta * *x;
-                *x = if epi.relu { v.max(0.0) } else { v };
+                *x = finish(&epi, beta, 0.0, i, j, n, *x);
             }
         }
         return true;
@@ -419,7 +435,7 @@ pub fn gemm(
 
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
-fn run(_: usize, _: usize, _: usize, _: View, _: View, _: Epilogue, _: f32, _: &mut [f32]) {
+fn run(_: usize, _: usize, _: usize, _: View, _: View, _: Epilogue<f32>, _: f32, _: &mut [f32]) {
     unreachable!("available() is false off x86_64")
 }
 
@@ -431,7 +447,7 @@ fn run(
     n: usize,
     a: View<'_>,
     b: View<'_>,
-    epi: Epilogue<'_>,
+    epi: Epilogue<'_, f32>,
     beta: f32,
     c: &mut [f32],
 ) {
@@ -498,7 +514,7 @@ struct Block<'a> {
     klp: usize,
     /// B's rows k0..k0+kl packed by [`pack_b`].
     bp: &'a [u16],
-    epi: Epilogue<'a>,
+    epi: Epilogue<'a, f32>,
     beta: f32,
     first: bool,
     /// Row blocks of 32 per task.
@@ -586,26 +602,11 @@ impl Block<'_> {
         let n = self.n;
         let rows = self.m.saturating_sub(i0).min(32);
         let cols = n.saturating_sub(j0).min(32);
-        let e = &self.epi;
         for r in 0..rows {
             let dst = &mut cr[r * n + j0..r * n + j0 + cols];
             let src = &tmp[r * 32..r * 32 + cols];
-            let res = e.residual.map(|x| &x[(i0 + r) * n + j0..][..cols]);
             for (cc, (d, &s)) in dst.iter_mut().zip(src).enumerate() {
-                let mut v = s;
-                if let Some(b) = e.bias {
-                    v += b[j0 + cc];
-                }
-                if let Some(x) = res {
-                    v += x[cc];
-                }
-                if self.beta != 0.0 {
-                    v += self.beta * *d;
-                }
-                if e.relu {
-                    v = v.max(0.0);
-                }
-                *d = v;
+                *d = finish(&self.epi, self.beta, s, i0 + r, j0 + cc, n, *d);
             }
         }
     }

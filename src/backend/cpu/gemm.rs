@@ -56,7 +56,7 @@ pub trait CpuFloat: Float {
 }
 
 /// Smallest offset-range check: the largest index a strided (rows, cols) view touches.
-fn extent(rows: usize, cols: usize, rs: isize, cs: isize) -> usize {
+pub(super) fn extent(rows: usize, cols: usize, rs: isize, cs: isize) -> usize {
     if rows == 0 || cols == 0 {
         0
     } else {
@@ -127,22 +127,21 @@ impl_cpu_float!(
                 cs: x.2 as usize,
             }
         }
-        let epi = super::amx::Epilogue {
-            bias: epi.bias,
-            residual: epi.residual,
-            relu: epi.relu,
-        };
+
         super::amx::gemm(m, k, n, v(a), v(b), epi, beta, c)
     }
 );
 impl_cpu_float!(f64, matrixmultiply::dgemm);
 
-/// What [`gemm_mixed`] applies to C after the product: + bias (a length-n row on every row),
-/// + residual (m × n), then ReLU.
+/// What [`gemm_mixed`] (and [`super::amx::gemm`]) apply to C after the product: + bias,
+/// + residual, then ReLU.
 #[derive(Clone, Copy)]
 pub struct Epilogue<'a, T> {
+    /// A length-n row added to every row.
     pub bias: Option<&'a [T]>,
+    /// An m × n row-major matrix added elementwise.
     pub residual: Option<&'a [T]>,
+    /// ReLU on the result.
     pub relu: bool,
 }
 

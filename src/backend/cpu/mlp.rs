@@ -1,8 +1,10 @@
 //! The fused coordinate-network forward/backward on the CPU.
 //!
 //! Per layer l with input h (N, n_in), weight W (n_out, n_in), bias b (n_out):
-//!   z = b (broadcast into the output buffer) ; z += h·Wᵀ (one GEMM with β = 1, so the bias
-//!   costs no extra pass) ; z += h if residual ; h' = act(z) in place (skipped on the last layer).
+//!   z = h·Wᵀ + b (+ h if residual) ; h' = act(z) in place (skipped on the last layer) — one
+//!   [`gemm_mixed`] call with its epilogue: on AMX the bias, residual and ReLU are applied as the
+//!   GEMM writes z; in f32 the bias is broadcast into z first (a GEMM with β = 1) and the
+//!   residual and ReLU follow in one pass. Other activations run as a pass after.
 //! Backward with g = ∂L/∂z of layer l:
 //!   dW += gᵀ·h (GEMM) ; db += Σ_rows g ; g_in = g·W (+ g if residual) ;
 //!   g_prev = g_in ⊙ act'(z_prev) — act' from the stored output h_prev for relu/leaky/tanh,
@@ -13,14 +15,6 @@ use super::gemm::{gemm_mixed, CpuFloat, Epilogue};
 use super::{check, par_chunks, unary_grad, unary_value, CpuBackend};
 use crate::backend::{Backend, MlpLayerGrad, MlpOutput, MlpSaved, MlpWeights, UnaryOp};
 use crate::{Error, Result};
-
-/// c = f(c) in place; ReLU gets a branch-free loop the compiler vectorizes.
-fn act_inplace<T: CpuFloat>(op: UnaryOp, c: &mut [T]) {
-    match op {
-        UnaryOp::Relu => c.iter_mut().for_each(|a| *a = a.max(T::zero())),
-        _ => c.iter_mut().for_each(|a| *a = unary_value(op, *a)),
-    }
-}
 
 /// g ⊙= f'(z) (z: pre-activation when stored, else the output h); ReLU fast path: 1[h>0].
 fn act_grad_inplace<T: CpuFloat>(op: UnaryOp, z: &[T], h: &[T], g: &mut [T]) {
@@ -76,8 +70,8 @@ pub(super) fn forward<T: CpuFloat>(
     check("mlp_forward: x", n * w.layers[0].n_in, x.len())?;
     let op = w.act.unary();
     let keep_z = save && w.act.needs_preactivation();
-    // ReLU is applied as the GEMM writes its output (z itself is never needed for ReLU).
-    let fused_relu = matches!(op, UnaryOp::Relu) && !keep_z;
+    // ReLU is applied as the GEMM writes its output (ReLU never needs z kept).
+    let fused_relu = matches!(op, UnaryOp::Relu);
     let last = w.layers.len() - 1;
     let mut hs: Vec<Vec<T>> = Vec::with_capacity(last);
     let mut zs: Vec<Vec<T>> = Vec::new();
@@ -128,7 +122,9 @@ pub(super) fn forward<T: CpuFloat>(
             h
         } else {
             if !fused_relu {
-                par_chunks(&mut z, |_, c| act_inplace(op, c));
+                par_chunks(&mut z, |_, c| {
+                    c.iter_mut().for_each(|a| *a = unary_value(op, *a))
+                });
             }
             z
         };
