@@ -100,4 +100,13 @@ impl<B: Backend> ParamStore<B> {
     pub fn ids(&self) -> impl Iterator<Item = ParamId> {
         (0..self.tensors.len()).map(ParamId)
     }
+
+    /// (name, shape) of every parameter in insertion order (what a checkpoint must match).
+    pub fn named_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        self.names
+            .iter()
+            .zip(&self.tensors)
+            .map(|(n, t)| (n.clone(), t.shape.clone()))
+            .collect()
+    }
 }

@@ -326,14 +326,7 @@ pub fn load_state(path: &Path, z: &[f64], d: usize, cfg: &TrainConfig) -> Result
         mean,
         &mut rng,
     )?;
-    let names: Vec<(String, Vec<usize>)> = m
-        .store
-        .names
-        .iter()
-        .zip(&m.store.tensors)
-        .map(|(n, t)| (n.clone(), t.shape.clone()))
-        .collect();
-    let ck = Checkpoint::load(path, &names, &state_extra_names(&m.store))?;
+    let ck = Checkpoint::load(path, &m.store.named_shapes(), &state_extra_names(&m.store))?;
     let stats = ck
         .extra
         .iter()

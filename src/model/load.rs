@@ -13,9 +13,8 @@ use crate::model::decoder::eval_volume_box;
 use crate::model::{parse_activation, Decoder, EncodeMode, Encoder};
 use crate::nn::PeKind;
 use crate::simulate::dataset::xrot;
-use crate::train::checkpoint::Checkpoint;
 use crate::train::dataset::{prefetch, BatchMaker, ImageDataset};
-use crate::train::{build_model, RunRecord};
+use crate::train::{build_model, encoder_mask, load_weights, RunRecord};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -77,40 +76,19 @@ impl LoadedModel {
         let act = parse_activation(&cfg.activation)?;
         let be = CpuBackend::<f32>::new();
         let lattice = Lattice::for_image(d, true)?;
-        let enc_mask: Option<Vec<usize>> = match (cfg.zdim, cfg.enc_mask) {
-            (None, _) => None,
-            (Some(_), Some(-1)) => Some((0..lattice.len()).collect()),
-            (Some(_), r) => {
-                let r = r.unwrap_or((d / 2) as i64);
-                let m = lattice.circular_mask(r as f32)?;
-                Some((0..m.len()).filter(|&i| m[i]).collect())
-            }
-        };
+        let enc_mask = encoder_mask(cfg, &lattice, d)?;
         let mode: EncodeMode = cfg.encode_mode.parse()?;
         let in_dim = enc_mask.as_ref().map_or(0, Vec::len);
         // Values are replaced by the checkpoint; the seed only fixes the layout.
         let (mut store, encoder, mut decoder, prefix) =
             build_model(&be, cfg, d, in_dim, mode, domain, pe, act)?;
-        let names: Vec<(String, Vec<usize>)> = store
-            .names
-            .iter()
-            .zip(&store.tensors)
-            .map(|(n, t)| (n.clone(), t.shape.clone()))
-            .collect();
         let rf_name = format!("{prefix}rand_freqs");
-        let extra: Vec<String> = decoder.rand_freqs.iter().map(|_| rf_name.clone()).collect();
-        let ck = Checkpoint::load(weights, &names, &extra).map_err(|e| {
+        load_weights(&be, &mut store, &mut decoder, &rf_name, weights).map_err(|e| {
             Error::format(
                 weights,
                 format!("does not match the model of {} ({e})", config.display()),
             )
         })?;
-        for (id, (_, s, v)) in store.ids().collect::<Vec<_>>().into_iter().zip(&ck.params) {
-            *store.get_mut(id) = Tensor::from_slice(&be, v, s)?;
-        }
-        if let Some((_, _, rf)) = ck.extra.first() {
-            decoder.set_rand_freqs(rf)?;
-        }
         let norm = Norm {
             mean: record.norm[0],
             std: record.norm[1],

@@ -208,21 +208,7 @@ pub(crate) fn open_inputs(cfg: &TrainConfig) -> Result<Inputs> {
     let mask_b = lattice.circular_mask((d / 2) as f32)?;
     let mask: Vec<usize> = (0..mask_b.len()).filter(|&i| mask_b[i]).collect();
     let coords: Vec<f32> = mask.iter().flat_map(|&i| lattice.coords()[i]).collect();
-    let enc_mask = match (cfg.zdim, cfg.enc_mask) {
-        (None, _) => None,
-        (Some(_), Some(-1)) => Some((0..lattice.len()).collect()),
-        (Some(_), r) => {
-            let r = r.unwrap_or((d / 2) as i64);
-            if r <= 0 || r as usize > d / 2 {
-                return Err(Error::invalid(format!(
-                    "--enc-mask must be in 1..={} or −1, got {r}",
-                    d / 2
-                )));
-            }
-            let m = lattice.circular_mask(r as f32)?;
-            Some((0..m.len()).filter(|&i| m[i]).collect::<Vec<_>>())
-        }
-    };
+    let enc_mask = encoder_mask(cfg, &lattice, d)?;
     let m = xrot(cfg.tilt_deg);
     Ok(Inputs {
         n_all,
@@ -577,6 +563,54 @@ pub(crate) fn checkpoint_of<B: Backend<Elem = f32>>(
     })
 }
 
+/// The lattice indices the encoder sees (`--enc-mask`: a circle of radius r, default D/2; −1:
+/// the whole image); `None` without an encoder.
+pub(crate) fn encoder_mask(
+    cfg: &TrainConfig,
+    lattice: &Lattice,
+    d: usize,
+) -> Result<Option<Vec<usize>>> {
+    Ok(match (cfg.zdim, cfg.enc_mask) {
+        (None, _) => None,
+        (Some(_), Some(-1)) => Some((0..lattice.len()).collect()),
+        (Some(_), r) => {
+            let r = r.unwrap_or((d / 2) as i64);
+            if r <= 0 || r as usize > d / 2 {
+                return Err(Error::invalid(format!(
+                    "--enc-mask must be in 1..={} or −1, got {r}",
+                    d / 2
+                )));
+            }
+            let m = lattice.circular_mask(r as f32)?;
+            Some((0..m.len()).filter(|&i| m[i]).collect::<Vec<_>>())
+        }
+    })
+}
+
+/// Load the checkpoint at `path` into a model: its parameters and the decoder's random PE
+/// frequencies (stored under `rf_name`). Returns the checkpoint (epoch, optimizer state).
+pub(crate) fn load_weights<B: Backend<Elem = f32>>(
+    be: &B,
+    store: &mut ParamStore<B>,
+    decoder: &mut Decoder,
+    rf_name: &str,
+    path: &Path,
+) -> Result<Checkpoint> {
+    let extra: Vec<String> = decoder
+        .rand_freqs
+        .iter()
+        .map(|_| rf_name.to_string())
+        .collect();
+    let ck = Checkpoint::load(path, &store.named_shapes(), &extra)?;
+    for (id, (_, s, v)) in store.ids().collect::<Vec<_>>().into_iter().zip(&ck.params) {
+        *store.get_mut(id) = Tensor::from_slice(be, v, s)?;
+    }
+    if let Some((_, _, rf)) = ck.extra.first() {
+        decoder.set_rand_freqs(rf)?;
+    }
+    Ok(ck)
+}
+
 /// Restore a model from the checkpoint at `path` (the inverse of [`checkpoint_of`]); the
 /// checkpoint's epoch.
 pub(crate) fn restore<B: Backend<Elem = f32>>(
@@ -587,24 +621,7 @@ pub(crate) fn restore<B: Backend<Elem = f32>>(
     rf_name: &str,
     path: &Path,
 ) -> Result<usize> {
-    let names: Vec<(String, Vec<usize>)> = store
-        .names
-        .iter()
-        .zip(&store.tensors)
-        .map(|(n, t)| (n.clone(), t.shape.clone()))
-        .collect();
-    let extra: Vec<String> = decoder
-        .rand_freqs
-        .iter()
-        .map(|_| rf_name.to_string())
-        .collect();
-    let ck = Checkpoint::load(path, &names, &extra)?;
-    for (id, (_, s, v)) in store.ids().collect::<Vec<_>>().into_iter().zip(&ck.params) {
-        *store.get_mut(id) = Tensor::from_slice(be, v, s)?;
-    }
-    if let Some((_, _, rf)) = ck.extra.first() {
-        decoder.set_rand_freqs(rf)?;
-    }
+    let ck = load_weights(be, store, decoder, rf_name, path)?;
     adam.set_state(be, ck.adam_step, &ck.adam_m, &ck.adam_v)?;
     Ok(ck.epoch)
 }
