@@ -99,48 +99,29 @@ fn run_base(a: &Args, base: &std::path::Path) -> anyhow::Result<()> {
     let shift = three(&a.shift).unwrap_or([d as f64 / 8.0, 0.0, 0.0]);
     let motion = DomainMotion::new(vol, d, three(&a.domain_center), radius, shift)
         .with_context(|| format!("{}: domain phantom", base.display()))?;
-    std::fs::create_dir_all(&a.o).with_context(|| format!("creating {}", a.o.display()))?;
-    let width = (n - 1).to_string().len().max(3);
-    let pb = progress::bar(n as u64, "phantom");
-    let mut names = Vec::with_capacity(n);
-    let ts: Vec<f64> = (0..n)
+    let coords: Vec<Vec<f64>> = (0..n)
         .map(|i| {
-            if n > 1 {
+            vec![if n > 1 {
                 i as f64 / (n - 1) as f64
             } else {
                 0.0
-            }
+            }]
         })
         .collect();
-    for (i, &t) in ts.iter().enumerate() {
-        let name = format!("vol_{i:0width$}.mrc");
-        write_mrc(
-            a.o.join(&name),
-            &motion.volume_at(t),
-            (d, d, d),
-            apix as f32,
-            true,
-        )?;
-        names.push(name);
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
-    let mut list = names.join("\n");
-    list.push('\n');
-    write_bytes_atomic(a.o.join("vols.txt"), list.as_bytes())?;
-    let truth: Vec<f32> = ts.iter().map(|&t| t as f32).collect();
-    write_pkl(
-        a.o.join("truth.pkl"),
-        &PyValue::Array(NdArray::from_f32(vec![n, 1], truth)?),
-    )?;
-    let desc = format!(
-        "base: {}\nD: {d}\nApix: {apix}\n{}n_states: {n}\nfiles: {} … {} (listed in vols.txt); truth.pkl is float32 ({n}, 1): t in [0, 1]\n",
+    let head = format!(
+        "base: {}\nD: {d}\nApix: {apix}\n{}",
         base.display(),
-        motion.describe(),
-        names[0],
-        names[n - 1]
+        motion.describe()
     );
-    write_bytes_atomic(a.o.join("phantom.txt"), desc.as_bytes())?;
+    write_states(
+        &a.o,
+        &coords,
+        d,
+        apix as f32,
+        |c| Ok(motion.volume_at(c[0])),
+        head,
+        ": t in [0, 1]",
+    )?;
     eprintln!(
         "wrote {n} linear1d volumes of {} with a sliding domain ({d}³, Apix {apix} Å) with truth.pkl to {} in {:.2} s",
         base.display(),
@@ -170,34 +151,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let ph = Phantom::new(kind, a.d, a.apix, a.seed)?;
     let coords = ph.state_coords(n)?;
-    std::fs::create_dir_all(&a.o).with_context(|| format!("creating {}", a.o.display()))?;
-    let width = (n - 1).to_string().len().max(3);
-    let pb = progress::bar(n as u64, "phantom");
-    let mut names = Vec::with_capacity(n);
-    for (i, c) in coords.iter().enumerate() {
-        let vol = ph.volume_at(c)?;
-        let name = format!("vol_{i:0width$}.mrc");
-        write_mrc(a.o.join(&name), &vol, (a.d, a.d, a.d), a.apix as f32, true)?;
-        names.push(name);
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
-    let mut list = names.join("\n");
-    list.push('\n');
-    write_bytes_atomic(a.o.join("vols.txt"), list.as_bytes())?;
-    let dim = kind.dim();
-    let truth: Vec<f32> = coords.iter().flatten().map(|&v| v as f32).collect();
-    write_pkl(
-        a.o.join("truth.pkl"),
-        &PyValue::Array(NdArray::from_f32(vec![n, dim], truth)?),
+    write_states(
+        &a.o,
+        &coords,
+        a.d,
+        a.apix as f32,
+        |c| Ok(ph.volume_at(c)?),
+        ph.describe(),
+        " in the same order",
     )?;
-    let mut desc = ph.describe();
-    desc.push_str(&format!(
-        "n_states: {n}\nfiles: {} … {} (listed in vols.txt); truth.pkl is float32 ({n}, {dim}) in the same order\n",
-        names[0],
-        names[n - 1]
-    ));
-    write_bytes_atomic(a.o.join("phantom.txt"), desc.as_bytes())?;
     eprintln!(
         "wrote {n} {} volumes ({}³, Apix {} Å) with truth.pkl to {} in {:.2} s",
         kind.name(),
@@ -206,5 +168,46 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         a.o.display(),
         t0.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// Writes one state per truth coordinate in `coords` (all of one length): `vol_000.mrc …` from
+/// `volume_at`, `vols.txt`, `truth.pkl` (float32, one row per state) and `phantom.txt` (`head`,
+/// then the count and files; `truth_note` ends the truth.pkl line).
+fn write_states(
+    o: &std::path::Path,
+    coords: &[Vec<f64>],
+    d: usize,
+    apix: f32,
+    volume_at: impl Fn(&[f64]) -> anyhow::Result<Vec<f32>>,
+    head: String,
+    truth_note: &str,
+) -> anyhow::Result<()> {
+    let (n, dim) = (coords.len(), coords[0].len());
+    std::fs::create_dir_all(o).with_context(|| format!("creating {}", o.display()))?;
+    let width = (n - 1).to_string().len().max(3);
+    let pb = progress::bar(n as u64, "phantom");
+    let mut names = Vec::with_capacity(n);
+    for (i, c) in coords.iter().enumerate() {
+        let name = format!("vol_{i:0width$}.mrc");
+        write_mrc(o.join(&name), &volume_at(c)?, (d, d, d), apix, true)?;
+        names.push(name);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let mut list = names.join("\n");
+    list.push('\n');
+    write_bytes_atomic(o.join("vols.txt"), list.as_bytes())?;
+    let truth: Vec<f32> = coords.iter().flatten().map(|&v| v as f32).collect();
+    write_pkl(
+        o.join("truth.pkl"),
+        &PyValue::Array(NdArray::from_f32(vec![n, dim], truth)?),
+    )?;
+    let desc = format!(
+        "{head}n_states: {n}\nfiles: {} … {} (listed in vols.txt); truth.pkl is float32 ({n}, {dim}){truth_note}\n",
+        names[0],
+        names[n - 1]
+    );
+    write_bytes_atomic(o.join("phantom.txt"), desc.as_bytes())?;
     Ok(())
 }
