@@ -984,6 +984,7 @@ fn cpu_mlp<T: CpuFloat>(
         &saved.unwrap(),
         &cv(dy),
         Some(&mut dx),
+        0,
         &mut dl,
     )
     .unwrap();
@@ -1054,6 +1055,7 @@ fn mlp_forward_backward_all_precisions() {
                 &saved.unwrap(),
                 &up(&bp, &dy),
                 Some(&mut dxg),
+                0,
                 &mut dl,
             )
             .unwrap();

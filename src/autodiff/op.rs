@@ -478,7 +478,7 @@ pub(crate) fn backward_node<B: Backend>(
                     .iter_mut()
                     .map(|(dw, db)| MlpLayerGrad { dw, db })
                     .collect();
-                be.mlp_backward(&ws, val(*x), n, saved, g, dx.as_mut(), &mut dl)?;
+                be.mlp_backward(&ws, val(*x), n, saved, g, dx.as_mut(), 0, &mut dl)?;
             }
             if let Some(dx) = dx {
                 be.axpby(1.0, &dx, 1.0, t.slot(grads, *x)?)?;

@@ -270,7 +270,8 @@ pub fn backward_composed<B: Backend>(
             be.upload(&d)?
         }
     };
-    let width = 2 * m + s.zdim;
+    // Only the latent columns 2m.. of the features need a gradient (the encoding's are fixed).
+    let width = s.zdim;
     let mut dfeats = match (&dz, s.zdim) {
         (Some(_), zd) if zd > 0 => Some(be.zeros(nb * ne * width)?),
         _ => None,
@@ -282,6 +283,7 @@ pub fn backward_composed<B: Backend>(
         &saved.mlp,
         &dtop,
         dfeats.as_mut(),
+        2 * m,
         dlayers,
     )?;
     be.recycle(dtop);
@@ -292,7 +294,7 @@ pub fn backward_composed<B: Backend>(
         let mut dzh = vec![B::Elem::c(0.0); nb * s.zdim];
         for b in 0..nb {
             for i in 0..ne {
-                let row = &dfh[(b * ne + i) * width + 2 * m..(b * ne + i + 1) * width];
+                let row = &dfh[(b * ne + i) * width..(b * ne + i + 1) * width];
                 for (k, v) in row.iter().enumerate() {
                     dzh[b * s.zdim + k] += *v;
                 }

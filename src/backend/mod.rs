@@ -472,7 +472,9 @@ pub trait Backend: Clone + Send + Sync + 'static {
         n: usize,
         save: bool,
     ) -> Result<MlpOutput<Self>>;
-    /// The fused backward: accumulates dx (n, n_in) when given, and dW, db of every layer.
+    /// The fused backward: accumulates dW, db of every layer and, when given, dx (n, n_in −
+    /// dx_col0): the gradient of x's columns dx_col0.. (0: all of x; the decoder asks only for
+    /// the latent columns after the positional encoding).
     #[allow(clippy::too_many_arguments)]
     fn mlp_backward(
         &self,
@@ -482,6 +484,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
         saved: &MlpSaved<Self>,
         dy: &Self::Buf,
         dx: Option<&mut Self::Buf>,
+        dx_col0: usize,
         dlayers: &mut [MlpLayerGrad<'_, Self>],
     ) -> Result<()>;
 

@@ -270,12 +270,22 @@ unsafe fn pack_b_rows(
 ) {
     for (dq, row) in dst.chunks_mut(ld).enumerate() {
         let q = q0 + dq;
-        row.fill(0);
         let (ka, kb) = (2 * q, 2 * q + 1);
         if ka >= kl {
+            row.fill(0);
             continue; // padding k-pairs
         }
         // One u32 per column: the even row's bf16 in the low half.
+        #[cfg(target_arch = "x86_64")]
+        if b.cs == 1 {
+            let r0 = &b.buf[(k0 + ka) * b.rs..][..n];
+            let r1 = (kb < kl).then(|| &b.buf[(k0 + kb) * b.rs..][..n]);
+            // SAFETY: AVX-512 F (this function's contract); r0, r1 hold n values and row
+            // 2n + padding ≥ 2n u16.
+            unsafe { pack_pair_row(r0, r1, row) };
+            continue;
+        }
+        row.fill(0);
         let row32 = &mut row[..2 * n];
         if b.cs == 1 {
             let r0 = &b.buf[(k0 + ka) * b.rs..][..n];
@@ -301,6 +311,45 @@ unsafe fn pack_b_rows(
     }
 }
 
+/// `row[2j], row[2j+1]` = bf16 of `r0[j]`, `r1[j]` (0 without r1) for j < n = r0.len(), as
+/// [`bf16_bits`]; the rest of `row` (padding) = 0.
+///
+/// # Safety
+/// AVX-512 F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn pack_pair_row(r0: &[f32], r1: Option<&[f32]>, row: &mut [u16]) {
+    use std::arch::x86_64::*;
+    let n = r0.len();
+    assert!(
+        row.len() >= 2 * n && r1.is_none_or(|r| r.len() >= n),
+        "amx pack: B row"
+    );
+    let round = _mm512_set1_epi32(0x7fff);
+    let one = _mm512_set1_epi32(1);
+    let hi_mask = _mm512_set1_epi32(0xffff_0000u32 as i32);
+    let rounded = |v: __m512| -> __m512i {
+        let v = _mm512_castps_si512(v);
+        let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(v), one);
+        _mm512_add_epi32(_mm512_add_epi32(v, round), odd)
+    };
+    let mut j = 0;
+    while j + 16 <= n {
+        let lo = _mm512_srli_epi32::<16>(rounded(_mm512_loadu_ps(r0.as_ptr().add(j))));
+        let hi = match r1 {
+            Some(r1) => _mm512_and_si512(rounded(_mm512_loadu_ps(r1.as_ptr().add(j))), hi_mask),
+            None => _mm512_setzero_si512(),
+        };
+        _mm512_storeu_si512(row.as_mut_ptr().add(2 * j).cast(), _mm512_or_si512(lo, hi));
+        j += 16;
+    }
+    for j in j..n {
+        row[2 * j] = bf16_bits(r0[j]);
+        row[2 * j + 1] = r1.map_or(0, |r| bf16_bits(r[j]));
+    }
+    row[2 * n..].fill(0);
+}
+
 /// Converts rows `i0..i0+32` (those below `m`), columns `k0..k0+kl` of A into `out`
 /// (32 × `klp` bf16, zero-padded).
 ///
@@ -319,19 +368,43 @@ unsafe fn pack_a(
     klp: usize,
     out: &mut [u16],
 ) {
-    out[..32 * klp].fill(0);
     let rows = m.saturating_sub(i0).min(32);
     if a.cs == 1 {
+        // Each value written once: converted, then the row's padding, then missing rows.
         for r in 0..rows {
             let src = &a.buf[(i0 + r) * a.rs + k0..][..kl];
-            for (d, &v) in out[r * klp..r * klp + kl].iter_mut().zip(src) {
+            let dst = &mut out[r * klp..(r + 1) * klp];
+            for (d, &v) in dst[..kl].iter_mut().zip(src) {
                 *d = bf16_bits(v);
+            }
+            dst[kl..].fill(0);
+        }
+        out[rows * klp..32 * klp].fill(0);
+    } else if a.rs == 1 && rows == 32 {
+        // A = Xᵀ with X row-major: columns of A are contiguous rows of X.
+        #[cfg(target_arch = "x86_64")]
+        for pc in (0..kl).step_by(32) {
+            for h in 0..2 {
+                // SAFETY: AVX-512 F (this function's contract); the reads stay inside the
+                // rows k0+pc.. (< k0+kl) and columns i0+16h..+16 (< m) of X, the writes
+                // inside `out`'s rows 16h..16h+16 (stride klp ≥ pc + 32).
+                unsafe {
+                    pack_at_16x32(
+                        a,
+                        i0 + 16 * h,
+                        k0 + pc,
+                        (kl - pc).min(32),
+                        klp,
+                        &mut out[16 * h * klp + pc..],
+                    )
+                };
             }
         }
     } else if a.rs == 1 {
-        // A = Xᵀ with X row-major: columns of A are contiguous rows of X. Transposed through a
-        // 32×32 staging tile: writing straight into `out` would touch 32 rows `2·klp` bytes
-        // apart per element, which map to the same few L1 sets.
+        out[..32 * klp].fill(0);
+        // The ragged last block, transposed through a 32×32 staging tile: writing straight
+        // into `out` would touch 32 rows `2·klp` bytes apart per element, which map to the
+        // same few L1 sets.
         let mut tile = [[0u16; 32]; 32];
         for pc in (0..kl).step_by(32) {
             let pn = (kl - pc).min(32);
@@ -346,10 +419,84 @@ unsafe fn pack_a(
             }
         }
     } else {
+        out[..32 * klp].fill(0);
         for r in 0..rows {
             for p in 0..kl {
                 out[r * klp + p] = bf16_bits(a.at(i0 + r, k0 + p));
             }
+        }
+    }
+}
+
+/// Sixteen rows (features i..i+16) × 32 columns (samples p..p+pn, zeros beyond pn) of A = Xᵀ
+/// as bf16 (X[p, i] at `a.buf[p·cs + i]`: the view has rs = 1), written to
+/// `out[r·klp ..][..32]` for r in 0..16.
+///
+/// Per sample pair (2q, 2q+1) one vector holds, for each of the 16 features, the pair's two
+/// bf16 values in one u32 (the even sample in the low half, rounded as [`bf16_bits`]). The
+/// 16 × 16 u32 transpose of those vectors is then A's 16 rows: each u32 is two consecutive
+/// samples of one feature.
+///
+/// # Safety
+/// AVX-512 F; X's rows p..p+pn have columns i..i+16; `out` holds 15·klp + 32 values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn pack_at_16x32(a: View<'_>, i: usize, p: usize, pn: usize, klp: usize, out: &mut [u16]) {
+    use std::arch::x86_64::*;
+    assert!(out.len() >= 15 * klp + 32, "amx pack: A rows");
+    assert!(
+        pn == 0 || (p + pn - 1) * a.cs + i + 16 <= a.buf.len(),
+        "amx pack: X rows"
+    );
+    let round = _mm512_set1_epi32(0x7fff);
+    let one = _mm512_set1_epi32(1);
+    let hi_mask = _mm512_set1_epi32(0xffff_0000u32 as i32);
+    // bits + 0x7fff + ((bits >> 16) & 1): the bf16 rounding of bf16_bits, in the high half.
+    let rounded = |q: usize| -> __m512i {
+        if q < pn {
+            let v = _mm512_castps_si512(_mm512_loadu_ps(a.buf.as_ptr().add((p + q) * a.cs + i)));
+            let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(v), one);
+            _mm512_add_epi32(_mm512_add_epi32(v, round), odd)
+        } else {
+            _mm512_setzero_si512()
+        }
+    };
+    let mut r = [_mm512_setzero_si512(); 16];
+    for (q, rq) in r.iter_mut().enumerate() {
+        let lo = _mm512_srli_epi32::<16>(rounded(2 * q));
+        let hi = _mm512_and_si512(rounded(2 * q + 1), hi_mask);
+        *rq = _mm512_or_si512(lo, hi);
+    }
+    // 16 × 16 transpose of u32: r[q] lane f → out row f, u32 q.
+    let mut t = [_mm512_setzero_si512(); 16];
+    for k in 0..8 {
+        t[2 * k] = _mm512_unpacklo_epi32(r[2 * k], r[2 * k + 1]);
+        t[2 * k + 1] = _mm512_unpackhi_epi32(r[2 * k], r[2 * k + 1]);
+    }
+    // u[4g + j] (g: rows 4g..4g+4; j = column mod 4): in 128-bit lane L, column 4L + j of
+    // rows 4g..4g+4.
+    let mut u = [_mm512_setzero_si512(); 16];
+    for g in 0..4 {
+        let b = 4 * g;
+        u[b] = _mm512_unpacklo_epi64(t[b], t[b + 2]);
+        u[b + 1] = _mm512_unpackhi_epi64(t[b], t[b + 2]);
+        u[b + 2] = _mm512_unpacklo_epi64(t[b + 1], t[b + 3]);
+        u[b + 3] = _mm512_unpackhi_epi64(t[b + 1], t[b + 3]);
+    }
+    let dst = out.as_mut_ptr();
+    for j in 0..4 {
+        let x_lo = _mm512_shuffle_i32x4::<0x88>(u[j], u[4 + j]);
+        let x_hi = _mm512_shuffle_i32x4::<0xdd>(u[j], u[4 + j]);
+        let y_lo = _mm512_shuffle_i32x4::<0x88>(u[8 + j], u[12 + j]);
+        let y_hi = _mm512_shuffle_i32x4::<0xdd>(u[8 + j], u[12 + j]);
+        let rows = [
+            _mm512_shuffle_i32x4::<0x88>(x_lo, y_lo),
+            _mm512_shuffle_i32x4::<0x88>(x_hi, y_hi),
+            _mm512_shuffle_i32x4::<0xdd>(x_lo, y_lo),
+            _mm512_shuffle_i32x4::<0xdd>(x_hi, y_hi),
+        ];
+        for (l, v) in rows.into_iter().enumerate() {
+            _mm512_storeu_si512(dst.add((4 * l + j) * klp).cast(), v);
         }
     }
 }
@@ -360,7 +507,8 @@ fn fits(v: &View<'_>, rows: usize, cols: usize) -> bool {
 }
 
 /// Element (i, j) of C as it is written, from the product `acc` and the old value `old`
-/// (in this order): + bias[j], + residual[i, j], + β·old, then max(·, 0).
+/// (in this order): + bias[j], + residual[i, j], + β·old, 0 where mask[i, j] ≤ 0, then
+/// max(·, 0).
 #[inline(always)]
 fn finish(
     e: &Epilogue<'_, f32>,
@@ -380,6 +528,11 @@ fn finish(
     }
     if beta != 0.0 {
         v += beta * old;
+    }
+    if let Some(h) = e.mask {
+        if h[i * n + j] <= 0.0 {
+            v = 0.0;
+        }
     }
     if e.relu {
         v = v.max(0.0);
@@ -413,6 +566,9 @@ pub fn gemm(
     }
     if let Some(res) = epi.residual {
         assert!(res.len() >= m * n, "amx gemm: residual shorter than m × n");
+    }
+    if let Some(h) = epi.mask {
+        assert!(h.len() >= m * n, "amx gemm: mask shorter than m × n");
     }
     assert!(fits(&a, m, k), "amx gemm: A out of bounds");
     assert!(fits(&b, k, n), "amx gemm: B out of bounds");
@@ -552,6 +708,12 @@ impl Block<'_> {
             }
             let mut tmp = [0f32; 32 * 32];
             let mut c = c;
+            let e = &self.epi;
+            let plain = e.bias.is_none()
+                && e.residual.is_none()
+                && e.mask.is_none()
+                && !e.relu
+                && self.beta == 0.0;
             let cfg = TileConfig::new();
             // SAFETY: `gemm` (the only way here) checked available(). Tile reads and writes stay
             // inside abuf (blocks × 32 rows × klp bf16, resized above), packed B (klp/2 rows
@@ -582,9 +744,17 @@ impl Block<'_> {
                         }
                         match (c.as_deref_mut(), acc.as_deref_mut()) {
                             (Some(cr), _) => {
-                                tiles::store_c(tmp.as_mut_ptr(), 128);
+                                let (i0, j0) = (r0 + 32 * g, 32 * jb);
                                 let off = (32 * g * n).min(cr.len());
-                                self.epilogue(&tmp, r0 + 32 * g, 32 * jb, &mut cr[off..]);
+                                if plain && i0 + 32 <= self.m && j0 + 32 <= n {
+                                    // A whole block and nothing to add: straight into C.
+                                    let dst = &mut cr[off + j0..];
+                                    assert!(dst.len() >= 31 * n + 32, "amx gemm: C block");
+                                    tiles::store_c(dst.as_mut_ptr(), n * 4);
+                                } else {
+                                    tiles::store_c(tmp.as_mut_ptr(), 128);
+                                    self.epilogue(&tmp, i0, j0, &mut cr[off..]);
+                                }
                             }
                             (None, Some(acc)) => tiles::store_c(acc.as_mut_ptr().add(arow), np * 4),
                             (None, None) => unreachable!("a block writes C or the partial sums"),
@@ -598,16 +768,49 @@ impl Block<'_> {
 
     /// C rows (of this block) columns j0..j0+32 = act(tmp [+ bias] [+ residual] + β·C), inside
     /// m × n.
+    /// [`finish`] on each value of the block. Whole 32 × 32 blocks go row by row through
+    /// fixed-length passes in [`finish`]'s order (same sums, same rounding) that vectorize;
+    /// edge blocks call [`finish`] per value.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     fn epilogue(&self, tmp: &[f32; 1024], i0: usize, j0: usize, cr: &mut [f32]) {
-        let n = self.n;
+        let (n, e, beta) = (self.n, &self.epi, self.beta);
         let rows = self.m.saturating_sub(i0).min(32);
         let cols = n.saturating_sub(j0).min(32);
-        for r in 0..rows {
-            let dst = &mut cr[r * n + j0..r * n + j0 + cols];
-            let src = &tmp[r * 32..r * 32 + cols];
-            for (cc, (d, &s)) in dst.iter_mut().zip(src).enumerate() {
-                *d = finish(&self.epi, self.beta, s, i0 + r, j0 + cc, n, *d);
+        if rows < 32 || cols < 32 {
+            for r in 0..rows {
+                for c in 0..cols {
+                    let d = &mut cr[r * n + j0 + c];
+                    *d = finish(e, beta, tmp[r * 32 + c], i0 + r, j0 + c, n, *d);
+                }
             }
+            return;
+        }
+        let bias: Option<&[f32; 32]> = e.bias.map(|b| b[j0..j0 + 32].try_into().unwrap());
+        for r in 0..32 {
+            let mut v: [f32; 32] = tmp[r * 32..r * 32 + 32].try_into().unwrap();
+            let dst: &mut [f32; 32] = (&mut cr[r * n + j0..r * n + j0 + 32]).try_into().unwrap();
+            if let Some(b) = bias {
+                v.iter_mut().zip(b).for_each(|(x, &y)| *x += y);
+            }
+            if let Some(res) = e.residual {
+                let o = (i0 + r) * n + j0;
+                let res: &[f32; 32] = res[o..o + 32].try_into().unwrap();
+                v.iter_mut().zip(res).for_each(|(x, &y)| *x += y);
+            }
+            if beta != 0.0 {
+                v.iter_mut().zip(&*dst).for_each(|(x, &y)| *x += beta * y);
+            }
+            if let Some(h) = e.mask {
+                let o = (i0 + r) * n + j0;
+                let h: &[f32; 32] = h[o..o + 32].try_into().unwrap();
+                v.iter_mut()
+                    .zip(h)
+                    .for_each(|(x, &y)| *x = if y <= 0.0 { 0.0 } else { *x });
+            }
+            if e.relu {
+                v.iter_mut().for_each(|x| *x = x.max(0.0));
+            }
+            *dst = v;
         }
     }
 }
@@ -695,23 +898,36 @@ mod tests {
                 let old: Vec<f32> = (0..m * n).map(|_| rnd()).collect();
                 let bias: Vec<f32> = (0..n).map(|_| rnd()).collect();
                 let res: Vec<f32> = (0..m * n).map(|_| rnd()).collect();
-                for (beta, extras) in [(0.0f32, false), (1.0, false), (0.0, true), (1.0, true)] {
+                let mask: Vec<f32> = (0..m * n).map(|_| rnd()).collect();
+                // extras: bias + residual + ReLU (a forward layer); masked: residual + the
+                // ReLU-gradient mask (a backward layer's input gradient).
+                for (beta, extras, masked) in [
+                    (0.0f32, false, false),
+                    (1.0, false, false),
+                    (0.0, true, false),
+                    (1.0, true, false),
+                    (0.0, false, true),
+                    (1.0, false, true),
+                ] {
                     let mut c = old.clone();
                     let epi = Epilogue {
                         bias: extras.then_some(&bias[..]),
-                        residual: extras.then_some(&res[..]),
+                        residual: (extras || masked).then_some(&res[..]),
+                        mask: masked.then_some(&mask[..]),
                         relu: extras,
                     };
                     assert!(gemm(m, k, n, av, bv, epi, beta, &mut c));
                     for i in 0..m * n {
-                        let add = if extras {
-                            bias[i % n] as f64 + res[i] as f64
-                        } else {
-                            0.0
-                        };
+                        let mut add = if extras || masked { res[i] as f64 } else { 0.0 };
+                        if extras {
+                            add += bias[i % n] as f64;
+                        }
                         let mut w = want[i] + add + beta as f64 * old[i] as f64;
                         if extras {
                             w = w.max(0.0);
+                        }
+                        if masked && mask[i] <= 0.0 {
+                            w = 0.0;
                         }
                         // f32 accumulation of k products of magnitude ≤ 1/4.
                         let tol = 1e-6 * (k as f64).sqrt() + 1e-6 * w.abs();

@@ -53,6 +53,13 @@ pub trait CpuFloat: Float {
     ) -> bool {
         false
     }
+
+    /// s[i], c[i] = sin x[i], cos x[i] (f32: the vectorized [`super::trig::sin_cos`]).
+    fn sin_cos_slice(x: &[Self], s: &mut [Self], c: &mut [Self]) {
+        for ((&x, s), c) in x.iter().zip(s.iter_mut()).zip(c.iter_mut()) {
+            (*s, *c) = x.sin_cos();
+        }
+    }
 }
 
 /// Smallest offset-range check: the largest index a strided (rows, cols) view touches.
@@ -65,9 +72,9 @@ pub(super) fn extent(rows: usize, cols: usize, rs: isize, cs: isize) -> usize {
 }
 
 macro_rules! impl_cpu_float {
-    ($t:ty, $f:path $(, $bf16:item)?) => {
+    ($t:ty, $f:path $(, $extra:item)*) => {
         impl CpuFloat for $t {
-            $($bf16)?
+            $($extra)*
 
             fn gemm_strided(
                 m: usize,
@@ -129,18 +136,24 @@ impl_cpu_float!(
         }
 
         super::amx::gemm(m, k, n, v(a), v(b), epi, beta, c)
+    },
+    fn sin_cos_slice(x: &[f32], s: &mut [f32], c: &mut [f32]) {
+        super::trig::sin_cos(x, s, c)
     }
 );
 impl_cpu_float!(f64, matrixmultiply::dgemm);
 
-/// What [`gemm_mixed`] (and [`super::amx::gemm`]) apply to C after the product: + bias,
-/// + residual, then ReLU.
+/// What [`gemm_mixed`] (and [`super::amx::gemm`]) apply to C after the product, in this
+/// order: + bias, + residual, (+ β·C), the ReLU-gradient mask, then ReLU.
 #[derive(Clone, Copy)]
 pub struct Epilogue<'a, T> {
     /// A length-n row added to every row.
     pub bias: Option<&'a [T]>,
     /// An m × n row-major matrix added elementwise.
     pub residual: Option<&'a [T]>,
+    /// An m × n row-major matrix: where it is ≤ 0 the value becomes 0 (the ReLU gradient
+    /// 1[h > 0] from the layer's saved output h).
+    pub mask: Option<&'a [T]>,
     /// ReLU on the result.
     pub relu: bool,
 }
@@ -150,6 +163,7 @@ impl<T> Default for Epilogue<'_, T> {
         Self {
             bias: None,
             residual: None,
+            mask: None,
             relu: false,
         }
     }
@@ -196,12 +210,20 @@ pub(crate) fn gemm_mixed<T: CpuFloat>(
         None => beta,
     };
     gemm(m, k, n, T::one(), a, a_cols, ta, b, b_cols, tb, beta, c);
-    if epi.residual.is_some() || epi.relu {
+    if epi.residual.is_some() || epi.mask.is_some() || epi.relu {
         let res = epi.residual.map(|r| &r[..m * n]);
+        let mask = epi.mask.map(|r| &r[..m * n]);
         c.par_chunks_mut(1 << 14).enumerate().for_each(|(t, ch)| {
             let o = t << 14;
             if let Some(r) = res {
                 ch.iter_mut().zip(&r[o..]).for_each(|(x, &y)| *x += y);
+            }
+            if let Some(h) = mask {
+                ch.iter_mut().zip(&h[o..]).for_each(|(x, &y)| {
+                    if y <= T::zero() {
+                        *x = T::zero()
+                    }
+                });
             }
             if epi.relu {
                 ch.iter_mut().for_each(|x| *x = x.max(T::zero()));

@@ -6,13 +6,14 @@
 //!   GEMM writes z; in f32 the bias is broadcast into z first (a GEMM with β = 1) and the
 //!   residual and ReLU follow in one pass. Other activations run as a pass after.
 //! Backward with g = ∂L/∂z of layer l:
-//!   dW += gᵀ·h (GEMM) ; db += Σ_rows g ; g_in = g·W (+ g if residual) ;
+//!   dW += gᵀ·h (GEMM) ; db += Σ_rows g ; g_in = g·W (+ g if residual) — on layer 0 only the
+//!   asked columns of ∂L/∂x (the decoder's z columns, not the positional encoding's) ;
 //!   g_prev = g_in ⊙ act'(z_prev) — act' from the stored output h_prev for relu/leaky/tanh,
 //!   from the stored pre-activation z_prev for silu/gelu.
 //! All intermediate buffers come from (and go back to) the backend's pool.
 
 use super::gemm::{gemm_mixed, CpuFloat, Epilogue};
-use super::{check, par_chunks, unary_grad, unary_value, CpuBackend};
+use super::{check, par_chunks, par_rows, unary_grad, unary_value, CpuBackend};
 use crate::backend::{Backend, MlpLayerGrad, MlpOutput, MlpSaved, MlpWeights, UnaryOp};
 use crate::{Error, Result};
 
@@ -99,6 +100,7 @@ pub(super) fn forward<T: CpuFloat>(
                 Epilogue {
                     bias: Some(layer.b),
                     residual: layer.residual.then_some(&h[..]),
+                    mask: None,
                     relu: fused_relu && l != last,
                 },
                 T::zero(),
@@ -146,6 +148,7 @@ pub(super) fn backward<T: CpuFloat>(
     saved: &MlpSaved<CpuBackend<T>>,
     dy: &Vec<T>,
     mut dx: Option<&mut Vec<T>>,
+    dx_col0: usize,
     dlayers: &mut [MlpLayerGrad<'_, CpuBackend<T>>],
 ) -> Result<()> {
     check_weights(w)?;
@@ -157,10 +160,20 @@ pub(super) fn backward<T: CpuFloat>(
     if w.act.needs_preactivation() {
         check("mlp_backward: saved pre-activations", nl - 1, saved.z.len())?;
     }
+    let n_in0 = w.layers[0].n_in;
+    if dx_col0 > n_in0 {
+        return Err(Error::Shape {
+            what: "mlp_backward: dx first column".into(),
+            expected: format!("at most {n_in0} (the input width)"),
+            got: dx_col0.to_string(),
+        });
+    }
+    let dx_width = n_in0 - dx_col0;
     if let Some(dx) = dx.as_deref() {
-        check("mlp_backward: dx", x.len(), dx.len())?;
+        check("mlp_backward: dx", n * dx_width, dx.len())?;
     }
     let op = w.act.unary();
+    let fused_relu = matches!(op, UnaryOp::Relu);
     // g = ∂L/∂z of the current layer; starts as dy (borrowed) then owned buffers.
     let mut owned: Option<Vec<T>> = None;
     for l in (0..nl).rev() {
@@ -205,42 +218,58 @@ pub(super) fn backward<T: CpuFloat>(
         } else {
             Some(be.alloc(n * layer.n_in)?)
         };
-        let (target, beta) = match (&mut gin, dx.as_deref_mut()) {
-            (Some(b), _) => (b, T::zero()),
-            (None, Some(d)) => (d, T::one()),
+        // Layer 0 writes only the asked columns col0.. of ∂L/∂x (the decoder asks for z's).
+        let (target, beta, col0) = match (&mut gin, dx.as_deref_mut()) {
+            (Some(b), _) => (b, T::zero(), 0),
+            (None, Some(d)) => (d, T::one(), dx_col0),
             (None, None) => unreachable!("handled by the break above"),
         };
-        gemm_mixed(
-            be.bf16,
-            n,
-            layer.n_out,
-            layer.n_in,
-            g,
-            layer.n_out,
-            false,
-            layer.w,
-            layer.n_in,
-            false,
-            Epilogue::default(),
-            beta,
-            target,
-        );
-        if layer.residual {
-            par_chunks(target, |o, c| {
-                c.iter_mut().zip(&g[o..]).for_each(|(a, &b)| *a += b);
+        let width = layer.n_in - col0;
+        // Hidden layers: the residual and the ReLU gradient 1[h_{l−1} > 0] are applied as the
+        // GEMM writes g_in (whole rows: col0 = 0 there).
+        let fuse = l > 0;
+        let relu_mask = (fuse && fused_relu).then(|| &saved.h[l - 1][..]);
+        if width > 0 {
+            gemm_mixed(
+                be.bf16,
+                n,
+                layer.n_out,
+                width,
+                g,
+                layer.n_out,
+                false,
+                &layer.w[col0..],
+                layer.n_in,
+                false,
+                Epilogue {
+                    bias: None,
+                    residual: (fuse && layer.residual).then_some(&g[..]),
+                    mask: relu_mask,
+                    relu: false,
+                },
+                beta,
+                target,
+            );
+        }
+        if layer.residual && width > 0 && !fuse {
+            par_rows(target, width, |i, r| {
+                let gr = &g[i * layer.n_out + col0..(i + 1) * layer.n_out];
+                r.iter_mut().zip(gr).for_each(|(a, &b)| *a += b);
             });
         }
         if let Some(mut gb) = gin {
-            // ∂L/∂z_{l−1} = g_in ⊙ act'(z_{l−1})
-            let h = &saved.h[l - 1];
-            let z = if w.act.needs_preactivation() {
-                &saved.z[l - 1]
-            } else {
-                h
-            };
-            par_chunks(&mut gb, |o, c| {
-                act_grad_inplace(op, &z[o..o + c.len()], &h[o..o + c.len()], c)
-            });
+            // ∂L/∂z_{l−1} = g_in ⊙ act'(z_{l−1}) (done in the GEMM's write for ReLU)
+            if relu_mask.is_none() {
+                let h = &saved.h[l - 1];
+                let z = if w.act.needs_preactivation() {
+                    &saved.z[l - 1]
+                } else {
+                    h
+                };
+                par_chunks(&mut gb, |o, c| {
+                    act_grad_inplace(op, &z[o..o + c.len()], &h[o..o + c.len()], c)
+                });
+            }
             if let Some(old) = owned.replace(gb) {
                 be.recycle(old);
             }
@@ -250,4 +279,116 @@ pub(super) fn backward<T: CpuFloat>(
         be.recycle(old);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Activation, MlpLayer};
+
+    /// dx asked from column col0 on equals those columns of the whole dx (with a residual
+    /// first layer, whose skip adds g's columns col0.. too); dW and db are unchanged.
+    #[test]
+    fn dx_from_a_first_column_is_those_columns_of_the_whole_gradient() {
+        let be = CpuBackend::<f64>::new();
+        let (n, w0, h) = (5, 6, 6);
+        let val = |i: usize, s: f64| ((i as f64) * s).sin();
+        let wts: Vec<Vec<f64>> = vec![
+            (0..h * w0).map(|i| val(i, 0.37)).collect(),
+            (0..2 * h).map(|i| val(i, 0.53)).collect(),
+        ];
+        let bs: Vec<Vec<f64>> = vec![
+            (0..h).map(|i| val(i, 1.1)).collect(),
+            (0..2).map(|i| val(i, 0.7)).collect(),
+        ];
+        let x: Vec<f64> = (0..n * w0).map(|i| val(i, 0.29)).collect();
+        let dy: Vec<f64> = (0..n * 2).map(|i| val(i, 0.61)).collect();
+        for residual in [false, true] {
+            let weights = MlpWeights {
+                layers: vec![
+                    MlpLayer {
+                        w: &wts[0],
+                        b: &bs[0],
+                        n_in: w0,
+                        n_out: h,
+                        residual,
+                    },
+                    MlpLayer {
+                        w: &wts[1],
+                        b: &bs[1],
+                        n_in: h,
+                        n_out: 2,
+                        residual: false,
+                    },
+                ],
+                act: Activation::Relu,
+            };
+            let (_, saved) = forward(&be, &weights, &x, n, true).unwrap();
+            let saved = saved.unwrap();
+            let grads = |col0: usize| {
+                let mut g = vec![
+                    (vec![0.0; h * w0], vec![0.0; h]),
+                    (vec![0.0; 2 * h], vec![0.0; 2]),
+                ];
+                let mut dx = vec![0.0; n * (w0 - col0)];
+                let mut dl: Vec<MlpLayerGrad<'_, CpuBackend<f64>>> = g
+                    .iter_mut()
+                    .map(|(dw, db)| MlpLayerGrad { dw, db })
+                    .collect();
+                backward(
+                    &be,
+                    &weights,
+                    &x,
+                    n,
+                    &saved,
+                    &dy,
+                    Some(&mut dx),
+                    col0,
+                    &mut dl,
+                )
+                .unwrap();
+                drop(dl);
+                (dx, g)
+            };
+            let (full, g_full) = grads(0);
+            assert!(full.iter().any(|v| v.abs() > 1e-3), "a gradient to compare");
+            for col0 in [2, w0] {
+                let (part, g_part) = grads(col0);
+                for i in 0..n {
+                    for j in col0..w0 {
+                        let (a, b) = (part[i * (w0 - col0) + j - col0], full[i * w0 + j]);
+                        assert!(
+                            (a - b).abs() < 1e-12,
+                            "res {residual} col0 {col0}: {a} vs {b}"
+                        );
+                    }
+                }
+                assert_eq!(g_part, g_full);
+            }
+            let mut bad = vec![0.0; n];
+            let mut g = [
+                (vec![0.0; h * w0], vec![0.0; h]),
+                (vec![0.0; 2 * h], vec![0.0; 2]),
+            ];
+            let mut dl: Vec<MlpLayerGrad<'_, CpuBackend<f64>>> = g
+                .iter_mut()
+                .map(|(dw, db)| MlpLayerGrad { dw, db })
+                .collect();
+            let err = backward(
+                &be,
+                &weights,
+                &x,
+                n,
+                &saved,
+                &dy,
+                Some(&mut bad),
+                w0 + 1,
+                &mut dl,
+            );
+            assert!(
+                err.is_err(),
+                "a first column past the input width is refused"
+            );
+        }
+    }
 }

@@ -5,6 +5,7 @@
 pub mod amx;
 pub mod gemm;
 mod mlp;
+pub mod trig;
 
 use super::{
     AdamCoeffs, Backend, BinaryOp, MatRef, MlpLayerGrad, MlpOutput, MlpSaved, MlpWeights, UnaryOp,
@@ -90,6 +91,18 @@ fn par_chunks<T: Send>(y: &mut [T], f: impl Fn(usize, &mut [T]) + Sync + Send) {
 }
 
 /// Run `f(row_index, row)` over the rows of y (·, d) in parallel.
+/// Frequencies per block of [`Backend::fourier_features`]' sin/cos evaluation.
+const FF_BLOCK: usize = 64;
+
+/// k[q] = p·F_q (the first 3 coordinates of p, rows of F from `f`).
+#[inline]
+fn ff_args<T: CpuFloat>(p: &[T], f: &[T], k: &mut [T]) {
+    for (q, kq) in k.iter_mut().enumerate() {
+        let fq = &f[3 * q..3 * q + 3];
+        *kq = p[0] * fq[0] + p[1] * fq[1] + p[2] * fq[2];
+    }
+}
+
 fn par_rows<T: Send>(y: &mut [T], d: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
     let per = (CHUNK / d.max(1)).max(1);
     if y.len() <= CHUNK {
@@ -833,13 +846,13 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         check("fourier_features: y", n * w, y.len())?;
         par_rows(y, w, |i, r| {
             let p = &coords[i * c..(i + 1) * c];
+            let mut k = [T::zero(); FF_BLOCK];
             for g in 0..groups {
-                for q in 0..per {
-                    let f = &freqs[(g * per + q) * 3..(g * per + q) * 3 + 3];
-                    let k = p[0] * f[0] + p[1] * f[1] + p[2] * f[2];
-                    let (sk, ck) = k.sin_cos();
-                    r[2 * g * per + q] = sk;
-                    r[2 * g * per + per + q] = ck;
+                let (sin, cos) = r[2 * g * per..2 * (g + 1) * per].split_at_mut(per);
+                for q0 in (0..per).step_by(FF_BLOCK) {
+                    let nq = (per - q0).min(FF_BLOCK);
+                    ff_args(p, &freqs[(g * per + q0) * 3..], &mut k[..nq]);
+                    T::sin_cos_slice(&k[..nq], &mut sin[q0..q0 + nq], &mut cos[q0..q0 + nq]);
                 }
             }
             r[2 * m..].copy_from_slice(&p[3..]);
@@ -874,15 +887,25 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         par_rows(dcoords, c, |i, r| {
             let p = &coords[i * c..(i + 1) * c];
             let g = &dy[i * w..(i + 1) * w];
+            let (mut k, mut sk, mut ck) = (
+                [T::zero(); FF_BLOCK],
+                [T::zero(); FF_BLOCK],
+                [T::zero(); FF_BLOCK],
+            );
             for gi in 0..groups {
-                for q in 0..per {
-                    let row = gi * per + q;
-                    let f = &freqs[row * 3..row * 3 + 3];
-                    let k = p[0] * f[0] + p[1] * f[1] + p[2] * f[2];
-                    let (sk, ck) = k.sin_cos();
-                    let dk = g[2 * gi * per + q] * ck - g[2 * gi * per + per + q] * sk;
-                    for j in 0..3 {
-                        r[j] += dk * f[j];
+                for q0 in (0..per).step_by(FF_BLOCK) {
+                    let nq = (per - q0).min(FF_BLOCK);
+                    let row0 = gi * per + q0;
+                    ff_args(p, &freqs[row0 * 3..], &mut k[..nq]);
+                    T::sin_cos_slice(&k[..nq], &mut sk[..nq], &mut ck[..nq]);
+                    for q in 0..nq {
+                        let f = &freqs[(row0 + q) * 3..(row0 + q) * 3 + 3];
+                        let gs = g[2 * gi * per + q0 + q];
+                        let gc = g[2 * gi * per + per + q0 + q];
+                        let dk = gs * ck[q] - gc * sk[q];
+                        for j in 0..3 {
+                            r[j] += dk * f[j];
+                        }
                     }
                 }
             }
@@ -911,9 +934,10 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         saved: &MlpSaved<Self>,
         dy: &Vec<T>,
         dx: Option<&mut Vec<T>>,
+        dx_col0: usize,
         dlayers: &mut [MlpLayerGrad<'_, Self>],
     ) -> Result<()> {
-        mlp::backward(self, w, x, n, saved, dy, dx, dlayers)
+        mlp::backward(self, w, x, n, saved, dy, dx, dx_col0, dlayers)
     }
 
     fn pose_scores(

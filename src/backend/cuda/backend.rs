@@ -1810,11 +1810,12 @@ impl Backend for CudaBackend {
         saved: &MlpSaved<Self>,
         dy: &CudaSlice<f32>,
         dx: Option<&mut CudaSlice<f32>>,
+        dx_col0: usize,
         dlayers: &mut [MlpLayerGrad<'_, Self>],
     ) -> Result<()> {
         let dx = dx.map(|d| super::mlp::DxTarget {
             buf: d,
-            col_off: 0,
+            col_off: dx_col0,
             beta: 1.0,
         });
         super::mlp::backward(self, w, x, n, saved, dy, dx, dlayers)
