@@ -574,3 +574,41 @@ fn abinit_het_cli_end_to_end() {
     assert_eq!(z.len(), 2, "z.pkl holds z_mu then z_logvar");
     assert!(out.join("z.1.pkl").exists() && out.join("weights.safetensors").exists());
 }
+
+/// `--load-poses` without `--load` starts a new run from those poses: no random-pose
+/// pretraining, the first epoch trains with them (pose.1.pkl is the input), the search follows.
+#[test]
+fn abinit_starts_from_given_poses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    sim_dataset(dir, 16);
+    let out = dir.join("from_poses");
+    let truth = dir.join("sim/pose.pkl");
+    abinit_cli(&[
+        "abinit-homo",
+        dir.join("sim/particles.mrcs").to_str().unwrap(),
+        "--ctf",
+        dir.join("sim/ctf.pkl").to_str().unwrap(),
+        "--load-poses",
+        truth.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--dim",
+        "16",
+        "--layers",
+        "1",
+    ]);
+    let given = cryofield::meta::Poses::load(&truth).unwrap();
+    let first = cryofield::meta::Poses::load(out.join("pose.1.pkl")).unwrap();
+    assert_eq!(first.rots, given.rots, "epoch 1 keeps the given rotations");
+    let (tf, tg) = (first.trans.unwrap(), given.trans.unwrap());
+    for (a, b) in tf.iter().zip(&tg) {
+        assert!((a[0] - b[0]).abs() < 1e-6 && (a[1] - b[1]).abs() < 1e-6);
+    }
+    assert!(
+        !out.join("pretrain.reconstruct.mrc").exists(),
+        "no random-pose pretraining"
+    );
+    let second = cryofield::meta::Poses::load(out.join("pose.2.pkl")).unwrap();
+    assert_ne!(second.rots, given.rots, "epoch 2 searched");
+}

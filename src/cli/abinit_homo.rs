@@ -23,7 +23,10 @@ pub struct AbinitArgs {
     /// Resume from weights.N.safetensors (skips pretraining)
     #[arg(long)]
     pub load: Option<PathBuf>,
-    /// Poses to resume from with --load (pose.N.pkl; default: search in the first epoch)
+    /// Poses (pose.N.pkl): with --load, those of the resumed run; alone, initial poses for a new
+    /// run (e.g. abinit-homo's for abinit-het): no random-pose pretraining, the first epoch
+    /// trains with them and the searches follow at epochs 1 + f, 1 + 2f, … (f = --ps-freq).
+    /// Default: search in the first epoch
     #[arg(long = "load-poses")]
     pub load_poses: Option<PathBuf>,
     /// Tilt-pair particle stack (same order as the particles)

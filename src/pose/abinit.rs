@@ -276,17 +276,21 @@ pub fn abinit(cfg: &AbinitConfig, progress: bool) -> Result<AbinitResult> {
             &m.rf_name,
             path,
         )? + 1;
-        if let Some(pp) = &cfg.load_poses {
-            let p = Poses::load(pp)?;
-            check_count(pp, "poses", p.len(), n)?;
-            let t = p.trans.clone().unwrap_or_else(|| vec![[0.0; 2]; n]);
-            poses = Some((
-                p.rots,
-                t.iter()
-                    .map(|t| [t[0] * d as f32, t[1] * d as f32])
-                    .collect(),
-            ));
-        }
+    }
+    // With --load: the poses of the resumed run. Alone: the initial poses of a new run (e.g.
+    // abinit-homo's, for abinit-het): no random-pose pretraining, and the first epoch trains
+    // with them instead of searching.
+    let initial_poses = tc.load.is_none() && cfg.load_poses.is_some();
+    if let Some(pp) = &cfg.load_poses {
+        let p = Poses::load(pp)?;
+        check_count(pp, "poses", p.len(), n)?;
+        let t = p.trans.clone().unwrap_or_else(|| vec![[0.0; 2]; n]);
+        poses = Some((
+            p.rots,
+            t.iter()
+                .map(|t| [t[0] * d as f32, t[1] * d as f32])
+                .collect(),
+        ));
     }
     std::fs::create_dir_all(&tc.outdir).map_err(|err| Error::Io {
         path: tc.outdir.clone(),
@@ -309,7 +313,7 @@ pub fn abinit(cfg: &AbinitConfig, progress: bool) -> Result<AbinitResult> {
     });
 
     // ---- pretraining ----
-    if tc.load.is_none() && cfg.pretrain > 0 {
+    if tc.load.is_none() && !initial_poses && cfg.pretrain > 0 {
         let loss = pretrain(cfg, &data, &mut m, progress)?;
         if progress {
             eprintln!(
@@ -336,7 +340,8 @@ pub fn abinit(cfg: &AbinitConfig, progress: bool) -> Result<AbinitResult> {
         let t0 = std::time::Instant::now();
         let l_max = ramp_l_max(cfg.search.l_min, cfg.search.l_max, cfg.l_ramp_epochs, epoch);
         ps.set_l_range(cfg.search.l_min, l_max);
-        let search_epoch = epoch % cfg.ps_freq == 0 || poses.is_none();
+        let search_epoch =
+            (epoch % cfg.ps_freq == 0 && !(initial_poses && epoch == 0)) || poses.is_none();
         let (mut rots, mut trans) = poses
             .clone()
             .unwrap_or_else(|| (vec![[0.0; 9]; n], vec![[0.0; 2]; n]));
