@@ -9,7 +9,9 @@
 //!   dW += gᵀ·h (GEMM) ; db += Σ_rows g ; g_in = g·W (+ g if residual) — on layer 0 only the
 //!   asked columns of ∂L/∂x (the decoder's z columns, not the positional encoding's) ;
 //!   g_prev = g_in ⊙ act'(z_prev) — act' from the stored output h_prev for relu/leaky/tanh,
-//!   from the stored pre-activation z_prev for silu/gelu.
+//!   from the stored pre-activation z_prev for silu/gelu. The residual and, for ReLU, the mask
+//!   1[h_prev > 0] are applied as the GEMM writes g_in ([`Epilogue`]); other activations'
+//!   derivatives run as a pass after.
 //! All intermediate buffers come from (and go back to) the backend's pool.
 
 use super::gemm::{gemm_mixed, CpuFloat, Epilogue};
@@ -17,17 +19,11 @@ use super::{check, par_chunks, par_rows, unary_grad, unary_value, CpuBackend};
 use crate::backend::{Backend, MlpLayerGrad, MlpOutput, MlpSaved, MlpWeights, UnaryOp};
 use crate::{Error, Result};
 
-/// g ⊙= f'(z) (z: pre-activation when stored, else the output h); ReLU fast path: 1[h>0].
+/// g ⊙= f'(z) (z: pre-activation when stored, else the output h). ReLU never comes here: its
+/// gradient mask is applied as the input-gradient GEMM writes g.
 fn act_grad_inplace<T: CpuFloat>(op: UnaryOp, z: &[T], h: &[T], g: &mut [T]) {
-    match op {
-        UnaryOp::Relu => g.iter_mut().zip(h).for_each(|(v, &y)| {
-            *v = if y > T::zero() { *v } else { T::zero() };
-        }),
-        _ => {
-            for (i, v) in g.iter_mut().enumerate() {
-                *v *= unary_grad(op, z[i], h[i]);
-            }
-        }
+    for (i, v) in g.iter_mut().enumerate() {
+        *v *= unary_grad(op, z[i], h[i]);
     }
 }
 
