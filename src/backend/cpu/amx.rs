@@ -21,7 +21,7 @@
 //! state (XCR0 bits 17–18), and asks Linux for permission to use it (`arch_prctl`
 //! `ARCH_REQ_XCOMP_PERM`). `CRYOFIELD_NO_AMX=1` turns the path off.
 
-use super::gemm::{extent, Epilogue};
+use super::gemm::{epilogue_row, extent, Epilogue};
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
@@ -285,30 +285,41 @@ unsafe fn pack_b_rows(
             unsafe { pack_pair_row(r0, r1, row) };
             continue;
         }
+        // Strided B (and targets other than x86_64, where AMX never runs).
         row.fill(0);
-        let row32 = &mut row[..2 * n];
-        if b.cs == 1 {
-            let r0 = &b.buf[(k0 + ka) * b.rs..][..n];
+        for (j, pair) in row[..2 * n].chunks_exact_mut(2).enumerate() {
+            pair[0] = bf16_bits(b.at(k0 + ka, j));
             if kb < kl {
-                let r1 = &b.buf[(k0 + kb) * b.rs..][..n];
-                for ((pair, &x), &y) in row32.chunks_exact_mut(2).zip(r0).zip(r1) {
-                    pair[0] = bf16_bits(x);
-                    pair[1] = bf16_bits(y);
-                }
-            } else {
-                for (pair, &x) in row32.chunks_exact_mut(2).zip(r0) {
-                    pair[0] = bf16_bits(x);
-                }
-            }
-        } else {
-            for (j, pair) in row32.chunks_exact_mut(2).enumerate() {
-                pair[0] = bf16_bits(b.at(k0 + ka, j));
-                if kb < kl {
-                    pair[1] = bf16_bits(b.at(k0 + kb, j));
-                }
+                pair[1] = bf16_bits(b.at(k0 + kb, j));
             }
         }
     }
+}
+
+/// Per 32-bit lane: `lo`'s value as bf16 in the low half and `hi`'s in the high half, both
+/// rounded as [`bf16_bits`] (bits + 0x7fff + bit 16, then the top half). A zero vector gives
+/// zero halves. The VNNI pair of two consecutive k.
+///
+/// # Safety
+/// AVX-512 F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[inline]
+fn bf16_pairs(
+    lo: std::arch::x86_64::__m512,
+    hi: std::arch::x86_64::__m512,
+) -> std::arch::x86_64::__m512i {
+    use std::arch::x86_64::*;
+    let rounded = |v: __m512| {
+        let v = _mm512_castps_si512(v);
+        let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(v), _mm512_set1_epi32(1));
+        _mm512_add_epi32(_mm512_add_epi32(v, _mm512_set1_epi32(0x7fff)), odd)
+    };
+    let hi_mask = _mm512_set1_epi32(0xffff_0000u32 as i32);
+    _mm512_or_si512(
+        _mm512_srli_epi32::<16>(rounded(lo)),
+        _mm512_and_si512(rounded(hi), hi_mask),
+    )
 }
 
 /// `row[2j], row[2j+1]` = bf16 of `r0[j]`, `r1[j]` (0 without r1) for j < n = r0.len(), as
@@ -325,22 +336,11 @@ unsafe fn pack_pair_row(r0: &[f32], r1: Option<&[f32]>, row: &mut [u16]) {
         row.len() >= 2 * n && r1.is_none_or(|r| r.len() >= n),
         "amx pack: B row"
     );
-    let round = _mm512_set1_epi32(0x7fff);
-    let one = _mm512_set1_epi32(1);
-    let hi_mask = _mm512_set1_epi32(0xffff_0000u32 as i32);
-    let rounded = |v: __m512| -> __m512i {
-        let v = _mm512_castps_si512(v);
-        let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(v), one);
-        _mm512_add_epi32(_mm512_add_epi32(v, round), odd)
-    };
     let mut j = 0;
     while j + 16 <= n {
-        let lo = _mm512_srli_epi32::<16>(rounded(_mm512_loadu_ps(r0.as_ptr().add(j))));
-        let hi = match r1 {
-            Some(r1) => _mm512_and_si512(rounded(_mm512_loadu_ps(r1.as_ptr().add(j))), hi_mask),
-            None => _mm512_setzero_si512(),
-        };
-        _mm512_storeu_si512(row.as_mut_ptr().add(2 * j).cast(), _mm512_or_si512(lo, hi));
+        let lo = _mm512_loadu_ps(r0.as_ptr().add(j));
+        let hi = r1.map_or(_mm512_setzero_ps(), |r| _mm512_loadu_ps(r.as_ptr().add(j)));
+        _mm512_storeu_si512(row.as_mut_ptr().add(2 * j).cast(), bf16_pairs(lo, hi));
         j += 16;
     }
     for j in j..n {
@@ -380,7 +380,7 @@ unsafe fn pack_a(
             dst[kl..].fill(0);
         }
         out[rows * klp..32 * klp].fill(0);
-    } else if a.rs == 1 && rows == 32 {
+    } else if cfg!(target_arch = "x86_64") && a.rs == 1 && rows == 32 {
         // A = Xᵀ with X row-major: columns of A are contiguous rows of X.
         #[cfg(target_arch = "x86_64")]
         for pc in (0..kl).step_by(32) {
@@ -448,24 +448,16 @@ unsafe fn pack_at_16x32(a: View<'_>, i: usize, p: usize, pn: usize, klp: usize, 
         pn == 0 || (p + pn - 1) * a.cs + i + 16 <= a.buf.len(),
         "amx pack: X rows"
     );
-    let round = _mm512_set1_epi32(0x7fff);
-    let one = _mm512_set1_epi32(1);
-    let hi_mask = _mm512_set1_epi32(0xffff_0000u32 as i32);
-    // bits + 0x7fff + ((bits >> 16) & 1): the bf16 rounding of bf16_bits, in the high half.
-    let rounded = |q: usize| -> __m512i {
+    let load = |q: usize| -> __m512 {
         if q < pn {
-            let v = _mm512_castps_si512(_mm512_loadu_ps(a.buf.as_ptr().add((p + q) * a.cs + i)));
-            let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(v), one);
-            _mm512_add_epi32(_mm512_add_epi32(v, round), odd)
+            _mm512_loadu_ps(a.buf.as_ptr().add((p + q) * a.cs + i))
         } else {
-            _mm512_setzero_si512()
+            _mm512_setzero_ps()
         }
     };
     let mut r = [_mm512_setzero_si512(); 16];
     for (q, rq) in r.iter_mut().enumerate() {
-        let lo = _mm512_srli_epi32::<16>(rounded(2 * q));
-        let hi = _mm512_and_si512(rounded(2 * q + 1), hi_mask);
-        *rq = _mm512_or_si512(lo, hi);
+        *rq = bf16_pairs(load(2 * q), load(2 * q + 1));
     }
     // 16 × 16 transpose of u32: r[q] lane f → out row f, u32 q.
     let mut t = [_mm512_setzero_si512(); 16];
@@ -506,40 +498,6 @@ fn fits(v: &View<'_>, rows: usize, cols: usize) -> bool {
     extent(rows, cols, v.rs as isize, v.cs as isize) <= v.buf.len()
 }
 
-/// Element (i, j) of C as it is written, from the product `acc` and the old value `old`
-/// (in this order): + bias[j], + residual[i, j], + β·old, 0 where mask[i, j] ≤ 0, then
-/// max(·, 0).
-#[inline(always)]
-fn finish(
-    e: &Epilogue<'_, f32>,
-    beta: f32,
-    acc: f32,
-    i: usize,
-    j: usize,
-    n: usize,
-    old: f32,
-) -> f32 {
-    let mut v = acc;
-    if let Some(b) = e.bias {
-        v += b[j];
-    }
-    if let Some(r) = e.residual {
-        v += r[i * n + j];
-    }
-    if beta != 0.0 {
-        v += beta * old;
-    }
-    if let Some(h) = e.mask {
-        if h[i * n + j] <= 0.0 {
-            v = 0.0;
-        }
-    }
-    if e.relu {
-        v = v.max(0.0);
-    }
-    v
-}
-
 /// C (m × n, row-major) = epilogue(A (m × k) · B (k × n), β·C), operands rounded to bf16, f32
 /// sums ([`Epilogue`]: bias, residual, ReLU, applied as C is written). Returns `false` (C
 /// untouched) when AMX is not [`available`].
@@ -578,10 +536,11 @@ pub fn gemm(
     }
     let c = &mut c[..m * n];
     if k == 0 {
+        let mut v = vec![0f32; n];
         for (i, row) in c.chunks_mut(n).enumerate() {
-            for (j, x) in row.iter_mut().enumerate() {
-                *x = finish(&epi, beta, 0.0, i, j, n, *x);
-            }
+            v.iter_mut().for_each(|x| *x = 0.0);
+            epilogue_row(&epi, beta, i, 0, n, row, &mut v);
+            row.copy_from_slice(&v);
         }
         return true;
     }
@@ -766,51 +725,28 @@ impl Block<'_> {
         });
     }
 
-    /// C rows (of this block) columns j0..j0+32 = act(tmp [+ bias] [+ residual] + β·C), inside
-    /// m × n.
-    /// [`finish`] on each value of the block. Whole 32 × 32 blocks go row by row through
-    /// fixed-length passes in [`finish`]'s order (same sums, same rounding) that vectorize;
-    /// edge blocks call [`finish`] per value.
+    /// C rows (of this block) columns j0..j0+32, inside m × n, = [`epilogue_row`] of the
+    /// product in `tmp`. Whole 32 × 32 blocks pass fixed-length rows, which vectorize.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     fn epilogue(&self, tmp: &[f32; 1024], i0: usize, j0: usize, cr: &mut [f32]) {
         let (n, e, beta) = (self.n, &self.epi, self.beta);
         let rows = self.m.saturating_sub(i0).min(32);
         let cols = n.saturating_sub(j0).min(32);
-        if rows < 32 || cols < 32 {
-            for r in 0..rows {
-                for c in 0..cols {
-                    let d = &mut cr[r * n + j0 + c];
-                    *d = finish(e, beta, tmp[r * 32 + c], i0 + r, j0 + c, n, *d);
-                }
+        for r in 0..rows {
+            let dst = &mut cr[r * n + j0..r * n + j0 + cols];
+            let src = &tmp[r * 32..r * 32 + cols];
+            if let Ok(dst) = <&mut [f32; 32]>::try_from(&mut *dst) {
+                // Fixed length: inlined vector moves, not memmove calls.
+                let mut v: [f32; 32] = src.try_into().unwrap();
+                epilogue_row(e, beta, i0 + r, j0, n, dst, &mut v);
+                *dst = v;
+            } else {
+                let mut v = [0f32; 32];
+                let v = &mut v[..cols];
+                v.copy_from_slice(src);
+                epilogue_row(e, beta, i0 + r, j0, n, dst, v);
+                dst.copy_from_slice(v);
             }
-            return;
-        }
-        let bias: Option<&[f32; 32]> = e.bias.map(|b| b[j0..j0 + 32].try_into().unwrap());
-        for r in 0..32 {
-            let mut v: [f32; 32] = tmp[r * 32..r * 32 + 32].try_into().unwrap();
-            let dst: &mut [f32; 32] = (&mut cr[r * n + j0..r * n + j0 + 32]).try_into().unwrap();
-            if let Some(b) = bias {
-                v.iter_mut().zip(b).for_each(|(x, &y)| *x += y);
-            }
-            if let Some(res) = e.residual {
-                let o = (i0 + r) * n + j0;
-                let res: &[f32; 32] = res[o..o + 32].try_into().unwrap();
-                v.iter_mut().zip(res).for_each(|(x, &y)| *x += y);
-            }
-            if beta != 0.0 {
-                v.iter_mut().zip(&*dst).for_each(|(x, &y)| *x += beta * y);
-            }
-            if let Some(h) = e.mask {
-                let o = (i0 + r) * n + j0;
-                let h: &[f32; 32] = h[o..o + 32].try_into().unwrap();
-                v.iter_mut()
-                    .zip(h)
-                    .for_each(|(x, &y)| *x = if y <= 0.0 { 0.0 } else { *x });
-            }
-            if e.relu {
-                v.iter_mut().for_each(|x| *x = x.max(0.0));
-            }
-            *dst = v;
         }
     }
 }

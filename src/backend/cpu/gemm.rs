@@ -169,6 +169,47 @@ impl<T> Default for Epilogue<'_, T> {
     }
 }
 
+/// One row segment of C as it is written: `v`, the product at row i, columns j0..j0 + v.len()
+/// of an m × n C, becomes epilogue(v) — + bias, + residual, + β·old, the mask, ReLU, in this
+/// order. `old` (C's previous values there) is read only when β ≠ 0. The one definition of
+/// [`Epilogue`]'s arithmetic: the AMX blocks, [`gemm_mixed`]'s f32 path and its short-k path
+/// all call it, so every path rounds alike.
+#[inline(always)]
+pub(super) fn epilogue_row<T: CpuFloat>(
+    e: &Epilogue<'_, T>,
+    beta: T,
+    i: usize,
+    j0: usize,
+    n: usize,
+    old: &[T],
+    v: &mut [T],
+) {
+    let (o, len) = (i * n + j0, v.len());
+    if let Some(b) = e.bias {
+        v.iter_mut()
+            .zip(&b[j0..j0 + len])
+            .for_each(|(x, &y)| *x += y);
+    }
+    if let Some(r) = e.residual {
+        v.iter_mut().zip(&r[o..o + len]).for_each(|(x, &y)| *x += y);
+    }
+    if beta != T::zero() {
+        v.iter_mut()
+            .zip(&old[..len])
+            .for_each(|(x, &y)| *x += beta * y);
+    }
+    if let Some(h) = e.mask {
+        v.iter_mut().zip(&h[o..o + len]).for_each(|(x, &y)| {
+            if y <= T::zero() {
+                *x = T::zero()
+            }
+        });
+    }
+    if e.relu {
+        v.iter_mut().for_each(|x| *x = x.max(T::zero()));
+    }
+}
+
 /// C = epilogue(op(A)·op(B) + β·C): on AMX tiles in bf16 when `bf16` is set, the shape is worth
 /// it (at least 32 rows and 16 columns of C, 32 of k) and the CPU has AMX (the epilogue then
 /// applied as C is written); else [`gemm`] in `T` with the bias broadcast into C first and the
@@ -217,22 +258,11 @@ pub(crate) fn gemm_mixed<T: CpuFloat>(
     };
     gemm(m, k, n, T::one(), a, a_cols, ta, b, b_cols, tb, beta, c);
     if epi.residual.is_some() || epi.mask.is_some() || epi.relu {
-        let res = epi.residual.map(|r| &r[..m * n]);
-        let mask = epi.mask.map(|r| &r[..m * n]);
-        c.par_chunks_mut(1 << 14).enumerate().for_each(|(t, ch)| {
-            let o = t << 14;
-            if let Some(r) = res {
-                ch.iter_mut().zip(&r[o..]).for_each(|(x, &y)| *x += y);
-            }
-            if let Some(h) = mask {
-                ch.iter_mut().zip(&h[o..]).for_each(|(x, &y)| {
-                    if y <= T::zero() {
-                        *x = T::zero()
-                    }
-                });
-            }
-            if epi.relu {
-                ch.iter_mut().for_each(|x| *x = x.max(T::zero()));
+        // The bias is in C already and β was the GEMM's: the remaining terms, row by row.
+        let rest = Epilogue { bias: None, ..epi };
+        c.par_chunks_mut(n * 64).enumerate().for_each(|(blk, cb)| {
+            for (r, crow) in cb.chunks_mut(n).enumerate() {
+                epilogue_row(&rest, T::zero(), blk * 64 + r, 0, n, &[], crow);
             }
         });
     }
@@ -240,7 +270,7 @@ pub(crate) fn gemm_mixed<T: CpuFloat>(
 
 /// C = epilogue(A·B + β·C) for row-major A (m × k, row stride `lda`) and B (k × n, row stride
 /// `ldb`) with k small: per row of C the k rows of B are added in order (p = 0, 1, …), then
-/// the epilogue's terms in [`Epilogue`]'s order.
+/// [`epilogue_row`].
 #[allow(clippy::too_many_arguments)]
 fn thin_k<T: CpuFloat>(
     m: usize,
@@ -262,9 +292,6 @@ fn thin_k<T: CpuFloat>(
         k == 0 || (k - 1) * ldb + n <= b.len(),
         "gemm: B out of bounds"
     );
-    let bias = epi.bias.map(|x| &x[..n]);
-    let res = epi.residual.map(|x| &x[..m * n]);
-    let mask = epi.mask.map(|x| &x[..m * n]);
     c[..m * n]
         .par_chunks_mut(n * 64)
         .enumerate()
@@ -279,31 +306,7 @@ fn thin_k<T: CpuFloat>(
                         .zip(&b[p * ldb..p * ldb + n])
                         .for_each(|(x, &y)| *x += aip * y);
                 }
-                if let Some(bias) = bias {
-                    v.iter_mut().zip(bias).for_each(|(x, &y)| *x += y);
-                }
-                if let Some(res) = res {
-                    v.iter_mut()
-                        .zip(&res[i * n..(i + 1) * n])
-                        .for_each(|(x, &y)| *x += y);
-                }
-                if beta != T::zero() {
-                    v.iter_mut()
-                        .zip(crow.iter())
-                        .for_each(|(x, &y)| *x += beta * y);
-                }
-                if let Some(h) = mask {
-                    v.iter_mut()
-                        .zip(&h[i * n..(i + 1) * n])
-                        .for_each(|(x, &y)| {
-                            if y <= T::zero() {
-                                *x = T::zero()
-                            }
-                        });
-                }
-                if epi.relu {
-                    v.iter_mut().for_each(|x| *x = x.max(T::zero()));
-                }
+                epilogue_row(&epi, beta, i, 0, n, crow, &mut v);
                 crow.copy_from_slice(&v);
             }
         });
