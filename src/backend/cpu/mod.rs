@@ -90,7 +90,6 @@ fn par_chunks<T: Send>(y: &mut [T], f: impl Fn(usize, &mut [T]) + Sync + Send) {
     }
 }
 
-/// Run `f(row_index, row)` over the rows of y (·, d) in parallel.
 /// Frequencies per block of [`Backend::fourier_features`]' sin/cos evaluation.
 const FF_BLOCK: usize = 64;
 
@@ -103,6 +102,7 @@ fn ff_args<T: CpuFloat>(p: &[T], f: &[T], k: &mut [T]) {
     }
 }
 
+/// Run `f(row_index, row)` over the rows of y (·, d) in parallel.
 fn par_rows<T: Send>(y: &mut [T], d: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
     let per = (CHUNK / d.max(1)).max(1);
     if y.len() <= CHUNK {
