@@ -548,6 +548,180 @@ pub fn gemm(
     true
 }
 
+/// B (k × n) packed once for [`gemm_rows`]: all of k (≤ [`KC`]) in one VNNI panel, shared by
+/// every row chunk of a layer (the row-chunked MLP passes in [`super::mlp`]).
+pub struct PackedB {
+    bp: Vec<u16>,
+    k: usize,
+    n: usize,
+    np: usize,
+    klp: usize,
+}
+
+impl PackedB {
+    /// `None` when AMX is not [`available`], a dimension is 0 or k > [`KC`].
+    ///
+    /// # Panics
+    /// If the view is too short for k × n.
+    pub fn new(b: View<'_>, k: usize, n: usize) -> Option<Self> {
+        if !available() || k == 0 || n == 0 || k > KC {
+            return None;
+        }
+        assert!(fits(&b, k, n), "amx packed B: view out of bounds");
+        let (np, klp) = (round_up(n, 32), round_up(k, 32));
+        let mut bp = vec![0u16; ldb(np) * klp / 2];
+        pack_b(b, 0, k, n, klp, np, &mut bp);
+        Some(Self { bp, k, n, np, klp })
+    }
+
+    /// Columns of B (of C).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+}
+
+/// On the calling thread (no rayon): C (m × n, row-major) = epilogue(A (m × k) · B + β·C) with
+/// B packed by [`PackedB::new`]; the same blocks, rounding and epilogue as [`gemm`] (for k ≤
+/// [`KC`] the result is identical to it bit for bit).
+///
+/// # Panics
+/// If a view, the bias, the residual, the mask or C is too short for the shapes.
+pub fn gemm_rows(
+    m: usize,
+    a: View<'_>,
+    b: &PackedB,
+    epi: Epilogue<'_, f32>,
+    beta: f32,
+    c: &mut [f32],
+) {
+    let (k, n) = (b.k, b.n);
+    if let Some(bias) = epi.bias {
+        assert!(bias.len() >= n, "amx gemm_rows: bias shorter than n");
+    }
+    for x in [epi.residual, epi.mask].into_iter().flatten() {
+        assert!(
+            x.len() >= m * n,
+            "amx gemm_rows: residual or mask shorter than m × n"
+        );
+    }
+    assert!(fits(&a, m, k), "amx gemm_rows: A out of bounds");
+    assert!(c.len() >= m * n, "amx gemm_rows: C out of bounds");
+    if m == 0 {
+        return;
+    }
+    rows_block(m, a, b, epi, beta, &mut c[..m * n]);
+}
+
+/// On the calling thread: `acc` (⌈m/32⌉·32 rows × ⌈n/32⌉·32 columns, row-major f32) += A (m × k)
+/// · B (k × n), k ≤ [`KC`], B packed here into `scratch`. Split-k accumulation of a product
+/// whose k (the samples of dW = gᵀ·h) arrives in row chunks; the padding of `acc` stays 0.
+///
+/// # Panics
+/// If AMX is not [`available`], k > [`KC`], or a view or `acc` is too short.
+#[allow(clippy::too_many_arguments)]
+pub fn accumulate(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: View<'_>,
+    b: View<'_>,
+    acc: &mut [f32],
+    scratch: &mut Vec<u16>,
+) {
+    assert!(available(), "amx accumulate: AMX not available");
+    assert!(k <= KC, "amx accumulate: k {k} > {KC}");
+    assert!(fits(&a, m, k), "amx accumulate: A out of bounds");
+    assert!(fits(&b, k, n), "amx accumulate: B out of bounds");
+    let (mp, np, klp) = (round_up(m, 32), round_up(n, 32), round_up(k, 32));
+    assert!(
+        acc.len() >= mp * np,
+        "amx accumulate: acc shorter than the padded m × n"
+    );
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    let ld = ldb(np);
+    if scratch.len() < ld * klp / 2 {
+        scratch.resize(ld * klp / 2, 0);
+    }
+    for (t, dst) in scratch[..ld * klp / 2].chunks_mut(16 * ld).enumerate() {
+        // SAFETY: available() (asserted above) implies AVX-512.
+        unsafe { pack_b_rows(b, 0, k, n, 16 * t, ld, dst) };
+    }
+    let b = PackedRef {
+        bp: &scratch[..ld * klp / 2],
+        k,
+        n,
+        np,
+        klp,
+    };
+    partial_block(m, a, &b, &mut acc[..mp * np]);
+}
+
+/// [`PackedB`] borrowed from a scratch buffer.
+struct PackedRef<'a> {
+    bp: &'a [u16],
+    k: usize,
+    n: usize,
+    np: usize,
+    klp: usize,
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn rows_block(_: usize, _: View, _: &PackedB, _: Epilogue<f32>, _: f32, _: &mut [f32]) {
+    unreachable!("PackedB::new is None off x86_64")
+}
+
+#[cfg(target_arch = "x86_64")]
+fn rows_block(
+    m: usize,
+    a: View<'_>,
+    b: &PackedB,
+    epi: Epilogue<'_, f32>,
+    beta: f32,
+    c: &mut [f32],
+) {
+    Block {
+        a,
+        m,
+        n: b.n,
+        np: b.np,
+        k0: 0,
+        kl: b.k,
+        klp: b.klp,
+        bp: &b.bp,
+        epi,
+        beta,
+        first: true,
+        group: m.div_ceil(32),
+    }
+    .run(0, None, Some(c));
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn partial_block(_: usize, _: View, _: &PackedRef, _: &mut [f32]) {
+    unreachable!("available() is false off x86_64")
+}
+
+#[cfg(target_arch = "x86_64")]
+fn partial_block(m: usize, a: View<'_>, b: &PackedRef<'_>, acc: &mut [f32]) {
+    Block {
+        a,
+        m,
+        n: b.n,
+        np: b.np,
+        k0: 0,
+        kl: b.k,
+        klp: b.klp,
+        bp: b.bp,
+        epi: Epilogue::default(),
+        beta: 0.0,
+        first: false,
+        group: m.div_ceil(32),
+    }
+    .run(0, Some(acc), None);
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
 fn run(_: usize, _: usize, _: usize, _: View, _: View, _: Epilogue<f32>, _: f32, _: &mut [f32]) {

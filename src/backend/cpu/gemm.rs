@@ -54,6 +54,16 @@ pub trait CpuFloat: Float {
         false
     }
 
+    /// The slice as f32 when `Self` is f32 (the AMX row-chunked paths are f32 only).
+    fn f32s(_x: &[Self]) -> Option<&[f32]> {
+        None
+    }
+
+    /// The slice as f32 when `Self` is f32.
+    fn f32s_mut(_x: &mut [Self]) -> Option<&mut [f32]> {
+        None
+    }
+
     /// s[i], c[i] = sin x[i], cos x[i] (f32: the vectorized [`super::trig::sin_cos`]).
     fn sin_cos_slice(x: &[Self], s: &mut [Self], c: &mut [Self]) {
         for ((&x, s), c) in x.iter().zip(s.iter_mut()).zip(c.iter_mut()) {
@@ -139,6 +149,12 @@ impl_cpu_float!(
     },
     fn sin_cos_slice(x: &[f32], s: &mut [f32], c: &mut [f32]) {
         super::trig::sin_cos(x, s, c)
+    },
+    fn f32s(x: &[f32]) -> Option<&[f32]> {
+        Some(x)
+    },
+    fn f32s_mut(x: &mut [f32]) -> Option<&mut [f32]> {
+        Some(x)
     }
 );
 impl_cpu_float!(f64, matrixmultiply::dgemm);
@@ -403,7 +419,8 @@ pub fn gemm<T: CpuFloat>(
 }
 
 /// Σ x_i y_i with 8 independent accumulators (vectorizes without fast-math).
-fn dot<T: CpuFloat>(x: &[T], y: &[T]) -> T {
+#[inline]
+pub(super) fn dot<T: CpuFloat>(x: &[T], y: &[T]) -> T {
     let mut acc = [T::zero(); 8];
     let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
     let (xr, yr) = (xc.remainder(), yc.remainder());

@@ -5,6 +5,7 @@
 pub mod amx;
 pub mod gemm;
 mod mlp;
+mod mlp_rows;
 pub mod trig;
 
 use super::{
