@@ -195,15 +195,20 @@ fn forward_rows<T: CpuFloat>(
         return Ok(None);
     };
     let (top, hidden) = layers.split_last().expect("rows_plan: at least two layers");
-    let mut hs: Vec<Vec<T>> = hidden
-        .iter()
-        .map(|l| be.alloc(n * l.n_out))
-        .collect::<Result<_>>()?;
+    // Saved activations only when asked; otherwise they stay in per-thread chunk buffers.
+    let mut hs: Vec<Vec<T>> = match save {
+        true => hidden
+            .iter()
+            .map(|l| be.alloc(n * l.n_out))
+            .collect::<Result<_>>()?,
+        false => Vec::new(),
+    };
     let mut y = be.alloc(n * top.n_out)?;
     let done = {
         let mut outs: Vec<&mut [f32]> = hs.iter_mut().filter_map(|h| T::f32s_mut(h)).collect();
+        let outs = save.then_some(&mut outs[..]);
         match T::f32s_mut(&mut y) {
-            Some(y32) => mlp_rows::forward(&layers, x32, n, rc, &mut outs, y32),
+            Some(y32) => mlp_rows::forward(&layers, x32, n, rc, outs, y32),
             None => false,
         }
     };
@@ -453,7 +458,21 @@ mod tests {
             let t = ((i as f64 + 1.0) * s).sin() * 43758.5453;
             2.0 * (t - t.floor()) - 1.0
         };
-        let dims = [(w0, h, false), (h, h, true), (h, h, false), (h, 2, false)];
+        // Three hidden layers, and two (the not-saving forward's buffers alternate).
+        let three = [(w0, h, false), (h, h, true), (h, h, false), (h, 2, false)];
+        let two = [(w0, h, false), (h, h, true), (h, 2, false)];
+        for dims in [&three[..], &two[..]] {
+            check_row_chunked(dims, n, col0, &val);
+        }
+    }
+
+    fn check_row_chunked(
+        dims: &[(usize, usize, bool)],
+        n: usize,
+        col0: usize,
+        val: &dyn Fn(usize, f64) -> f64,
+    ) {
+        let w0 = dims[0].0;
         let wts: Vec<Vec<f64>> = dims
             .iter()
             .enumerate()
@@ -513,6 +532,12 @@ mod tests {
             let xs = cv(x);
             let (y, saved) = forward_with(be, &weights, &xs, n, true, rows).unwrap();
             let saved = saved.unwrap();
+            let (y_only, none) = forward_with(be, &weights, &xs, n, false, rows).unwrap();
+            assert!(none.is_none());
+            assert!(
+                y_only == y,
+                "the forward without saving gives the same y bit for bit"
+            );
             let mut g: Vec<(Vec<T>, Vec<T>)> = dims
                 .iter()
                 .map(|&(i, o, _)| (vec![T::zero(); i * o], vec![T::zero(); o]))
@@ -541,7 +566,7 @@ mod tests {
             (y, saved.h, dx, g)
         }
         let mixed = CpuBackend::<f32>::new().with_bf16_gemm(true);
-        let case: Case<'_> = (&dims, &wts, &bs, &x, &dy, n, col0);
+        let case: Case<'_> = (dims, &wts, &bs, &x, &dy, n, col0);
         let chunked = run(&mixed, case, true);
         let whole = run(&mixed, case, false);
         let exact = run(&CpuBackend::<f64>::new(), case, false);

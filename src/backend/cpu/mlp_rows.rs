@@ -62,9 +62,10 @@ pub(super) fn chunk_rows(layers: &[Layer<'_>], n: usize) -> Option<usize> {
     (n >= 4 * rc).then_some(rc)
 }
 
-/// The forward in chunks of `rc` rows: hs[l] (N × n_out_l) = ReLU(h_{l−1}·W_lᵀ + b_l (+ h_{l−1}
-/// if residual)) for the hidden layers (h_{−1} = x, N × n_in_0), then y (N × n_out) = h·Wᵀ + b
-/// (+ h) of the output layer. Returns `false` (nothing written) when AMX is not available.
+/// The forward in chunks of `rc` rows: h_l = ReLU(h_{l−1}·W_lᵀ + b_l (+ h_{l−1} if residual))
+/// for the hidden layers (h_{−1} = x, N × n_in_0), written to hs[l] (N × n_out_l) when given
+/// (else kept in per-thread chunk buffers), then y (N × n_out) = h·Wᵀ + b (+ h) of the output
+/// layer. Returns `false` (nothing written) when AMX is not available.
 ///
 /// # Panics
 /// If a buffer is too short for its shape.
@@ -73,17 +74,12 @@ pub(super) fn forward(
     x: &[f32],
     n: usize,
     rc: usize,
-    hs: &mut [&mut [f32]],
+    hs: Option<&mut [&mut [f32]]>,
     y: &mut [f32],
 ) -> bool {
     let Some((top, hidden)) = layers.split_last() else {
         return false;
     };
-    assert_eq!(
-        hidden.len(),
-        hs.len(),
-        "mlp rows: one output per hidden layer"
-    );
     assert!(rc > 0, "mlp rows: chunk rows");
     let Some(packed) = hidden
         .iter()
@@ -100,41 +96,86 @@ pub(super) fn forward(
         return false;
     };
     let nchunks = n.div_ceil(rc);
+    let saving = hs.is_some();
     let mut per: Vec<Vec<&mut [f32]>> = (0..nchunks).map(|_| Vec::new()).collect();
-    for (h, l) in hs.iter_mut().zip(hidden) {
-        for (c, s) in h[..n * l.n_out].chunks_mut(rc * l.n_out).enumerate() {
-            per[c].push(s);
+    if let Some(hs) = hs {
+        assert_eq!(
+            hidden.len(),
+            hs.len(),
+            "mlp rows: one output per hidden layer"
+        );
+        for (h, l) in hs.iter_mut().zip(hidden) {
+            for (c, s) in h[..n * l.n_out].chunks_mut(rc * l.n_out).enumerate() {
+                per[c].push(s);
+            }
         }
     }
     for (c, s) in y[..n * top.n_out].chunks_mut(rc * top.n_out).enumerate() {
         per[c].push(s);
     }
+    let layer_rows = |l: usize, input: &[f32], rows: usize, out: &mut [f32]| {
+        let layer = &hidden[l];
+        let epi = Epilogue {
+            bias: Some(layer.b),
+            residual: layer.residual.then_some(input),
+            mask: None,
+            relu: true,
+        };
+        let a = View {
+            buf: input,
+            rs: layer.n_in,
+            cs: 1,
+        };
+        amx::gemm_rows(rows, a, &packed[l], epi, 0.0, out);
+    };
     per.into_par_iter().enumerate().for_each(|(c, mut outs)| {
         let rows = (n - c * rc).min(rc);
-        for (l, layer) in hidden.iter().enumerate() {
-            let (done, rest) = outs.split_at_mut(l);
-            let input: &[f32] = match l {
-                0 => &x[c * rc * layer.n_in..][..rows * layer.n_in],
-                _ => &*done[l - 1],
-            };
-            let epi = Epilogue {
-                bias: Some(layer.b),
-                residual: layer.residual.then_some(input),
-                mask: None,
-                relu: true,
-            };
-            let a = View {
-                buf: input,
-                rs: layer.n_in,
-                cs: 1,
-            };
-            amx::gemm_rows(rows, a, &packed[l], epi, 0.0, &mut *rest[0]);
+        let x_rows = &x[c * rc * hidden[0].n_in..][..rows * hidden[0].n_in];
+        if saving {
+            for l in 0..hidden.len() {
+                let (done, rest) = outs.split_at_mut(l);
+                let input: &[f32] = if l == 0 { x_rows } else { &*done[l - 1] };
+                layer_rows(l, input, rows, &mut *rest[0]);
+            }
+            let (h, yc) = outs.split_at_mut(hidden.len());
+            // SAFETY: AVX-512 F (PackedB::new returned Some: AMX is available, which implies
+            // it).
+            unsafe { top_forward(top, &h[hidden.len() - 1][..], &mut yc[0][..]) };
+            return;
         }
-        let (h, yc) = outs.split_at_mut(hidden.len());
-        // SAFETY: AVX-512 F (PackedB::new returned Some: AMX is available, which implies it).
-        unsafe { top_forward(top, &h[hidden.len() - 1][..], &mut yc[0][..]) };
+        // Not saving: the hidden activations ping-pong between two thread-local chunk buffers.
+        SCRATCH.with(|cell| {
+            let mut bufs = cell.borrow_mut();
+            let [b0, b1] = &mut *bufs;
+            for (l, layer) in hidden.iter().enumerate() {
+                let len = rows * layer.n_out;
+                let (input, out): (&[f32], &mut Vec<f32>) = match l {
+                    0 => (x_rows, b0),
+                    _ if l % 2 == 1 => (&b0[..], b1),
+                    _ => (&b1[..], b0),
+                };
+                if out.len() < len {
+                    out.resize(len, 0.0);
+                }
+                layer_rows(l, input, rows, &mut out[..len]);
+            }
+            let last = if hidden.len() % 2 == 1 {
+                &b0[..]
+            } else {
+                &b1[..]
+            };
+            // SAFETY: as above.
+            unsafe { top_forward(top, &last[..rows * top.n_in], &mut *outs[0]) };
+        });
     });
     true
+}
+
+thread_local! {
+    /// The not-saving forward's two chunk buffers per thread (reused across calls).
+    static SCRATCH: std::cell::RefCell<[Vec<f32>; 2]> = const {
+        std::cell::RefCell::new([Vec::new(), Vec::new()])
+    };
 }
 
 /// y = h·Wᵀ + b (+ h) per row of the chunk, as the whole-matrix path computes a thin output
