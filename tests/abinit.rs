@@ -14,7 +14,9 @@ use cryofield::geometry::quaternion::rotation_angle;
 use cryofield::model::{Decoder, DecoderConfig};
 use cryofield::nn::PeKind;
 use cryofield::pose::search::{PoseSearch, SearchBatch, SearchConfig, TransRefine};
-use cryofield::pose::slices::{DecoderSlices, LatentGridSlices, SliceModel, VolumeSlices};
+use cryofield::pose::slices::{
+    DecoderSlices, GridCache, LatentGridSlices, SliceModel, VolumeSlices,
+};
 use cryofield::simulate::dataset::{draw_params, CtfSpec, ImageParams, Projection, Projector};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -397,12 +399,40 @@ fn interpolating_slice_models_match_the_decoder_on_the_lattice() {
             decoder: &dec,
             z: &z,
             oversample: 2,
+            min_radius: 0.0,
+            cache: None,
         };
         let got = grid.slices(&coords, &rr, &owners).unwrap();
         let e = rel_err(&got, &want);
         assert!(
             e < 1e-5,
             "{domain:?} latent grid slices: relative error {e}"
+        );
+
+        // Cached grids built at a larger radius (the search's final band) serve a smaller
+        // band with the same values (every cell a point in the band reaches is evaluated in
+        // both), and a later call at the larger band reuses them.
+        let cached = LatentGridSlices {
+            min_radius: 7.0 / d as f32,
+            cache: Some(GridCache::default()),
+            ..grid
+        };
+        let small = band_coords(d, 4);
+        let fresh = LatentGridSlices {
+            cache: None,
+            min_radius: 0.0,
+            ..cached
+        };
+        assert_eq!(
+            cached.slices(&small, &rr, &owners).unwrap(),
+            fresh.slices(&small, &rr, &owners).unwrap(),
+            "{domain:?}: a cached larger grid, on a smaller band"
+        );
+        let again = cached.slices(&coords, &rr, &owners).unwrap();
+        let e = rel_err(&again, &want);
+        assert!(
+            e < 1e-5,
+            "{domain:?} cached grid at the full band: relative error {e}"
         );
     }
 }

@@ -14,9 +14,10 @@
 //! The search model: homogeneous, the decoder's volume on the band the search reaches,
 //! oversampled ([`VolumeSlices::from_decoder`]), rebuilt before every minibatch or every
 //! `pose_model_update_freq` images (the reference's `--pose-model-update-freq`);
-//! heterogeneous, the base grid from a per-image latent grid ([`LatentGridSlices`]) and the
-//! refinement from the decoder at every candidate ([`DecoderSlices`]). With `exact_slices` every
-//! slice is a decoder evaluation, as in the reference (slow on a CPU).
+//! heterogeneous, a per-image latent grid ([`LatentGridSlices`]) built once per search at the
+//! final band and kept for every level (when a batch's grids fit in 1 GiB; otherwise the
+//! refinement evaluates the decoder at every candidate, [`DecoderSlices`]). With `exact_slices`
+//! every slice is a decoder evaluation, as in the reference (slow on a CPU).
 //!
 //! Outputs in `outdir`, after epoch e (1-based tag N = e + 1, as the reference's abinit):
 //! `pose.N.pkl` (rot (N, 3, 3), trans (N, 2) as a fraction of D), `weights.N.safetensors`,
@@ -26,7 +27,7 @@
 //! pretraining (homogeneous).
 
 use super::search::{compose, PoseSearch, SearchBatch, SearchConfig, SearchStats};
-use super::slices::{DecoderSlices, LatentGridSlices, SliceModel, VolumeSlices};
+use super::slices::{DecoderSlices, GridCache, LatentGridSlices, SliceModel, VolumeSlices};
 use crate::autodiff::{ParamStore, Tape, Tensor};
 use crate::backend::cpu::CpuBackend;
 use crate::fourier::shift::translate_ht_into;
@@ -48,6 +49,10 @@ use rand_distr::{Distribution, StandardNormal};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+
+/// Memory for a heterogeneous search batch's per-image latent grids kept across its levels
+/// (`LatentGridSlices` with a cache); above it the refinement decodes every candidate.
+const GRID_CACHE_BYTES: usize = 1 << 30;
 
 /// Settings of an ab initio run beyond the model and training ones.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -409,15 +414,32 @@ pub fn abinit(cfg: &AbinitConfig, progress: bool) -> Result<AbinitResult> {
                 };
                 let res = match (&z, &volume) {
                     (Some(z), _) => {
+                        // One grid per image at the search's final band serves the base level
+                        // and every refinement level, when the batch's grids fit in
+                        // GRID_CACHE_BYTES; otherwise the refinement decodes every candidate.
+                        let l_end = if cfg.search.bound {
+                            d / 2
+                        } else {
+                            ps.band_limit(cfg.search.niter)
+                        };
+                        let side = 2 * (cfg.oversample.max(1) * l_end + 3) + 1;
+                        let cache = side.pow(3) * 4 * nb <= GRID_CACHE_BYTES;
                         let grid = LatentGridSlices {
                             be: &m.be,
                             store: &m.store,
                             decoder: &m.decoder,
                             z,
                             oversample: cfg.oversample,
+                            min_radius: if cache { l_end as f32 / d as f32 } else { 0.0 },
+                            cache: cache.then(GridCache::default),
                         };
-                        let base: &dyn SliceModel = if cfg.exact_slices { &exact } else { &grid };
-                        ps.search(&m.be, &batch, base, &exact)?
+                        let (base, refine): (&dyn SliceModel, &dyn SliceModel) =
+                            match (cfg.exact_slices, cache) {
+                                (true, _) => (&exact, &exact),
+                                (false, true) => (&grid, &grid),
+                                (false, false) => (&grid, &exact),
+                            };
+                        ps.search(&m.be, &batch, base, refine)?
                     }
                     (None, Some(v)) if !cfg.exact_slices => ps.search(&m.be, &batch, v, v)?,
                     _ => ps.search(&m.be, &batch, &exact, &exact)?,

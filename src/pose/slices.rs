@@ -26,6 +26,8 @@ use crate::model::decoder::eval_volume_box;
 use crate::model::Decoder;
 use crate::{Error, Result};
 use rayon::prelude::*;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// A source of model slices for a pose search.
 pub trait SliceModel: Sync {
@@ -203,13 +205,23 @@ pub struct LatentGridSlices<'a> {
     pub z: &'a [f32],
     /// Grid oversampling o ≥ 1 relative to the lattice spacing 1/D.
     pub oversample: usize,
+    /// Grids built at least to this radius (lattice units): the search's final band, so that
+    /// one grid per image serves the base grid and every refinement level.
+    pub min_radius: f32,
+    /// Keep each image's grid for later calls (`None`: build per call).
+    pub cache: Option<GridCache>,
 }
 
+/// The grids of a batch's images, kept by [`LatentGridSlices`] between the calls of one search.
+#[derive(Default)]
+pub struct GridCache(Mutex<HashMap<usize, Arc<Grid>>>);
+
 /// Values on the cube of grid points `[−m, m]³` (spacing h lattice units), z slowest; zero
-/// outside the evaluated ball.
+/// outside the evaluated ball, which covers every cell of a point within radius `r`.
 struct Grid {
     m: usize,
     h: f32,
+    r: f32,
     data: Vec<f32>,
 }
 
@@ -325,7 +337,7 @@ impl LatentGridSlices<'_> {
         for (&i, v) in keep.iter().zip(vals) {
             data[i] = v;
         }
-        Ok(Grid { m, h, data })
+        Ok(Grid { m, h, r, data })
     }
 }
 
@@ -352,7 +364,21 @@ impl SliceModel for LatentGridSlices<'_> {
         distinct.sort_unstable();
         distinct.dedup();
         for o in distinct {
-            let g = self.grid(o, r)?;
+            let cached = self.cache.as_ref().and_then(|c| {
+                let map = c.0.lock().unwrap_or_else(|e| e.into_inner());
+                map.get(&o).filter(|g| g.r >= r).cloned()
+            });
+            let g = match cached {
+                Some(g) => g,
+                None => {
+                    let g = Arc::new(self.grid(o, r.max(self.min_radius))?);
+                    if let Some(c) = &self.cache {
+                        let mut map = c.0.lock().unwrap_or_else(|e| e.into_inner());
+                        map.insert(o, Arc::clone(&g));
+                    }
+                    g
+                }
+            };
             out.par_chunks_mut(p.max(1))
                 .zip(rots.par_iter().zip(owners.par_iter()))
                 .filter(|(_, (_, &w))| w == o)
