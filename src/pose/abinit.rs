@@ -373,23 +373,24 @@ pub fn abinit(cfg: &AbinitConfig, progress: bool) -> Result<AbinitResult> {
             let l = data.load(idx)?;
             if search_epoch {
                 let ts = std::time::Instant::now();
+                // The band the search's models must cover: its last level's, or with the bound
+                // the whole band |k| < D/2.
+                let band = if cfg.search.bound {
+                    d / 2
+                } else {
+                    ps.band_limit(cfg.search.niter)
+                };
                 let refresh = volume.is_none()
                     || cfg
                         .pose_model_update_freq
                         .is_none_or(|f| since_refresh >= f);
                 if m.encoder.is_none() && !cfg.exact_slices && refresh {
-                    // the bound scores the whole band |k| < D/2
-                    let radius = if cfg.search.bound {
-                        d / 2
-                    } else {
-                        ps.band_limit(cfg.search.niter)
-                    };
                     volume = Some(VolumeSlices::from_decoder(
                         &m.be,
                         &m.store,
                         &m.decoder,
                         cfg.oversample,
-                        radius,
+                        band,
                     )?);
                     since_refresh = 0;
                 }
@@ -417,12 +418,7 @@ pub fn abinit(cfg: &AbinitConfig, progress: bool) -> Result<AbinitResult> {
                         // One grid per image at the search's final band serves the base level
                         // and every refinement level, when the batch's grids fit in
                         // GRID_CACHE_BYTES; otherwise the refinement decodes every candidate.
-                        let l_end = if cfg.search.bound {
-                            d / 2
-                        } else {
-                            ps.band_limit(cfg.search.niter)
-                        };
-                        let side = 2 * (cfg.oversample.max(1) * l_end + 3) + 1;
+                        let side = 2 * (cfg.oversample.max(1) * band + 3) + 1;
                         let cache = side.pow(3) * 4 * nb <= GRID_CACHE_BYTES;
                         let grid = LatentGridSlices {
                             be: &m.be,
@@ -430,7 +426,7 @@ pub fn abinit(cfg: &AbinitConfig, progress: bool) -> Result<AbinitResult> {
                             decoder: &m.decoder,
                             z,
                             oversample: cfg.oversample,
-                            min_radius: if cache { l_end as f32 / d as f32 } else { 0.0 },
+                            min_radius: if cache { band as f32 / d as f32 } else { 0.0 },
                             cache: cache.then(GridCache::default),
                         };
                         let (base, refine): (&dyn SliceModel, &dyn SliceModel) =

@@ -574,9 +574,14 @@ impl PackedB {
         Some(Self { bp, k, n, np, klp })
     }
 
-    /// Columns of B (of C).
-    pub fn n(&self) -> usize {
-        self.n
+    fn panel(&self) -> PackedRef<'_> {
+        PackedRef {
+            bp: &self.bp,
+            k: self.k,
+            n: self.n,
+            np: self.np,
+            klp: self.klp,
+        }
     }
 }
 
@@ -609,7 +614,7 @@ pub fn gemm_rows(
     if m == 0 {
         return;
     }
-    rows_block(m, a, b, epi, beta, &mut c[..m * n]);
+    run_panel(m, a, &b.panel(), epi, beta, None, Some(&mut c[..m * n]));
 }
 
 /// On the calling thread: `acc` (⌈m/32⌉·32 rows × ⌈n/32⌉·32 columns, row-major f32) += A (m × k)
@@ -655,10 +660,11 @@ pub fn accumulate(
         np,
         klp,
     };
-    partial_block(m, a, &b, &mut acc[..mp * np]);
+    let acc = &mut acc[..mp * np];
+    run_panel(m, a, &b, Epilogue::default(), 0.0, Some(acc), None);
 }
 
-/// [`PackedB`] borrowed from a scratch buffer.
+/// A packed B panel, borrowed ([`PackedB::panel`] or a scratch buffer).
 struct PackedRef<'a> {
     bp: &'a [u16],
     k: usize,
@@ -668,18 +674,29 @@ struct PackedRef<'a> {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn rows_block(_: usize, _: View, _: &PackedB, _: Epilogue<f32>, _: f32, _: &mut [f32]) {
-    unreachable!("PackedB::new is None off x86_64")
+fn run_panel(
+    _: usize,
+    _: View,
+    _: &PackedRef,
+    _: Epilogue<f32>,
+    _: f32,
+    _: Option<&mut [f32]>,
+    _: Option<&mut [f32]>,
+) {
+    unreachable!("available() is false off x86_64")
 }
 
+/// The row blocks 0..m of one whole-k panel on this thread: C (with its epilogue) from zero
+/// when `acc` is `None` ([`gemm_rows`]), else `acc` += A·B ([`accumulate`]).
 #[cfg(target_arch = "x86_64")]
-fn rows_block(
+fn run_panel(
     m: usize,
     a: View<'_>,
-    b: &PackedB,
+    b: &PackedRef<'_>,
     epi: Epilogue<'_, f32>,
     beta: f32,
-    c: &mut [f32],
+    acc: Option<&mut [f32]>,
+    c: Option<&mut [f32]>,
 ) {
     Block {
         a,
@@ -689,37 +706,13 @@ fn rows_block(
         k0: 0,
         kl: b.k,
         klp: b.klp,
-        bp: &b.bp,
+        bp: b.bp,
         epi,
         beta,
-        first: true,
+        first: acc.is_none(),
         group: m.div_ceil(32),
     }
-    .run(0, None, Some(c));
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn partial_block(_: usize, _: View, _: &PackedRef, _: &mut [f32]) {
-    unreachable!("available() is false off x86_64")
-}
-
-#[cfg(target_arch = "x86_64")]
-fn partial_block(m: usize, a: View<'_>, b: &PackedRef<'_>, acc: &mut [f32]) {
-    Block {
-        a,
-        m,
-        n: b.n,
-        np: b.np,
-        k0: 0,
-        kl: b.k,
-        klp: b.klp,
-        bp: b.bp,
-        epi: Epilogue::default(),
-        beta: 0.0,
-        first: false,
-        group: m.div_ceil(32),
-    }
-    .run(0, Some(acc), None);
+    .run(0, acc, c);
 }
 
 #[cfg(not(target_arch = "x86_64"))]

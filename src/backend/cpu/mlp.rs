@@ -56,18 +56,9 @@ fn check_weights<T: CpuFloat>(w: &MlpWeights<'_, CpuBackend<T>>) -> Result<()> {
     Ok(())
 }
 
+/// The forward; `allow_rows`: the row-chunked path may be taken where it applies (the backend
+/// passes `true`; tests compare the two).
 pub(super) fn forward<T: CpuFloat>(
-    be: &CpuBackend<T>,
-    w: &MlpWeights<'_, CpuBackend<T>>,
-    x: &Vec<T>,
-    n: usize,
-    save: bool,
-) -> Result<MlpOutput<CpuBackend<T>>> {
-    forward_with(be, w, x, n, save, true)
-}
-
-/// [`forward`], with the row-chunked path allowed or not (tests compare the two).
-fn forward_with<T: CpuFloat>(
     be: &CpuBackend<T>,
     w: &MlpWeights<'_, CpuBackend<T>>,
     x: &Vec<T>,
@@ -230,24 +221,9 @@ fn forward_rows<T: CpuFloat>(
     Ok(Some((y, None)))
 }
 
+/// The backward; `allow_rows` as in [`forward`].
 #[allow(clippy::too_many_arguments)]
 pub(super) fn backward<T: CpuFloat>(
-    be: &CpuBackend<T>,
-    w: &MlpWeights<'_, CpuBackend<T>>,
-    x: &Vec<T>,
-    n: usize,
-    saved: &MlpSaved<CpuBackend<T>>,
-    dy: &Vec<T>,
-    dx: Option<&mut Vec<T>>,
-    dx_col0: usize,
-    dlayers: &mut [MlpLayerGrad<'_, CpuBackend<T>>],
-) -> Result<()> {
-    backward_with(be, w, x, n, saved, dy, dx, dx_col0, dlayers, true)
-}
-
-/// [`backward`], with the row-chunked path allowed or not (tests compare the two).
-#[allow(clippy::too_many_arguments)]
-fn backward_with<T: CpuFloat>(
     be: &CpuBackend<T>,
     w: &MlpWeights<'_, CpuBackend<T>>,
     x: &Vec<T>,
@@ -530,9 +506,9 @@ mod tests {
                 );
             }
             let xs = cv(x);
-            let (y, saved) = forward_with(be, &weights, &xs, n, true, rows).unwrap();
+            let (y, saved) = forward(be, &weights, &xs, n, true, rows).unwrap();
             let saved = saved.unwrap();
-            let (y_only, none) = forward_with(be, &weights, &xs, n, false, rows).unwrap();
+            let (y_only, none) = forward(be, &weights, &xs, n, false, rows).unwrap();
             assert!(none.is_none());
             assert!(
                 y_only == y,
@@ -549,7 +525,7 @@ mod tests {
                 .map(|(dw, db)| MlpLayerGrad { dw, db })
                 .collect();
             let dys = cv(dy);
-            backward_with(
+            backward(
                 be,
                 &weights,
                 &xs,
@@ -644,7 +620,7 @@ mod tests {
                 ],
                 act: Activation::Relu,
             };
-            let (_, saved) = forward(&be, &weights, &x, n, true).unwrap();
+            let (_, saved) = forward(&be, &weights, &x, n, true, true).unwrap();
             let saved = saved.unwrap();
             let grads = |col0: usize| {
                 let mut g = vec![
@@ -666,6 +642,7 @@ mod tests {
                     Some(&mut dx),
                     col0,
                     &mut dl,
+                    true,
                 )
                 .unwrap();
                 drop(dl);
@@ -705,6 +682,7 @@ mod tests {
                 Some(&mut bad),
                 w0 + 1,
                 &mut dl,
+                true,
             );
             assert!(
                 err.is_err(),

@@ -230,6 +230,10 @@ pub(super) fn backward(
     );
     assert!(rc > 0, "mlp rows: chunk rows");
     assert!(dy.len() >= n * top.n_out, "mlp rows: dy");
+    // (With one hidden layer there is no B to pack, so this is not implied by PackedB::new.)
+    if !amx::available() {
+        return false;
+    }
     // B = W_l (n_out × n_in, row-major) of the input gradient g·W_l, for hidden l ≥ 1.
     let Some(packed) = hidden[1..]
         .iter()
@@ -245,9 +249,6 @@ pub(super) fn backward(
     else {
         return false;
     };
-    if !amx::available() {
-        return false;
-    }
     let l0 = &layers[0];
     let col0 = dx.as_ref().map_or(0, |d| d.1);
     assert!(col0 <= l0.n_in, "mlp rows: dx first column past the input");

@@ -927,7 +927,7 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         n: usize,
         save: bool,
     ) -> Result<MlpOutput<Self>> {
-        mlp::forward(self, w, x, n, save)
+        mlp::forward(self, w, x, n, save, true)
     }
 
     fn mlp_backward(
@@ -941,7 +941,7 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         dx_col0: usize,
         dlayers: &mut [MlpLayerGrad<'_, Self>],
     ) -> Result<()> {
-        mlp::backward(self, w, x, n, saved, dy, dx, dx_col0, dlayers)
+        mlp::backward(self, w, x, n, saved, dy, dx, dx_col0, dlayers, true)
     }
 
     fn pose_scores(
