@@ -260,7 +260,17 @@ pub(super) fn backward<T: CpuFloat>(
     let fused_relu = matches!(op, UnaryOp::Relu);
     if allow_rows {
         if let Some(plan) = rows_plan(be, w, n) {
-            if backward_rows(&plan, x, n, saved, dy, dlayers, dx.as_deref_mut(), dx_col0) {
+            if backward_rows(
+                be,
+                &plan,
+                x,
+                n,
+                saved,
+                dy,
+                dlayers,
+                dx.as_deref_mut(),
+                dx_col0,
+            ) {
                 return Ok(());
             }
         }
@@ -376,6 +386,7 @@ pub(super) fn backward<T: CpuFloat>(
 /// not f32 or AMX is off.
 #[allow(clippy::too_many_arguments)]
 fn backward_rows<T: CpuFloat>(
+    be: &CpuBackend<T>,
     plan: &(Vec<mlp_rows::Layer<'_>>, usize),
     x: &[T],
     n: usize,
@@ -411,7 +422,23 @@ fn backward_rows<T: CpuFloat>(
         },
         None => None,
     };
-    mlp_rows::backward(layers, x32, &hs, dy32, n, *rc, &mut grads, dx)
+    // Wide layers keep each layer's g whole for one dW GEMM per layer (mlp_rows::stores_g).
+    let mut gstore: Vec<Vec<T>> = Vec::new();
+    if mlp_rows::stores_g(layers) {
+        for l in &layers[..layers.len() - 1] {
+            match be.alloc(n * l.n_out) {
+                Ok(g) => gstore.push(g),
+                Err(_) => return false,
+            }
+        }
+    }
+    let done = {
+        let mut gs: Vec<&mut [f32]> = gstore.iter_mut().filter_map(|g| T::f32s_mut(g)).collect();
+        let gs = (!gs.is_empty()).then_some(&mut gs[..]);
+        mlp_rows::backward(layers, x32, &hs, dy32, n, *rc, &mut grads, dx, gs)
+    };
+    gstore.into_iter().for_each(|g| be.recycle(g));
+    done
 }
 
 #[cfg(test)]
@@ -437,7 +464,9 @@ mod tests {
         // Three hidden layers, and two (the not-saving forward's buffers alternate).
         let three = [(w0, h, false), (h, h, true), (h, h, false), (h, 2, false)];
         let two = [(w0, h, false), (h, h, true), (h, 2, false)];
-        for dims in [&three[..], &two[..]] {
+        // Wider than 256: each hidden layer's g is kept whole for one dW GEMM per layer.
+        let wide = [(w0, 288, false), (288, 288, true), (288, 2, false)];
+        for dims in [&three[..], &two[..], &wide[..]] {
             check_row_chunked(dims, n, col0, &val);
         }
     }
@@ -565,6 +594,14 @@ mod tests {
         // measured errors reach 6% of the largest dW/db and 13% of the largest dx here.
         close("y vs f64", &chunked.0, &to32(&exact.0), 1e-2);
         close("dx vs f64", &chunked.2, &to32(&exact.2), 0.25);
+        // With g kept whole, a hidden layer's dW is the whole-matrix path's GEMM on the same
+        // operands: bit for bit.
+        let nh = dims.len() - 1;
+        if dims[..nh].iter().any(|&(i, o, _)| i.max(o) > 256) {
+            for l in 0..nh {
+                assert!(chunked.3[l].0 == whole.3[l].0, "dW{l} bit for bit");
+            }
+        }
         for l in 0..dims.len() {
             close(&format!("dW{l}"), &chunked.3[l].0, &whole.3[l].0, 1e-5);
             close(&format!("db{l}"), &chunked.3[l].1, &whole.3[l].1, 1e-5);

@@ -13,13 +13,16 @@
 //!   layer dW_l += gᵀ·h_{l−1} accumulated per task in f32 tiles ([`amx::accumulate`]), db_l +=
 //!   Σ_rows g, and the next g = (g·W_l (+ g)) ⊙ 1[h_{l−1} > 0] into a chunk-sized buffer that
 //!   never leaves the task. Layer 0's input gradient (the decoder asks only for its few z
-//!   columns) is a 16-wide f32 loop.
+//!   columns) is a 16-wide f32 loop. Hidden layers wider than 256 ([`stores_g`]) write each
+//!   layer's g into a whole N × n_out buffer instead, and dW_l is one whole-matrix GEMM per
+//!   layer after the chunks.
 //!
 //! The arithmetic is the whole-matrix path's: the same bf16 rounding and tile kernel, the same
 //! f32 dot products and short-k sums, so the forward output, the saved activations and every
-//! hidden input gradient agree with it bit for bit; dW, db and layer 0's dx sum the same
-//! products in another order (per task, then the tasks in order). Tasks hold a fixed number of
-//! chunks, so results do not depend on the thread count.
+//! hidden input gradient agree with it bit for bit (and, with g kept whole, the hidden layers'
+//! dW); dW, db and layer 0's dx otherwise sum the same products in another order (per task,
+//! then the tasks in order). Tasks hold a fixed number of chunks, so results do not depend on
+//! the thread count.
 //!
 //! Everything here runs only when [`amx::available`], which implies AVX-512 F/BW/VL: the f32
 //! loops are compiled for it.
@@ -46,20 +49,32 @@ const CHUNKS_PER_TASK: usize = 4;
 /// Rows per chunk for this network and N rows: the widest activation chunk near 256 KiB (f32),
 /// so that a layer's input and output chunks and packed operands stay in L2. `None` — use the
 /// whole-matrix path — when AMX is off, there is no hidden layer, a hidden layer is narrower
-/// than 32 or wider than 256, the output layer has more than 16 outputs, or N is under four
-/// chunks. Width limit measured (one train-vae epoch, 3 + 3 layers): 128 and 256 wide the
-/// chunked path is 33% and 28% faster; 512 wide it is 9% slower and 1024 wide 4.5× slower,
-/// because each task's dW sums (n_out × n_in f32 per layer) are loaded and stored per chunk
-/// of ever fewer rows and reduced per task.
+/// than 32 or wider than 1024, the output layer has more than 16 outputs, or N is under four
+/// chunks.
+///
+/// Measured (one train-vae epoch, 3 + 3 layers, against the whole-matrix path): 128 and 256
+/// wide, with dW summed per task, 33% and 28% faster. Per-task dW sums do not pay beyond 256
+/// (512 wide 9% slower, 1024 wide 4.5× slower: each task's n_out × n_in sums are loaded and
+/// stored per chunk of ever fewer rows), so wider networks keep g whole and take dW as one
+/// GEMM per layer ([`stores_g`]): 512 wide 12% faster, 1024 wide 19% faster (the forward
+/// alone 16%).
 pub(super) fn chunk_rows(layers: &[Layer<'_>], n: usize) -> Option<usize> {
     let (top, hidden) = layers.split_last()?;
     let wmax = hidden.iter().map(|l| l.n_in.max(l.n_out)).max()?;
     let wmin = hidden.iter().map(|l| l.n_in.min(l.n_out)).min()?;
-    if wmin < 32 || wmax > 256 || top.n_out > 16 || !amx::available() {
+    if wmin < 32 || wmax > 1024 || top.n_out > 16 || !amx::available() {
         return None;
     }
     let rc = (65536 / wmax).clamp(32, 512) / 32 * 32;
     (n >= 4 * rc).then_some(rc)
+}
+
+/// Whether [`backward`] keeps each hidden layer's g whole (N × n_out, given by the caller) and
+/// computes dW_l as one whole-matrix GEMM per layer after the chunks, instead of per-task
+/// sums: for hidden layers wider than 256, where the per-task dW sums cost more than they save.
+pub(super) fn stores_g(layers: &[Layer<'_>]) -> bool {
+    let hidden = &layers[..layers.len().saturating_sub(1)];
+    hidden.iter().any(|l| l.n_in.max(l.n_out) > 256)
 }
 
 /// The forward in chunks of `rc` rows: h_l = ReLU(h_{l−1}·W_lᵀ + b_l (+ h_{l−1} if residual))
@@ -219,6 +234,7 @@ pub(super) fn backward(
     rc: usize,
     grads: &mut [Grad<'_>],
     dx: Option<(&mut [f32], usize)>,
+    mut gstore: Option<&mut [&mut [f32]]>,
 ) -> bool {
     let Some((top, hidden)) = layers.split_last() else {
         return false;
@@ -228,6 +244,12 @@ pub(super) fn backward(
         nh > 0 && hs.len() == nh && grads.len() == nh + 1,
         "mlp rows: layers"
     );
+    if let Some(gs) = gstore.as_deref() {
+        assert!(
+            gs.len() == nh && gs.iter().zip(hidden).all(|(g, l)| g.len() >= n * l.n_out),
+            "mlp rows: one stored gradient (N × n_out) per hidden layer"
+        );
+    }
     assert!(rc > 0, "mlp rows: chunk rows");
     assert!(dy.len() >= n * top.n_out, "mlp rows: dy");
     // (With one hidden layer there is no B to pack, so this is not implied by PackedB::new.)
@@ -268,13 +290,28 @@ pub(super) fn backward(
             .collect(),
         _ => (0..ntask).map(|_| None).collect(),
     };
+    // Each task's rows of the stored gradients (one slice per hidden layer), when storing.
+    let storing = gstore.is_some();
+    let mut g_parts: Vec<Vec<&mut [f32]>> = (0..ntask).map(|_| Vec::new()).collect();
+    if let Some(gs) = gstore.as_deref_mut() {
+        for (g, l) in gs.iter_mut().zip(hidden) {
+            for (t, s) in g[..n * l.n_out].chunks_mut(task_rows * l.n_out).enumerate() {
+                g_parts[t].push(s);
+            }
+        }
+    }
     let partial: Vec<TaskSums> = dx_parts
         .into_par_iter()
+        .zip(g_parts)
         .enumerate()
-        .map(|(t, mut dxp)| {
+        .map(|(t, (mut dxp, mut gp))| {
+            // Stored: the hidden layers' dW are whole-matrix GEMMs after the tasks.
             let mut acc: Vec<Vec<f32>> = hidden
                 .iter()
-                .map(|l| vec![0f32; l.n_out.div_ceil(32) * 32 * l.n_in.div_ceil(32) * 32])
+                .map(|l| match storing {
+                    true => Vec::new(),
+                    false => vec![0f32; l.n_out.div_ceil(32) * 32 * l.n_in.div_ceil(32) * 32],
+                })
                 .collect();
             acc.push(vec![0f32; top.n_out * top.n_in]);
             let mut db: Vec<Vec<f32>> = layers.iter().map(|l| vec![0f32; l.n_out]).collect();
@@ -284,6 +321,38 @@ pub(super) fn backward(
             for r0 in (r_task..(r_task + task_rows).min(n)).step_by(rc) {
                 let rows = (n - r0).min(rc);
                 let h_top = &hs[nh - 1][r0 * top.n_in..][..rows * top.n_in];
+                if storing {
+                    let g = &mut gp[nh - 1][(r0 - r_task) * top.n_in..][..rows * top.n_in];
+                    // SAFETY: AVX-512 F (amx::available() checked above implies it).
+                    unsafe {
+                        top_backward(
+                            top,
+                            &dy[r0 * top.n_out..][..rows * top.n_out],
+                            h_top,
+                            &mut acc[nh],
+                            &mut db[nh],
+                            g,
+                        )
+                    };
+                    for l in (0..nh).rev() {
+                        let layer = &hidden[l];
+                        let (ni, no) = (layer.n_in, layer.n_out);
+                        let (below, here) = gp.split_at_mut(l);
+                        let gc: &[f32] = &here[0][(r0 - r_task) * no..][..rows * no];
+                        // SAFETY: AVX-512 F, as above.
+                        unsafe { add_column_sums(gc, &mut db[l]) };
+                        if l > 0 {
+                            let h_in = &hs[l - 1][r0 * ni..][..rows * ni];
+                            let next = &mut below[l - 1][(r0 - r_task) * ni..][..rows * ni];
+                            input_grad_rows(layer, &packed[l - 1], gc, h_in, rows, next);
+                        } else if let Some(d) = dxp.as_deref_mut() {
+                            let d = &mut d[(r0 - r_task) * width..][..rows * width];
+                            // SAFETY: AVX-512 F, as above.
+                            unsafe { input_grad_columns(layer, col0, &w0c, wp, gc, d) };
+                        }
+                    }
+                    continue;
+                }
                 bufs[0].resize(rows * top.n_in, 0.0);
                 // SAFETY: AVX-512 F (amx::available() checked above implies it).
                 unsafe {
@@ -325,18 +394,7 @@ pub(super) fn backward(
                     unsafe { add_column_sums(gc, &mut db[l]) };
                     if l > 0 {
                         next.resize(rows * ni, 0.0);
-                        let epi = Epilogue {
-                            bias: None,
-                            residual: layer.residual.then_some(gc),
-                            mask: Some(h_in),
-                            relu: false,
-                        };
-                        let a = View {
-                            buf: gc,
-                            rs: no,
-                            cs: 1,
-                        };
-                        amx::gemm_rows(rows, a, &packed[l - 1], epi, 0.0, next);
+                        input_grad_rows(layer, &packed[l - 1], gc, h_in, rows, next);
                         cur = 1 - cur;
                     } else if let Some(d) = dxp.as_deref_mut() {
                         let d = &mut d[(r0 - r_task) * width..][..rows * width];
@@ -348,8 +406,35 @@ pub(super) fn backward(
             (acc, db)
         })
         .collect();
+    if let Some(gs) = gstore.as_deref() {
+        // dW_l += Gᵀ·h_{l−1} over all N rows: the whole-matrix path's GEMM on the same operands.
+        for (l, layer) in hidden.iter().enumerate() {
+            let (ni, no) = (layer.n_in, layer.n_out);
+            let gt = View {
+                buf: &gs[l][..n * no],
+                rs: 1,
+                cs: no,
+            };
+            let h_in: &[f32] = if l == 0 { x } else { hs[l - 1] };
+            let hv = View {
+                buf: &h_in[..n * ni],
+                rs: ni,
+                cs: 1,
+            };
+            let done = amx::gemm(no, n, ni, gt, hv, Epilogue::default(), 1.0, grads[l].0);
+            assert!(done, "mlp rows: AMX available (checked above)");
+        }
+    }
     for (acc, db) in partial {
         for (l, layer) in layers.iter().enumerate() {
+            if storing && l < nh {
+                grads[l]
+                    .1
+                    .iter_mut()
+                    .zip(&db[l])
+                    .for_each(|(d, &a)| *d += a);
+                continue;
+            }
             // hidden layers' sums are padded to whole 32-column blocks, the output layer's not
             let np = if l < nh {
                 layer.n_in.div_ceil(32) * 32
@@ -369,6 +454,30 @@ pub(super) fn backward(
         }
     }
     true
+}
+
+/// The next g on a chunk: (g·W_l (+ g)) ⊙ 1[h_{l−1} > 0] (W_l packed as B), written to `next`
+/// (rows × n_in) as the whole-matrix path's GEMM writes it.
+fn input_grad_rows(
+    layer: &Layer<'_>,
+    w: &PackedB,
+    g: &[f32],
+    h_in: &[f32],
+    rows: usize,
+    next: &mut [f32],
+) {
+    let epi = Epilogue {
+        bias: None,
+        residual: layer.residual.then_some(g),
+        mask: Some(h_in),
+        relu: false,
+    };
+    let a = View {
+        buf: g,
+        rs: layer.n_out,
+        cs: 1,
+    };
+    amx::gemm_rows(rows, a, w, epi, 0.0, next);
 }
 
 /// The output layer on a chunk: dW += dyᵀ·h and db += Σ_rows dy (f32), and its input gradient
