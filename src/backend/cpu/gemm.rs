@@ -215,10 +215,9 @@ pub(super) fn epilogue_row<T: CpuFloat>(
             .for_each(|(x, &y)| *x += beta * y);
     }
     if let Some(h) = e.mask {
+        // A select rather than a branch, so that the loop vectorizes.
         v.iter_mut().zip(&h[o..o + len]).for_each(|(x, &y)| {
-            if y <= T::zero() {
-                *x = T::zero()
-            }
+            *x = if y <= T::zero() { T::zero() } else { *x };
         });
     }
     if e.relu {

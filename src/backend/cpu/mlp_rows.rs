@@ -56,8 +56,7 @@ const CHUNKS_PER_TASK: usize = 4;
 /// wide, with dW summed per task, 33% and 28% faster. Per-task dW sums do not pay beyond 256
 /// (512 wide 9% slower, 1024 wide 4.5× slower: each task's n_out × n_in sums are loaded and
 /// stored per chunk of ever fewer rows), so wider networks keep g whole and take dW as one
-/// GEMM per layer ([`stores_g`]): 512 wide 12% faster, 1024 wide 19% faster (the forward
-/// alone 16%).
+/// GEMM per layer ([`stores_g`]): 512 wide 9% faster, 1024 wide 8% faster.
 pub(super) fn chunk_rows(layers: &[Layer<'_>], n: usize) -> Option<usize> {
     let (top, hidden) = layers.split_last()?;
     let wmax = hidden.iter().map(|l| l.n_in.max(l.n_out)).max()?;
