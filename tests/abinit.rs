@@ -447,6 +447,11 @@ fn cli(args: &[&str]) {
 
 /// A noiseless simulated dataset of `n` images of the D = 16 blob volume with shifts and CTF.
 fn sim_dataset(dir: &std::path::Path, n: usize) {
+    sim_dataset_with(dir, n, &[]);
+}
+
+/// [`sim_dataset`] with more `simulate` arguments.
+fn sim_dataset_with(dir: &std::path::Path, n: usize, extra: &[&str]) {
     let d = 16;
     let vol = blob_volume(d, 4);
     let vp = dir.join("vol.mrc");
@@ -466,7 +471,11 @@ fn sim_dataset(dir: &std::path::Path, n: usize) {
         "20000",
         "--seed",
         "3",
-    ]);
+    ]
+    .iter()
+    .chain(extra)
+    .copied()
+    .collect::<Vec<_>>());
 }
 
 /// Tiny settings shared by the CLI runs (seconds on two cores).
@@ -603,6 +612,60 @@ fn abinit_het_cli_end_to_end() {
     let z = cryofield::io::pkl::read_pkl_all(out.join("z.pkl")).unwrap();
     assert_eq!(z.len(), 2, "z.pkl holds z_mu then z_logvar");
     assert!(out.join("z.1.pkl").exists() && out.join("weights.safetensors").exists());
+}
+
+/// `abinit-het --tilt`: the tilted partners from `simulate --tilt-deg` go through the search and
+/// the encoder; a tilt stack of another length is refused, naming the file.
+#[test]
+fn abinit_het_cli_with_tilt_pairs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    sim_dataset_with(dir, 16, &["--tilt-deg", "45"]);
+    let out = dir.join("het");
+    let tilt = dir.join("sim/particles_tilt.mrcs");
+    let args = |out: &std::path::Path, tilt: &std::path::Path| {
+        [
+            "abinit-het",
+            dir.join("sim/particles.mrcs").to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--tilt",
+            tilt.to_str().unwrap(),
+            "--tilt-deg",
+            "45",
+            "--zdim",
+            "1",
+            "--enc-dim",
+            "16",
+            "--enc-layers",
+            "1",
+            "--dec-dim",
+            "16",
+            "--dec-layers",
+            "1",
+        ]
+        .map(String::from)
+    };
+    let a = args(&out, &tilt);
+    abinit_cli(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let p = cryofield::meta::Poses::load(out.join("pose.pkl")).unwrap();
+    assert_eq!(p.len(), 16);
+    let z = cryofield::io::pkl::read_pkl_all(out.join("z.pkl")).unwrap();
+    assert_eq!(z.len(), 2, "z.pkl holds z_mu then z_logvar");
+
+    // A tilt stack with fewer images than the particles.
+    let short = dir.join("short");
+    std::fs::create_dir(&short).unwrap();
+    sim_dataset_with(&short, 12, &["--tilt-deg", "45"]);
+    let a = args(&dir.join("het_bad"), &short.join("sim/particles_tilt.mrcs"));
+    let mut v = vec!["cryofield".to_string()];
+    v.extend(a);
+    v.extend(TINY.iter().map(|s| s.to_string()));
+    use clap::Parser;
+    let c = cryofield::cli::Cli::try_parse_from(v).unwrap();
+    let err = cryofield::cli::run(c).expect_err("a short tilt stack is refused");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("particles_tilt.mrcs"), "names the file: {msg}");
 }
 
 /// `--load-poses` without `--load` starts a new run from those poses: no random-pose
