@@ -438,11 +438,15 @@ fn interpolating_slice_models_match_the_decoder_on_the_lattice() {
 }
 
 fn cli(args: &[&str]) {
+    try_cli(args).unwrap();
+}
+
+/// `cryofield ARGS`: the command's result (the arguments must parse).
+fn try_cli(args: &[&str]) -> anyhow::Result<()> {
     use clap::Parser;
     let mut v = vec!["cryofield"];
     v.extend_from_slice(args);
-    let c = cryofield::cli::Cli::try_parse_from(v).unwrap();
-    cryofield::cli::run(c).unwrap();
+    cryofield::cli::run(cryofield::cli::Cli::try_parse_from(v).unwrap())
 }
 
 /// A noiseless simulated dataset of `n` images of the D = 16 blob volume with shifts and CTF.
@@ -512,6 +516,18 @@ const TINY: &[&str] = &[
 fn abinit_cli(args: &[&str]) {
     cli(&[args, TINY].concat());
 }
+
+/// A one-hidden-layer, 16-wide encoder and decoder for the abinit-het runs.
+const SMALL_VAE: &[&str] = &[
+    "--enc-dim",
+    "16",
+    "--enc-layers",
+    "1",
+    "--dec-dim",
+    "16",
+    "--dec-layers",
+    "1",
+];
 
 /// An end-to-end `abinit-homo` run through the CLI writes per-epoch and final poses our reader
 /// loads, a config.json that `eval-vol` uses, and poses that `train-nn` accepts.
@@ -591,22 +607,16 @@ fn abinit_het_cli_end_to_end() {
     let dir = tmp.path();
     sim_dataset(dir, 16);
     let out = dir.join("het");
-    abinit_cli(&[
+    let particles = dir.join("sim/particles.mrcs");
+    let args = [
         "abinit-het",
-        dir.join("sim/particles.mrcs").to_str().unwrap(),
+        particles.to_str().unwrap(),
         "-o",
         out.to_str().unwrap(),
         "--zdim",
         "2",
-        "--enc-dim",
-        "16",
-        "--enc-layers",
-        "1",
-        "--dec-dim",
-        "16",
-        "--dec-layers",
-        "1",
-    ]);
+    ];
+    abinit_cli(&[&args[..], SMALL_VAE].concat());
     let p = cryofield::meta::Poses::load(out.join("pose.pkl")).unwrap();
     assert_eq!(p.len(), 16);
     let z = cryofield::io::pkl::read_pkl_all(out.join("z.pkl")).unwrap();
@@ -621,12 +631,11 @@ fn abinit_het_cli_with_tilt_pairs() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     sim_dataset_with(dir, 16, &["--tilt-deg", "45"]);
-    let out = dir.join("het");
-    let tilt = dir.join("sim/particles_tilt.mrcs");
-    let args = |out: &std::path::Path, tilt: &std::path::Path| {
-        [
+    let particles = dir.join("sim/particles.mrcs");
+    let het = |out: &std::path::Path, tilt: &std::path::Path| {
+        let args = [
             "abinit-het",
-            dir.join("sim/particles.mrcs").to_str().unwrap(),
+            particles.to_str().unwrap(),
             "-o",
             out.to_str().unwrap(),
             "--tilt",
@@ -635,19 +644,11 @@ fn abinit_het_cli_with_tilt_pairs() {
             "45",
             "--zdim",
             "1",
-            "--enc-dim",
-            "16",
-            "--enc-layers",
-            "1",
-            "--dec-dim",
-            "16",
-            "--dec-layers",
-            "1",
-        ]
-        .map(String::from)
+        ];
+        try_cli(&[&args[..], SMALL_VAE, TINY].concat())
     };
-    let a = args(&out, &tilt);
-    abinit_cli(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = dir.join("het");
+    het(&out, &dir.join("sim/particles_tilt.mrcs")).unwrap();
     let p = cryofield::meta::Poses::load(out.join("pose.pkl")).unwrap();
     assert_eq!(p.len(), 16);
     let z = cryofield::io::pkl::read_pkl_all(out.join("z.pkl")).unwrap();
@@ -657,13 +658,8 @@ fn abinit_het_cli_with_tilt_pairs() {
     let short = dir.join("short");
     std::fs::create_dir(&short).unwrap();
     sim_dataset_with(&short, 12, &["--tilt-deg", "45"]);
-    let a = args(&dir.join("het_bad"), &short.join("sim/particles_tilt.mrcs"));
-    let mut v = vec!["cryofield".to_string()];
-    v.extend(a);
-    v.extend(TINY.iter().map(|s| s.to_string()));
-    use clap::Parser;
-    let c = cryofield::cli::Cli::try_parse_from(v).unwrap();
-    let err = cryofield::cli::run(c).expect_err("a short tilt stack is refused");
+    let err = het(&dir.join("het_bad"), &short.join("sim/particles_tilt.mrcs"))
+        .expect_err("a short tilt stack is refused");
     let msg = format!("{err:#}");
     assert!(msg.contains("particles_tilt.mrcs"), "names the file: {msg}");
 }

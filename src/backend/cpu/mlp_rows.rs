@@ -319,40 +319,17 @@ pub(super) fn backward(
             let r_task = t * task_rows;
             for r0 in (r_task..(r_task + task_rows).min(n)).step_by(rc) {
                 let rows = (n - r0).min(rc);
+                let off = r0 - r_task;
                 let h_top = &hs[nh - 1][r0 * top.n_in..][..rows * top.n_in];
-                if storing {
-                    let g = &mut gp[nh - 1][(r0 - r_task) * top.n_in..][..rows * top.n_in];
-                    // SAFETY: AVX-512 F (amx::available() checked above implies it).
-                    unsafe {
-                        top_backward(
-                            top,
-                            &dy[r0 * top.n_out..][..rows * top.n_out],
-                            h_top,
-                            &mut acc[nh],
-                            &mut db[nh],
-                            g,
-                        )
-                    };
-                    for l in (0..nh).rev() {
-                        let layer = &hidden[l];
-                        let (ni, no) = (layer.n_in, layer.n_out);
-                        let (below, here) = gp.split_at_mut(l);
-                        let gc: &[f32] = &here[0][(r0 - r_task) * no..][..rows * no];
-                        // SAFETY: AVX-512 F, as above.
-                        unsafe { add_column_sums(gc, &mut db[l]) };
-                        if l > 0 {
-                            let h_in = &hs[l - 1][r0 * ni..][..rows * ni];
-                            let next = &mut below[l - 1][(r0 - r_task) * ni..][..rows * ni];
-                            input_grad_rows(layer, &packed[l - 1], gc, h_in, rows, next);
-                        } else if let Some(d) = dxp.as_deref_mut() {
-                            let d = &mut d[(r0 - r_task) * width..][..rows * width];
-                            // SAFETY: AVX-512 F, as above.
-                            unsafe { input_grad_columns(layer, col0, &w0c, wp, gc, d) };
-                        }
+                // g of a hidden layer on this chunk: the task's rows of its stored G, or one of
+                // two chunk buffers taken in turn (bufs[cur]).
+                let g_top: &mut [f32] = match storing {
+                    true => &mut gp[nh - 1][off * top.n_in..][..rows * top.n_in],
+                    false => {
+                        bufs[0].resize(rows * top.n_in, 0.0);
+                        &mut bufs[0]
                     }
-                    continue;
-                }
-                bufs[0].resize(rows * top.n_in, 0.0);
+                };
                 // SAFETY: AVX-512 F (amx::available() checked above implies it).
                 unsafe {
                     top_backward(
@@ -361,42 +338,50 @@ pub(super) fn backward(
                         h_top,
                         &mut acc[nh],
                         &mut db[nh],
-                        &mut bufs[0],
+                        g_top,
                     )
                 };
-                // g of the current layer is bufs[cur].
                 let mut cur = 0;
                 for l in (0..nh).rev() {
                     let layer = &hidden[l];
                     let (ni, no) = (layer.n_in, layer.n_out);
-                    let [b0, b1] = &mut bufs;
-                    let (gc, next): (&[f32], &mut Vec<f32>) = match cur {
-                        0 => (&b0[..], b1),
-                        _ => (&b1[..], b0),
-                    };
                     let h_in: &[f32] = match l {
                         0 => &x[r0 * ni..][..rows * ni],
                         _ => &hs[l - 1][r0 * ni..][..rows * ni],
                     };
-                    let gt = View {
-                        buf: gc,
-                        rs: 1,
-                        cs: no,
+                    // This layer's g, and where the next one goes (none below layer 0).
+                    let (gc, next): (&[f32], Option<&mut [f32]>) = if storing {
+                        let (below, here) = gp.split_at_mut(l);
+                        let next = below.last_mut().map(|b| &mut b[off * ni..][..rows * ni]);
+                        (&here[0][off * no..][..rows * no], next)
+                    } else {
+                        let [b0, b1] = &mut bufs;
+                        let (g, next) = if cur == 0 { (b0, b1) } else { (b1, b0) };
+                        if l > 0 {
+                            next.resize(rows * ni, 0.0);
+                        }
+                        (&g[..], (l > 0).then_some(&mut next[..]))
                     };
-                    let hv = View {
-                        buf: h_in,
-                        rs: ni,
-                        cs: 1,
-                    };
-                    amx::accumulate(no, rows, ni, gt, hv, &mut acc[l], &mut scratch);
+                    if !storing {
+                        let gt = View {
+                            buf: gc,
+                            rs: 1,
+                            cs: no,
+                        };
+                        let hv = View {
+                            buf: h_in,
+                            rs: ni,
+                            cs: 1,
+                        };
+                        amx::accumulate(no, rows, ni, gt, hv, &mut acc[l], &mut scratch);
+                    }
                     // SAFETY: AVX-512 F, as above.
                     unsafe { add_column_sums(gc, &mut db[l]) };
-                    if l > 0 {
-                        next.resize(rows * ni, 0.0);
+                    if let Some(next) = next {
                         input_grad_rows(layer, &packed[l - 1], gc, h_in, rows, next);
                         cur = 1 - cur;
                     } else if let Some(d) = dxp.as_deref_mut() {
-                        let d = &mut d[(r0 - r_task) * width..][..rows * width];
+                        let d = &mut d[off * width..][..rows * width];
                         // SAFETY: AVX-512 F, as above.
                         unsafe { input_grad_columns(layer, col0, &w0c, wp, gc, d) };
                     }
