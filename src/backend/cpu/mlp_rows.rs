@@ -537,22 +537,53 @@ unsafe fn input_grad_columns(
 ) {
     let (ni, no) = (layer.n_in, layer.n_out);
     let width = ni - col0;
-    for (gr, dr) in g.chunks_exact(no).zip(d.chunks_exact_mut(width)) {
-        for j0 in (0..width).step_by(16) {
-            let mut v = [0f32; 16];
-            for (k, &gk) in gr.iter().enumerate() {
-                let w: &[f32; 16] = wc[k * wp + j0..][..16].try_into().expect("16 wide");
+    // Eight rows at a time: eight independent accumulators share each load of W's row, where
+    // one row alone is a chain of n_out dependent FMAs. Each row's sums run in the same order
+    // either way (k = 0.. from zero), so the result does not depend on the blocking.
+    let (gb, gt) = g.split_at(g.len() / (8 * no) * (8 * no));
+    let (db, dt) = d.split_at_mut(gb.len() / no * width);
+    for (gr, dr) in gb.chunks_exact(8 * no).zip(db.chunks_exact_mut(8 * width)) {
+        grad_column_block::<8>(col0, no, width, layer.residual, wc, wp, gr, dr);
+    }
+    for (gr, dr) in gt.chunks_exact(no).zip(dt.chunks_exact_mut(width)) {
+        grad_column_block::<1>(col0, no, width, layer.residual, wc, wp, gr, dr);
+    }
+}
+
+/// [`input_grad_columns`] for `R` rows (`g`: R × no, `d`: R × width).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn grad_column_block<const R: usize>(
+    col0: usize,
+    no: usize,
+    width: usize,
+    residual: bool,
+    wc: &[f32],
+    wp: usize,
+    g: &[f32],
+    d: &mut [f32],
+) {
+    for j0 in (0..width).step_by(16) {
+        let mut v = [[0f32; 16]; R];
+        for k in 0..no {
+            let w: &[f32; 16] = wc[k * wp + j0..][..16].try_into().expect("16 wide");
+            for (r, vr) in v.iter_mut().enumerate() {
+                let gk = g[r * no + k];
                 for l in 0..16 {
-                    v[l] += gk * w[l];
+                    vr[l] += gk * w[l];
                 }
             }
-            let n = (width - j0).min(16);
-            dr[j0..j0 + n]
+        }
+        let n = (width - j0).min(16);
+        for (r, vr) in v.iter().enumerate() {
+            d[r * width + j0..r * width + j0 + n]
                 .iter_mut()
-                .zip(&v)
+                .zip(vr)
                 .for_each(|(a, &b)| *a += b);
         }
-        if layer.residual {
+    }
+    if residual {
+        for (dr, gr) in d.chunks_exact_mut(width).zip(g.chunks_exact(no)) {
             dr.iter_mut().zip(&gr[col0..]).for_each(|(a, &b)| *a += b);
         }
     }

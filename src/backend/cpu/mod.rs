@@ -981,15 +981,29 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         check("adam_update: m", p.len(), m.len())?;
         check("adam_update: v", p.len(), v.len())?;
         let (b1, b2, wd) = (c.beta1, c.beta2, c.weight_decay);
-        for i in 0..p.len() {
-            // Moments in f64 so f32 runs follow torch's rounding closely enough for the tests.
-            let pi = p[i].f64();
-            let gi = g[i].f64() + wd * pi;
-            let mi = b1 * m[i].f64() + (1.0 - b1) * gi;
-            let vi = b2 * v[i].f64() + (1.0 - b2) * gi * gi;
-            m[i] = T::c(mi);
-            v[i] = T::c(vi);
-            p[i] = T::c(pi - c.step_size * mi / (c.denom_scale * vi.sqrt() + c.denom_eps));
+        let update = |((p, m), v): ((&mut [T], &mut [T]), &mut [T]), g: &[T]| {
+            for i in 0..p.len() {
+                // Moments in f64 so f32 runs follow torch's rounding closely enough for the
+                // tests.
+                let pi = p[i].f64();
+                let gi = g[i].f64() + wd * pi;
+                let mi = b1 * m[i].f64() + (1.0 - b1) * gi;
+                let vi = b2 * v[i].f64() + (1.0 - b2) * gi * gi;
+                m[i] = T::c(mi);
+                v[i] = T::c(vi);
+                p[i] = T::c(pi - c.step_size * mi / (c.denom_scale * vi.sqrt() + c.denom_eps));
+            }
+        };
+        // Element-wise, so chunks on the pool give the same values; small tensors stay whole.
+        const CHUNK: usize = 1 << 14;
+        if p.len() <= CHUNK {
+            update(((p, m), v), g);
+        } else {
+            p.par_chunks_mut(CHUNK)
+                .zip(m.par_chunks_mut(CHUNK))
+                .zip(v.par_chunks_mut(CHUNK))
+                .zip(g.par_chunks(CHUNK))
+                .for_each(|(pmv, g)| update(pmv, g));
         }
         Ok(())
     }
