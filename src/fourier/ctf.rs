@@ -91,18 +91,33 @@ pub fn compute_ctf_into(freqs: &[[f32; 2]], ctf: &Ctf, out: &mut [f32]) {
     let sqrt_1mw2 = (1.0 - w * w).sqrt();
     let cs_lam3 = 0.25 * cs * (lam * lam * lam);
     let two_pi = 2.0 * std::f32::consts::PI;
-    for (o, f) in out.iter_mut().zip(freqs) {
-        let (x, y) = (f[0], f[1]);
-        let ang = y.atan2(x);
-        let s2 = x * x + y * y;
-        let df = 0.5 * (dfu + dfv + (dfu - dfv) * (2.0 * (ang - dfang)).cos());
-        let gamma = two_pi * (-0.5 * df * lam * s2 + cs_lam3 * (s2 * s2)) - phase;
-        let mut c = sqrt_1mw2 * gamma.sin() - w * gamma.cos();
+    // cos 2(θ − α) with θ = atan2(y, x) = cos 2θ·cos 2α + sin 2θ·sin 2α, where cos 2θ =
+    // (x² − y²)/s² and sin 2θ = 2xy/s² (θ = 0 at the origin, as atan2(0, 0)): no atan2 or cos
+    // per frequency. Then sin γ and cos γ in one vectorized pass.
+    let (sin2a, cos2a) = (2.0 * dfang).sin_cos();
+    let gamma: Vec<f32> = freqs
+        .iter()
+        .map(|f| {
+            let (x, y) = (f[0], f[1]);
+            let s2 = x * x + y * y;
+            let cos2 = if s2 > 0.0 {
+                ((x * x - y * y) * cos2a + 2.0 * x * y * sin2a) / s2
+            } else {
+                cos2a
+            };
+            let df = 0.5 * (dfu + dfv + (dfu - dfv) * cos2);
+            two_pi * (-0.5 * df * lam * s2 + cs_lam3 * (s2 * s2)) - phase
+        })
+        .collect();
+    let (mut sing, mut cosg) = (vec![0.0; gamma.len()], vec![0.0; gamma.len()]);
+    crate::backend::cpu::trig::sin_cos(&gamma, &mut sing, &mut cosg);
+    for ((o, f), (&sg, &cg)) in out.iter_mut().zip(freqs).zip(sing.iter().zip(&cosg)) {
+        let mut c = sqrt_1mw2 * sg - w * cg;
         if let Some(sf) = ctf.scalefactor {
             c *= sf;
         }
         if let Some(b) = ctf.bfactor {
-            c *= (-b / 4.0 * s2).exp();
+            c *= (-b / 4.0 * (f[0] * f[0] + f[1] * f[1])).exp();
         }
         *o = c;
     }
