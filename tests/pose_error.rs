@@ -476,3 +476,83 @@ fn cli_writes_outputs_and_names_bad_files() {
         "{stderr}"
     );
 }
+
+/// `--labels`: one alignment per state, written beside the global report; labels follow --ind;
+/// a labels file of the wrong length is named in the error.
+#[test]
+fn cli_per_state_alignment() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = planted(400, 1.0, 0.0, false, 0.5, 23);
+    let (pred, truth) = (dir.path().join("pred.pkl"), dir.path().join("true.pkl"));
+    p.pred.save(&pred).unwrap();
+    p.truth.save(&truth).unwrap();
+    let labels = dir.path().join("labels.pkl");
+    let lab: Vec<usize> = (0..400).map(|i| i % 4).collect();
+    cryofield::meta::save_indices(&labels, &lab).unwrap();
+    let out = dir.path().join("out");
+    let (ok, stdout, stderr) = run_cli(&[
+        os(&pred),
+        os(&truth),
+        os("-D"),
+        os("64"),
+        os("--labels"),
+        os(&labels),
+        os("-o"),
+        os(&out),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("per-state alignment"), "{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("pose_error_states.json")).unwrap())
+            .unwrap();
+    let states = json["states"].as_array().unwrap();
+    assert_eq!(states.len(), 4);
+    assert!(states.iter().all(|s| s["n"] == 100), "{json}");
+    let png = std::fs::read(out.join("pose_error_states.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+
+    // With --ind the labels are those of the selected images: 10 images of state 1, 2 of
+    // state 2 (too few for --min-state-images 5: listed as skipped).
+    let ind = dir.path().join("ind.pkl");
+    let mut sel: Vec<usize> = (0..10).map(|k| 4 * k + 1).collect();
+    sel.extend([2, 6]);
+    cryofield::meta::save_indices(&ind, &sel).unwrap();
+    let sub = dir.path().join("sub");
+    let (ok, _, stderr) = run_cli(&[
+        os(&pred),
+        os(&truth),
+        os("-D"),
+        os("64"),
+        os("--labels"),
+        os(&labels),
+        os("--ind"),
+        os(&ind),
+        os("-o"),
+        os(&sub),
+    ]);
+    assert!(ok, "{stderr}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sub.join("pose_error_states.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["states"].as_array().unwrap().len(), 1, "{json}");
+    assert_eq!(json["states"][0]["label"], 1);
+    assert_eq!(json["skipped"][0]["label"], 2);
+    assert_eq!(json["skipped"][0]["n"], 2);
+
+    // Labels for a different number of images.
+    let short = dir.path().join("short_labels.pkl");
+    cryofield::meta::save_indices(&short, &lab[..399]).unwrap();
+    let (ok, _, stderr) = run_cli(&[
+        os(&pred),
+        os(&truth),
+        os("-D"),
+        os("64"),
+        os("--labels"),
+        os(&short),
+    ]);
+    assert!(!ok && !stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("short_labels.pkl") && stderr.contains("399"),
+        "{stderr}"
+    );
+}

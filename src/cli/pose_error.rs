@@ -14,6 +14,14 @@
 //! pixels without translations) and `pose_error_hist.png` (histograms of the rotation error in
 //! degrees on log-spaced bins and of the translation error in pixels).
 //!
+//! With `--labels L.pkl` (one integer state per image, e.g. `simulate`'s labels.pkl) it also aligns
+//! each state's images on their own. A heterogeneous reconstruction fixes poses only up to one
+//! rotation and shift per state (turning state z's volume by Q(z) and its poses R to R·Q(z) changes
+//! no image), so a drift of the frame with z shows as pose error under one global alignment. It
+//! prints per state the errors after that state's alignment and the angle of its frame against the
+//! global one, and writes `pose_error_states.json` and `pose_error_states.png` (both against the
+//! state label).
+//!
 //! Example: `cryofield pose-error train/pose.49.pkl sim/pose.pkl -D 128 -o pose_err/`
 
 use std::io::Write;
@@ -29,8 +37,12 @@ use crate::fourier::fsc::fmt_g;
 use crate::io::array::{ArrayData, NdArray};
 use crate::io::atomic::write_atomic;
 use crate::io::npy::write_npy;
+use crate::io::pkl::{read_pkl, PyValue};
 use crate::meta::{load_indices, Poses};
-use crate::pose::error::{check_rotations, pose_error_with, PoseErrorOptions, PoseErrorReport};
+use crate::pose::error::{
+    check_rotations, pose_error_per_state, pose_error_with, PerStateReport, PoseErrorOptions,
+    PoseErrorReport,
+};
 
 /// Pose accuracy against ground truth.
 #[derive(Debug, clap::Args)]
@@ -52,6 +64,15 @@ pub struct Args {
     /// Remove a least-squares global 3D shift of the volume before measuring translation errors
     #[arg(long = "correct-global-trans")]
     pub correct_global_trans: bool,
+    /// Per-image state labels (.pkl of integers, one per image of the pose files, e.g. the
+    /// labels.pkl `simulate` writes): also align each state's images on their own. A
+    /// heterogeneous reconstruction fixes poses only up to one rotation and shift per state, so
+    /// this is the accuracy the images determine; the per-state frames are reported too
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// With --labels: states with fewer images are not aligned on their own
+    #[arg(long = "min-state-images", default_value_t = 5)]
+    pub min_state_images: usize,
     /// Output folder for the JSON summary, per-image errors and histogram plot
     #[arg(short = 'o')]
     pub o: Option<PathBuf>,
@@ -71,6 +92,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             truth.len()
         );
     }
+    let labels = match &a.labels {
+        Some(p) => Some(load_labels(p, pred.len())?),
+        None => None,
+    };
     let ind = match &a.ind {
         Some(p) => {
             let ind = load_indices(p, pred.len())?;
@@ -123,6 +148,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let r = pose_error_with(&pred, &truth, &opts)?;
     print_report(&r, d);
+    let states = match &labels {
+        Some(l) => {
+            let l: Vec<i64> = match &ind {
+                Some(ind) => ind.iter().map(|&i| l[i]).collect(),
+                None => l.clone(),
+            };
+            let s = pose_error_per_state(&pred, &truth, &l, &opts, &r, a.min_state_images)?;
+            print_states(&s, d);
+            Some(s)
+        }
+        None => None,
+    };
 
     if let Some(dir) = &a.o {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -136,8 +173,190 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "saved pose_error.{{json,txt,npy}} and pose_error_hist.png to {}",
             dir.display()
         );
+        if let Some(st) = &states {
+            write_states(&dir.join("pose_error_states.json"), st)?;
+            plot_states(&dir.join("pose_error_states.png"), st, &r)?;
+            eprintln!(
+                "saved pose_error_states.json and pose_error_states.png to {}",
+                dir.display()
+            );
+        }
     }
     Ok(())
+}
+
+/// One integer state label per image from a .pkl (an integer numpy array or list of `n`).
+fn load_labels(path: &Path, n: usize) -> anyhow::Result<Vec<i64>> {
+    let v = read_pkl(path).with_context(|| format!("reading {}", path.display()))?;
+    let labels = match &v {
+        PyValue::Array(a) if a.shape.len() <= 1 || a.shape.iter().skip(1).all(|&s| s == 1) => a
+            .to_i64()
+            .map_err(|e| anyhow::anyhow!("{}: state labels: {e}", path.display()))?,
+        PyValue::Array(a) => bail!(
+            "{}: state labels must be one integer per image, found an array of shape {:?}",
+            path.display(),
+            a.shape
+        ),
+        _ => bail!(
+            "{}: state labels must be an integer numpy array (one per image)",
+            path.display()
+        ),
+    };
+    if labels.len() != n {
+        bail!(
+            "{} has {} state labels but the pose files hold {n} images",
+            path.display(),
+            labels.len()
+        );
+    }
+    Ok(labels)
+}
+
+fn print_states(s: &PerStateReport, d: usize) {
+    println!("per-state alignment (each state's images aligned on their own):");
+    println!("  state  images  median rot (squared Frobenius)  median rot (deg)  median trans (px)  frame vs global (deg)");
+    for st in &s.states {
+        let r = &st.report;
+        println!(
+            "  {:>5}  {:>6}  {:>30}  {:>16.4}  {:>17}  {:>21}",
+            st.label,
+            r.rot_deg.len(),
+            fmt_g(r.median_rot_frob, 4),
+            r.median_rot_deg,
+            r.median_trans_px.map_or("—".into(), |t| format!("{t:.4}")),
+            st.frame_deg
+                .map_or("other hand".into(), |f| format!("{f:.3}")),
+        );
+    }
+    for (label, n) in &s.skipped {
+        println!("  {label:>5}  {n:>6}  (too few images to align alone: skipped)");
+    }
+    println!(
+        "after per-state alignment, all aligned states: median squared Frobenius {}, median {:.4}°{}",
+        fmt_g(s.median_rot_frob, 4),
+        s.median_rot_deg,
+        s.median_trans_px
+            .map_or(String::new(), |t| format!(", median {t:.4} px (D = {d})"))
+    );
+}
+
+fn write_states(path: &Path, s: &PerStateReport) -> anyhow::Result<()> {
+    let states: Vec<_> = s
+        .states
+        .iter()
+        .map(|st| {
+            let r = &st.report;
+            serde_json::json!({
+                "label": st.label,
+                "n": r.rot_deg.len(),
+                "flipped": r.flipped,
+                "align": r.align,
+                "frame_deg": st.frame_deg,
+                "median_rot_frob": r.median_rot_frob,
+                "median_rot_deg": r.median_rot_deg,
+                "mean_rot_deg": r.mean_rot_deg,
+                "median_trans_px": r.median_trans_px,
+                "global_shift_px": r.global_shift_px,
+            })
+        })
+        .collect();
+    let v = serde_json::json!({
+        "states": states,
+        "skipped": s.skipped.iter().map(|(l, n)| serde_json::json!({"label": l, "n": n})).collect::<Vec<_>>(),
+        "median_rot_frob": s.median_rot_frob,
+        "median_rot_deg": s.median_rot_deg,
+        "median_trans_px": s.median_trans_px,
+    });
+    let text = serde_json::to_string_pretty(&v)? + "\n";
+    write_atomic(path, |w| w.write_all(text.as_bytes()).at(path))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Per state: the median rotation error after the state's own alignment and under the global
+/// alignment, and the angle of the state's frame against the global one (degrees, one axis).
+fn plot_states(path: &Path, s: &PerStateReport, global: &PoseErrorReport) -> anyhow::Result<()> {
+    // (label, median error aligned alone, frame angle, median error under the global alignment)
+    let rows: Vec<(f64, f64, f64, f64)> = s
+        .states
+        .iter()
+        .map(|st| {
+            let g: Vec<f64> = st.images.iter().map(|&i| global.rot_deg[i]).collect();
+            (
+                st.label as f64,
+                st.report.median_rot_deg,
+                st.frame_deg.unwrap_or(f64::NAN),
+                percentile(&g, 50.0),
+            )
+        })
+        .collect();
+    let x0 = rows.iter().map(|r| r.0).fold(f64::INFINITY, f64::min);
+    let x1 = rows.iter().map(|r| r.0).fold(f64::NEG_INFINITY, f64::max);
+    let (x0, x1) = if x1 > x0 {
+        (x0 - 0.5, x1 + 0.5)
+    } else {
+        (x0 - 1.0, x0 + 1.0)
+    };
+    let ytop = rows
+        .iter()
+        .flat_map(|r| [r.1, r.2, r.3])
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max)
+        .max(1e-3)
+        * 1.1;
+    render(path, (1000, 600), |root| {
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                format!(
+                    "per-state alignment: median {}° (one global alignment: {}°)",
+                    fmt_g(s.median_rot_deg, 3),
+                    fmt_g(global.median_rot_deg, 3)
+                ),
+                (FONT, 24),
+            )
+            .margin(20)
+            .x_label_area_size(60)
+            .y_label_area_size(80)
+            .build_cartesian_2d(x0..x1, 0.0..ytop)?;
+        chart
+            .configure_mesh()
+            .x_desc("state label")
+            .y_desc("degrees")
+            .label_style((FONT, 16))
+            .axis_desc_style((FONT, 20))
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()?;
+        let err: Vec<(f64, f64)> = rows.iter().map(|r| (r.0, r.1)).collect();
+        chart
+            .draw_series(LineSeries::new(err.clone(), TAB10[0].stroke_width(2)))?
+            .label("median rotation error, state aligned alone")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], TAB10[0].stroke_width(2)));
+        chart.draw_series(err.iter().map(|&p| Circle::new(p, 4, TAB10[0].filled())))?;
+        let frame: Vec<(f64, f64)> = rows
+            .iter()
+            .filter(|r| r.2.is_finite())
+            .map(|r| (r.0, r.2))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(frame.clone(), TAB10[1].stroke_width(2)))?
+            .label("state's frame against the global alignment")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], TAB10[1].stroke_width(2)));
+        chart.draw_series(frame.iter().map(|&p| Circle::new(p, 4, TAB10[1].filled())))?;
+        let glob: Vec<(f64, f64)> = rows.iter().map(|r| (r.0, r.3)).collect();
+        chart
+            .draw_series(LineSeries::new(glob.clone(), TAB10[2].stroke_width(2)))?
+            .label("median rotation error, one global alignment")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], TAB10[2].stroke_width(2)));
+        chart.draw_series(glob.iter().map(|&p| Circle::new(p, 4, TAB10[2].filled())))?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font((FONT, 16))
+            .draw()?;
+        Ok(())
+    })
+    .with_context(|| format!("plotting {}", path.display()))
 }
 
 fn print_report(r: &PoseErrorReport, d: usize) {

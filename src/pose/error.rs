@@ -233,6 +233,115 @@ pub fn pose_error_with(
     })
 }
 
+/// One state's pose errors after its own alignment ([`pose_error_per_state`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateError {
+    /// the state's label
+    pub label: i64,
+    /// the state's images: indices into the pose sets given
+    pub images: Vec<usize>,
+    /// the state's errors, aligned (rotation, hand and, if asked, 3D shift) on its images alone
+    pub report: PoseErrorReport,
+    /// geodesic angle (degrees) between this state's alignment and the global one: how far the
+    /// reconstruction's frame for this state is turned against the frame of all images together;
+    /// `None` when the state's hand differs from the global hand
+    pub frame_deg: Option<f64>,
+}
+
+/// Pose errors with one alignment per state ([`pose_error_per_state`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PerStateReport {
+    /// states with at least the minimum number of images, by label
+    pub states: Vec<StateError>,
+    /// (label, images) of the states with too few images to align on their own
+    pub skipped: Vec<(i64, usize)>,
+    /// medians over the images of all aligned states, each measured after its state's alignment
+    pub median_rot_frob: f64,
+    /// see [`PerStateReport::median_rot_frob`]
+    pub median_rot_deg: f64,
+    /// see [`PerStateReport::median_rot_frob`]; `None` without translations
+    pub median_trans_px: Option<f64>,
+}
+
+/// Pose errors of a heterogeneous data set, each state aligned on its own. A heterogeneous
+/// reconstruction fixes poses only up to one rotation (and one 3D shift) per state: replacing the
+/// volume of state z by `Q(z)`-rotated copy and each of its poses `R` by `R·Q(z)` changes no image,
+/// so the frame of each state drifts freely with z. One global alignment then charges that drift to
+/// the poses; this measures what the images do determine. `labels` holds one state label per image
+/// (e.g. the volume index `simulate` writes to labels.pkl); `global` is [`pose_error_with`] of all
+/// images (its alignment is the reference of [`StateError::frame_deg`]). States with fewer than
+/// `min_images` images are skipped (listed in [`PerStateReport::skipped`]).
+///
+/// Errors as [`pose_error_with`], when `labels` does not have one label per pose, or when no state
+/// has `min_images` images.
+pub fn pose_error_per_state(
+    pred: &Poses,
+    truth: &Poses,
+    labels: &[i64],
+    opts: &PoseErrorOptions,
+    global: &PoseErrorReport,
+    min_images: usize,
+) -> Result<PerStateReport> {
+    if labels.len() != pred.len() || labels.len() != truth.len() {
+        return Err(Error::Shape {
+            what: "pose-error: state labels".into(),
+            expected: format!("one label per pose ({})", pred.len()),
+            got: labels.len().to_string(),
+        });
+    }
+    let mut groups: std::collections::BTreeMap<i64, Vec<usize>> = Default::default();
+    for (i, &l) in labels.iter().enumerate() {
+        groups.entry(l).or_default().push(i);
+    }
+    let ga: Mat3 = [
+        global.align[0][0],
+        global.align[0][1],
+        global.align[0][2],
+        global.align[1][0],
+        global.align[1][1],
+        global.align[1][2],
+        global.align[2][0],
+        global.align[2][1],
+        global.align[2][2],
+    ];
+    let (mut states, mut skipped) = (Vec::new(), Vec::new());
+    let (mut frob, mut deg, mut px) = (Vec::new(), Vec::new(), Vec::new());
+    for (label, ind) in groups {
+        if ind.len() < min_images.max(1) {
+            skipped.push((label, ind.len()));
+            continue;
+        }
+        let report = pose_error_with(&pred.select(&ind), &truth.select(&ind), opts)?;
+        let a: Mat3 = report.align.concat().try_into().expect("3 × 3");
+        let frame_deg =
+            (report.flipped == global.flipped).then(|| rotation_angle(&a, &ga).to_degrees());
+        frob.extend_from_slice(&report.rot_frob);
+        deg.extend_from_slice(&report.rot_deg);
+        if let Some(t) = &report.trans_px {
+            px.extend_from_slice(t);
+        }
+        states.push(StateError {
+            label,
+            images: ind,
+            report,
+            frame_deg,
+        });
+    }
+    if states.is_empty() {
+        return Err(Error::invalid(format!(
+            "pose-error: no state has {min_images} or more images to align on its own"
+        )));
+    }
+    let has_trans = states.iter().all(|s| s.report.trans_px.is_some());
+    Ok(PerStateReport {
+        median_rot_frob: median(&frob),
+        median_rot_deg: median(&deg),
+        median_trans_px: has_trans.then(|| median(&px)),
+        states,
+        skipped,
+    })
+}
+
 /// Checks that every rotation of `poses` is a proper rotation matrix: `|R·Rᵀ − I| ≤ 1e-3`
 /// entrywise and `det R > 0`. `what` names the set (a file) in the error.
 pub fn check_rotations(poses: &Poses, what: &str) -> Result<()> {
@@ -576,5 +685,76 @@ mod tests {
         let short = good.select(&[0]);
         let e = pose_error(&short, &good, 64).unwrap_err().to_string();
         assert!(e.contains("expected 2") && e.contains("got 1"), "{e}");
+    }
+
+    /// Poses exact up to a rotation per state that turns with the state (4° per state about
+    /// one axis, plus a shift per state): one global alignment leaves degrees of error, one
+    /// alignment per state none, and the states' alignments differ by the drift.
+    #[test]
+    fn per_state_alignment_removes_a_drifting_frame() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let (n, k) = (600, 6);
+        let rt = random_rotations(n, &mut rng);
+        let axis = [0.6f64, -0.48, 0.64]; // unit
+        let q = |s: usize| {
+            let h = (4.0 * s as f64).to_radians() / 2.0;
+            quat_to_rot(&[
+                h.cos(),
+                h.sin() * axis[0],
+                h.sin() * axis[1],
+                h.sin() * axis[2],
+            ])
+        };
+        let labels: Vec<i64> = (0..n).map(|i| (i % k) as i64).collect();
+        let to32 = |r: &Mat3| r.map(|x| x as f32);
+        let truth = Poses {
+            rots: rt.iter().map(to32).collect(),
+            trans: Some(vec![[0.0, 0.0]; n]),
+        };
+        // R_true = R_pred·Q(s), and a 3D shift u(s) of state s's volume seen in the images.
+        let pred = Poses {
+            rots: (0..n)
+                .map(|i| to32(&matmul3(&rt[i], &transpose3(&q(i % k)))))
+                .collect(),
+            trans: Some(
+                (0..n)
+                    .map(|i| {
+                        let u = [0.5 * (i % k) as f64, -0.3, 0.2 * (i % k) as f64];
+                        let p = in_plane_shift(&rt[i], &u);
+                        [(p[0] / 64.0) as f32, (p[1] / 64.0) as f32]
+                    })
+                    .collect(),
+            ),
+        };
+        let opts = PoseErrorOptions {
+            d: 64,
+            correct_global_trans: true,
+        };
+        let global = pose_error_with(&pred, &truth, &opts).unwrap();
+        assert!(global.median_rot_deg > 3.0, "{}", global.median_rot_deg);
+        let per = pose_error_per_state(&pred, &truth, &labels, &opts, &global, 3).unwrap();
+        assert_eq!(per.states.len(), k);
+        assert!(per.median_rot_deg < 1e-2, "{}", per.median_rot_deg);
+        assert!(
+            per.median_trans_px.unwrap() < 1e-3,
+            "{:?}",
+            per.median_trans_px
+        );
+        let a = |s: usize| -> Mat3 { per.states[s].report.align.concat().try_into().unwrap() };
+        for s in 1..k {
+            let drift = rotation_angle(&a(0), &a(s)).to_degrees();
+            assert!((drift - 4.0 * s as f64).abs() < 1e-2, "state {s}: {drift}°");
+            assert!(per.states[s].frame_deg.is_some());
+        }
+        // A state too small to align alone is skipped and listed; labels must match the poses.
+        let mut few = labels.clone();
+        few[0] = 99;
+        few[1] = 99;
+        let per = pose_error_per_state(&pred, &truth, &few, &opts, &global, 3).unwrap();
+        assert_eq!(per.skipped, vec![(99, 2)]);
+        let e = pose_error_per_state(&pred, &truth, &labels[1..], &opts, &global, 3)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("state labels") && e.contains("599"), "{e}");
     }
 }
