@@ -832,7 +832,12 @@ impl Block<'_> {
                 // SAFETY: only reached through `gemm`, after available() checked AVX-512.
                 unsafe { pack_a(self.a, self.m, r0 + 32 * g, self.k0, self.kl, klp, dst) };
             }
-            let mut tmp = [0f32; 32 * 32];
+            // Two staging blocks: a block's epilogue waits until the next block's tile products
+            // have been issued, so that the vector work runs while the AMX unit computes.
+            let mut tmp = [[0f32; 32 * 32]; 2];
+            let mut slot = 0;
+            // (slot, i0, j0, offset into the C rows) of the block whose epilogue waits
+            let mut pending: Option<(usize, usize, usize, usize)> = None;
             let mut c = c;
             let e = &self.epi;
             let plain = e.bias.is_none()
@@ -868,6 +873,10 @@ impl Block<'_> {
                                 2 * ld,
                             );
                         }
+                        if let (Some((ps, pi, pj, po)), Some(cr)) = (pending, c.as_deref_mut()) {
+                            self.epilogue(&tmp[ps], pi, pj, &mut cr[po..]);
+                            pending = None;
+                        }
                         match (c.as_deref_mut(), acc.as_deref_mut()) {
                             (Some(cr), _) => {
                                 let (i0, j0) = (r0 + 32 * g, 32 * jb);
@@ -878,8 +887,9 @@ impl Block<'_> {
                                     assert!(dst.len() >= 31 * n + 32, "amx gemm: C block");
                                     tiles::store_c(dst.as_mut_ptr(), n * 4);
                                 } else {
-                                    tiles::store_c(tmp.as_mut_ptr(), 128);
-                                    self.epilogue(&tmp, i0, j0, &mut cr[off..]);
+                                    tiles::store_c(tmp[slot].as_mut_ptr(), 128);
+                                    pending = Some((slot, i0, j0, off));
+                                    slot ^= 1;
                                 }
                             }
                             (None, Some(acc)) => tiles::store_c(acc.as_mut_ptr().add(arow), np * 4),
@@ -888,6 +898,9 @@ impl Block<'_> {
                     }
                 }
                 tiles::release();
+                if let (Some((ps, pi, pj, po)), Some(cr)) = (pending, c.as_deref_mut()) {
+                    self.epilogue(&tmp[ps], pi, pj, &mut cr[po..]);
+                }
             }
         });
     }
