@@ -898,7 +898,7 @@ impl Block<'_> {
                     }
                 }
                 tiles::release();
-                if let (Some((ps, pi, pj, po)), Some(cr)) = (pending, c.as_deref_mut()) {
+                if let (Some((ps, pi, pj, po)), Some(cr)) = (pending, c) {
                     self.epilogue(&tmp[ps], pi, pj, &mut cr[po..]);
                 }
             }
