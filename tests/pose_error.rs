@@ -489,17 +489,15 @@ fn cli_per_state_alignment() {
     let labels = dir.path().join("labels.pkl");
     let lab: Vec<usize> = (0..400).map(|i| i % 4).collect();
     cryofield::meta::save_indices(&labels, &lab).unwrap();
+    // pose-error PRED TRUE -D 64 --labels L, then `more`
+    let with_labels = |l: &std::path::Path, more: &[&std::ffi::OsStr]| {
+        let mut args = vec![os(&pred), os(&truth), os("-D"), os("64"), os("--labels")];
+        args.push(l.as_os_str());
+        args.extend_from_slice(more);
+        run_cli(&args)
+    };
     let out = dir.path().join("out");
-    let (ok, stdout, stderr) = run_cli(&[
-        os(&pred),
-        os(&truth),
-        os("-D"),
-        os("64"),
-        os("--labels"),
-        os(&labels),
-        os("-o"),
-        os(&out),
-    ]);
+    let (ok, stdout, stderr) = with_labels(&labels, &[os("-o"), os(&out)]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("per-state alignment"), "{stdout}");
     let json: serde_json::Value =
@@ -518,18 +516,7 @@ fn cli_per_state_alignment() {
     sel.extend([2, 6]);
     cryofield::meta::save_indices(&ind, &sel).unwrap();
     let sub = dir.path().join("sub");
-    let (ok, _, stderr) = run_cli(&[
-        os(&pred),
-        os(&truth),
-        os("-D"),
-        os("64"),
-        os("--labels"),
-        os(&labels),
-        os("--ind"),
-        os(&ind),
-        os("-o"),
-        os(&sub),
-    ]);
+    let (ok, _, stderr) = with_labels(&labels, &[os("--ind"), os(&ind), os("-o"), os(&sub)]);
     assert!(ok, "{stderr}");
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(sub.join("pose_error_states.json")).unwrap())
@@ -542,14 +529,7 @@ fn cli_per_state_alignment() {
     // Labels for a different number of images.
     let short = dir.path().join("short_labels.pkl");
     cryofield::meta::save_indices(&short, &lab[..399]).unwrap();
-    let (ok, _, stderr) = run_cli(&[
-        os(&pred),
-        os(&truth),
-        os("-D"),
-        os("64"),
-        os("--labels"),
-        os(&short),
-    ]);
+    let (ok, _, stderr) = with_labels(&short, &[]);
     assert!(!ok && !stderr.contains("panicked"), "{stderr}");
     assert!(
         stderr.contains("short_labels.pkl") && stderr.contains("399"),

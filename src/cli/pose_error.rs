@@ -267,9 +267,7 @@ fn write_states(path: &Path, s: &PerStateReport) -> anyhow::Result<()> {
         "median_rot_deg": s.median_rot_deg,
         "median_trans_px": s.median_trans_px,
     });
-    let text = serde_json::to_string_pretty(&v)? + "\n";
-    write_atomic(path, |w| w.write_all(text.as_bytes()).at(path))
-        .with_context(|| format!("writing {}", path.display()))
+    write_json(path, &v)
 }
 
 /// Per state: the median rotation error after the state's own alignment and under the global
@@ -403,6 +401,13 @@ fn print_report(r: &PoseErrorReport, d: usize) {
     }
 }
 
+/// `v` as pretty JSON in `path` (atomically).
+fn write_json(path: &Path, v: &serde_json::Value) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(v)? + "\n";
+    write_atomic(path, |w| w.write_all(text.as_bytes()).at(path))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 fn write_summary(path: &Path, r: &PoseErrorReport, a: &Args, d: usize) -> anyhow::Result<()> {
     let v = serde_json::json!({
         "pred": a.pred.display().to_string(),
@@ -423,9 +428,7 @@ fn write_summary(path: &Path, r: &PoseErrorReport, a: &Args, d: usize) -> anyhow
         "correct_global_trans": a.correct_global_trans,
         "global_shift_px": r.global_shift_px,
     });
-    let text = serde_json::to_string_pretty(&v)? + "\n";
-    write_atomic(path, |w| w.write_all(text.as_bytes()).at(path))
-        .with_context(|| format!("writing {}", path.display()))
+    write_json(path, &v)
 }
 
 fn write_table(path: &Path, r: &PoseErrorReport, index: &[usize]) -> anyhow::Result<()> {
