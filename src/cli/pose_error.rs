@@ -37,8 +37,7 @@ use crate::fourier::fsc::fmt_g;
 use crate::io::array::{ArrayData, NdArray};
 use crate::io::atomic::write_atomic;
 use crate::io::npy::write_npy;
-use crate::io::pkl::{read_pkl, PyValue};
-use crate::meta::{load_indices, Poses};
+use crate::meta::{load_indices, load_int_array, Poses};
 use crate::pose::error::{
     check_rotations, pose_error_per_state, pose_error_with, PerStateReport, PoseErrorOptions,
     PoseErrorReport,
@@ -185,23 +184,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One integer state label per image from a .pkl (an integer numpy array or list of `n`).
+/// One integer state label per image from a .pkl (an integer numpy array of `n`, or `n × 1`).
 fn load_labels(path: &Path, n: usize) -> anyhow::Result<Vec<i64>> {
-    let v = read_pkl(path).with_context(|| format!("reading {}", path.display()))?;
-    let labels = match &v {
-        PyValue::Array(a) if a.shape.len() <= 1 || a.shape.iter().skip(1).all(|&s| s == 1) => a
-            .to_i64()
-            .map_err(|e| anyhow::anyhow!("{}: state labels: {e}", path.display()))?,
-        PyValue::Array(a) => bail!(
-            "{}: state labels must be one integer per image, found an array of shape {:?}",
-            path.display(),
-            a.shape
-        ),
-        _ => bail!(
-            "{}: state labels must be an integer numpy array (one per image)",
+    let (shape, labels) = load_int_array(path, "state labels")?;
+    if shape.iter().skip(1).any(|&s| s != 1) {
+        bail!(
+            "{}: state labels must be one integer per image, found an array of shape {shape:?}",
             path.display()
-        ),
-    };
+        );
+    }
     if labels.len() != n {
         bail!(
             "{} has {} state labels but the pose files hold {n} images",

@@ -109,10 +109,11 @@ pub fn compute_ctf_into(freqs: &[[f32; 2]], ctf: &Ctf, out: &mut [f32]) {
             two_pi * (-0.5 * df * lam * s2 + cs_lam3 * (s2 * s2)) - phase
         })
         .collect();
-    let (mut sing, mut cosg) = (vec![0.0; gamma.len()], vec![0.0; gamma.len()]);
-    crate::backend::cpu::trig::sin_cos(&gamma, &mut sing, &mut cosg);
-    for ((o, f), (&sg, &cg)) in out.iter_mut().zip(freqs).zip(sing.iter().zip(&cosg)) {
-        let mut c = sqrt_1mw2 * sg - w * cg;
+    // sin γ straight into `out`, then combined in place.
+    let mut cosg = vec![0.0; gamma.len()];
+    crate::backend::cpu::trig::sin_cos(&gamma, out, &mut cosg);
+    for ((o, f), &cg) in out.iter_mut().zip(freqs).zip(&cosg) {
+        let mut c = sqrt_1mw2 * *o - w * cg;
         if let Some(sf) = ctf.scalefactor {
             c *= sf;
         }

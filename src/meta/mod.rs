@@ -483,22 +483,7 @@ impl CtfParams {
 /// Read an index .pkl (integer array) as 0-based positions, checking each is in `0..n`.
 pub fn load_indices(path: impl AsRef<Path>, n: usize) -> Result<Vec<usize>> {
     let path = path.as_ref();
-    let v = read_pkl(path)?;
-    let a = match &v {
-        PyValue::Array(a) => a,
-        other => {
-            return Err(Error::format(
-                path,
-                format!(
-                    "index file: expected an integer numpy array, found {}",
-                    py_kind(other)
-                ),
-            ))
-        }
-    };
-    let raw = a
-        .to_i64()
-        .map_err(|e| Error::format(path, format!("index file: {e}")))?;
+    let (_, raw) = load_int_array(path, "index file")?;
     raw.iter()
         .map(|&i| {
             if i >= 0 && (i as usize) < n {
@@ -511,6 +496,28 @@ pub fn load_indices(path: impl AsRef<Path>, n: usize) -> Result<Vec<usize>> {
             }
         })
         .collect()
+}
+
+/// The shape and the values of a .pkl holding one integer numpy array; `what` names the file's
+/// role in the errors (which also name the file).
+pub fn load_int_array(path: &Path, what: &str) -> Result<(Vec<usize>, Vec<i64>)> {
+    let v = read_pkl(path)?;
+    let a = match &v {
+        PyValue::Array(a) => a,
+        other => {
+            return Err(Error::format(
+                path,
+                format!(
+                    "{what}: expected an integer numpy array, found {}",
+                    py_kind(other)
+                ),
+            ))
+        }
+    };
+    let raw = a
+        .to_i64()
+        .map_err(|e| Error::format(path, format!("{what}: {e}")))?;
+    Ok((a.shape.clone(), raw))
 }
 
 /// Write an index .pkl (int64 array) atomically.

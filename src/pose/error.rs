@@ -293,17 +293,7 @@ pub fn pose_error_per_state(
     for (i, &l) in labels.iter().enumerate() {
         groups.entry(l).or_default().push(i);
     }
-    let ga: Mat3 = [
-        global.align[0][0],
-        global.align[0][1],
-        global.align[0][2],
-        global.align[1][0],
-        global.align[1][1],
-        global.align[1][2],
-        global.align[2][0],
-        global.align[2][1],
-        global.align[2][2],
-    ];
+    let ga: Mat3 = global.align.concat().try_into().expect("3 × 3");
     let (mut states, mut skipped) = (Vec::new(), Vec::new());
     let (mut frob, mut deg, mut px) = (Vec::new(), Vec::new(), Vec::new());
     for (label, ind) in groups {

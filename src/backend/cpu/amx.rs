@@ -873,9 +873,10 @@ impl Block<'_> {
                                 2 * ld,
                             );
                         }
-                        if let (Some((ps, pi, pj, po)), Some(cr)) = (pending, c.as_deref_mut()) {
+                        if let (Some((ps, pi, pj, po)), Some(cr)) =
+                            (pending.take(), c.as_deref_mut())
+                        {
                             self.epilogue(&tmp[ps], pi, pj, &mut cr[po..]);
-                            pending = None;
                         }
                         match (c.as_deref_mut(), acc.as_deref_mut()) {
                             (Some(cr), _) => {
