@@ -264,22 +264,22 @@ fn write_states(path: &Path, s: &PerStateReport) -> anyhow::Result<()> {
 /// Per state: the median rotation error after the state's own alignment and under the global
 /// alignment, and the angle of the state's frame against the global one (degrees, one axis).
 fn plot_states(path: &Path, s: &PerStateReport, global: &PoseErrorReport) -> anyhow::Result<()> {
-    // (label, median error aligned alone, frame angle, median error under the global alignment)
-    let rows: Vec<(f64, f64, f64, f64)> = s
+    // [label, median error aligned alone, frame angle, median error under the global alignment]
+    let rows: Vec<[f64; 4]> = s
         .states
         .iter()
         .map(|st| {
             let g: Vec<f64> = st.images.iter().map(|&i| global.rot_deg[i]).collect();
-            (
+            [
                 st.label as f64,
                 st.report.median_rot_deg,
                 st.frame_deg.unwrap_or(f64::NAN),
                 percentile(&g, 50.0),
-            )
+            ]
         })
         .collect();
-    let x0 = rows.iter().map(|r| r.0).fold(f64::INFINITY, f64::min);
-    let x1 = rows.iter().map(|r| r.0).fold(f64::NEG_INFINITY, f64::max);
+    let x0 = rows.iter().map(|r| r[0]).fold(f64::INFINITY, f64::min);
+    let x1 = rows.iter().map(|r| r[0]).fold(f64::NEG_INFINITY, f64::max);
     let (x0, x1) = if x1 > x0 {
         (x0 - 0.5, x1 + 0.5)
     } else {
@@ -287,7 +287,7 @@ fn plot_states(path: &Path, s: &PerStateReport, global: &PoseErrorReport) -> any
     };
     let ytop = rows
         .iter()
-        .flat_map(|r| [r.1, r.2, r.3])
+        .flat_map(|r| r[1..].to_vec())
         .filter(|v| v.is_finite())
         .fold(0.0f64, f64::max)
         .max(1e-3)
@@ -315,28 +315,28 @@ fn plot_states(path: &Path, s: &PerStateReport, global: &PoseErrorReport) -> any
             .axis_desc_style((FONT, 20))
             .light_line_style(RGBColor(235, 235, 235))
             .draw()?;
-        let err: Vec<(f64, f64)> = rows.iter().map(|r| (r.0, r.1)).collect();
-        chart
-            .draw_series(LineSeries::new(err.clone(), TAB10[0].stroke_width(2)))?
-            .label("median rotation error, state aligned alone")
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], TAB10[0].stroke_width(2)));
-        chart.draw_series(err.iter().map(|&p| Circle::new(p, 4, TAB10[0].filled())))?;
-        let frame: Vec<(f64, f64)> = rows
-            .iter()
-            .filter(|r| r.2.is_finite())
-            .map(|r| (r.0, r.2))
-            .collect();
-        chart
-            .draw_series(LineSeries::new(frame.clone(), TAB10[1].stroke_width(2)))?
-            .label("state's frame against the global alignment")
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], TAB10[1].stroke_width(2)));
-        chart.draw_series(frame.iter().map(|&p| Circle::new(p, 4, TAB10[1].filled())))?;
-        let glob: Vec<(f64, f64)> = rows.iter().map(|r| (r.0, r.3)).collect();
-        chart
-            .draw_series(LineSeries::new(glob.clone(), TAB10[2].stroke_width(2)))?
-            .label("median rotation error, one global alignment")
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], TAB10[2].stroke_width(2)));
-        chart.draw_series(glob.iter().map(|&p| Circle::new(p, 4, TAB10[2].filled())))?;
+        // (legend, column of `rows`)
+        let series = [
+            ("median rotation error, state aligned alone", 1),
+            ("state's frame against the global alignment", 2),
+            ("median rotation error, one global alignment", 3),
+        ];
+        for (k, (label, col)) in series.into_iter().enumerate() {
+            // (the frame is missing, NaN, for states aligned in the other hand)
+            let pts: Vec<(f64, f64)> = rows
+                .iter()
+                .map(|r| (r[0], r[col]))
+                .filter(|p| p.1.is_finite())
+                .collect();
+            let color = TAB10[k];
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
+                .label(label)
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+        }
         chart
             .configure_series_labels()
             .background_style(WHITE.mix(0.8))
