@@ -411,28 +411,23 @@ pub(super) fn backward(
     }
     for (acc, db) in partial {
         for (l, layer) in layers.iter().enumerate() {
-            if storing && l < nh {
-                grads[l]
-                    .1
-                    .iter_mut()
-                    .zip(&db[l])
-                    .for_each(|(d, &a)| *d += a);
-                continue;
-            }
-            // hidden layers' sums are padded to whole 32-column blocks, the output layer's not
-            let np = if l < nh {
-                layer.n_in.div_ceil(32) * 32
-            } else {
-                layer.n_in
-            };
             let (dw, dbl) = &mut grads[l];
-            for (o, row) in dw[..layer.n_out * layer.n_in]
-                .chunks_exact_mut(layer.n_in)
-                .enumerate()
-            {
-                row.iter_mut()
-                    .zip(&acc[l][o * np..])
-                    .for_each(|(d, &a)| *d += a);
+            // With g stored, the hidden layers' dW came from the whole GEMMs above.
+            if !(storing && l < nh) {
+                // hidden layers' sums are padded to whole 32-column blocks, the output layer's not
+                let np = if l < nh {
+                    layer.n_in.div_ceil(32) * 32
+                } else {
+                    layer.n_in
+                };
+                for (o, row) in dw[..layer.n_out * layer.n_in]
+                    .chunks_exact_mut(layer.n_in)
+                    .enumerate()
+                {
+                    row.iter_mut()
+                        .zip(&acc[l][o * np..])
+                        .for_each(|(d, &a)| *d += a);
+                }
             }
             dbl.iter_mut().zip(&db[l]).for_each(|(d, &a)| *d += a);
         }
