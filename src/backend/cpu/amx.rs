@@ -544,8 +544,105 @@ pub fn gemm(
         }
         return true;
     }
-    run(m, k, n, a, b, epi, beta, c);
+    run(m, k, n, ASrc::View(a), b, epi, beta, c);
     true
+}
+
+/// Length (u16) of [`pack_at_groups`]'s layout for `k` samples and `m` features.
+pub fn at_len(k: usize, m: usize) -> usize {
+    k.div_ceil(32) * round_up(m, 32) * 32
+}
+
+/// A = Xᵀ as bf16 in groups of 32 samples, for [`gemm_at`]: X (`rows` × `cols`, row-major
+/// f32) holds one sample per row; group q (samples 32q..32q+32) is A's ⌈cols/32⌉·32 rows ×
+/// 32 columns, row-major (64 bytes a row), zero past `rows` and `cols`, the groups one after
+/// another in `dst` (at least [`at_len`]`(rows, cols)` long). Rounded as [`bf16_bits`]: the
+/// values [`gemm`]'s own packing of the view Xᵀ gives.
+///
+/// Packing a chunk of samples while it is in cache, instead of transposing the whole X when
+/// the product runs, which reads X from memory 16 features (one cache line) per row at a
+/// stride of a whole row.
+///
+/// # Panics
+/// If AMX is not [`available`] or a buffer is too short.
+pub fn pack_at_groups(x: &[f32], rows: usize, cols: usize, dst: &mut [u16]) {
+    assert!(available(), "amx pack: AMX not available");
+    assert!(
+        x.len() >= rows * cols,
+        "amx pack: X shorter than rows × cols"
+    );
+    let mp = round_up(cols, 32);
+    assert!(dst.len() >= at_len(rows, cols), "amx pack: groups");
+    let xv = View {
+        buf: &x[..rows * cols],
+        rs: 1,
+        cs: cols,
+    };
+    let vec_cols = cols / 16 * 16;
+    for (q, grp) in dst[..at_len(rows, cols)]
+        .chunks_exact_mut(mp * 32)
+        .enumerate()
+    {
+        let (p, pn) = (32 * q, (rows - 32 * q).min(32));
+        #[cfg(target_arch = "x86_64")]
+        for i in (0..vec_cols).step_by(16) {
+            // SAFETY: AVX-512 (available() asserted); samples p..p+pn < rows and features
+            // i..i+16 ≤ cols of X; 16 rows of 32 at `i·32` inside the group's mp·32.
+            unsafe { pack_at_16x32(xv, i, p, pn, 32, &mut grp[i * 32..]) };
+        }
+        // Features past the last whole 16 (and the padding rows): one value at a time.
+        for (f, row) in grp.chunks_exact_mut(32).enumerate().skip(vec_cols) {
+            for (s, v) in row.iter_mut().enumerate() {
+                *v = match f < cols && s < pn {
+                    true => bf16_bits(xv.at(f, p + s)),
+                    false => 0,
+                };
+            }
+        }
+    }
+}
+
+/// C (m × n, row-major) = A·B + β·C with A (m × k) given as [`pack_at_groups`] of its
+/// transpose (k × m): the same blocks, rounding and sums as [`gemm`] on that view, so the
+/// result is the same bit for bit. Returns `false` (C untouched) when AMX is not
+/// [`available`].
+///
+/// # Panics
+/// If `at`, the view or C is too short for the shapes.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_at(
+    m: usize,
+    k: usize,
+    n: usize,
+    at: &[u16],
+    b: View<'_>,
+    beta: f32,
+    c: &mut [f32],
+) -> bool {
+    if !available() {
+        return false;
+    }
+    assert!(at.len() >= at_len(k, m), "amx gemm_at: packed A");
+    assert!(fits(&b, k, n), "amx gemm_at: B out of bounds");
+    assert!(c.len() >= m * n, "amx gemm_at: C out of bounds");
+    if m == 0 || n == 0 {
+        return true;
+    }
+    let c = &mut c[..m * n];
+    if k == 0 {
+        c.iter_mut().for_each(|x| *x *= beta);
+        return true;
+    }
+    run(m, k, n, ASrc::Groups(at), b, Epilogue::default(), beta, c);
+    true
+}
+
+/// Where a product's A comes from: a view packed block by block as the product runs, or
+/// [`pack_at_groups`]'s layout.
+#[derive(Clone, Copy)]
+enum ASrc<'a> {
+    View(View<'a>),
+    Groups(&'a [u16]),
 }
 
 /// B (k × n) packed once for [`gemm_rows`]: all of k (≤ [`KC`]) in one VNNI panel, shared by
@@ -699,7 +796,7 @@ fn run_panel(
     c: Option<&mut [f32]>,
 ) {
     Block {
-        a,
+        a: ASrc::View(a),
         m,
         n: b.n,
         np: b.np,
@@ -717,7 +814,7 @@ fn run_panel(
 
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
-fn run(_: usize, _: usize, _: usize, _: View, _: View, _: Epilogue<f32>, _: f32, _: &mut [f32]) {
+fn run(_: usize, _: usize, _: usize, _: ASrc, _: View, _: Epilogue<f32>, _: f32, _: &mut [f32]) {
     unreachable!("available() is false off x86_64")
 }
 
@@ -727,7 +824,7 @@ fn run(
     m: usize,
     k: usize,
     n: usize,
-    a: View<'_>,
+    a: ASrc<'_>,
     b: View<'_>,
     epi: Epilogue<'_, f32>,
     beta: f32,
@@ -787,7 +884,7 @@ fn run(
 /// One k-chunk of the product, shared by the row-block tasks.
 #[cfg(target_arch = "x86_64")]
 struct Block<'a> {
-    a: View<'a>,
+    a: ASrc<'a>,
     m: usize,
     n: usize,
     np: usize,
@@ -824,14 +921,33 @@ impl Block<'_> {
         assert!(self.bp.len() >= klp / 2 * ld, "amx gemm: packed B");
         ABUF.with(|cell| {
             let mut abuf = cell.borrow_mut();
-            if abuf.len() < 32 * klp * blocks {
-                abuf.resize(32 * klp * blocks, 0);
-            }
-            for g in 0..blocks {
-                let dst = &mut abuf[32 * klp * g..32 * klp * (g + 1)];
-                // SAFETY: only reached through `gemm`, after available() checked AVX-512.
-                unsafe { pack_a(self.a, self.m, r0 + 32 * g, self.k0, self.kl, klp, dst) };
-            }
+            // A's 32 × 32 bf16 block at (row block g, k step s) is at a0 + g·ag + s·as_, rows
+            // `lda` bytes apart.
+            let (a0, ag, as_, lda): (*const u16, usize, usize, usize) = match self.a {
+                ASrc::View(a) => {
+                    if abuf.len() < 32 * klp * blocks {
+                        abuf.resize(32 * klp * blocks, 0);
+                    }
+                    for g in 0..blocks {
+                        let dst = &mut abuf[32 * klp * g..32 * klp * (g + 1)];
+                        // SAFETY: only reached through `gemm`, after available() checked
+                        // AVX-512.
+                        unsafe { pack_a(a, self.m, r0 + 32 * g, self.k0, self.kl, klp, dst) };
+                    }
+                    (abuf.as_ptr(), 32 * klp, 32, 2 * klp)
+                }
+                ASrc::Groups(at) => {
+                    let mp = round_up(self.m, 32);
+                    // groups k0/32 .. (k0 + klp)/32, row blocks r0/32 .. r0/32 + blocks ≤ mp/32
+                    assert!(
+                        at.len() >= (self.k0 + klp) / 32 * mp * 32,
+                        "amx gemm: packed A groups"
+                    );
+                    // SAFETY: inside `at` (asserted).
+                    let a0 = unsafe { at.as_ptr().add((self.k0 / 32 * mp + r0) * 32) };
+                    (a0, 32 * 32, mp * 32, 64)
+                }
+            };
             // Two staging blocks: a block's epilogue waits until the next block's tile products
             // have been issued, so that the vector work runs while the AMX unit computes.
             let mut tmp = [[0f32; 32 * 32]; 2];
@@ -863,11 +979,11 @@ impl Block<'_> {
                             }
                             _ => tiles::zero_c(),
                         }
-                        let ab = abuf.as_ptr().add(32 * klp * g);
+                        let ab = a0.add(ag * g);
                         for s in 0..klp / 32 {
                             tiles::step(
-                                ab.add(32 * s),
-                                2 * klp,
+                                ab.add(as_ * s),
+                                lda,
                                 p0.add(16 * ld * s),
                                 p1.add(16 * ld * s),
                                 2 * ld,
@@ -959,6 +1075,51 @@ mod tests {
         assert_eq!(bf16_value(bf16_bits(1.0 + 1.0 / 256.0)), 1.0);
         assert_eq!(bf16_value(bf16_bits(1.0 + 3.0 / 256.0)), 1.0 + 4.0 / 256.0);
         assert_eq!(bf16_value(bf16_bits(-2.5)), -2.5);
+    }
+
+    /// gemm_at on X packed in pieces by pack_at_groups equals gemm on the view Xᵀ bit for bit
+    /// (ragged m, k and n; several k-chunks; features not a multiple of 16).
+    #[test]
+    fn prepacked_transpose_matches_gemm_bit_for_bit() {
+        if !available() {
+            eprintln!("AMX not available on this CPU: skipped");
+            return;
+        }
+        let mut s = 99u64;
+        let mut rnd = || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        for &(m, k, n) in &[(33, 45, 17), (64, 2100, 40), (264, 100, 50), (8, 5, 3)] {
+            // X: k samples × m features; A = Xᵀ (m × k).
+            let x: Vec<f32> = (0..k * m).map(|_| rnd()).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
+            let old: Vec<f32> = (0..m * n).map(|_| rnd()).collect();
+            let bv = View {
+                buf: &b,
+                rs: n,
+                cs: 1,
+            };
+            // Packed in two pieces: the first 64 samples (or all), then the rest.
+            let mut at = vec![0xffffu16; at_len(k, m)];
+            let cut = k.min(64);
+            pack_at_groups(&x[..cut * m], cut, m, &mut at);
+            pack_at_groups(&x[cut * m..], k - cut, m, &mut at[at_len(cut, m)..]);
+            for beta in [0.0f32, 1.0] {
+                let mut want = old.clone();
+                let av = View {
+                    buf: &x,
+                    rs: 1,
+                    cs: m,
+                };
+                assert!(gemm(m, k, n, av, bv, Epilogue::default(), beta, &mut want));
+                let mut got = old.clone();
+                assert!(gemm_at(m, k, n, &at, bv, beta, &mut got));
+                assert!(got == want, "{m}x{k}x{n} β {beta}: differs from gemm");
+            }
+        }
     }
 
     #[test]

@@ -423,17 +423,22 @@ fn backward_rows<T: CpuFloat>(
         None => None,
     };
     // Wide layers keep each layer's g whole for one dW GEMM per layer (mlp_rows::stores_g).
+    // (bf16 in f32 buffers of half the length, from the backend's pool)
     let mut gstore: Vec<Vec<T>> = Vec::new();
     if mlp_rows::stores_g(layers) {
         for l in &layers[..layers.len() - 1] {
-            match be.alloc(n * l.n_out) {
+            match be.alloc(mlp_rows::stored_g_len(n, l).div_ceil(2)) {
                 Ok(g) => gstore.push(g),
                 Err(_) => return false,
             }
         }
     }
     let done = {
-        let mut gs: Vec<&mut [f32]> = gstore.iter_mut().filter_map(|g| T::f32s_mut(g)).collect();
+        let mut gs: Vec<&mut [u16]> = gstore
+            .iter_mut()
+            .filter_map(|g| T::f32s_mut(g))
+            .map(bytemuck::cast_slice_mut)
+            .collect();
         let gs = (!gs.is_empty()).then_some(&mut gs[..]);
         mlp_rows::backward(layers, x32, &hs, dy32, n, *rc, &mut grads, dx, gs)
     };
@@ -466,7 +471,9 @@ mod tests {
         let two = [(w0, h, false), (h, h, true), (h, 2, false)];
         // Wider than 256: each hidden layer's g is kept whole for one dW GEMM per layer.
         let wide = [(w0, 288, false), (288, 288, true), (288, 2, false)];
-        for dims in [&three[..], &two[..], &wide[..]] {
+        // ... and with a width that is not a multiple of 16 (the stored g's ragged features).
+        let ragged = [(w0, 264, false), (264, 264, true), (264, 2, false)];
+        for dims in [&three[..], &two[..], &wide[..], &ragged[..]] {
             check_row_chunked(dims, n, col0, &val);
         }
     }

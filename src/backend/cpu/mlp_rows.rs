@@ -68,12 +68,18 @@ pub(super) fn chunk_rows(layers: &[Layer<'_>], n: usize) -> Option<usize> {
     (n >= 4 * rc).then_some(rc)
 }
 
-/// Whether [`backward`] keeps each hidden layer's g whole (N × n_out, given by the caller) and
-/// computes dW_l as one whole-matrix GEMM per layer after the chunks, instead of per-task
-/// sums: for hidden layers wider than 256, where the per-task dW sums cost more than they save.
+/// Whether [`backward`] keeps each hidden layer's g whole (N × n_out, as bf16 in
+/// [`amx::pack_at_groups`]'s layout, given by the caller: [`stored_g_len`]) and computes dW_l
+/// as one whole-matrix GEMM per layer after the chunks, instead of per-task sums: for hidden
+/// layers wider than 256, where the per-task dW sums cost more than they save.
 pub(super) fn stores_g(layers: &[Layer<'_>]) -> bool {
     let hidden = &layers[..layers.len().saturating_sub(1)];
     hidden.iter().any(|l| l.n_in.max(l.n_out) > 256)
+}
+
+/// Length (u16) of one hidden layer's stored g for N rows ([`stores_g`]).
+pub(super) fn stored_g_len(n: usize, layer: &Layer<'_>) -> usize {
+    amx::at_len(n, layer.n_out)
 }
 
 /// The forward in chunks of `rc` rows: h_l = ReLU(h_{l−1}·W_lᵀ + b_l (+ h_{l−1} if residual))
@@ -233,7 +239,7 @@ pub(super) fn backward(
     rc: usize,
     grads: &mut [Grad<'_>],
     dx: Option<(&mut [f32], usize)>,
-    mut gstore: Option<&mut [&mut [f32]]>,
+    mut gstore: Option<&mut [&mut [u16]]>,
 ) -> bool {
     let Some((top, hidden)) = layers.split_last() else {
         return false;
@@ -245,8 +251,12 @@ pub(super) fn backward(
     );
     if let Some(gs) = gstore.as_deref() {
         assert!(
-            gs.len() == nh && gs.iter().zip(hidden).all(|(g, l)| g.len() >= n * l.n_out),
-            "mlp rows: one stored gradient (N × n_out) per hidden layer"
+            gs.len() == nh
+                && gs
+                    .iter()
+                    .zip(hidden)
+                    .all(|(g, l)| g.len() >= stored_g_len(n, l)),
+            "mlp rows: one stored gradient per hidden layer"
         );
     }
     assert!(rc > 0, "mlp rows: chunk rows");
@@ -291,10 +301,12 @@ pub(super) fn backward(
     };
     // Each task's rows of the stored gradients (one slice per hidden layer), when storing.
     let storing = gstore.is_some();
-    let mut g_parts: Vec<Vec<&mut [f32]>> = (0..ntask).map(|_| Vec::new()).collect();
+    // (task_rows is a multiple of 32: one task's rows are whole groups of the layout)
+    let mut g_parts: Vec<Vec<&mut [u16]>> = (0..ntask).map(|_| Vec::new()).collect();
     if let Some(gs) = gstore.as_deref_mut() {
         for (g, l) in gs.iter_mut().zip(hidden) {
-            for (t, s) in g[..n * l.n_out].chunks_mut(task_rows * l.n_out).enumerate() {
+            let per_task = amx::at_len(task_rows, l.n_out);
+            for (t, s) in g[..stored_g_len(n, l)].chunks_mut(per_task).enumerate() {
                 g_parts[t].push(s);
             }
         }
@@ -321,15 +333,10 @@ pub(super) fn backward(
                 let rows = (n - r0).min(rc);
                 let off = r0 - r_task;
                 let h_top = &hs[nh - 1][r0 * top.n_in..][..rows * top.n_in];
-                // g of a hidden layer on this chunk: the task's rows of its stored G, or one of
-                // two chunk buffers taken in turn (bufs[cur]).
-                let g_top: &mut [f32] = match storing {
-                    true => &mut gp[nh - 1][off * top.n_in..][..rows * top.n_in],
-                    false => {
-                        bufs[0].resize(rows * top.n_in, 0.0);
-                        &mut bufs[0]
-                    }
-                };
+                // g of a hidden layer on this chunk: one of two chunk buffers taken in turn
+                // (bufs[cur]).
+                bufs[0].resize(rows * top.n_in, 0.0);
+                let g_top = &mut bufs[0][..];
                 // SAFETY: AVX-512 F (amx::available() checked above implies it).
                 unsafe {
                     top_backward(
@@ -350,19 +357,17 @@ pub(super) fn backward(
                         _ => &hs[l - 1][r0 * ni..][..rows * ni],
                     };
                     // This layer's g, and where the next one goes (none below layer 0).
-                    let (gc, next): (&[f32], Option<&mut [f32]>) = if storing {
-                        let (below, here) = gp.split_at_mut(l);
-                        let next = below.last_mut().map(|b| &mut b[off * ni..][..rows * ni]);
-                        (&here[0][off * no..][..rows * no], next)
+                    let [b0, b1] = &mut bufs;
+                    let (g, next) = if cur == 0 { (b0, b1) } else { (b1, b0) };
+                    if l > 0 {
+                        next.resize(rows * ni, 0.0);
+                    }
+                    let (gc, next) = (&g[..rows * no], (l > 0).then_some(&mut next[..]));
+                    if storing {
+                        // (off is a multiple of rc, itself of 32: whole groups)
+                        let dst = &mut gp[l][amx::at_len(off, no)..];
+                        amx::pack_at_groups(gc, rows, no, dst);
                     } else {
-                        let [b0, b1] = &mut bufs;
-                        let (g, next) = if cur == 0 { (b0, b1) } else { (b1, b0) };
-                        if l > 0 {
-                            next.resize(rows * ni, 0.0);
-                        }
-                        (&g[..], (l > 0).then_some(&mut next[..]))
-                    };
-                    if !storing {
                         let gt = View {
                             buf: gc,
                             rs: 1,
@@ -391,21 +396,17 @@ pub(super) fn backward(
         })
         .collect();
     if let Some(gs) = gstore.as_deref() {
-        // dW_l += Gᵀ·h_{l−1} over all N rows: the whole-matrix path's GEMM on the same operands.
+        // dW_l += Gᵀ·h_{l−1} over all N rows: the whole-matrix path's GEMM on the same operands
+        // (G packed as that GEMM packs the view Gᵀ).
         for (l, layer) in hidden.iter().enumerate() {
             let (ni, no) = (layer.n_in, layer.n_out);
-            let gt = View {
-                buf: &gs[l][..n * no],
-                rs: 1,
-                cs: no,
-            };
             let h_in: &[f32] = if l == 0 { x } else { hs[l - 1] };
             let hv = View {
                 buf: &h_in[..n * ni],
                 rs: ni,
                 cs: 1,
             };
-            let done = amx::gemm(no, n, ni, gt, hv, Epilogue::default(), 1.0, grads[l].0);
+            let done = amx::gemm_at(no, n, ni, gs[l], hv, 1.0, grads[l].0);
             assert!(done, "mlp rows: AMX available (checked above)");
         }
     }
