@@ -17,8 +17,9 @@
 //!   backward, Adam) — what an epoch does N/B times. Roofline: the sum of the two above.
 //!   `train_step/cpu-mixed/<h>x3`: the same with the MLP GEMMs in bf16 on AMX tiles (`--amp`).
 //! - `gemm_peak/cpu-bf16-amx/2048x2048x2048`: our AMX bf16 GEMM on the same product (see the
-//!   f32 peak for the denominator of "% of peak"); `gemm_layer/{cpu-f32,cpu-bf16-amx}/<h>`: the three GEMMs of one hidden layer at
-//!   the training shape.
+//!   f32 peak for the denominator of "% of peak").
+//! - `gemm_layer/{cpu-f32,cpu-bf16-amx}/<h>`: the three GEMMs of one hidden layer at the
+//!   training shape.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use cryofield::autodiff::{ParamStore, Tape, Tensor};

@@ -370,6 +370,14 @@ fn run_cli(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
     )
 }
 
+/// The planted prediction and truth saved as `dir`/pred.pkl and `dir`/true.pkl.
+fn save_pair(dir: &std::path::Path, p: &Planted) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (pred, truth) = (dir.join("pred.pkl"), dir.join("true.pkl"));
+    p.pred.save(&pred).unwrap();
+    p.truth.save(&truth).unwrap();
+    (pred, truth)
+}
+
 fn os<P: AsRef<std::ffi::OsStr> + ?Sized>(p: &P) -> &std::ffi::OsStr {
     p.as_ref()
 }
@@ -378,9 +386,7 @@ fn os<P: AsRef<std::ffi::OsStr> + ?Sized>(p: &P) -> &std::ffi::OsStr {
 fn cli_writes_outputs_and_names_bad_files() {
     let dir = tempfile::tempdir().unwrap();
     let p = planted(500, 2.0, 0.1, true, 1.0, 19);
-    let (pred, truth) = (dir.path().join("pred.pkl"), dir.path().join("true.pkl"));
-    p.pred.save(&pred).unwrap();
-    p.truth.save(&truth).unwrap();
+    let (pred, truth) = save_pair(dir.path(), &p);
     let out = dir.path().join("out");
     let (ok, stdout, stderr) = run_cli(&[
         os(&pred),
@@ -483,9 +489,7 @@ fn cli_writes_outputs_and_names_bad_files() {
 fn cli_per_state_alignment() {
     let dir = tempfile::tempdir().unwrap();
     let p = planted(400, 1.0, 0.0, false, 0.5, 23);
-    let (pred, truth) = (dir.path().join("pred.pkl"), dir.path().join("true.pkl"));
-    p.pred.save(&pred).unwrap();
-    p.truth.save(&truth).unwrap();
+    let (pred, truth) = save_pair(dir.path(), &p);
     let labels = dir.path().join("labels.pkl");
     let lab: Vec<usize> = (0..400).map(|i| i % 4).collect();
     cryofield::meta::save_indices(&labels, &lab).unwrap();

@@ -531,8 +531,25 @@ pub fn gemm(
     assert!(fits(&a, m, k), "amx gemm: A out of bounds");
     assert!(fits(&b, k, n), "amx gemm: B out of bounds");
     assert!(c.len() >= m * n, "amx gemm: C out of bounds");
+    product(m, k, n, ASrc::View(a), b, epi, beta, c);
+    true
+}
+
+/// The checked product of [`gemm`] and [`gemm_at`]: nothing for an empty C, the epilogue of
+/// zero sums for k = 0, else [`run`].
+#[allow(clippy::too_many_arguments)]
+fn product(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: ASrc<'_>,
+    b: View<'_>,
+    epi: Epilogue<'_, f32>,
+    beta: f32,
+    c: &mut [f32],
+) {
     if m == 0 || n == 0 {
-        return true;
+        return;
     }
     let c = &mut c[..m * n];
     if k == 0 {
@@ -542,10 +559,9 @@ pub fn gemm(
             epilogue_row(&epi, beta, i, 0, n, row, &mut v);
             row.copy_from_slice(&v);
         }
-        return true;
+        return;
     }
-    run(m, k, n, ASrc::View(a), b, epi, beta, c);
-    true
+    run(m, k, n, a, b, epi, beta, c);
 }
 
 /// Length (u16) of [`pack_at_groups`]'s layout for `k` samples and `m` features.
@@ -625,15 +641,7 @@ pub fn gemm_at(
     assert!(at.len() >= at_len(k, m), "amx gemm_at: packed A");
     assert!(fits(&b, k, n), "amx gemm_at: B out of bounds");
     assert!(c.len() >= m * n, "amx gemm_at: C out of bounds");
-    if m == 0 || n == 0 {
-        return true;
-    }
-    let c = &mut c[..m * n];
-    if k == 0 {
-        c.iter_mut().for_each(|x| *x *= beta);
-        return true;
-    }
-    run(m, k, n, ASrc::Groups(at), b, Epilogue::default(), beta, c);
+    product(m, k, n, ASrc::Groups(at), b, Epilogue::default(), beta, c);
     true
 }
 
@@ -1052,6 +1060,17 @@ impl Block<'_> {
 mod tests {
     use super::*;
 
+    /// A seeded LCG: values in [−0.5, 0.5).
+    fn uniform(seed: u64) -> impl FnMut() -> f32 {
+        let mut s = seed;
+        move || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        }
+    }
+
     /// The bf16-rounded product in f64, the exact value the kernel approximates.
     fn reference(m: usize, k: usize, n: usize, a: View<'_>, b: View<'_>) -> Vec<f64> {
         let mut c = vec![0f64; m * n];
@@ -1085,13 +1104,7 @@ mod tests {
             eprintln!("AMX not available on this CPU: skipped");
             return;
         }
-        let mut s = 99u64;
-        let mut rnd = || {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-        };
+        let mut rnd = uniform(99);
         for &(m, k, n) in &[(33, 45, 17), (64, 2100, 40), (264, 100, 50), (8, 5, 3)] {
             // X: k samples × m features; A = Xᵀ (m × k).
             let x: Vec<f32> = (0..k * m).map(|_| rnd()).collect();
@@ -1128,13 +1141,7 @@ mod tests {
             eprintln!("AMX not available on this CPU: skipped");
             return;
         }
-        let mut s = 12345u64;
-        let mut rnd = || {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-        };
+        let mut rnd = uniform(12345);
         // (m, k, n): ragged edges, several k-chunks, thin shapes.
         for &(m, k, n) in &[
             (1, 1, 1),
