@@ -9,8 +9,13 @@
 //! - Tiles: C is computed in 32×32 blocks held in four 16×16 f32 tiles (tmm0–3), with two A
 //!   tiles (16 rows × 32 k, tmm4–5) and two B tiles (16 k-pairs × 16 columns, VNNI layout,
 //!   tmm6–7) per 32-wide step of k: four `TDPBF16PS` per eight tile registers.
-//! - B is packed once per call (per k-chunk) into 16-column panels, zero-padded to whole tiles;
-//!   A is converted per 32-row block by the thread that owns the block, zero-padded likewise.
+//! - Operands are packed tile by tile: every 16 × 64-byte tile is 1 KiB of its own (row stride
+//!   64 bytes), so a tile load reads 16 consecutive cache lines. B is packed once per call (per
+//!   k-chunk), step by step of k ([`b_idx`]); A is converted per 32-row block by the thread that
+//!   owns the block, its two tiles per step side by side ([`a_idx`]); both zero-padded to whole
+//!   tiles.
+//! - k steps run in pairs, the second with its loads and products in mirrored order
+//!   ([`tiles::step2`]).
 //! - k is cut into chunks of [`KC`] so that a block's A and the packed B stay cache resident;
 //!   partial sums between chunks live in an f32 buffer, the last chunk writes C directly
 //!   (C = A·B + β·C).
@@ -189,6 +194,56 @@ mod tiles {
         );
     }
 
+    /// Two consecutive 32-wide steps of k, as [`step`] at (a, b0, b1) then at (c, d0, d1), the
+    /// second with its loads and products in mirrored order. Each C tile takes the same
+    /// products in the same order as two [`step`] calls; measured on this machine's AMX unit
+    /// (operands in L1), the pair issues 2.3 against 1.9 TFLOP/s for two plain steps.
+    ///
+    /// # Safety
+    /// As [`step`], for both.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn step2(
+        a: *const u16,
+        b0: *const u16,
+        b1: *const u16,
+        c: *const u16,
+        d0: *const u16,
+        d1: *const u16,
+        lda: usize,
+        ldb: usize,
+    ) {
+        asm!(
+            "tileloadd tmm4, [{a0} + {sa}*1]",
+            "tileloadd tmm6, [{b0} + {sb}*1]",
+            "tileloadd tmm7, [{b1} + {sb}*1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tileloadd tmm5, [{a1} + {sa}*1]",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "tileloadd tmm7, [{d1} + {sb}*1]",
+            "tileloadd tmm6, [{d0} + {sb}*1]",
+            "tileloadd tmm5, [{c1} + {sa}*1]",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tileloadd tmm4, [{c0} + {sa}*1]",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            a0 = in(reg) a,
+            a1 = in(reg) (a as *const u8).add(16 * lda),
+            c0 = in(reg) c,
+            c1 = in(reg) (c as *const u8).add(16 * lda),
+            b0 = in(reg) b0,
+            b1 = in(reg) b1,
+            d0 = in(reg) d0,
+            d1 = in(reg) d1,
+            sa = in(reg) lda,
+            sb = in(reg) ldb,
+            options(nostack, readonly)
+        );
+    }
+
     /// One 32-wide step of k: C += A·B for A the 32 rows × 32 bf16 at `a` (row stride `lda`
     /// bytes) and B the two VNNI tiles at `b0`, `b1` (16 k-pairs × 64 bytes, row stride `ldb`
     /// bytes).
@@ -236,61 +291,95 @@ impl View<'_> {
     }
 }
 
-/// Row length (u16) of packed B for `np` columns: two bf16 per column, plus 64 bytes so that
-/// the 16 rows of a B tile (one per k-pair) do not all fall into the same L1 sets.
-fn ldb(np: usize) -> usize {
-    2 * np + 32
+/// Index in a packed B panel (k-pairs × `np` columns) of k-pair q, column j (the even k's bf16;
+/// the odd one follows): tile by tile, each 16 pairs × 16 columns (1 KiB) contiguous (row
+/// stride 64 bytes), ordered by the step q/16 and then the column tile j/16. A step's tiles
+/// are then one run of `np`·32 u16, which the packing writes in order; tile-contiguous rows
+/// against the row-per-k-pair layout this replaced: one epoch of train-vae 6% (256×3) and 7%
+/// (1024×3) faster, bit-identical (BENCHMARKS.md, session 10).
+#[inline(always)]
+fn b_idx(q: usize, j: usize, np: usize) -> usize {
+    ((q / 16) * (np / 16) + j / 16) * 512 + (q % 16) * 32 + 2 * (j % 16)
 }
 
-/// Packs rows `k0..k0+kl` of B (k × n) in VNNI order, one row per k-pair `q` (of `klp/2`):
-/// `out[q·ldb + 2j + e] = B[k0+2q+e][j]`, zero past n and kl. A B tile for columns
-/// 16p..16p+16 and k-pairs 16s..16s+16 is then 16 rows of 64 bytes at stride `ldb`.
+/// Packs rows `k0..k0+kl` of B (k × n) in VNNI order: k-pair q = (k0+2q, k0+2q+1), column j at
+/// [`b_idx`] (two bf16), zero past n and kl; `out` holds klp × np.
 fn pack_b(b: View<'_>, k0: usize, kl: usize, n: usize, klp: usize, np: usize, out: &mut [u16]) {
-    let ld = ldb(np);
-    out[..klp / 2 * ld]
-        .par_chunks_mut(16 * ld)
+    out[..klp * np]
+        .par_chunks_mut(32 * np)
         .enumerate()
-        // SAFETY: only reached through `gemm`, after available() checked AVX-512.
-        .for_each(|(t, dst)| unsafe { pack_b_rows(b, k0, kl, n, 16 * t, ld, dst) });
+        // SAFETY: only reached through `gemm` or `PackedB::new`, after available() checked
+        // AVX-512.
+        .for_each(|(s, dst)| unsafe { pack_b_step(b, k0, kl, n, np, s, dst) });
 }
 
-/// k-pairs `q0..` of [`pack_b`] into `dst` (whole rows of `ld`).
+/// Step `s` (k-pairs 16s..16s+16) of [`pack_b`] into `dst`, that step's `np`·32 u16 (from
+/// [`b_idx`]`(16s, 0, np)` on).
+///
+/// # Safety
+/// AVX-512 F/BW/VL.
 #[cfg_attr(
     target_arch = "x86_64",
     target_feature(enable = "avx512f,avx512bw,avx512vl")
 )]
-unsafe fn pack_b_rows(
+unsafe fn pack_b_step(
     b: View<'_>,
     k0: usize,
     kl: usize,
     n: usize,
-    q0: usize,
-    ld: usize,
+    np: usize,
+    s: usize,
     dst: &mut [u16],
 ) {
-    for (dq, row) in dst.chunks_mut(ld).enumerate() {
-        let q = q0 + dq;
-        let (ka, kb) = (2 * q, 2 * q + 1);
-        if ka >= kl {
-            row.fill(0);
-            continue; // padding k-pairs
+    let dst = &mut dst[..32 * np];
+    // Index in `dst` of k-pair 16s + q, column j.
+    let at = |q: usize, j: usize| b_idx(q, j, np);
+    // Whole tiles (32 rows of B inside kl, 16 columns inside n, row-major B): the row pairs in
+    // order, B read sequentially, each pair feeding row q of every tile.
+    #[cfg(target_arch = "x86_64")]
+    let whole_cols = if b.cs == 1 && 32 * s + 32 <= kl {
+        use std::arch::x86_64::*;
+        let cols = n / 16 * 16;
+        for q in 0..16 {
+            let r0 = &b.buf[(k0 + 32 * s + 2 * q) * b.rs..][..cols];
+            let r1 = &b.buf[(k0 + 32 * s + 2 * q + 1) * b.rs..][..cols];
+            for j in (0..cols).step_by(16) {
+                let out = &mut dst[at(q, j)..][..32];
+                // SAFETY: AVX-512 (this function's contract); 16 values each (j + 16 ≤ cols),
+                // 64 bytes out.
+                unsafe {
+                    let lo = _mm512_loadu_ps(r0.as_ptr().add(j));
+                    let hi = _mm512_loadu_ps(r1.as_ptr().add(j));
+                    _mm512_storeu_si512(out.as_mut_ptr().cast(), bf16_pairs(lo, hi));
+                }
+            }
         }
-        // One u32 per column: the even row's bf16 in the low half.
-        #[cfg(target_arch = "x86_64")]
-        if b.cs == 1 {
-            let r0 = &b.buf[(k0 + ka) * b.rs..][..n];
-            let r1 = (kb < kl).then(|| &b.buf[(k0 + kb) * b.rs..][..n]);
-            // SAFETY: AVX-512 F (this function's contract); r0, r1 hold n values and row
-            // 2n + padding ≥ 2n u16.
-            unsafe { pack_pair_row(r0, r1, row) };
-            continue;
-        }
-        // Strided B (and targets other than x86_64, where AMX never runs).
-        row.fill(0);
-        for (j, pair) in row[..2 * n].chunks_exact_mut(2).enumerate() {
-            pair[0] = bf16_bits(b.at(k0 + ka, j));
-            if kb < kl {
-                pair[1] = bf16_bits(b.at(k0 + kb, j));
+        cols
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let whole_cols = 0;
+    for q in 0..16 {
+        let (ka, kb) = (32 * s + 2 * q, 32 * s + 2 * q + 1);
+        for j in (whole_cols..np).step_by(16) {
+            let out = &mut dst[at(q, j)..][..32];
+            if ka >= kl || j >= n {
+                out.fill(0); // padding
+                continue;
+            }
+            for (c, pair) in out.chunks_exact_mut(2).enumerate() {
+                let jj = j + c;
+                pair[0] = if jj < n {
+                    bf16_bits(b.at(k0 + ka, jj))
+                } else {
+                    0
+                };
+                pair[1] = if jj < n && kb < kl {
+                    bf16_bits(b.at(k0 + kb, jj))
+                } else {
+                    0
+                };
             }
         }
     }
@@ -322,36 +411,42 @@ fn bf16_pairs(
     )
 }
 
-/// `row[2j], row[2j+1]` = bf16 of `r0[j]`, `r1[j]` (0 without r1) for j < n = r0.len(), as
-/// [`bf16_bits`]; the rest of `row` (padding) = 0.
+/// `dst[i]` = bf16 of `src[i]` for 32 values, rounded as [`bf16_bits`].
 ///
 /// # Safety
-/// AVX-512 F.
+/// AVX-512 F/BW.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn pack_pair_row(r0: &[f32], r1: Option<&[f32]>, row: &mut [u16]) {
+unsafe fn bf16_row32(src: &[f32], dst: &mut [u16]) {
     use std::arch::x86_64::*;
-    let n = r0.len();
-    assert!(
-        row.len() >= 2 * n && r1.is_none_or(|r| r.len() >= n),
-        "amx pack: B row"
+    assert!(src.len() >= 32 && dst.len() >= 32, "amx pack: 32 values");
+    let half = |v: __m512| {
+        let v = _mm512_castps_si512(v);
+        let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(v), _mm512_set1_epi32(1));
+        let r = _mm512_add_epi32(_mm512_add_epi32(v, _mm512_set1_epi32(0x7fff)), odd);
+        _mm512_srli_epi32::<16>(r)
+    };
+    let lo = half(_mm512_loadu_ps(src.as_ptr()));
+    let hi = half(_mm512_loadu_ps(src.as_ptr().add(16)));
+    // u32 lanes of lo then hi → 32 u16 in order
+    let idx = _mm512_set_epi16(
+        62, 60, 58, 56, 54, 52, 50, 48, 46, 44, 42, 40, 38, 36, 34, 32, 30, 28, 26, 24, 22, 20, 18,
+        16, 14, 12, 10, 8, 6, 4, 2, 0,
     );
-    let mut j = 0;
-    while j + 16 <= n {
-        let lo = _mm512_loadu_ps(r0.as_ptr().add(j));
-        let hi = r1.map_or(_mm512_setzero_ps(), |r| _mm512_loadu_ps(r.as_ptr().add(j)));
-        _mm512_storeu_si512(row.as_mut_ptr().add(2 * j).cast(), bf16_pairs(lo, hi));
-        j += 16;
-    }
-    for j in j..n {
-        row[2 * j] = bf16_bits(r0[j]);
-        row[2 * j + 1] = r1.map_or(0, |r| bf16_bits(r[j]));
-    }
-    row[2 * n..].fill(0);
+    let packed = _mm512_permutex2var_epi16(lo, idx, hi);
+    _mm512_storeu_si512(dst.as_mut_ptr().cast(), packed);
+}
+
+/// Index in a packed A block of row r (< 32), column p (< klp): tile by tile, each 16 rows ×
+/// 32 bf16 (1 KiB) contiguous, ordered by the k step p/32 and then the half r/16, so that a
+/// step's two A tiles are 2 KiB read in order (row stride 64 bytes).
+#[inline(always)]
+fn a_idx(r: usize, p: usize) -> usize {
+    ((p / 32) * 2 + r / 16) * 512 + (r % 16) * 32 + p % 32
 }
 
 /// Converts rows `i0..i0+32` (those below `m`), columns `k0..k0+kl` of A into `out`
-/// (32 × `klp` bf16, zero-padded).
+/// (32 × `klp` bf16 laid out by [`a_idx`], zero-padded).
 ///
 /// # Safety
 /// The CPU has AVX-512 (F, BW, VL).
@@ -369,17 +464,32 @@ unsafe fn pack_a(
     out: &mut [u16],
 ) {
     let rows = m.saturating_sub(i0).min(32);
+    let out = &mut out[..32 * klp];
     if a.cs == 1 {
-        // Each value written once: converted, then the row's padding, then missing rows.
+        // Each value written once: 32-wide segments of a row, converted then zero-padded;
+        // then the missing rows.
         for r in 0..rows {
             let src = &a.buf[(i0 + r) * a.rs + k0..][..kl];
-            let dst = &mut out[r * klp..(r + 1) * klp];
-            for (d, &v) in dst[..kl].iter_mut().zip(src) {
-                *d = bf16_bits(v);
+            for p0 in (0..klp).step_by(32) {
+                let dst = &mut out[a_idx(r, p0)..][..32];
+                let n = kl.saturating_sub(p0).min(32);
+                #[cfg(target_arch = "x86_64")]
+                if n == 32 {
+                    // SAFETY: AVX-512 (this function's contract); 32 values in, 64 bytes out.
+                    unsafe { bf16_row32(&src[p0..p0 + 32], dst) };
+                    continue;
+                }
+                for (d, &v) in dst[..n].iter_mut().zip(&src[p0..p0 + n]) {
+                    *d = bf16_bits(v);
+                }
+                dst[n..].fill(0);
             }
-            dst[kl..].fill(0);
         }
-        out[rows * klp..32 * klp].fill(0);
+        for r in rows..32 {
+            for p0 in (0..klp).step_by(32) {
+                out[a_idx(r, p0)..][..32].fill(0);
+            }
+        }
     } else if cfg!(target_arch = "x86_64") && a.rs == 1 && rows == 32 {
         // A = Xᵀ with X row-major: columns of A are contiguous rows of X.
         #[cfg(target_arch = "x86_64")]
@@ -387,24 +497,22 @@ unsafe fn pack_a(
             for h in 0..2 {
                 // SAFETY: AVX-512 F (this function's contract); the reads stay inside the
                 // rows k0+pc.. (< k0+kl) and columns i0+16h..+16 (< m) of X, the writes
-                // inside `out`'s rows 16h..16h+16 (stride klp ≥ pc + 32).
+                // inside the tile of rows 16h..16h+16 at step pc/32 (16 rows of 32).
                 unsafe {
                     pack_at_16x32(
                         a,
                         i0 + 16 * h,
                         k0 + pc,
                         (kl - pc).min(32),
-                        klp,
-                        &mut out[16 * h * klp + pc..],
+                        32,
+                        &mut out[a_idx(16 * h, pc)..],
                     )
                 };
             }
         }
     } else if a.rs == 1 {
-        out[..32 * klp].fill(0);
-        // The ragged last block, transposed through a 32×32 staging tile: writing straight
-        // into `out` would touch 32 rows `2·klp` bytes apart per element, which map to the
-        // same few L1 sets.
+        out.fill(0);
+        // The ragged last block, transposed through a 32×32 staging tile.
         let mut tile = [[0u16; 32]; 32];
         for pc in (0..kl).step_by(32) {
             let pn = (kl - pc).min(32);
@@ -415,14 +523,14 @@ unsafe fn pack_a(
                 }
             }
             for (r, t) in tile.iter().enumerate().take(rows) {
-                out[r * klp + pc..r * klp + pc + pn].copy_from_slice(&t[..pn]);
+                out[a_idx(r, pc)..][..pn].copy_from_slice(&t[..pn]);
             }
         }
     } else {
-        out[..32 * klp].fill(0);
+        out.fill(0);
         for r in 0..rows {
             for p in 0..kl {
-                out[r * klp + p] = bf16_bits(a.at(i0 + r, k0 + p));
+                out[a_idx(r, p)] = bf16_bits(a.at(i0 + r, k0 + p));
             }
         }
     }
@@ -674,7 +782,7 @@ impl PackedB {
         }
         assert!(fits(&b, k, n), "amx packed B: view out of bounds");
         let (np, klp) = (round_up(n, 32), round_up(k, 32));
-        let mut bp = vec![0u16; ldb(np) * klp / 2];
+        let mut bp = vec![0u16; klp * np];
         pack_b(b, 0, k, n, klp, np, &mut bp);
         Some(Self { bp, k, n, np, klp })
     }
@@ -750,16 +858,15 @@ pub fn accumulate(
     if m == 0 || n == 0 || k == 0 {
         return;
     }
-    let ld = ldb(np);
-    if scratch.len() < ld * klp / 2 {
-        scratch.resize(ld * klp / 2, 0);
+    if scratch.len() < klp * np {
+        scratch.resize(klp * np, 0);
     }
-    for (t, dst) in scratch[..ld * klp / 2].chunks_mut(16 * ld).enumerate() {
+    for (s, dst) in scratch[..klp * np].chunks_mut(32 * np).enumerate() {
         // SAFETY: available() (asserted above) implies AVX-512.
-        unsafe { pack_b_rows(b, 0, k, n, 16 * t, ld, dst) };
+        unsafe { pack_b_step(b, 0, k, n, np, s, dst) };
     }
     let b = PackedRef {
-        bp: &scratch[..ld * klp / 2],
+        bp: &scratch[..klp * np],
         k,
         n,
         np,
@@ -847,7 +954,7 @@ fn run(
     } else {
         Vec::new()
     };
-    let mut bp = vec![0u16; ldb(np) * round_up(k.min(KC), 32) / 2];
+    let mut bp = vec![0u16; np * round_up(k.min(KC), 32)];
     // Up to 4 blocks of 32 rows per task, while leaving ≥ 4 tasks per thread.
     let group = (mp / 32 / (4 * rayon::current_num_threads())).clamp(1, 4);
     let (gc, ga) = (32 * group * n, 32 * group * np);
@@ -864,7 +971,7 @@ fn run(
             k0,
             kl,
             klp,
-            bp: &bp[..ldb(np) * klp / 2],
+            bp: &bp[..klp * np],
             epi,
             beta,
             first: chunk == 0,
@@ -920,13 +1027,13 @@ impl Block<'_> {
             static ABUF: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
         }
         let (np, klp, n) = (self.np, self.klp, self.n);
-        let ld = ldb(np);
+        let nsteps = klp / 32;
         let r0 = 32 * self.group * grp;
         let blocks = self.m.saturating_sub(r0).div_ceil(32).min(self.group);
         if let Some(acc) = acc.as_deref() {
             assert!(acc.len() >= 32 * blocks * np, "amx gemm: partial-sum rows");
         }
-        assert!(self.bp.len() >= klp / 2 * ld, "amx gemm: packed B");
+        assert!(self.bp.len() >= klp * np, "amx gemm: packed B");
         ABUF.with(|cell| {
             let mut abuf = cell.borrow_mut();
             // A's 32 × 32 bf16 block at (row block g, k step s) is at a0 + g·ag + s·as_, rows
@@ -942,7 +1049,7 @@ impl Block<'_> {
                         // AVX-512.
                         unsafe { pack_a(a, self.m, r0 + 32 * g, self.k0, self.kl, klp, dst) };
                     }
-                    (abuf.as_ptr(), 32 * klp, 32, 2 * klp)
+                    (abuf.as_ptr(), 32 * klp, 1024, 64)
                 }
                 ASrc::Groups(at) => {
                     let mp = round_up(self.m, 32);
@@ -977,8 +1084,9 @@ impl Block<'_> {
             unsafe {
                 tiles::configure(&cfg);
                 for jb in 0..np / 32 {
-                    let p0 = self.bp.as_ptr().add(64 * jb);
-                    let p1 = p0.add(32);
+                    // column block jb's two tiles of step s at pb + sb·s (and + 512)
+                    let pb = self.bp.as_ptr().add(jb * 1024);
+                    let sb = 32 * np;
                     for g in 0..blocks {
                         let arow = 32 * g * np + 32 * jb;
                         match acc.as_deref() {
@@ -988,13 +1096,29 @@ impl Block<'_> {
                             _ => tiles::zero_c(),
                         }
                         let ab = a0.add(ag * g);
-                        for s in 0..klp / 32 {
+                        // Steps in pairs ([`tiles::step2`]), then the odd one left.
+                        let mut s = 0;
+                        while s + 2 <= nsteps {
+                            let (a1, b1) = (ab.add(as_ * (s + 1)), pb.add(sb * (s + 1)));
+                            tiles::step2(
+                                ab.add(as_ * s),
+                                pb.add(sb * s),
+                                pb.add(sb * s + 512),
+                                a1,
+                                b1,
+                                b1.add(512),
+                                lda,
+                                64,
+                            );
+                            s += 2;
+                        }
+                        if s < nsteps {
                             tiles::step(
                                 ab.add(as_ * s),
                                 lda,
-                                p0.add(16 * ld * s),
-                                p1.add(16 * ld * s),
-                                2 * ld,
+                                pb.add(sb * s),
+                                pb.add(sb * s + 512),
+                                64,
                             );
                         }
                         if let (Some((ps, pi, pj, po)), Some(cr)) =
