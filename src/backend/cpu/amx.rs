@@ -11,11 +11,11 @@
 //!   tmm6–7) per 32-wide step of k: four `TDPBF16PS` per eight tile registers.
 //! - Operands are packed tile by tile: every 16 × 64-byte tile is 1 KiB of its own (row stride
 //!   64 bytes), so a tile load reads 16 consecutive cache lines. B is packed once per call (per
-//!   k-chunk), step by step of k ([`b_idx`]); A is converted per 32-row block by the thread that
-//!   owns the block, its two tiles per step side by side ([`a_idx`]); both zero-padded to whole
+//!   k-chunk), step by step of k (`b_idx`); A is converted per 32-row block by the thread that
+//!   owns the block, its two tiles per step side by side (`a_idx`); both zero-padded to whole
 //!   tiles.
 //! - k steps run in pairs, the second with its loads and products in mirrored order
-//!   ([`tiles::step2`]).
+//!   (`tiles::step2`).
 //! - k is cut into chunks of [`KC`] so that a block's A and the packed B stay cache resident;
 //!   partial sums between chunks live in an f32 buffer, the last chunk writes C directly
 //!   (C = A·B + β·C).
@@ -31,7 +31,7 @@ use rayon::prelude::*;
 use std::sync::OnceLock;
 
 /// Columns of k per chunk (a multiple of 32).
-const KC: usize = 1024;
+pub const KC: usize = 1024;
 
 /// Whether this CPU and OS can run the AMX kernel (checked once per process).
 pub fn available() -> bool {
@@ -762,7 +762,7 @@ enum ASrc<'a> {
 }
 
 /// B (k × n) packed once for [`gemm_rows`]: all of k (≤ [`KC`]) in one VNNI panel, shared by
-/// every row chunk of a layer (the row-chunked MLP passes in [`super::mlp`]).
+/// every row chunk of a layer (the row-chunked MLP passes in `super::mlp`).
 pub struct PackedB {
     bp: Vec<u16>,
     k: usize,
