@@ -15,7 +15,7 @@
 //!   owns the block, its two tiles per step side by side (`a_idx`); both zero-padded to whole
 //!   tiles.
 //! - k steps run in pairs, the second with its loads and products in mirrored order
-//!   (`tiles::step2`).
+//!   (`tiles::step_mirrored`).
 //! - k is cut into chunks of [`KC`] so that a block's A and the packed B stay cache resident;
 //!   partial sums between chunks live in an f32 buffer, the last chunk writes C directly
 //!   (C = A·B + β·C).
@@ -194,79 +194,52 @@ mod tiles {
         );
     }
 
-    /// Two consecutive 32-wide steps of k, as [`step`] at (a, b0, b1) then at (c, d0, d1), the
-    /// second with its loads and products in mirrored order. Each C tile takes the same
-    /// products in the same order as two [`step`] calls; measured on this machine's AMX unit
-    /// (operands in L1), the pair issues 2.3 against 1.9 TFLOP/s for two plain steps.
+    /// One 32-wide step of k: C += A·B for A the 32 rows × 32 bf16 at `a` and B the 16 k-pairs ×
+    /// 32 columns (VNNI) at `b`, each given as two packed tiles of 1 KiB side by side (16 rows
+    /// of 64 bytes: A's rows 0–15 then 16–31, B's columns 0–15 then 16–31).
     ///
     /// # Safety
-    /// As [`step`], for both.
+    /// Tiles configured; `a` and `b` each point at 2 KiB readable.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn step2(
-        a: *const u16,
-        b0: *const u16,
-        b1: *const u16,
-        c: *const u16,
-        d0: *const u16,
-        d1: *const u16,
-        lda: usize,
-        ldb: usize,
-    ) {
+    pub unsafe fn step(a: *const u16, b: *const u16) {
         asm!(
-            "tileloadd tmm4, [{a0} + {sa}*1]",
-            "tileloadd tmm6, [{b0} + {sb}*1]",
-            "tileloadd tmm7, [{b1} + {sb}*1]",
+            "tileloadd tmm4, [{a} + {s}*1]",
+            "tileloadd tmm6, [{b} + {s}*1]",
+            "tileloadd tmm7, [{b} + {s}*1 + 1024]",
             "tdpbf16ps tmm0, tmm4, tmm6",
             "tdpbf16ps tmm1, tmm4, tmm7",
-            "tileloadd tmm5, [{a1} + {sa}*1]",
+            "tileloadd tmm5, [{a} + {s}*1 + 1024]",
             "tdpbf16ps tmm2, tmm5, tmm6",
             "tdpbf16ps tmm3, tmm5, tmm7",
-            "tileloadd tmm7, [{d1} + {sb}*1]",
-            "tileloadd tmm6, [{d0} + {sb}*1]",
-            "tileloadd tmm5, [{c1} + {sa}*1]",
-            "tdpbf16ps tmm3, tmm5, tmm7",
-            "tdpbf16ps tmm2, tmm5, tmm6",
-            "tileloadd tmm4, [{c0} + {sa}*1]",
-            "tdpbf16ps tmm1, tmm4, tmm7",
-            "tdpbf16ps tmm0, tmm4, tmm6",
-            a0 = in(reg) a,
-            a1 = in(reg) (a as *const u8).add(16 * lda),
-            c0 = in(reg) c,
-            c1 = in(reg) (c as *const u8).add(16 * lda),
-            b0 = in(reg) b0,
-            b1 = in(reg) b1,
-            d0 = in(reg) d0,
-            d1 = in(reg) d1,
-            sa = in(reg) lda,
-            sb = in(reg) ldb,
+            a = in(reg) a,
+            b = in(reg) b,
+            s = in(reg) 64usize,
             options(nostack, readonly)
         );
     }
 
-    /// One 32-wide step of k: C += A·B for A the 32 rows × 32 bf16 at `a` (row stride `lda`
-    /// bytes) and B the two VNNI tiles at `b0`, `b1` (16 k-pairs × 64 bytes, row stride `ldb`
-    /// bytes).
+    /// [`step`] with its loads and products in mirrored order, to follow a [`step`]: it starts
+    /// with the tiles the previous step's last products no longer read. Each C tile takes the
+    /// same products in the same order as a plain step. Measured on this machine's AMX unit
+    /// (operands in L1), a step and a mirrored step issue 2.3 against 1.9 TFLOP/s for two
+    /// plain steps.
     ///
     /// # Safety
-    /// Tiles configured; the pointers cover the memory described.
+    /// As [`step`].
     #[inline(always)]
-    pub unsafe fn step(a: *const u16, lda: usize, b0: *const u16, b1: *const u16, ldb: usize) {
+    pub unsafe fn step_mirrored(a: *const u16, b: *const u16) {
         asm!(
-            "tileloadd tmm4, [{a0} + {sa}*1]",
-            "tileloadd tmm6, [{b0} + {sb}*1]",
-            "tileloadd tmm7, [{b1} + {sb}*1]",
-            "tdpbf16ps tmm0, tmm4, tmm6",
-            "tdpbf16ps tmm1, tmm4, tmm7",
-            "tileloadd tmm5, [{a1} + {sa}*1]",
-            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tileloadd tmm7, [{b} + {s}*1 + 1024]",
+            "tileloadd tmm6, [{b} + {s}*1]",
+            "tileloadd tmm5, [{a} + {s}*1 + 1024]",
             "tdpbf16ps tmm3, tmm5, tmm7",
-            a0 = in(reg) a,
-            a1 = in(reg) (a as *const u8).add(16 * lda),
-            sa = in(reg) lda,
-            b0 = in(reg) b0,
-            b1 = in(reg) b1,
-            sb = in(reg) ldb,
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tileloadd tmm4, [{a} + {s}*1]",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            a = in(reg) a,
+            b = in(reg) b,
+            s = in(reg) 64usize,
             options(nostack, readonly)
         );
     }
@@ -385,6 +358,21 @@ unsafe fn pack_b_step(
     }
 }
 
+/// Per 32-bit lane: the f32 bits + 0x7fff + bit 16, whose top half is the value as bf16,
+/// rounded as [`bf16_bits`].
+///
+/// # Safety
+/// AVX-512 F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[inline]
+fn bf16_rounded(v: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512i {
+    use std::arch::x86_64::*;
+    let v = _mm512_castps_si512(v);
+    let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(v), _mm512_set1_epi32(1));
+    _mm512_add_epi32(_mm512_add_epi32(v, _mm512_set1_epi32(0x7fff)), odd)
+}
+
 /// Per 32-bit lane: `lo`'s value as bf16 in the low half and `hi`'s in the high half, both
 /// rounded as [`bf16_bits`] (bits + 0x7fff + bit 16, then the top half). A zero vector gives
 /// zero halves. The VNNI pair of two consecutive k.
@@ -399,15 +387,10 @@ fn bf16_pairs(
     hi: std::arch::x86_64::__m512,
 ) -> std::arch::x86_64::__m512i {
     use std::arch::x86_64::*;
-    let rounded = |v: __m512| {
-        let v = _mm512_castps_si512(v);
-        let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(v), _mm512_set1_epi32(1));
-        _mm512_add_epi32(_mm512_add_epi32(v, _mm512_set1_epi32(0x7fff)), odd)
-    };
     let hi_mask = _mm512_set1_epi32(0xffff_0000u32 as i32);
     _mm512_or_si512(
-        _mm512_srli_epi32::<16>(rounded(lo)),
-        _mm512_and_si512(rounded(hi), hi_mask),
+        _mm512_srli_epi32::<16>(bf16_rounded(lo)),
+        _mm512_and_si512(bf16_rounded(hi), hi_mask),
     )
 }
 
@@ -420,12 +403,7 @@ fn bf16_pairs(
 unsafe fn bf16_row32(src: &[f32], dst: &mut [u16]) {
     use std::arch::x86_64::*;
     assert!(src.len() >= 32 && dst.len() >= 32, "amx pack: 32 values");
-    let half = |v: __m512| {
-        let v = _mm512_castps_si512(v);
-        let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(v), _mm512_set1_epi32(1));
-        let r = _mm512_add_epi32(_mm512_add_epi32(v, _mm512_set1_epi32(0x7fff)), odd);
-        _mm512_srli_epi32::<16>(r)
-    };
+    let half = |v: __m512| _mm512_srli_epi32::<16>(bf16_rounded(v));
     let lo = half(_mm512_loadu_ps(src.as_ptr()));
     let hi = half(_mm512_loadu_ps(src.as_ptr().add(16)));
     // u32 lanes of lo then hi → 32 u16 in order
@@ -504,7 +482,6 @@ unsafe fn pack_a(
                         i0 + 16 * h,
                         k0 + pc,
                         (kl - pc).min(32),
-                        32,
                         &mut out[a_idx(16 * h, pc)..],
                     )
                 };
@@ -537,8 +514,8 @@ unsafe fn pack_a(
 }
 
 /// Sixteen rows (features i..i+16) × 32 columns (samples p..p+pn, zeros beyond pn) of A = Xᵀ
-/// as bf16 (X[p, i] at `a.buf[p·cs + i]`: the view has rs = 1), written to
-/// `out[r·klp ..][..32]` for r in 0..16.
+/// as bf16 (X[p, i] at `a.buf[p·cs + i]`: the view has rs = 1), written as one tile: row r
+/// at `out[32·r..][..32]`.
 ///
 /// Per sample pair (2q, 2q+1) one vector holds, for each of the 16 features, the pair's two
 /// bf16 values in one u32 (the even sample in the low half, rounded as [`bf16_bits`]). The
@@ -546,12 +523,12 @@ unsafe fn pack_a(
 /// samples of one feature.
 ///
 /// # Safety
-/// AVX-512 F; X's rows p..p+pn have columns i..i+16; `out` holds 15·klp + 32 values.
+/// AVX-512 F; X's rows p..p+pn have columns i..i+16.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn pack_at_16x32(a: View<'_>, i: usize, p: usize, pn: usize, klp: usize, out: &mut [u16]) {
+unsafe fn pack_at_16x32(a: View<'_>, i: usize, p: usize, pn: usize, out: &mut [u16]) {
     use std::arch::x86_64::*;
-    assert!(out.len() >= 15 * klp + 32, "amx pack: A rows");
+    assert!(out.len() >= 512, "amx pack: A tile");
     assert!(
         pn == 0 || (p + pn - 1) * a.cs + i + 16 <= a.buf.len(),
         "amx pack: X rows"
@@ -596,7 +573,7 @@ unsafe fn pack_at_16x32(a: View<'_>, i: usize, p: usize, pn: usize, klp: usize, 
             _mm512_shuffle_i32x4::<0xdd>(x_hi, y_hi),
         ];
         for (l, v) in rows.into_iter().enumerate() {
-            _mm512_storeu_si512(dst.add((4 * l + j) * klp).cast(), v);
+            _mm512_storeu_si512(dst.add((4 * l + j) * 32).cast(), v);
         }
     }
 }
@@ -712,7 +689,7 @@ pub fn pack_at_groups(x: &[f32], rows: usize, cols: usize, dst: &mut [u16]) {
         for i in (0..vec_cols).step_by(16) {
             // SAFETY: AVX-512 (available() asserted); samples p..p+pn < rows and features
             // i..i+16 ≤ cols of X; 16 rows of 32 at `i·32` inside the group's mp·32.
-            unsafe { pack_at_16x32(xv, i, p, pn, 32, &mut grp[i * 32..]) };
+            unsafe { pack_at_16x32(xv, i, p, pn, &mut grp[i * 32..]) };
         }
         // Features past the last whole 16 (and the padding rows): one value at a time.
         for (f, row) in grp.chunks_exact_mut(32).enumerate().skip(vec_cols) {
@@ -1036,9 +1013,8 @@ impl Block<'_> {
         assert!(self.bp.len() >= klp * np, "amx gemm: packed B");
         ABUF.with(|cell| {
             let mut abuf = cell.borrow_mut();
-            // A's 32 × 32 bf16 block at (row block g, k step s) is at a0 + g·ag + s·as_, rows
-            // `lda` bytes apart.
-            let (a0, ag, as_, lda): (*const u16, usize, usize, usize) = match self.a {
+            // A's two tiles of row block g, k step s are at a0 + g·ag + s·as_.
+            let (a0, ag, as_): (*const u16, usize, usize) = match self.a {
                 ASrc::View(a) => {
                     if abuf.len() < 32 * klp * blocks {
                         abuf.resize(32 * klp * blocks, 0);
@@ -1049,7 +1025,7 @@ impl Block<'_> {
                         // AVX-512.
                         unsafe { pack_a(a, self.m, r0 + 32 * g, self.k0, self.kl, klp, dst) };
                     }
-                    (abuf.as_ptr(), 32 * klp, 1024, 64)
+                    (abuf.as_ptr(), 32 * klp, 1024)
                 }
                 ASrc::Groups(at) => {
                     let mp = round_up(self.m, 32);
@@ -1060,7 +1036,7 @@ impl Block<'_> {
                     );
                     // SAFETY: inside `at` (asserted).
                     let a0 = unsafe { at.as_ptr().add((self.k0 / 32 * mp + r0) * 32) };
-                    (a0, 32 * 32, mp * 32, 64)
+                    (a0, 32 * 32, mp * 32)
                 }
             };
             // Two staging blocks: a block's epilogue waits until the next block's tile products
@@ -1084,7 +1060,7 @@ impl Block<'_> {
             unsafe {
                 tiles::configure(&cfg);
                 for jb in 0..np / 32 {
-                    // column block jb's two tiles of step s at pb + sb·s (and + 512)
+                    // column block jb's two tiles of step s at pb + sb·s
                     let pb = self.bp.as_ptr().add(jb * 1024);
                     let sb = 32 * np;
                     for g in 0..blocks {
@@ -1096,30 +1072,13 @@ impl Block<'_> {
                             _ => tiles::zero_c(),
                         }
                         let ab = a0.add(ag * g);
-                        // Steps in pairs ([`tiles::step2`]), then the odd one left.
-                        let mut s = 0;
-                        while s + 2 <= nsteps {
-                            let (a1, b1) = (ab.add(as_ * (s + 1)), pb.add(sb * (s + 1)));
-                            tiles::step2(
-                                ab.add(as_ * s),
-                                pb.add(sb * s),
-                                pb.add(sb * s + 512),
-                                a1,
-                                b1,
-                                b1.add(512),
-                                lda,
-                                64,
-                            );
-                            s += 2;
-                        }
-                        if s < nsteps {
-                            tiles::step(
-                                ab.add(as_ * s),
-                                lda,
-                                pb.add(sb * s),
-                                pb.add(sb * s + 512),
-                                64,
-                            );
+                        // Steps in pairs, the second mirrored.
+                        for s in 0..nsteps {
+                            let (a, b) = (ab.add(as_ * s), pb.add(sb * s));
+                            match s % 2 {
+                                0 => tiles::step(a, b),
+                                _ => tiles::step_mirrored(a, b),
+                            }
                         }
                         if let (Some((ps, pi, pj, po)), Some(cr)) =
                             (pending.take(), c.as_deref_mut())
