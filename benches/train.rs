@@ -15,10 +15,11 @@
 //!   Roofline: forward Fe = 2·B·(Q·h + 3h² + 2z·h); backward = Fe + 2·B·(3h² + 2z·h).
 //! - `train_step/cpu/<h>x3`: one full step (encoder, reparameterization, decoder, loss with KL,
 //!   backward, Adam) — what an epoch does N/B times. Roofline: the sum of the two above.
-//!   `train_step/cpu-mixed/<h>x3`: the same with the MLP GEMMs in bf16 on AMX tiles (`--amp`).
-//! - `gemm_peak/cpu-bf16-amx/2048x2048x2048`: our AMX bf16 GEMM on the same product (see the
-//!   f32 peak for the denominator of "% of peak").
-//! - `gemm_layer/{cpu-f32,cpu-bf16-amx}/<h>`: the three GEMMs of one hidden layer at the
+//!   `train_step/cpu-mixed/<h>x3`: the same with the MLP GEMMs in bf16 (AMX tiles or AVX-512
+//!   BF16, `--amp`).
+//! - `gemm_peak/cpu-bf16/2048x2048x2048`: our bf16 GEMM (AMX tiles or AVX-512 BF16) on the same
+//!   product (see the f32 peak for the denominator of "% of peak").
+//! - `gemm_layer/{cpu-f32,cpu-bf16}/<h>`: the three GEMMs of one hidden layer at the
 //!   training shape.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -172,14 +173,15 @@ fn gemm_peak(c: &mut Criterion) {
     g.finish();
 }
 
-/// The same 2048³ product on AMX tiles (bf16 operands, f32 sums): our kernel's rate, compared
-/// with oneDNN's by `tools/bench_train_vae.sh`. Skipped where AMX is unavailable.
+/// The same 2048³ product in bf16 operands with f32 sums (AMX tiles or AVX-512 BF16 vectors):
+/// our kernel's rate, compared with oneDNN's by `tools/bench_train_vae.sh`. Skipped where
+/// neither is available.
 fn gemm_peak_bf16(c: &mut Criterion) {
     if !amx::available() {
-        eprintln!("gemm_peak/cpu-bf16-amx: AMX not available, skipped");
+        eprintln!("gemm_peak/cpu-bf16: no bf16 engine (AMX or AVX-512 BF16), skipped");
         return;
     }
-    let mut g = c.benchmark_group("gemm_peak/cpu-bf16-amx");
+    let mut g = c.benchmark_group("gemm_peak/cpu-bf16");
     g.sample_size(10).measurement_time(Duration::from_secs(4));
     let n = 2048;
     let a = vec![0.5f32; n * n];
@@ -194,8 +196,8 @@ fn gemm_peak_bf16(c: &mut Criterion) {
 }
 
 /// The three products of one hidden decoder layer at the training shape (N = B·R rows of a
-/// batch, width h), f32 (matrixmultiply) and bf16 (AMX): forward N×h×h (x·Wᵀ), input gradient
-/// N×h×h (g·W), weight gradient h×N×h (gᵀ·x).
+/// batch, width h), f32 (matrixmultiply) and bf16 (AMX or AVX-512 BF16): forward N×h×h (x·Wᵀ),
+/// input gradient N×h×h (g·W), weight gradient h×N×h (gᵀ·x).
 fn gemm_layer(c: &mut Criterion) {
     let mut g = c.benchmark_group("gemm_layer");
     g.sample_size(10).measurement_time(Duration::from_secs(3));
@@ -214,7 +216,7 @@ fn gemm_layer(c: &mut Criterion) {
             })
         });
         if amx::available() {
-            g.bench_function(BenchmarkId::new("cpu-bf16-amx", h), |bch| {
+            g.bench_function(BenchmarkId::new("cpu-bf16", h), |bch| {
                 let v = |buf, rs, cs| amx::View { buf, rs, cs };
                 bch.iter(|| {
                     amx::gemm(
@@ -308,8 +310,8 @@ fn encoder(c: &mut Criterion) {
     g.finish();
 }
 
-/// `train_step/cpu` (f32) and `train_step/cpu-mixed` (bf16 GEMMs on AMX, `--amp`; only where
-/// the CPU has AMX).
+/// `train_step/cpu` (f32) and `train_step/cpu-mixed` (bf16 GEMMs on AMX or AVX-512 BF16,
+/// `--amp`; only where the CPU has one of them).
 fn train_step(c: &mut Criterion) {
     train_step_with(c, false);
     if amx::available() {

@@ -4,10 +4,10 @@
 # fourier domain, relu, for enc/dec 256x3 and 1024x3; per-epoch wall time of each (ours: the
 # "; X s" of our epoch summary line; reference: "Finished in H:MM:SS" of its epoch line), the
 # ratio, the machine's GEMM peaks measured in the same run (ours: criterion groups
-# gemm_peak/cpu-f32/2048x2048x2048 and gemm_peak/cpu-bf16-amx/2048x2048x2048 of
+# gemm_peak/cpu-f32/2048x2048x2048 and gemm_peak/cpu-bf16/2048x2048x2048 of
 # benches/train.rs; PyTorch's matmul (oneDNN) on 2048^3, f32 and bf16, same thread count) and
 # our achieved training GFLOP/s as a percentage of the higher peak of each precision. Ours runs twice: with its default mixed
-# precision (bf16 GEMMs with f32 sums on AMX tiles, like the reference's default --amp on a GPU)
+# precision (bf16 GEMMs with f32 sums on AMX tiles or AVX-512 BF16 vectors, like the reference's default --amp on a GPU)
 # and with --no-amp (f32). The reference's --amp is CUDA-only, so on this CPU it runs f32.
 #
 # FLOPs of one epoch (GEMMs only, the minimal algorithm; Adam/elementwise/PE excluded), per image:
@@ -57,7 +57,7 @@ gflop() { awk -v N="$1" -v h="$2" -v D=$D -v z=$Z -v L=$L 'BEGIN {
   printf "%.3f", N * (Fe + Eb + Fd + Db) / 1e9 }'; }
 
 # The machine's GEMM peak is the best GEMM measured on it, not only ours: PyTorch's matmul
-# (oneDNN; bf16 on AMX) on 2048^3 with the same number of threads, from the reference's venv.
+# (oneDNN; bf16 on AMX or AVX-512 BF16) on 2048^3 with the same number of threads, from the reference's venv.
 torch_peak() {
   "$REF/bin/python" - "$(nproc)" <<'PY' 2>/dev/null || echo "NA NA"
 import sys, time, torch
@@ -85,9 +85,9 @@ if [ "${SKIP_PEAK:-0}" != 1 ]; then
   # the middle (point) estimate of each group's throughput, Gelem/s = GFLOP/s
   peak_of() { grep -A3 "gemm_peak/$1/" "$W/peak.log" | grep -o "thrpt: *\[[^]]*\]" | head -1 |
     awk '{print $4}'; }
-  PEAK=$(peak_of cpu-f32); PEAK16=$(peak_of cpu-bf16-amx)
+  PEAK=$(peak_of cpu-f32); PEAK16=$(peak_of cpu-bf16)
   echo "GEMM peak (criterion gemm_peak/cpu-f32/2048x2048x2048, f32): ${PEAK} GFLOP/s"
-  echo "GEMM peak (criterion gemm_peak/cpu-bf16-amx/2048x2048x2048, bf16 on AMX): ${PEAK16:-NA} GFLOP/s"
+  echo "GEMM peak (criterion gemm_peak/cpu-bf16/2048x2048x2048, bf16 on this CPU's engine): ${PEAK16:-NA} GFLOP/s"
 fi
 # The percentages below are of the higher of the two measurements.
 maxof() { awk -v a="$1" -v b="$2" 'BEGIN {if (a+0 >= b+0 && a+0 > 0) print a; else if (b+0 > 0) print b; else print "NA"}'; }
@@ -122,4 +122,4 @@ for h in $SIZES; do
   echo "| ${h}x$L | $n | $EPOCHS | $mixed | $f32 | $ref | $(ratio "$mixed") | $(ratio "$f32") | $gf | $rm_ ($(pct "$rm_" "$BEST16")) | $r32 ($(pct "$r32" "$BEST")) |" >> "$W/table"
 done
 cat "$W/table"
-echo "GEMM peaks: ours f32 $PEAK, bf16 (AMX) $PEAK16; PyTorch/oneDNN f32 $TPEAK, bf16 $TPEAK16 GFLOP/s (percentages: of the higher); load at end: $(uptime | sed 's/.*load average: //')"
+echo "GEMM peaks: ours f32 $PEAK, bf16 $PEAK16; PyTorch/oneDNN f32 $TPEAK, bf16 $TPEAK16 GFLOP/s (percentages: of the higher); load at end: $(uptime | sed 's/.*load average: //')"

@@ -23,8 +23,8 @@ pub struct RunArgs {
     /// Random seed (default: drawn at random, recorded in config.json)
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Do not use mixed precision (default: the networks' GEMMs in bf16 with f32 sums on AMX
-    /// tiles, where the CPU has AMX; f32 elsewhere)
+    /// Do not use mixed precision (default: the networks' GEMMs in bf16 with f32 sums, on AMX
+    /// tiles or AVX-512 BF16 vectors where the CPU has them; f32 elsewhere)
     #[arg(long = "no-amp")]
     pub no_amp: bool,
     /// Do not invert the data sign
@@ -200,7 +200,7 @@ pub fn train_on(device: DeviceArg, cfg: &TrainConfig) -> anyhow::Result<Vec<Epoc
         #[cfg(feature = "cuda")]
         Selected::Cuda(n) => {
             if cfg.amp {
-                eprintln!("precision: f32 (mixed precision is CPU/AMX-only so far)");
+                eprintln!("precision: f32 (mixed precision is CPU-only so far)");
             }
             train_with(crate::backend::cuda::CudaBackend::new(n)?, cfg, true)?.history
         }

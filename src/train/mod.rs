@@ -20,7 +20,7 @@ pub mod checkpoint;
 pub mod dataset;
 
 use crate::autodiff::{ParamStore, Tape, Tensor};
-use crate::backend::cpu::CpuBackend;
+use crate::backend::cpu::{amx, CpuBackend};
 use crate::backend::{Backend, Domain};
 use crate::fourier::lattice::Lattice;
 use crate::fourier::window::Norm;
@@ -87,8 +87,8 @@ pub struct TrainConfig {
     /// Tilt angle (degrees) about x between the pair.
     pub tilt_deg: f64,
     /// Mixed precision (the reference's default `--amp`; `--no-amp` turns it off): the
-    /// coordinate networks' GEMMs in bf16 with f32 sums on AMX tiles where the CPU has them
-    /// (f32 elsewhere). Configs written before this field existed were f32.
+    /// coordinate networks' GEMMs in bf16 with f32 sums on AMX tiles or AVX-512 BF16 vectors
+    /// where the CPU has them (f32 elsewhere). Configs written before this field existed were f32.
     #[serde(default)]
     pub amp: bool,
 }
@@ -303,17 +303,26 @@ pub(crate) fn build_model<B: Backend>(
 pub fn train(cfg: &TrainConfig, progress: bool) -> Result<Trained> {
     let be = CpuBackend::<f32>::new().with_bf16_gemm(cfg.amp);
     if progress {
-        eprintln!("precision: {}", precision_label(cfg.amp, be.bf16_gemm()));
+        eprintln!(
+            "precision: {}",
+            precision_label(cfg.amp, amx::engine().filter(|_| be.bf16_gemm()))
+        );
     }
     train_with(be, cfg, progress)
 }
 
-/// What a run's `--amp` setting means on this machine, for the log.
-pub fn precision_label(amp: bool, bf16: bool) -> &'static str {
-    match (amp, bf16) {
-        (_, true) => "mixed: network GEMMs in bf16 with f32 sums on AMX tiles (--no-amp for f32)",
-        (true, false) => "f32 (mixed precision requested, but this CPU has no AMX)",
-        (false, false) => "f32 (--no-amp)",
+/// What a run's `--amp` setting means on this machine, for the log: `engine` is the bf16
+/// engine the backend will use, if any.
+pub fn precision_label(amp: bool, engine: Option<amx::Engine>) -> String {
+    match (amp, engine) {
+        (_, Some(e)) => format!(
+            "mixed: network GEMMs in bf16 with f32 sums on {} (--no-amp for f32)",
+            e.name()
+        ),
+        (true, None) => {
+            "f32 (mixed precision requested, but this CPU has neither AMX nor AVX-512 BF16)".into()
+        }
+        (false, None) => "f32 (--no-amp)".into(),
     }
 }
 

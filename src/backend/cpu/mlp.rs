@@ -2,7 +2,7 @@
 //!
 //! Per layer l with input h (N, n_in), weight W (n_out, n_in), bias b (n_out):
 //!   z = h·Wᵀ + b (+ h if residual) ; h' = act(z) in place (skipped on the last layer) — one
-//!   [`gemm_mixed`] call with its epilogue: on AMX the bias, residual and ReLU are applied as the
+//!   [`gemm_mixed`] call with its epilogue: in bf16 the bias, residual and ReLU are applied as the
 //!   GEMM writes z; in f32 the bias is broadcast into z first (a GEMM with β = 1) and the
 //!   residual and ReLU follow in one pass. Other activations run as a pass after.
 //! Backward with g = ∂L/∂z of layer l:
@@ -383,7 +383,7 @@ pub(super) fn backward<T: CpuFloat>(
 }
 
 /// [`mlp_rows::backward`] on the backend's buffers; `false` (nothing written) when a buffer is
-/// not f32 or AMX is off.
+/// not f32 or no bf16 engine is available.
 #[allow(clippy::too_many_arguments)]
 fn backward_rows<T: CpuFloat>(
     be: &CpuBackend<T>,
@@ -451,13 +451,13 @@ mod tests {
     use super::*;
     use crate::backend::{Activation, MlpLayer};
 
-    /// The row-chunked AMX path against the whole-matrix one (same kernel: the forward and the
+    /// The row-chunked bf16 path against the whole-matrix one (same kernel: the forward and the
     /// saved activations bit for bit; dW, db and dx summed in another order) and both against
     /// f64 (bf16 operands): a residual hidden layer, a ragged last chunk, dx from a column.
     #[test]
     fn row_chunked_path_matches_whole_matrix_path_and_f64() {
         if !super::super::amx::available() {
-            eprintln!("AMX not available on this CPU: skipped");
+            eprintln!("no bf16 engine (AMX or AVX-512 BF16) on this CPU: skipped");
             return;
         }
         let (n, w0, h, col0) = (2100, 40, 64, 30);

@@ -1,5 +1,5 @@
 //! A ReLU coordinate network with a thin output layer (the decoder: 1 or 2 outputs) in row
-//! chunks, hidden layers on AMX tiles (mixed precision, f32).
+//! chunks, hidden layers in bf16 on [`amx`]'s engine (mixed precision, f32 sums).
 //!
 //! The whole-matrix path ([`super::mlp`]) runs one parallel GEMM per layer over all N rows:
 //! every activation (N × width f32, 13 MB for the 256-wide decoder on a batch of 8 images at
@@ -48,7 +48,7 @@ const CHUNKS_PER_TASK: usize = 4;
 
 /// Rows per chunk for this network and N rows: the widest activation chunk near 256 KiB (f32),
 /// so that a layer's input and output chunks and packed operands stay in L2. `None` — use the
-/// whole-matrix path — when AMX is off, there is no hidden layer, a hidden layer is narrower
+/// whole-matrix path — when no bf16 engine is available, there is no hidden layer, a hidden layer is narrower
 /// than 32 or wider than 1024, the output layer has more than 16 outputs, or N is under four
 /// chunks.
 ///
@@ -85,7 +85,7 @@ pub(super) fn stored_g_len(n: usize, layer: &Layer<'_>) -> usize {
 /// The forward in chunks of `rc` rows: h_l = ReLU(h_{l−1}·W_lᵀ + b_l (+ h_{l−1} if residual))
 /// for the hidden layers (h_{−1} = x, N × n_in_0), written to hs[l] (N × n_out_l) when given
 /// (else kept in per-thread chunk buffers), then y (N × n_out) = h·Wᵀ + b (+ h) of the output
-/// layer. Returns `false` (nothing written) when AMX is not available.
+/// layer. Returns `false` (nothing written) when no bf16 engine is available.
 ///
 /// # Panics
 /// If a buffer is too short for its shape.
@@ -158,7 +158,7 @@ pub(super) fn forward(
                 layer_rows(l, input, rows, &mut *rest[0]);
             }
             let (h, yc) = outs.split_at_mut(hidden.len());
-            // SAFETY: AVX-512 F (PackedB::new returned Some: AMX is available, which implies
+            // SAFETY: AVX-512 F (PackedB::new returned Some: a bf16 engine is available, which implies
             // it).
             unsafe { top_forward(top, &h[hidden.len() - 1][..], &mut yc[0][..]) };
             return;
@@ -225,7 +225,7 @@ pub(super) type Grad<'a> = (&'a mut [f32], &'a mut [f32]);
 /// The backward in chunks of `rc` rows from dy (N × n_out of the output layer): dW_l +=
 /// gᵀ·h_{l−1}, db_l += Σ_rows g for every layer and, when asked, columns col0.. of ∂L/∂x
 /// added to `dx` (N × (n_in_0 − col0)). `hs` are the forward's hidden outputs. Returns `false`
-/// (nothing written) when AMX is not available.
+/// (nothing written) when no bf16 engine is available.
 ///
 /// # Panics
 /// If a buffer is too short for its shape or col0 > n_in_0.
@@ -407,7 +407,7 @@ pub(super) fn backward(
                 cs: 1,
             };
             let done = amx::gemm_at(no, n, ni, gs[l], hv, 1.0, grads[l].0);
-            assert!(done, "mlp rows: AMX available (checked above)");
+            assert!(done, "mlp rows: bf16 engine available (checked above)");
         }
     }
     for (acc, db) in partial {

@@ -1,6 +1,6 @@
 //! The CPU backend: the reference implementation of every primitive, generic over `f32`
 //! (production) and `f64` (gradient checks). Elementwise and row-wise loops run on rayon in
-//! chunks; GEMMs go to [`gemm`] (`matrixmultiply`), in mixed precision to [`amx`] tiles. The
+//! chunks; GEMMs go to [`gemm`] (`matrixmultiply`), in mixed precision to [`amx`] (bf16 on AMX tiles or AVX-512 BF16 vectors). The
 //! coordinate network's fused forward/backward is `mlp` (one parallel GEMM per layer), or, for
 //! ReLU networks up to 256 wide in mixed precision, `mlp_rows` (row chunks through every layer,
 //! L2-resident).
@@ -29,7 +29,7 @@ const CHUNK: usize = 1 << 14;
 pub struct CpuBackend<T> {
     /// Recycled buffers by length: training loops allocate the same sizes every step.
     pool: Arc<Mutex<HashMap<usize, Vec<Vec<T>>>>>,
-    /// Run the coordinate network's large GEMMs in bf16 on AMX tiles (mixed precision).
+    /// Run the coordinate network's large GEMMs in bf16 (mixed precision, [`amx::Engine`]).
     bf16: bool,
     _t: PhantomData<T>,
 }
@@ -45,14 +45,15 @@ impl<T: CpuFloat> CpuBackend<T> {
     }
 
     /// Mixed precision (the reference's `--amp`): the MLP forward/backward GEMMs take bf16
-    /// operands with f32 sums on AMX tiles, when `on`, `T = f32` and the CPU has AMX
-    /// ([`amx::available`]); weights, gradients and everything else stay in `T`.
+    /// operands with f32 sums on AMX tiles or AVX-512 BF16 vectors, when `on`, `T = f32` and
+    /// the CPU has one of them ([`amx::available`]); weights, gradients and everything else
+    /// stay in `T`.
     pub fn with_bf16_gemm(mut self, on: bool) -> Self {
         self.bf16 = on;
         self
     }
 
-    /// Whether the MLP GEMMs will actually run in bf16 (requested, f32, AMX present).
+    /// Whether the MLP GEMMs will actually run in bf16 (requested, f32, a bf16 engine present).
     pub fn bf16_gemm(&self) -> bool {
         self.bf16 && std::mem::size_of::<T>() == 4 && amx::available()
     }
