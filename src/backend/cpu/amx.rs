@@ -1,4 +1,5 @@
-//! Mixed-precision GEMM on Intel AMX tiles: bf16 operands, f32 accumulation (`TDPBF16PS`).
+//! Mixed-precision GEMM: bf16 operands, f32 accumulation, on Intel AMX tiles (`TDPBF16PS`) or,
+//! on CPUs without AMX, AVX-512 BF16 vectors (`VDPBF16PS`; [`Engine`]).
 //!
 //! This is the CPU twin of the reference's default mixed-precision training (`--amp`, on by
 //! default in cryoDRGN, where PyTorch autocasts the linear layers to half precision on the GPU).
@@ -20,11 +21,16 @@
 //!   partial sums between chunks live in an f32 buffer, the last chunk writes C directly
 //!   (C = A·B + β·C).
 //! - Row blocks of C run in parallel on rayon; each task loads the tile configuration.
+//! - The vector engine computes the same 32 × 32 blocks from the same packed operands
+//!   (`vector_block`: 8 rows × 32 columns in 16 zmm accumulators, one row of a B tile is one
+//!   VNNI vector, A's pair broadcast), so packing, blocking and epilogues are shared. Sums
+//!   differ from the tiles' in rounding only (both add pairs of bf16 products into f32).
 //!
-//! There is no `std::arch` AMX intrinsic on stable Rust, so the instructions are inline
-//! assembly. [`available`] checks CPUID (AMX-TILE, AMX-BF16), that the OS enables the tile
-//! state (XCR0 bits 17–18), and asks Linux for permission to use it (`arch_prctl`
-//! `ARCH_REQ_XCOMP_PERM`). `CRYOFIELD_NO_AMX=1` turns the path off.
+//! There is no `std::arch` AMX intrinsic on stable Rust, so the tile instructions are inline
+//! assembly. [`engine`] checks CPUID (AMX-TILE, AMX-BF16), that the OS enables the tile state
+//! (XCR0 bits 17–18), and asks Linux for permission to use it (`arch_prctl`
+//! `ARCH_REQ_XCOMP_PERM`); else AVX-512 F/BW/VL/BF16. `CRYOFIELD_NO_AMX=1` skips AMX,
+//! `CRYOFIELD_NO_BF16=1` turns both engines off.
 
 use super::gemm::{epilogue_row, extent, Epilogue};
 use rayon::prelude::*;
@@ -33,10 +39,64 @@ use std::sync::OnceLock;
 /// Columns of k per chunk (a multiple of 32).
 pub const KC: usize = 1024;
 
-/// Whether this CPU and OS can run the AMX kernel (checked once per process).
+/// The unit that runs the bf16 products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// Intel AMX tiles (`TDPBF16PS`, four per 32 × 32 block and 32-wide step of k).
+    Amx,
+    /// AVX-512 BF16 vectors (`VDPBF16PS`, 16 lanes of f32 sums of bf16 pairs), on CPUs with
+    /// AVX-512 BF16 but no AMX (AMD Zen 4 and 5, Intel Cooper Lake): the same packed
+    /// operands and blocks as the tiles, computed by `vector_block`.
+    Avx512Bf16,
+}
+
+impl Engine {
+    /// A short name for logs and benchmark tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Amx => "AMX tiles",
+            Engine::Avx512Bf16 => "AVX-512 BF16",
+        }
+    }
+}
+
+/// The engine this CPU and OS can run, AMX first (checked once per process). Process-wide
+/// switches: `CRYOFIELD_NO_AMX=1` skips AMX (the vector engine then runs where the CPU has
+/// AVX-512 BF16), `CRYOFIELD_NO_BF16=1` turns mixed precision off altogether.
+pub fn engine() -> Option<Engine> {
+    static E: OnceLock<Option<Engine>> = OnceLock::new();
+    *E.get_or_init(|| {
+        let off = |v| std::env::var_os(v).is_some();
+        if off("CRYOFIELD_NO_BF16") {
+            None
+        } else if !off("CRYOFIELD_NO_AMX") && detect() {
+            Some(Engine::Amx)
+        } else if detect_vector() {
+            Some(Engine::Avx512Bf16)
+        } else {
+            None
+        }
+    })
+}
+
+/// Whether this CPU and OS can run a bf16 [`Engine`]; every function here that computes
+/// needs it.
 pub fn available() -> bool {
-    static OK: OnceLock<bool> = OnceLock::new();
-    *OK.get_or_init(|| std::env::var_os("CRYOFIELD_NO_AMX").is_none() && detect())
+    engine().is_some()
+}
+
+/// AVX-512 F/BW/VL (the packing loops) and BF16 (the products).
+#[cfg(target_arch = "x86_64")]
+fn detect_vector() -> bool {
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512bf16")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect_vector() -> bool {
+    false
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
@@ -242,6 +302,145 @@ mod tiles {
             s = in(reg) 64usize,
             options(nostack, readonly)
         );
+    }
+}
+
+/// The [`Engine::Avx512Bf16`] twin of a tile block: the 32 × 32 f32 block at `out` (row
+/// stride `ldo` floats) = `init` (a 32 × 32 block, row stride in floats; zero when `None`) +
+/// Σ over `nsteps` 32-wide steps of k of A·B, A's two tiles of step s at `a + s·a_step` and
+/// B's at `b + s·b_step` (u16 offsets), in the tile layout of [`tiles::step`].
+///
+/// Rows are taken 8 at a time: 16 accumulators (8 rows × 2 vectors of 16 columns), and per
+/// k-pair two loads of B (one row of each B tile: 16 columns × the pair, VNNI) and one 32-bit
+/// broadcast of A's pair per row, each lane summing `a₂ₚ·b₂ₚ + a₂ₚ₊₁·b₂ₚ₊₁` into f32
+/// (`VDPBF16PS`). Every C element takes its pairs in k order, whatever the blocking.
+///
+/// With `fused`, the block is a whole 32 × 32 block of C and leaves through its epilogue, in
+/// registers: the arithmetic of [`epilogue_row`] in its order, so the result is the same bit
+/// for bit as storing the sums and calling it.
+///
+/// # Safety
+/// AVX-512 F and BF16; `a` and `b` hold `nsteps` steps of two 1 KiB tiles at those strides,
+/// `init` 32 readable and `out` 32 writable rows of 32 floats (they may be the same block);
+/// `fused`'s pointers as [`Fused`] says.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn vector_block(
+    a: *const u16,
+    a_step: usize,
+    b: *const u16,
+    b_step: usize,
+    nsteps: usize,
+    init: Option<(*const f32, usize)>,
+    out: *mut f32,
+    ldo: usize,
+    fused: Option<&Fused>,
+) {
+    use std::arch::x86_64::*;
+    for q in 0..4 {
+        // rows 8q..8q+8: tile q/2 of each step, its rows 8·(q%2)..
+        let mut acc = [[_mm512_setzero_ps(); 2]; 8];
+        if let Some((c, ld)) = init {
+            for (r, v) in acc.iter_mut().enumerate() {
+                let row = c.add((8 * q + r) * ld);
+                *v = [_mm512_loadu_ps(row), _mm512_loadu_ps(row.add(16))];
+            }
+        }
+        let a_q = a.add((q / 2) * 512 + (q % 2) * 8 * 32);
+        for s in 0..nsteps {
+            let (ap, bp) = (a_q.add(a_step * s), b.add(b_step * s));
+            for kp in 0..16 {
+                let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.add(32 * kp).cast()));
+                let b1: __m512bh =
+                    std::mem::transmute(_mm512_loadu_si512(bp.add(512 + 32 * kp).cast()));
+                for (r, v) in acc.iter_mut().enumerate() {
+                    let pair = ap.add(32 * r + 2 * kp).cast::<i32>().read_unaligned();
+                    let x: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
+                    v[0] = _mm512_dpbf16_ps(v[0], x, b0);
+                    v[1] = _mm512_dpbf16_ps(v[1], x, b1);
+                }
+            }
+        }
+        for (r, v) in acc.iter().enumerate() {
+            let i = 8 * q + r;
+            let row = out.add(i * ldo);
+            for (h, &x) in v.iter().enumerate() {
+                let y = match fused {
+                    Some(f) => f.apply(x, i, 16 * h, row.add(16 * h)),
+                    None => x,
+                };
+                _mm512_storeu_ps(row.add(16 * h), y);
+            }
+        }
+    }
+}
+
+/// [`Epilogue`] of one whole 32 × 32 block of C, for [`vector_block`]: pointers at the block's
+/// first element (row i0, column j0) of each m × n operand (null: absent), row stride `n`.
+#[cfg(target_arch = "x86_64")]
+struct Fused {
+    /// bias + j0.
+    bias: *const f32,
+    residual: *const f32,
+    mask: *const f32,
+    relu: bool,
+    /// β: C's previous values (the block being written) are read when β ≠ 0.
+    beta: f32,
+    n: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Fused {
+    /// [`Fused`] of `e` at (i0, j0) of an m × n C.
+    fn new(e: &Epilogue<'_, f32>, beta: f32, i0: usize, j0: usize, n: usize) -> Self {
+        let at = |x: Option<&[f32]>, o: usize| x.map_or(std::ptr::null(), |x| x[o..].as_ptr());
+        Self {
+            bias: at(e.bias, j0),
+            residual: at(e.residual, i0 * n + j0),
+            mask: at(e.mask, i0 * n + j0),
+            relu: e.relu,
+            beta,
+            n,
+        }
+    }
+
+    /// [`epilogue_row`] on the 16 sums `x` of row i (of the block), columns j..j+16; `old`
+    /// is where they will be stored.
+    ///
+    /// # Safety
+    /// AVX-512 F; the block's rows of every operand given are readable.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn apply(
+        &self,
+        x: std::arch::x86_64::__m512,
+        i: usize,
+        j: usize,
+        old: *const f32,
+    ) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        let mut y = x;
+        let o = i * self.n + j;
+        let zero = _mm512_setzero_ps();
+        if !self.bias.is_null() {
+            y = _mm512_add_ps(y, _mm512_loadu_ps(self.bias.add(j)));
+        }
+        if !self.residual.is_null() {
+            y = _mm512_add_ps(y, _mm512_loadu_ps(self.residual.add(o)));
+        }
+        if self.beta != 0.0 {
+            let b = _mm512_mul_ps(_mm512_set1_ps(self.beta), _mm512_loadu_ps(old));
+            y = _mm512_add_ps(y, b);
+        }
+        if !self.mask.is_null() {
+            let off = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(_mm512_loadu_ps(self.mask.add(o)), zero);
+            y = _mm512_mask_mov_ps(y, off, zero);
+        }
+        if self.relu {
+            // (max returns its second operand for NaN and for two zeros: as f32::max(x, 0))
+            y = _mm512_max_ps(y, zero);
+        }
+        y
     }
 }
 
@@ -585,7 +784,7 @@ fn fits(v: &View<'_>, rows: usize, cols: usize) -> bool {
 
 /// C (m × n, row-major) = epilogue(A (m × k) · B (k × n), β·C), operands rounded to bf16, f32
 /// sums ([`Epilogue`]: bias, residual, ReLU, applied as C is written). Returns `false` (C
-/// untouched) when AMX is not [`available`].
+/// untouched) when no engine is [`available`].
 ///
 /// # Panics
 /// If a view, the bias, the residual or C is too short for the shapes (callers check shapes
@@ -665,9 +864,9 @@ pub fn at_len(k: usize, m: usize) -> usize {
 /// stride of a whole row.
 ///
 /// # Panics
-/// If AMX is not [`available`] or a buffer is too short.
+/// If no engine is [`available`] or a buffer is too short.
 pub fn pack_at_groups(x: &[f32], rows: usize, cols: usize, dst: &mut [u16]) {
-    assert!(available(), "amx pack: AMX not available");
+    assert!(available(), "amx pack: no bf16 engine");
     assert!(
         x.len() >= rows * cols,
         "amx pack: X shorter than rows × cols"
@@ -705,7 +904,7 @@ pub fn pack_at_groups(x: &[f32], rows: usize, cols: usize, dst: &mut [u16]) {
 
 /// C (m × n, row-major) = A·B + β·C with A (m × k) given as [`pack_at_groups`] of its
 /// transpose (k × m): the same blocks, rounding and sums as [`gemm`] on that view, so the
-/// result is the same bit for bit. Returns `false` (C untouched) when AMX is not
+/// result is the same bit for bit. Returns `false` (C untouched) when no engine is
 /// [`available`].
 ///
 /// # Panics
@@ -749,7 +948,7 @@ pub struct PackedB {
 }
 
 impl PackedB {
-    /// `None` when AMX is not [`available`], a dimension is 0 or k > [`KC`].
+    /// `None` when no engine is [`available`], a dimension is 0 or k > [`KC`].
     ///
     /// # Panics
     /// If the view is too short for k × n.
@@ -812,7 +1011,7 @@ pub fn gemm_rows(
 /// whose k (the samples of dW = gᵀ·h) arrives in row chunks; the padding of `acc` stays 0.
 ///
 /// # Panics
-/// If AMX is not [`available`], k > [`KC`], or a view or `acc` is too short.
+/// If no engine is [`available`], k > [`KC`], or a view or `acc` is too short.
 #[allow(clippy::too_many_arguments)]
 pub fn accumulate(
     m: usize,
@@ -823,7 +1022,7 @@ pub fn accumulate(
     acc: &mut [f32],
     scratch: &mut Vec<u16>,
 ) {
-    assert!(available(), "amx accumulate: AMX not available");
+    assert!(available(), "amx accumulate: no bf16 engine");
     assert!(k <= KC, "amx accumulate: k {k} > {KC}");
     assert!(fits(&a, m, k), "amx accumulate: A out of bounds");
     assert!(fits(&b, k, n), "amx accumulate: B out of bounds");
@@ -1053,31 +1252,38 @@ impl Block<'_> {
                 && !e.relu
                 && self.beta == 0.0;
             let cfg = TileConfig::new();
-            // SAFETY: `gemm` (the only way here) checked available(). Tile reads and writes stay
-            // inside abuf (blocks × 32 rows × klp bf16, resized above), packed B (klp/2 rows
-            // of ld bf16, asserted above), acc (blocks × 32 rows × np f32,
-            // asserted above) and tmp.
+            let amx = engine() == Some(Engine::Amx);
+            // SAFETY: `gemm` (the only way here) checked available(): the engine's instructions
+            // run. Tile and vector reads and writes stay inside abuf (blocks × 32 rows × klp
+            // bf16, resized above), packed B (klp/2 rows of ld bf16, asserted above), acc
+            // (blocks × 32 rows × np f32, asserted above) and tmp.
             unsafe {
-                tiles::configure(&cfg);
+                if amx {
+                    tiles::configure(&cfg);
+                }
                 for jb in 0..np / 32 {
                     // column block jb's two tiles of step s at pb + sb·s
                     let pb = self.bp.as_ptr().add(jb * 1024);
                     let sb = 32 * np;
                     for g in 0..blocks {
                         let arow = 32 * g * np + 32 * jb;
-                        match acc.as_deref() {
-                            Some(acc) if !self.first => {
-                                tiles::load_c(acc.as_ptr().add(arow), np * 4)
-                            }
-                            _ => tiles::zero_c(),
-                        }
+                        let init = match acc.as_deref() {
+                            Some(acc) if !self.first => Some((acc.as_ptr().add(arow), np)),
+                            _ => None,
+                        };
                         let ab = a0.add(ag * g);
-                        // Steps in pairs, the second mirrored.
-                        for s in 0..nsteps {
-                            let (a, b) = (ab.add(as_ * s), pb.add(sb * s));
-                            match s % 2 {
-                                0 => tiles::step(a, b),
-                                _ => tiles::step_mirrored(a, b),
+                        if amx {
+                            match init {
+                                Some((p, ld)) => tiles::load_c(p, ld * 4),
+                                None => tiles::zero_c(),
+                            }
+                            // Steps in pairs, the second mirrored.
+                            for s in 0..nsteps {
+                                let (a, b) = (ab.add(as_ * s), pb.add(sb * s));
+                                match s % 2 {
+                                    0 => tiles::step(a, b),
+                                    _ => tiles::step_mirrored(a, b),
+                                }
                             }
                         }
                         if let (Some((ps, pi, pj, po)), Some(cr)) =
@@ -1085,27 +1291,40 @@ impl Block<'_> {
                         {
                             self.epilogue(&tmp[ps], pi, pj, &mut cr[po..]);
                         }
-                        match (c.as_deref_mut(), acc.as_deref_mut()) {
+                        // The block's destination (row stride in floats): C directly, a staging
+                        // block for the epilogue, or the partial sums; with the vector engine,
+                        // whole blocks of C take their epilogue as they are stored.
+                        let mut fused = None;
+                        let (dst, ld) = match (c.as_deref_mut(), acc.as_deref_mut()) {
                             (Some(cr), _) => {
                                 let (i0, j0) = (r0 + 32 * g, 32 * jb);
                                 let off = (32 * g * n).min(cr.len());
-                                if plain && i0 + 32 <= self.m && j0 + 32 <= n {
-                                    // A whole block and nothing to add: straight into C.
+                                if (plain || !amx) && i0 + 32 <= self.m && j0 + 32 <= n {
                                     let dst = &mut cr[off + j0..];
                                     assert!(dst.len() >= 31 * n + 32, "amx gemm: C block");
-                                    tiles::store_c(dst.as_mut_ptr(), n * 4);
+                                    if !plain {
+                                        fused = Some(Fused::new(e, self.beta, i0, j0, n));
+                                    }
+                                    (dst.as_mut_ptr(), n)
                                 } else {
-                                    tiles::store_c(tmp[slot].as_mut_ptr(), 128);
                                     pending = Some((slot, i0, j0, off));
                                     slot ^= 1;
+                                    (tmp[slot ^ 1].as_mut_ptr(), 32)
                                 }
                             }
-                            (None, Some(acc)) => tiles::store_c(acc.as_mut_ptr().add(arow), np * 4),
+                            (None, Some(acc)) => (acc.as_mut_ptr().add(arow), np),
                             (None, None) => unreachable!("a block writes C or the partial sums"),
+                        };
+                        if amx {
+                            tiles::store_c(dst, ld * 4);
+                        } else {
+                            vector_block(ab, as_, pb, sb, nsteps, init, dst, ld, fused.as_ref());
                         }
                     }
                 }
-                tiles::release();
+                if amx {
+                    tiles::release();
+                }
                 if let (Some((ps, pi, pj, po)), Some(cr)) = (pending, c) {
                     self.epilogue(&tmp[ps], pi, pj, &mut cr[po..]);
                 }
@@ -1170,6 +1389,142 @@ mod tests {
         c
     }
 
+    /// The vector engine's block on operands packed as for the tiles equals the bf16-rounded
+    /// product (sums in f32: within 1e-5 relative to Σ|a·b|), from zero and from a start
+    /// block, into a strided destination. Runs wherever the CPU has AVX-512 BF16, whichever
+    /// engine the process picked, so AMX machines check it too.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vector_block_matches_bf16_reference() {
+        if !detect_vector() {
+            eprintln!("AVX-512 BF16 not available on this CPU: skipped");
+            return;
+        }
+        let mut rnd = uniform(7);
+        let (m, k, n) = (32, 96, 64);
+        let a: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
+        let b: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
+        let (av, bv) = (
+            View {
+                buf: &a,
+                rs: k,
+                cs: 1,
+            },
+            View {
+                buf: &b,
+                rs: n,
+                cs: 1,
+            },
+        );
+        let mut ap = vec![0u16; 32 * k];
+        let mut bp = vec![0u16; k * n];
+        // SAFETY: detect_vector() implies AVX-512 F/BW/VL.
+        unsafe { pack_a(av, m, 0, 0, k, k, &mut ap) };
+        pack_b(bv, 0, k, n, k, n, &mut bp);
+        let want = reference(m, k, n, av, bv);
+        let start: Vec<f32> = (0..32 * 32).map(|_| rnd()).collect();
+        for jb in 0..n / 32 {
+            for init in [false, true] {
+                let ldo = 40;
+                let mut out = vec![f32::NAN; 32 * ldo];
+                let init_ptr = init.then_some((start.as_ptr(), 32));
+                // SAFETY: AVX-512 BF16 (checked); k/32 steps of two tiles in ap (1 KiB apart
+                // per step) and bp (32·n apart, column block jb at 1024·jb); out has 32 rows
+                // of ldo ≥ 32.
+                unsafe {
+                    vector_block(
+                        ap.as_ptr(),
+                        1024,
+                        bp.as_ptr().add(1024 * jb),
+                        32 * n,
+                        k / 32,
+                        init_ptr,
+                        out.as_mut_ptr(),
+                        ldo,
+                        None,
+                    )
+                };
+                for i in 0..32 {
+                    for j in 0..32 {
+                        let col = 32 * jb + j;
+                        let s0 = if init { start[i * 32 + j] as f64 } else { 0.0 };
+                        let mag: f64 = (0..k)
+                            .map(|p| (av.at(i, p) * bv.at(p, col)).abs() as f64)
+                            .sum();
+                        let (got, exp) = (out[i * ldo + j] as f64, want[i * n + col] + s0);
+                        assert!(
+                            (got - exp).abs() <= 1e-5 * (mag + s0.abs()),
+                            "({i}, {col}) init {init}: {got} vs {exp}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every epilogue (bias, residual, β·C, mask, ReLU) applied by the product, on whole and
+    /// ragged blocks, equals the plain product followed by [`epilogue_row`], bit for bit
+    /// (whichever engine: the vector engine fuses it into whole blocks' stores).
+    #[test]
+    fn epilogues_match_plain_product_then_epilogue_row() {
+        if !available() {
+            eprintln!("no bf16 engine (AMX or AVX-512 BF16) on this CPU: skipped");
+            return;
+        }
+        let mut rnd = uniform(31);
+        for &(m, k, n) in &[(64, 96, 64), (50, 70, 40)] {
+            let a: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
+            let bias: Vec<f32> = (0..n).map(|_| rnd()).collect();
+            let res: Vec<f32> = (0..m * n).map(|_| rnd()).collect();
+            let mask: Vec<f32> = (0..m * n).map(|_| rnd()).collect();
+            let old: Vec<f32> = (0..m * n).map(|_| rnd()).collect();
+            let (av, bv) = (
+                View {
+                    buf: &a,
+                    rs: k,
+                    cs: 1,
+                },
+                View {
+                    buf: &b,
+                    rs: n,
+                    cs: 1,
+                },
+            );
+            let mut plain = vec![0f32; m * n];
+            assert!(gemm(m, k, n, av, bv, Epilogue::default(), 0.0, &mut plain));
+            let cases = [
+                (Some(&bias[..]), None, None, true, 0.0),
+                (None, Some(&res[..]), None, true, 0.0),
+                (None, Some(&res[..]), Some(&mask[..]), false, 0.0),
+                (None, None, Some(&mask[..]), false, 0.5),
+                (None, None, None, false, 1.0),
+            ];
+            for (c, &(bias, residual, mask, relu, beta)) in cases.iter().enumerate() {
+                let e = Epilogue {
+                    bias,
+                    residual,
+                    mask,
+                    relu,
+                };
+                let mut got = old.clone();
+                assert!(gemm(m, k, n, av, bv, e, beta, &mut got));
+                let mut want = plain.clone();
+                for (i, row) in want.chunks_mut(n).enumerate() {
+                    epilogue_row(&e, beta, i, 0, n, &old[i * n..(i + 1) * n], row);
+                }
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(
+                    same,
+                    "{m}x{k}x{n} case {c}: differs from the plain product's epilogue"
+                );
+            }
+        }
+    }
+
     #[test]
     fn bf16_rounding() {
         assert_eq!(bf16_bits(1.0), 0x3f80);
@@ -1184,7 +1539,7 @@ mod tests {
     #[test]
     fn prepacked_transpose_matches_gemm_bit_for_bit() {
         if !available() {
-            eprintln!("AMX not available on this CPU: skipped");
+            eprintln!("no bf16 engine (AMX or AVX-512 BF16) on this CPU: skipped");
             return;
         }
         let mut rnd = uniform(99);
@@ -1221,7 +1576,7 @@ mod tests {
     #[test]
     fn matches_bf16_reference_on_ragged_and_transposed_shapes() {
         if !available() {
-            eprintln!("AMX not available on this CPU: skipped");
+            eprintln!("no bf16 engine (AMX or AVX-512 BF16) on this CPU: skipped");
             return;
         }
         let mut rnd = uniform(12345);

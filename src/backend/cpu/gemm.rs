@@ -38,7 +38,7 @@ pub trait CpuFloat: Float {
         c: &mut [Self],
     );
 
-    /// C = A·B + β·C with bf16 operands on AMX tiles ([`super::amx`]); `false` when this type
+    /// C = A·B + β·C with bf16 operands on a bf16 engine ([`super::amx`]); `false` when this type
     /// or CPU has no such path (C untouched).
     #[allow(clippy::too_many_arguments)]
     fn gemm_bf16(
@@ -225,10 +225,10 @@ pub(super) fn epilogue_row<T: CpuFloat>(
     }
 }
 
-/// C = epilogue(op(A)·op(B) + β·C): on AMX tiles in bf16 when `bf16` is set, the shape is worth
-/// it (at least 32 rows and 16 columns of C, 32 of k) and the CPU has AMX (the epilogue then
-/// applied as C is written); else [`gemm`] in `T` with the bias broadcast into C first and the
-/// residual and ReLU as passes after.
+/// C = epilogue(op(A)·op(B) + β·C): in bf16 ([`super::amx`]) when `bf16` is set, the shape is
+/// worth it (at least 32 rows and 16 columns of C, 32 of k) and the CPU has a bf16 engine (the
+/// epilogue then applied as C is written); else [`gemm`] in `T` with the bias broadcast into C
+/// first and the residual and ReLU as passes after.
 ///
 /// # Panics
 /// If a bias is given with β ≠ 0, or the bias or residual is too short.
