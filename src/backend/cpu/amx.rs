@@ -21,6 +21,8 @@
 //!   partial sums between chunks live in an f32 buffer, the last chunk writes C directly
 //!   (C = A·B + β·C).
 //! - Row blocks of C run in parallel on rayon; each task loads the tile configuration.
+//! - [`gemm_rows`] can emit its C as bf16 tiles in the packed A layout ([`RowsA::Tiles`]), for
+//!   a next product that takes C as its A (the MLP's next layer), converted as C is written.
 //! - The vector engine computes the same 32 × 32 blocks from the same packed operands
 //!   (`vector_block`: 8 rows × 32 columns in 16 zmm accumulators, one row of a B tile is one
 //!   VNNI vector, A's pair broadcast), so packing, blocking and epilogues are shared. Sums
@@ -317,14 +319,15 @@ mod tiles {
 ///
 /// With `fused`, the block is a whole 32 × 32 block of C and leaves through its epilogue, in
 /// registers: the arithmetic of [`epilogue_row`] in its order, so the result is the same bit
-/// for bit as storing the sums and calling it.
+/// for bit as storing the sums and calling it. With `emit` (non-null) the block is also
+/// written as bf16 to the 2 KiB there, as the next product's A ([`RowsA::Tiles`]).
 ///
 /// # Safety
 /// AVX-512 F and BF16; `a` and `b` hold `nsteps` steps of two 1 KiB tiles at those strides,
 /// `init` 32 readable and `out` 32 writable rows of 32 floats (they may be the same block);
-/// `fused`'s pointers as [`Fused`] says.
+/// `fused`'s pointers as [`Fused`] says; `emit` null or 2 KiB writable.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bf16")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn vector_block(
     a: *const u16,
@@ -336,6 +339,7 @@ unsafe fn vector_block(
     out: *mut f32,
     ldo: usize,
     fused: Option<&Fused>,
+    emit: *mut u16,
 ) {
     use std::arch::x86_64::*;
     for q in 0..4 {
@@ -365,12 +369,16 @@ unsafe fn vector_block(
         for (r, v) in acc.iter().enumerate() {
             let i = 8 * q + r;
             let row = out.add(i * ldo);
-            for (h, &x) in v.iter().enumerate() {
-                let y = match fused {
-                    Some(f) => f.apply(x, i, 16 * h, row.add(16 * h)),
-                    None => x,
-                };
-                _mm512_storeu_ps(row.add(16 * h), y);
+            let mut y = *v;
+            for (h, y) in y.iter_mut().enumerate() {
+                if let Some(f) = fused {
+                    *y = f.apply(*y, i, 16 * h, row.add(16 * h));
+                }
+                _mm512_storeu_ps(row.add(16 * h), *y);
+            }
+            if !emit.is_null() {
+                let dst = emit.add(a_idx(i, 0));
+                _mm512_storeu_si512(dst.cast(), bf16_32(y[0], y[1]));
             }
         }
     }
@@ -602,16 +610,33 @@ fn bf16_pairs(
 unsafe fn bf16_row32(src: &[f32], dst: &mut [u16]) {
     use std::arch::x86_64::*;
     assert!(src.len() >= 32 && dst.len() >= 32, "amx pack: 32 values");
+    let packed = bf16_32(
+        _mm512_loadu_ps(src.as_ptr()),
+        _mm512_loadu_ps(src.as_ptr().add(16)),
+    );
+    _mm512_storeu_si512(dst.as_mut_ptr().cast(), packed);
+}
+
+/// The 32 values of `lo` then `hi` as bf16 in order (one 64-byte row of an A tile), rounded as
+/// [`bf16_bits`].
+///
+/// # Safety
+/// AVX-512 F/BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[inline]
+fn bf16_32(
+    lo: std::arch::x86_64::__m512,
+    hi: std::arch::x86_64::__m512,
+) -> std::arch::x86_64::__m512i {
+    use std::arch::x86_64::*;
     let half = |v: __m512| _mm512_srli_epi32::<16>(bf16_rounded(v));
-    let lo = half(_mm512_loadu_ps(src.as_ptr()));
-    let hi = half(_mm512_loadu_ps(src.as_ptr().add(16)));
     // u32 lanes of lo then hi → 32 u16 in order
     let idx = _mm512_set_epi16(
         62, 60, 58, 56, 54, 52, 50, 48, 46, 44, 42, 40, 38, 36, 34, 32, 30, 28, 26, 24, 22, 20, 18,
         16, 14, 12, 10, 8, 6, 4, 2, 0,
     );
-    let packed = _mm512_permutex2var_epi16(lo, idx, hi);
-    _mm512_storeu_si512(dst.as_mut_ptr().cast(), packed);
+    _mm512_permutex2var_epi16(half(lo), idx, half(hi))
 }
 
 /// Index in a packed A block of row r (< 32), column p (< klp): tile by tile, each 16 rows ×
@@ -929,12 +954,28 @@ pub fn gemm_at(
     true
 }
 
-/// Where a product's A comes from: a view packed block by block as the product runs, or
-/// [`pack_at_groups`]'s layout.
+/// Where a product's A comes from: a view packed block by block as the product runs,
+/// [`pack_at_groups`]'s layout, or tiles written by an earlier product ([`RowsA::Tiles`]).
 #[derive(Clone, Copy)]
 enum ASrc<'a> {
     View(View<'a>),
     Groups(&'a [u16]),
+    Tiles(&'a [u16]),
+}
+
+/// [`gemm_rows`]' A (m × k): an f32 view, converted as the product runs, or already bf16 in
+/// tiles, as another [`gemm_rows`] emitted them for its C (m × k): row block g (32 rows), k step
+/// s (32 columns) at 1024·(g·⌈k/32⌉ + s), two 16-row tiles of 64-byte rows, zero past m and k
+/// ([`tiles_len`]).
+#[derive(Clone, Copy)]
+pub enum RowsA<'a> {
+    View(View<'a>),
+    Tiles(&'a [u16]),
+}
+
+/// Length (u16) of [`RowsA::Tiles`] for m rows and k columns.
+pub fn tiles_len(m: usize, k: usize) -> usize {
+    round_up(m, 32) * round_up(k, 32)
 }
 
 /// B (k × n) packed once for [`gemm_rows`]: all of k (≤ [`KC`]) in one VNNI panel, shared by
@@ -976,17 +1017,22 @@ impl PackedB {
 
 /// On the calling thread (no rayon): C (m × n, row-major) = epilogue(A (m × k) · B + β·C) with
 /// B packed by [`PackedB::new`]; the same blocks, rounding and epilogue as [`gemm`] (for k ≤
-/// [`KC`] the result is identical to it bit for bit).
+/// [`KC`] the result is identical to it bit for bit, and A given as tiles that a product
+/// emitted gives the same result as A given as that product's C). With `emit`, C is also
+/// written there as bf16 tiles ([`RowsA::Tiles`], [`tiles_len`]`(m, n)` long), the A of a next
+/// product, so that it does not convert C again.
 ///
 /// # Panics
-/// If a view, the bias, the residual, the mask or C is too short for the shapes.
+/// If a view, the tiles, the bias, the residual, the mask, C or `emit` is too short for the
+/// shapes.
 pub fn gemm_rows(
     m: usize,
-    a: View<'_>,
+    a: RowsA<'_>,
     b: &PackedB,
     epi: Epilogue<'_, f32>,
     beta: f32,
     c: &mut [f32],
+    emit: Option<&mut [u16]>,
 ) {
     let (k, n) = (b.k, b.n);
     if let Some(bias) = epi.bias {
@@ -998,12 +1044,33 @@ pub fn gemm_rows(
             "amx gemm_rows: residual or mask shorter than m × n"
         );
     }
-    assert!(fits(&a, m, k), "amx gemm_rows: A out of bounds");
+    let a = match a {
+        RowsA::View(a) => {
+            assert!(fits(&a, m, k), "amx gemm_rows: A out of bounds");
+            ASrc::View(a)
+        }
+        RowsA::Tiles(t) => {
+            assert!(t.len() >= tiles_len(m, k), "amx gemm_rows: A tiles");
+            ASrc::Tiles(t)
+        }
+    };
     assert!(c.len() >= m * n, "amx gemm_rows: C out of bounds");
+    if let Some(e) = emit.as_deref() {
+        assert!(e.len() >= tiles_len(m, n), "amx gemm_rows: emitted tiles");
+    }
     if m == 0 {
         return;
     }
-    run_panel(m, a, &b.panel(), epi, beta, None, Some(&mut c[..m * n]));
+    run_panel(
+        m,
+        a,
+        &b.panel(),
+        epi,
+        beta,
+        None,
+        Some(&mut c[..m * n]),
+        emit,
+    );
 }
 
 /// On the calling thread: `acc` (⌈m/32⌉·32 rows × ⌈n/32⌉·32 columns, row-major f32) += A (m × k)
@@ -1049,7 +1116,16 @@ pub fn accumulate(
         klp,
     };
     let acc = &mut acc[..mp * np];
-    run_panel(m, a, &b, Epilogue::default(), 0.0, Some(acc), None);
+    run_panel(
+        m,
+        ASrc::View(a),
+        &b,
+        Epilogue::default(),
+        0.0,
+        Some(acc),
+        None,
+        None,
+    );
 }
 
 /// A packed B panel, borrowed ([`PackedB::panel`] or a scratch buffer).
@@ -1062,32 +1138,37 @@ struct PackedRef<'a> {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
 fn run_panel(
     _: usize,
-    _: View,
+    _: ASrc,
     _: &PackedRef,
     _: Epilogue<f32>,
     _: f32,
     _: Option<&mut [f32]>,
     _: Option<&mut [f32]>,
+    _: Option<&mut [u16]>,
 ) {
     unreachable!("available() is false off x86_64")
 }
 
 /// The row blocks 0..m of one whole-k panel on this thread: C (with its epilogue) from zero
-/// when `acc` is `None` ([`gemm_rows`]), else `acc` += A·B ([`accumulate`]).
+/// when `acc` is `None` ([`gemm_rows`]), else `acc` += A·B ([`accumulate`]); C emitted as
+/// tiles too when `emit` is given.
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
 fn run_panel(
     m: usize,
-    a: View<'_>,
+    a: ASrc<'_>,
     b: &PackedRef<'_>,
     epi: Epilogue<'_, f32>,
     beta: f32,
     acc: Option<&mut [f32]>,
     c: Option<&mut [f32]>,
+    emit: Option<&mut [u16]>,
 ) {
     Block {
-        a: ASrc::View(a),
+        a,
         m,
         n: b.n,
         np: b.np,
@@ -1100,7 +1181,7 @@ fn run_panel(
         first: acc.is_none(),
         group: m.div_ceil(32),
     }
-    .run(0, acc, c);
+    .run(0, acc, c, emit);
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -1159,15 +1240,15 @@ fn run(
                 .par_chunks_mut(gc)
                 .zip(acc.par_chunks_mut(ga))
                 .enumerate()
-                .for_each(|(i, (cr, ar))| blk.run(i, Some(ar), Some(cr))),
+                .for_each(|(i, (cr, ar))| blk.run(i, Some(ar), Some(cr), None)),
             (true, false) => c
                 .par_chunks_mut(gc)
                 .enumerate()
-                .for_each(|(i, cr)| blk.run(i, None, Some(cr))),
+                .for_each(|(i, cr)| blk.run(i, None, Some(cr), None)),
             (false, _) => acc
                 .par_chunks_mut(ga)
                 .enumerate()
-                .for_each(|(i, ar)| blk.run(i, Some(ar), None)),
+                .for_each(|(i, ar)| blk.run(i, Some(ar), None, None)),
         }
     }
 }
@@ -1196,8 +1277,15 @@ impl Block<'_> {
     /// Row group `grp` (rows 32·G·grp.., G = `self.group` blocks of 32): starts from `acc`
     /// unless this is the first chunk; writes the group's C rows `c` (final: + β·C) when
     /// given, else the partial sums back to `acc`. Each packed B panel pair is used by the G
-    /// blocks in turn while it is in L1.
-    fn run(&self, grp: usize, mut acc: Option<&mut [f32]>, c: Option<&mut [f32]>) {
+    /// blocks in turn while it is in L1. With `emit` (only for a whole single-chunk product in
+    /// one group, [`gemm_rows`]) C is also written there as bf16 tiles.
+    fn run(
+        &self,
+        grp: usize,
+        mut acc: Option<&mut [f32]>,
+        c: Option<&mut [f32]>,
+        mut emit: Option<&mut [u16]>,
+    ) {
         use std::cell::RefCell;
         thread_local! {
             static ABUF: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
@@ -1208,6 +1296,16 @@ impl Block<'_> {
         let blocks = self.m.saturating_sub(r0).div_ceil(32).min(self.group);
         if let Some(acc) = acc.as_deref() {
             assert!(acc.len() >= 32 * blocks * np, "amx gemm: partial-sum rows");
+        }
+        if let Some(e) = emit.as_deref() {
+            assert!(
+                grp == 0 && self.first && c.is_some() && e.len() >= 32 * blocks * np,
+                "amx gemm: emitted tiles"
+            );
+            assert!(
+                blocks == self.m.div_ceil(32),
+                "amx gemm: emitting needs one group"
+            );
         }
         assert!(self.bp.len() >= klp * np, "amx gemm: packed B");
         ABUF.with(|cell| {
@@ -1237,20 +1335,31 @@ impl Block<'_> {
                     let a0 = unsafe { at.as_ptr().add((self.k0 / 32 * mp + r0) * 32) };
                     (a0, 32 * 32, mp * 32)
                 }
+                ASrc::Tiles(t) => {
+                    // row blocks r0/32 .. r0/32 + blocks of the whole k (one chunk)
+                    assert!(
+                        self.k0 == 0 && t.len() >= (r0 + 32 * blocks) * klp,
+                        "amx gemm: A tiles"
+                    );
+                    (t[r0 * klp..].as_ptr(), 32 * klp, 1024)
+                }
             };
             // Two staging blocks: a block's epilogue waits until the next block's tile products
             // have been issued, so that the vector work runs while the AMX unit computes.
             let mut tmp = [[0f32; 32 * 32]; 2];
             let mut slot = 0;
-            // (slot, i0, j0, offset into the C rows) of the block whose epilogue waits
-            let mut pending: Option<(usize, usize, usize, usize)> = None;
+            // (slot, i0, j0, offset into the C rows, offset into `emit`) of the block whose
+            // epilogue waits
+            let mut pending: Option<(usize, usize, usize, usize, usize)> = None;
             let mut c = c;
             let e = &self.epi;
+            // (emitting: the AMX blocks take the staged epilogue, which converts them)
             let plain = e.bias.is_none()
                 && e.residual.is_none()
                 && e.mask.is_none()
                 && !e.relu
-                && self.beta == 0.0;
+                && self.beta == 0.0
+                && emit.is_none();
             let cfg = TileConfig::new();
             let amx = engine() == Some(Engine::Amx);
             // SAFETY: `gemm` (the only way here) checked available(): the engine's instructions
@@ -1286,11 +1395,14 @@ impl Block<'_> {
                                 }
                             }
                         }
-                        if let (Some((ps, pi, pj, po)), Some(cr)) =
+                        if let (Some((ps, pi, pj, po, eo)), Some(cr)) =
                             (pending.take(), c.as_deref_mut())
                         {
-                            self.epilogue(&tmp[ps], pi, pj, &mut cr[po..]);
+                            let em = emit.as_deref_mut().map(|e| &mut e[eo..eo + 1024]);
+                            self.epilogue(&tmp[ps], pi, pj, &mut cr[po..], em);
                         }
+                        // This block's 2 KiB of emitted tiles: row block g, step jb.
+                        let eo = (g * np / 32 + jb) * 1024;
                         // The block's destination (row stride in floats): C directly, a staging
                         // block for the epilogue, or the partial sums; with the vector engine,
                         // whole blocks of C take their epilogue as they are stored.
@@ -1307,7 +1419,7 @@ impl Block<'_> {
                                     }
                                     (dst.as_mut_ptr(), n)
                                 } else {
-                                    pending = Some((slot, i0, j0, off));
+                                    pending = Some((slot, i0, j0, off, eo));
                                     slot ^= 1;
                                     (tmp[slot ^ 1].as_mut_ptr(), 32)
                                 }
@@ -1318,41 +1430,65 @@ impl Block<'_> {
                         if amx {
                             tiles::store_c(dst, ld * 4);
                         } else {
-                            vector_block(ab, as_, pb, sb, nsteps, init, dst, ld, fused.as_ref());
+                            // (a staged block emits in its epilogue)
+                            let em = match (&mut emit, pending) {
+                                (Some(e), None) => e[eo..eo + 1024].as_mut_ptr(),
+                                _ => std::ptr::null_mut(),
+                            };
+                            let f = fused.as_ref();
+                            vector_block(ab, as_, pb, sb, nsteps, init, dst, ld, f, em);
                         }
                     }
                 }
                 if amx {
                     tiles::release();
                 }
-                if let (Some((ps, pi, pj, po)), Some(cr)) = (pending, c) {
-                    self.epilogue(&tmp[ps], pi, pj, &mut cr[po..]);
+                if let (Some((ps, pi, pj, po, eo)), Some(cr)) = (pending, c) {
+                    let em = emit.map(|e| &mut e[eo..eo + 1024]);
+                    self.epilogue(&tmp[ps], pi, pj, &mut cr[po..], em);
                 }
             }
         });
     }
 
     /// C rows (of this block) columns j0..j0+32, inside m × n, = [`epilogue_row`] of the
-    /// product in `tmp`. Whole 32 × 32 blocks pass fixed-length rows, which vectorize.
+    /// product in `tmp`. Whole 32 × 32 blocks pass fixed-length rows, which vectorize. With
+    /// `emit`, the block also goes there as bf16 (one step of a row block of tiles, zero past
+    /// m and n).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    fn epilogue(&self, tmp: &[f32; 1024], i0: usize, j0: usize, cr: &mut [f32]) {
+    fn epilogue(
+        &self,
+        tmp: &[f32; 1024],
+        i0: usize,
+        j0: usize,
+        cr: &mut [f32],
+        mut emit: Option<&mut [u16]>,
+    ) {
         let (n, e, beta) = (self.n, &self.epi, self.beta);
         let rows = self.m.saturating_sub(i0).min(32);
         let cols = n.saturating_sub(j0).min(32);
+        if let Some(em) = emit.as_deref_mut() {
+            em[..1024].fill(0);
+        }
         for r in 0..rows {
             let dst = &mut cr[r * n + j0..r * n + j0 + cols];
             let src = &tmp[r * 32..r * 32 + cols];
+            let mut v = [0f32; 32];
             if let Ok(dst) = <&mut [f32; 32]>::try_from(&mut *dst) {
                 // Fixed length: inlined vector moves, not memmove calls.
-                let mut v: [f32; 32] = src.try_into().unwrap();
+                v = src.try_into().unwrap();
                 epilogue_row(e, beta, i0 + r, j0, n, dst, &mut v);
                 *dst = v;
             } else {
-                let mut v = [0f32; 32];
                 let v = &mut v[..cols];
                 v.copy_from_slice(src);
                 epilogue_row(e, beta, i0 + r, j0, n, dst, v);
                 dst.copy_from_slice(v);
+            }
+            if let Some(em) = emit.as_deref_mut() {
+                // (v is zero past cols)
+                // SAFETY: AVX-512 F/BW (this function's features).
+                unsafe { bf16_row32(&v, &mut em[a_idx(r, 0)..a_idx(r, 0) + 32]) };
             }
         }
     }
@@ -1442,6 +1578,7 @@ mod tests {
                         out.as_mut_ptr(),
                         ldo,
                         None,
+                        std::ptr::null_mut(),
                     )
                 };
                 for i in 0..32 {
@@ -1520,6 +1657,97 @@ mod tests {
                 assert!(
                     same,
                     "{m}x{k}x{n} case {c}: differs from the plain product's epilogue"
+                );
+            }
+        }
+    }
+
+    /// gemm_rows' emitted tiles hold C (after its epilogue) as bf16, zero past m and n, in the
+    /// layout of `RowsA::Tiles`, and a product reading them equals one reading C as a view, bit
+    /// for bit (whole and ragged blocks; the buffer starts as bf16 NaNs, so a missed padding
+    /// value would show).
+    #[test]
+    fn emitted_tiles_are_c_in_bf16_and_feed_the_next_product() {
+        if !available() {
+            eprintln!("no bf16 engine (AMX or AVX-512 BF16) on this CPU: skipped");
+            return;
+        }
+        let mut rnd = uniform(5);
+        for &(m, k, n, n2) in &[(64, 96, 64, 32), (50, 70, 40, 24)] {
+            let a: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
+            let b2: Vec<f32> = (0..n * n2).map(|_| rnd()).collect();
+            let bias: Vec<f32> = (0..n).map(|_| rnd()).collect();
+            let pb = PackedB::new(
+                View {
+                    buf: &b,
+                    rs: n,
+                    cs: 1,
+                },
+                k,
+                n,
+            )
+            .unwrap();
+            let pb2 = PackedB::new(
+                View {
+                    buf: &b2,
+                    rs: n2,
+                    cs: 1,
+                },
+                n,
+                n2,
+            )
+            .unwrap();
+            let av = RowsA::View(View {
+                buf: &a,
+                rs: k,
+                cs: 1,
+            });
+            for e in [
+                Epilogue::default(),
+                Epilogue {
+                    bias: Some(&bias[..]),
+                    relu: true,
+                    ..Default::default()
+                },
+            ] {
+                let mut c = vec![0f32; m * n];
+                let mut tiles = vec![0x7fc0u16; tiles_len(m, n)];
+                gemm_rows(m, av, &pb, e, 0.0, &mut c, Some(&mut tiles));
+                let mut plain = vec![0f32; m * n];
+                gemm_rows(m, av, &pb, e, 0.0, &mut plain, None);
+                assert!(c == plain, "{m}x{k}x{n}: emitting changed C");
+                let np = round_up(n, 32);
+                for i in 0..round_up(m, 32) {
+                    for j in 0..np {
+                        let at = (i / 32) * 32 * np + (j / 32) * 1024 + a_idx(i % 32, j % 32);
+                        let want = if i < m && j < n {
+                            bf16_bits(c[i * n + j])
+                        } else {
+                            0
+                        };
+                        assert_eq!(tiles[at], want, "{m}x{k}x{n}: tile value ({i}, {j})");
+                    }
+                }
+                let (mut y_view, mut y_tiles) = (vec![0f32; m * n2], vec![0f32; m * n2]);
+                let cv = RowsA::View(View {
+                    buf: &c,
+                    rs: n,
+                    cs: 1,
+                });
+                gemm_rows(m, cv, &pb2, Epilogue::default(), 0.0, &mut y_view, None);
+                gemm_rows(
+                    m,
+                    RowsA::Tiles(&tiles),
+                    &pb2,
+                    Epilogue::default(),
+                    0.0,
+                    &mut y_tiles,
+                    None,
+                );
+                assert!(
+                    y_view == y_tiles,
+                    "{m}x{k}x{n}x{n2}: tiles differ from the view"
                 );
             }
         }

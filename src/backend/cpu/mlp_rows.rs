@@ -8,11 +8,12 @@
 //! the chunk stays in L2 ([`chunk_rows`]):
 //! - forward: h_l = ReLU(h_{l−1}·W_lᵀ + b_l (+ h_{l−1})) chunk by chunk, each layer's B = W_lᵀ
 //!   packed once per call ([`amx::PackedB`]), then the output layer's dot products; the saved
-//!   activations are still written whole;
+//!   activations are still written whole, and each hidden output is also emitted as bf16 tiles
+//!   that are the next layer's A ([`amx::RowsA::Tiles`]), so no layer converts its input again;
 //! - backward, from dy: the output layer's dW, db and input gradient in f32, then per hidden
 //!   layer dW_l += gᵀ·h_{l−1} accumulated per task in f32 tiles ([`amx::accumulate`]), db_l +=
 //!   Σ_rows g, and the next g = (g·W_l (+ g)) ⊙ 1[h_{l−1} > 0] into a chunk-sized buffer that
-//!   never leaves the task. Layer 0's input gradient (the decoder asks only for its few z
+//!   never leaves the task (and, where it is again an input gradient's A, as bf16 tiles). Layer 0's input gradient (the decoder asks only for its few z
 //!   columns) is a 16-wide f32 loop. Hidden layers wider than 256 ([`stores_g`]) write each
 //!   layer's g into a whole N × n_out buffer instead, and dW_l is one whole-matrix GEMM per
 //!   layer after the chunks.
@@ -27,7 +28,7 @@
 //! Everything here runs only when [`amx::available`], which implies AVX-512 F/BW/VL: the f32
 //! loops are compiled for it.
 
-use super::amx::{self, PackedB, View};
+use super::amx::{self, PackedB, RowsA, View};
 use super::gemm::{dot, epilogue_row, Epilogue};
 use rayon::prelude::*;
 
@@ -133,7 +134,14 @@ pub(super) fn forward(
     for (c, s) in y[..n * top.n_out].chunks_mut(rc * top.n_out).enumerate() {
         per[c].push(s);
     }
-    let layer_rows = |l: usize, input: &[f32], rows: usize, out: &mut [f32]| {
+    // Layer l on a chunk: its f32 input (for the residual; layer 0's A), its A as the tiles the
+    // layer below emitted (l ≥ 1), and where it emits its own output as the next layer's A.
+    let layer_rows = |l: usize,
+                      input: &[f32],
+                      tiles: &[u16],
+                      rows: usize,
+                      out: &mut [f32],
+                      emit: Option<&mut [u16]>| {
         let layer = &hidden[l];
         let epi = Epilogue {
             bias: Some(layer.b),
@@ -141,22 +149,29 @@ pub(super) fn forward(
             mask: None,
             relu: true,
         };
-        let a = View {
-            buf: input,
-            rs: layer.n_in,
-            cs: 1,
+        let a = match l {
+            0 => RowsA::View(View {
+                buf: input,
+                rs: layer.n_in,
+                cs: 1,
+            }),
+            _ => RowsA::Tiles(tiles),
         };
-        amx::gemm_rows(rows, a, &packed[l], epi, 0.0, out);
+        amx::gemm_rows(rows, a, &packed[l], epi, 0.0, out, emit);
     };
     per.into_par_iter().enumerate().for_each(|(c, mut outs)| {
         let rows = (n - c * rc).min(rc);
         let x_rows = &x[c * rc * hidden[0].n_in..][..rows * hidden[0].n_in];
         if saving {
-            for l in 0..hidden.len() {
-                let (done, rest) = outs.split_at_mut(l);
-                let input: &[f32] = if l == 0 { x_rows } else { &*done[l - 1] };
-                layer_rows(l, input, rows, &mut *rest[0]);
-            }
+            TILES.with(|cell| {
+                let mut bufs = cell.borrow_mut();
+                for l in 0..hidden.len() {
+                    let (done, rest) = outs.split_at_mut(l);
+                    let input: &[f32] = if l == 0 { x_rows } else { &*done[l - 1] };
+                    let (tiles, emit) = tile_bufs(&mut bufs, l, rows, hidden);
+                    layer_rows(l, input, tiles, rows, &mut *rest[0], emit);
+                }
+            });
             let (h, yc) = outs.split_at_mut(hidden.len());
             // SAFETY: AVX-512 F (PackedB::new returned Some: a bf16 engine is available, which implies
             // it).
@@ -166,6 +181,7 @@ pub(super) fn forward(
         // Not saving: the hidden activations ping-pong between two thread-local chunk buffers.
         SCRATCH.with(|cell| {
             let mut bufs = cell.borrow_mut();
+            let mut tbufs = TILES.with(|t| t.take());
             let [b0, b1] = &mut *bufs;
             for (l, layer) in hidden.iter().enumerate() {
                 let len = rows * layer.n_out;
@@ -177,8 +193,10 @@ pub(super) fn forward(
                 if out.len() < len {
                     out.resize(len, 0.0);
                 }
-                layer_rows(l, input, rows, &mut out[..len]);
+                let (tiles, emit) = tile_bufs(&mut tbufs, l, rows, hidden);
+                layer_rows(l, input, tiles, rows, &mut out[..len], emit);
             }
+            TILES.with(|t| t.replace(tbufs));
             let last = if hidden.len() % 2 == 1 {
                 &b0[..]
             } else {
@@ -196,6 +214,39 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<[Vec<f32>; 2]> = const {
         std::cell::RefCell::new([Vec::new(), Vec::new()])
     };
+    /// The forward's two bf16 tile buffers per thread: each hidden layer's output emitted as
+    /// the next layer's A ([`amx::RowsA::Tiles`]), taken in turn.
+    static TILES: std::cell::RefCell<[Vec<u16>; 2]> = const {
+        std::cell::RefCell::new([Vec::new(), Vec::new()])
+    };
+}
+
+/// Hidden layer l's A tiles (emitted by layer l − 1; empty for l = 0) and where it emits its
+/// output for layer l + 1 (none for the last hidden layer, whose output goes to the f32 output
+/// layer): buffer (l + 1) % 2 and l % 2, sized for `rows`.
+fn tile_bufs<'b>(
+    bufs: &'b mut [Vec<u16>; 2],
+    l: usize,
+    rows: usize,
+    hidden: &[Layer<'_>],
+) -> (&'b [u16], Option<&'b mut [u16]>) {
+    let [b0, b1] = bufs;
+    let (read, write) = if l.is_multiple_of(2) {
+        (b1, b0)
+    } else {
+        (b0, b1)
+    };
+    let emit = match l + 1 < hidden.len() {
+        true => {
+            let len = amx::tiles_len(rows, hidden[l].n_out);
+            if write.len() < len {
+                write.resize(len, 0);
+            }
+            Some(&mut write[..len])
+        }
+        false => None,
+    };
+    (&read[..], emit)
 }
 
 /// y = h·Wᵀ + b (+ h) per row of the chunk, as the whole-matrix path computes a thin output
@@ -328,6 +379,7 @@ pub(super) fn backward(
             let mut db: Vec<Vec<f32>> = layers.iter().map(|l| vec![0f32; l.n_out]).collect();
             let mut scratch = Vec::new();
             let mut bufs = [Vec::<f32>::new(), Vec::new()];
+            let mut tbufs = TILES.with(|t| t.take());
             let r_task = t * task_rows;
             for r0 in (r_task..(r_task + task_rows).min(n)).step_by(rc) {
                 let rows = (n - r0).min(rc);
@@ -349,6 +401,9 @@ pub(super) fn backward(
                     )
                 };
                 let mut cur = 0;
+                // g's bf16 tiles, emitted by the input gradient of the layer above (for layers
+                // below the top hidden one): tbufs[tcur] when `tiled`.
+                let (mut tcur, mut tiled) = (0, false);
                 for l in (0..nh).rev() {
                     let layer = &hidden[l];
                     let (ni, no) = (layer.n_in, layer.n_out);
@@ -383,7 +438,19 @@ pub(super) fn backward(
                     // SAFETY: AVX-512 F, as above.
                     unsafe { add_column_sums(gc, &mut db[l]) };
                     if let Some(next) = next {
-                        input_grad_rows(layer, &packed[l - 1], gc, h_in, rows, next);
+                        let [t0, t1] = &mut tbufs;
+                        let (tin, tout) = if tcur == 0 { (t0, t1) } else { (t1, t0) };
+                        // the next g is an A again only if layer l − 1 has an input gradient
+                        let emit = (l >= 2).then(|| {
+                            let len = amx::tiles_len(rows, ni);
+                            if tout.len() < len {
+                                tout.resize(len, 0);
+                            }
+                            &mut tout[..len]
+                        });
+                        let g_tiles = tiled.then_some(&tin[..]);
+                        input_grad_rows(layer, &packed[l - 1], gc, g_tiles, h_in, rows, next, emit);
+                        (tcur, tiled) = (1 - tcur, l >= 2);
                         cur = 1 - cur;
                     } else if let Some(d) = dxp.as_deref_mut() {
                         let d = &mut d[off * width..][..rows * width];
@@ -392,6 +459,7 @@ pub(super) fn backward(
                     }
                 }
             }
+            TILES.with(|t| t.replace(tbufs));
             (acc, db)
         })
         .collect();
@@ -437,14 +505,18 @@ pub(super) fn backward(
 }
 
 /// The next g on a chunk: (g·W_l (+ g)) ⊙ 1[h_{l−1} > 0] (W_l packed as B), written to `next`
-/// (rows × n_in) as the whole-matrix path's GEMM writes it.
+/// (rows × n_in) as the whole-matrix path's GEMM writes it. g's bf16 tiles, when the layer
+/// above emitted them, are the product's A; with `emit` the next g is emitted as tiles too.
+#[allow(clippy::too_many_arguments)]
 fn input_grad_rows(
     layer: &Layer<'_>,
     w: &PackedB,
     g: &[f32],
+    g_tiles: Option<&[u16]>,
     h_in: &[f32],
     rows: usize,
     next: &mut [f32],
+    emit: Option<&mut [u16]>,
 ) {
     let epi = Epilogue {
         bias: None,
@@ -452,12 +524,15 @@ fn input_grad_rows(
         mask: Some(h_in),
         relu: false,
     };
-    let a = View {
-        buf: g,
-        rs: layer.n_out,
-        cs: 1,
+    let a = match g_tiles {
+        Some(t) => RowsA::Tiles(t),
+        None => RowsA::View(View {
+            buf: g,
+            rs: layer.n_out,
+            cs: 1,
+        }),
     };
-    amx::gemm_rows(rows, a, w, epi, 0.0, next);
+    amx::gemm_rows(rows, a, w, epi, 0.0, next, emit);
 }
 
 /// The output layer on a chunk: dW += dyᵀ·h and db += Σ_rows dy (f32), and its input gradient
