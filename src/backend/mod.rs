@@ -327,7 +327,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
         width: usize,
         acc: bool,
     ) -> Result<()>;
-    /// dst (len(idx), d) = src[idx[i], :] for src (m, d).
+    /// `dst (len(idx), d) = src[idx[i], :]` for src (m, d).
     fn gather_rows(
         &self,
         src: &Self::Buf,
@@ -335,7 +335,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
         idx: &[u32],
         dst: &mut Self::Buf,
     ) -> Result<()>;
-    /// dst[idx[i], :] += src[i, :] (backward of `gather_rows`).
+    /// `dst[idx[i], :] += src[i, :]` (backward of `gather_rows`).
     fn scatter_add_rows(
         &self,
         src: &Self::Buf,
@@ -387,7 +387,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
     // ---- losses (scalar outputs, length-1 buffers) ----
     /// out = mean((a − b)²) over all elements.
     fn mse(&self, a: &Self::Buf, b: &Self::Buf, out: &mut Self::Buf) -> Result<()>;
-    /// da += g·2(a−b)/n, db −= g·2(a−b)/n with g = dout[0].
+    /// da += g·2(a−b)/n, db −= g·2(a−b)/n with `g = dout[0]`.
     fn mse_backward(
         &self,
         a: &Self::Buf,

@@ -32,7 +32,7 @@ pub struct Args {
     /// Equally spaced percentiles instead of equally spaced points along the PC
     #[arg(long)]
     pub use_percentile_spacing: bool,
-    /// Output folder for pc<i>.txt (bare `-o`: zpaths); printed when absent
+    /// Output folder for pc1.txt, pc2.txt, … (bare `-o`: zpaths); printed when absent
     #[arg(short = 'o', long = "outdir", num_args = 0..=1, default_missing_value = "zpaths")]
     pub outdir: Option<PathBuf>,
 }

@@ -62,9 +62,9 @@ pub struct AbinitConfig {
     pub train: TrainConfig,
     /// The pose search (`l_min`/`l_max` are `--l-start`/`--l-end`).
     pub search: SearchConfig,
-    /// Images of random-pose pretraining (`--pretrain` [10000], one pass at most).
+    /// Images of random-pose pretraining (`--pretrain`, default 10000, one pass at most).
     pub pretrain: usize,
-    /// Search every this many epochs (`--ps-freq` [5]).
+    /// Search every this many epochs (`--ps-freq`, default 5).
     pub ps_freq: usize,
     /// Epochs over which the band limit ramps from `--l-start` to `--l-end` (`--l-ramp-epochs`;
     /// reference: 25 homogeneous, 0 heterogeneous; 0: no ramp).

@@ -65,22 +65,22 @@ pub enum TransRefine {
 /// Search settings (the reference's flags and defaults in brackets).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SearchConfig {
-    /// Resolution of the base SO(3) grid, ≥ 1 (`--base-healpy` [2]: 4608 rotations).
+    /// Resolution of the base SO(3) grid, ≥ 1 (`--base-healpy`, default 2: 4608 rotations).
     pub base_healpy: u32,
-    /// Shifts searched over ±t_extent pixels (`--t-extent` [10]).
+    /// Shifts searched over ±t_extent pixels (`--t-extent`, default 10).
     pub t_extent: f64,
-    /// Base translation grid per axis at resolution 0 (`--t-ngrid` [7]; the base grid is at
+    /// Base translation grid per axis at resolution 0 (`--t-ngrid`, default 7; the base grid is at
     /// resolution `base_healpy − 1`: 14 × 14 shifts by default).
     pub t_ngrid: usize,
-    /// Offsets of the translation grid (`--t-xshift`, `--t-yshift` [0]), pixels.
+    /// Offsets of the translation grid (`--t-xshift`, `--t-yshift`, default 0), pixels.
     pub t_xshift: f64,
     pub t_yshift: f64,
-    /// Refinement iterations (`--niter` [4]).
+    /// Refinement iterations (`--niter`, default 4).
     pub niter: usize,
-    /// Candidates kept per image between iterations (`--nkeptposes` [8]).
+    /// Candidates kept per image between iterations (`--nkeptposes`, default 8).
     pub nkeptposes: usize,
-    /// Band limit of the base grid and of the last iteration, pixels (`--l-start` [12], `--l-end`
-    /// [32]); both capped at D/2.
+    /// Band limit of the base grid and of the last iteration, pixels (`--l-start`, default 12;
+    /// `--l-end`, default 32); both capped at D/2.
     pub l_min: usize,
     pub l_max: usize,
     pub trans_refine: TransRefine,

@@ -64,7 +64,7 @@ pub trait CpuFloat: Float {
         None
     }
 
-    /// s[i], c[i] = sin x[i], cos x[i] (f32: the vectorized [`super::trig::sin_cos`]).
+    /// `s[i], c[i] = sin x[i], cos x[i]` (f32: the vectorized [`super::trig::sin_cos`]).
     fn sin_cos_slice(x: &[Self], s: &mut [Self], c: &mut [Self]) {
         for ((&x, s), c) in x.iter().zip(s.iter_mut()).zip(c.iter_mut()) {
             (*s, *c) = x.sin_cos();
@@ -159,7 +159,7 @@ impl_cpu_float!(
 );
 impl_cpu_float!(f64, matrixmultiply::dgemm);
 
-/// What [`gemm_mixed`] (and [`super::amx::gemm`]) apply to C after the product, in this
+/// What `gemm_mixed` (and [`super::amx::gemm`]) apply to C after the product, in this
 /// order: + bias, + residual, (+ β·C), the ReLU-gradient mask, then ReLU.
 #[derive(Clone, Copy)]
 pub struct Epilogue<'a, T> {
@@ -168,7 +168,7 @@ pub struct Epilogue<'a, T> {
     /// An m × n row-major matrix added elementwise.
     pub residual: Option<&'a [T]>,
     /// An m × n row-major matrix: where it is ≤ 0 the value becomes 0 (the ReLU gradient
-    /// 1[h > 0] from the layer's saved output h).
+    /// `1[h > 0]` from the layer's saved output h).
     pub mask: Option<&'a [T]>,
     /// ReLU on the result.
     pub relu: bool,

@@ -60,7 +60,7 @@ unsafe fn body_avx512(x: &[f32], s: &mut [f32], c: &mut [f32]) {
     body(x, s, c)
 }
 
-/// s[i], c[i] = sin x[i], cos x[i] over the common length; arguments beyond [`FAST_LIMIT`]
+/// `s[i], c[i] = sin x[i], cos x[i]` over the common length; arguments beyond [`FAST_LIMIT`]
 /// (or NaN) go through libm.
 pub fn sin_cos(x: &[f32], s: &mut [f32], c: &mut [f32]) {
     let n = x.len().min(s.len()).min(c.len());
