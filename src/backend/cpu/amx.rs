@@ -323,7 +323,7 @@ mod tiles {
 /// written as bf16 to the 2 KiB there, as the next product's A ([`RowsA::Tiles`]).
 ///
 /// # Safety
-/// AVX-512 F and BF16; `a` and `b` hold `nsteps` steps of two 1 KiB tiles at those strides,
+/// AVX-512 F/BW/VL and BF16; `a` and `b` hold `nsteps` steps of two 1 KiB tiles at those strides,
 /// `init` 32 readable and `out` 32 writable rows of 32 floats (they may be the same block);
 /// `fused`'s pointers as [`Fused`] says; `emit` null or 2 KiB writable.
 #[cfg(target_arch = "x86_64")]
