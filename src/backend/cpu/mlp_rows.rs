@@ -161,6 +161,10 @@ pub(super) fn forward(
     };
     per.into_par_iter().enumerate().for_each(|(c, mut outs)| {
         let rows = (n - c * rc).min(rc);
+        // Every hidden layer but the last (its output goes to the f32 output layer) emits the
+        // next layer's A.
+        let forward_emit =
+            |l: usize| (l + 1 < hidden.len()).then(|| amx::tiles_len(rows, hidden[l].n_out));
         let x_rows = &x[c * rc * hidden[0].n_in..][..rows * hidden[0].n_in];
         if saving {
             TILES.with(|cell| {
@@ -168,7 +172,7 @@ pub(super) fn forward(
                 for l in 0..hidden.len() {
                     let (done, rest) = outs.split_at_mut(l);
                     let input: &[f32] = if l == 0 { x_rows } else { &*done[l - 1] };
-                    let (tiles, emit) = tile_bufs(&mut bufs, l, rows, hidden);
+                    let (tiles, emit) = tile_bufs(&mut bufs, l, forward_emit(l));
                     layer_rows(l, input, tiles, rows, &mut *rest[0], emit);
                 }
             });
@@ -193,7 +197,7 @@ pub(super) fn forward(
                 if out.len() < len {
                     out.resize(len, 0.0);
                 }
-                let (tiles, emit) = tile_bufs(&mut tbufs, l, rows, hidden);
+                let (tiles, emit) = tile_bufs(&mut tbufs, l, forward_emit(l));
                 layer_rows(l, input, tiles, rows, &mut out[..len], emit);
             }
             TILES.with(|t| t.replace(tbufs));
@@ -221,31 +225,27 @@ thread_local! {
     };
 }
 
-/// Hidden layer l's A tiles (emitted by layer l − 1; empty for l = 0) and where it emits its
-/// output for layer l + 1 (none for the last hidden layer, whose output goes to the f32 output
-/// layer): buffer (l + 1) % 2 and l % 2, sized for `rows`.
-fn tile_bufs<'b>(
-    bufs: &'b mut [Vec<u16>; 2],
+/// The two tile buffers as seen by layer l, in either direction: what it reads (buffer
+/// (l + 1) % 2, which its neighbour emitted into) and, when `emit_len` is given, where it emits
+/// (buffer l % 2, grown to that length). In the forward layer l reads what layer l − 1 emitted;
+/// in the backward what layer l + 1's input gradient emitted.
+fn tile_bufs(
+    bufs: &mut [Vec<u16>; 2],
     l: usize,
-    rows: usize,
-    hidden: &[Layer<'_>],
-) -> (&'b [u16], Option<&'b mut [u16]>) {
+    emit_len: Option<usize>,
+) -> (&[u16], Option<&mut [u16]>) {
     let [b0, b1] = bufs;
     let (read, write) = if l.is_multiple_of(2) {
         (b1, b0)
     } else {
         (b0, b1)
     };
-    let emit = match l + 1 < hidden.len() {
-        true => {
-            let len = amx::tiles_len(rows, hidden[l].n_out);
-            if write.len() < len {
-                write.resize(len, 0);
-            }
-            Some(&mut write[..len])
+    let emit = emit_len.map(|len| {
+        if write.len() < len {
+            write.resize(len, 0);
         }
-        false => None,
-    };
+        &mut write[..len]
+    });
     (&read[..], emit)
 }
 
@@ -401,9 +401,6 @@ pub(super) fn backward(
                     )
                 };
                 let mut cur = 0;
-                // g's bf16 tiles, emitted by the input gradient of the layer above (for layers
-                // below the top hidden one): tbufs[tcur] when `tiled`.
-                let (mut tcur, mut tiled) = (0, false);
                 for l in (0..nh).rev() {
                     let layer = &hidden[l];
                     let (ni, no) = (layer.n_in, layer.n_out);
@@ -438,19 +435,13 @@ pub(super) fn backward(
                     // SAFETY: AVX-512 F, as above.
                     unsafe { add_column_sums(gc, &mut db[l]) };
                     if let Some(next) = next {
-                        let [t0, t1] = &mut tbufs;
-                        let (tin, tout) = if tcur == 0 { (t0, t1) } else { (t1, t0) };
-                        // the next g is an A again only if layer l − 1 has an input gradient
-                        let emit = (l >= 2).then(|| {
-                            let len = amx::tiles_len(rows, ni);
-                            if tout.len() < len {
-                                tout.resize(len, 0);
-                            }
-                            &mut tout[..len]
-                        });
-                        let g_tiles = tiled.then_some(&tin[..]);
+                        // The next g is an A again only if layer l − 1 has an input gradient
+                        // (l ≥ 2); this g came as tiles unless it is the top hidden layer's,
+                        // which the f32 output layer wrote.
+                        let emit_len = (l >= 2).then(|| amx::tiles_len(rows, ni));
+                        let (tiles, emit) = tile_bufs(&mut tbufs, l, emit_len);
+                        let g_tiles = (l + 1 < nh).then_some(tiles);
                         input_grad_rows(layer, &packed[l - 1], gc, g_tiles, h_in, rows, next, emit);
-                        (tcur, tiled) = (1 - tcur, l >= 2);
                         cur = 1 - cur;
                     } else if let Some(d) = dxp.as_deref_mut() {
                         let d = &mut d[off * width..][..rows * width];
