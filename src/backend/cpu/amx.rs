@@ -370,11 +370,11 @@ unsafe fn vector_block(
             let i = 8 * q + r;
             let row = out.add(i * ldo);
             let mut y = *v;
-            for (h, y) in y.iter_mut().enumerate() {
+            for (h, half) in y.iter_mut().enumerate() {
                 if let Some(f) = fused {
-                    *y = f.apply(*y, i, 16 * h, row.add(16 * h));
+                    *half = f.apply(*half, i, 16 * h, row.add(16 * h));
                 }
-                _mm512_storeu_ps(row.add(16 * h), *y);
+                _mm512_storeu_ps(row.add(16 * h), *half);
             }
             if !emit.is_null() {
                 let dst = emit.add(a_idx(i, 0));
@@ -1363,9 +1363,10 @@ impl Block<'_> {
             let cfg = TileConfig::new();
             let amx = engine() == Some(Engine::Amx);
             // SAFETY: `gemm` (the only way here) checked available(): the engine's instructions
-            // run. Tile and vector reads and writes stay inside abuf (blocks × 32 rows × klp
-            // bf16, resized above), packed B (klp/2 rows of ld bf16, asserted above), acc
-            // (blocks × 32 rows × np f32, asserted above) and tmp.
+            // run. Tile and vector reads and writes stay inside A (abuf, blocks × 32 rows × klp
+            // bf16, resized above, or the groups or tiles asserted above), packed B (klp × np
+            // bf16, asserted above), acc and the emitted tiles (blocks × 32 rows × np, asserted
+            // above), C (whole blocks asserted where written directly) and tmp.
             unsafe {
                 if amx {
                     tiles::configure(&cfg);
@@ -1419,9 +1420,10 @@ impl Block<'_> {
                                     }
                                     (dst.as_mut_ptr(), n)
                                 } else {
-                                    pending = Some((slot, i0, j0, off, eo));
+                                    let staged = slot;
+                                    pending = Some((staged, i0, j0, off, eo));
                                     slot ^= 1;
-                                    (tmp[slot ^ 1].as_mut_ptr(), 32)
+                                    (tmp[staged].as_mut_ptr(), 32)
                                 }
                             }
                             (None, Some(acc)) => (acc.as_mut_ptr().add(arow), np),
