@@ -1500,6 +1500,24 @@ impl Block<'_> {
 mod tests {
     use super::*;
 
+    /// Whether a bf16 engine runs on this CPU; says that the test is skipped when none does.
+    fn engine_here() -> bool {
+        let ok = available();
+        if !ok {
+            eprintln!("no bf16 engine (AMX or AVX-512 BF16) on this CPU: skipped");
+        }
+        ok
+    }
+
+    /// The row-major view of `buf` with `cols` columns.
+    fn row_major(buf: &[f32], cols: usize) -> View<'_> {
+        View {
+            buf,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
     /// A seeded LCG: values in [−0.5, 0.5).
     fn uniform(seed: u64) -> impl FnMut() -> f32 {
         let mut s = seed;
@@ -1542,18 +1560,7 @@ mod tests {
         let (m, k, n) = (32, 96, 64);
         let a: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
         let b: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
-        let (av, bv) = (
-            View {
-                buf: &a,
-                rs: k,
-                cs: 1,
-            },
-            View {
-                buf: &b,
-                rs: n,
-                cs: 1,
-            },
-        );
+        let (av, bv) = (row_major(&a, k), row_major(&b, n));
         let mut ap = vec![0u16; 32 * k];
         let mut bp = vec![0u16; k * n];
         // SAFETY: detect_vector() implies AVX-512 F/BW/VL.
@@ -1606,8 +1613,7 @@ mod tests {
     /// (whichever engine: the vector engine fuses it into whole blocks' stores).
     #[test]
     fn epilogues_match_plain_product_then_epilogue_row() {
-        if !available() {
-            eprintln!("no bf16 engine (AMX or AVX-512 BF16) on this CPU: skipped");
+        if !engine_here() {
             return;
         }
         let mut rnd = uniform(31);
@@ -1618,18 +1624,7 @@ mod tests {
             let res: Vec<f32> = (0..m * n).map(|_| rnd()).collect();
             let mask: Vec<f32> = (0..m * n).map(|_| rnd()).collect();
             let old: Vec<f32> = (0..m * n).map(|_| rnd()).collect();
-            let (av, bv) = (
-                View {
-                    buf: &a,
-                    rs: k,
-                    cs: 1,
-                },
-                View {
-                    buf: &b,
-                    rs: n,
-                    cs: 1,
-                },
-            );
+            let (av, bv) = (row_major(&a, k), row_major(&b, n));
             let mut plain = vec![0f32; m * n];
             assert!(gemm(m, k, n, av, bv, Epilogue::default(), 0.0, &mut plain));
             let cases = [
@@ -1670,8 +1665,7 @@ mod tests {
     /// value would show).
     #[test]
     fn emitted_tiles_are_c_in_bf16_and_feed_the_next_product() {
-        if !available() {
-            eprintln!("no bf16 engine (AMX or AVX-512 BF16) on this CPU: skipped");
+        if !engine_here() {
             return;
         }
         let mut rnd = uniform(5);
@@ -1680,31 +1674,9 @@ mod tests {
             let b: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
             let b2: Vec<f32> = (0..n * n2).map(|_| rnd()).collect();
             let bias: Vec<f32> = (0..n).map(|_| rnd()).collect();
-            let pb = PackedB::new(
-                View {
-                    buf: &b,
-                    rs: n,
-                    cs: 1,
-                },
-                k,
-                n,
-            )
-            .unwrap();
-            let pb2 = PackedB::new(
-                View {
-                    buf: &b2,
-                    rs: n2,
-                    cs: 1,
-                },
-                n,
-                n2,
-            )
-            .unwrap();
-            let av = RowsA::View(View {
-                buf: &a,
-                rs: k,
-                cs: 1,
-            });
+            let pb = PackedB::new(row_major(&b, n), k, n).unwrap();
+            let pb2 = PackedB::new(row_major(&b2, n2), n, n2).unwrap();
+            let av = RowsA::View(row_major(&a, k));
             for e in [
                 Epilogue::default(),
                 Epilogue {
@@ -1732,11 +1704,7 @@ mod tests {
                     }
                 }
                 let (mut y_view, mut y_tiles) = (vec![0f32; m * n2], vec![0f32; m * n2]);
-                let cv = RowsA::View(View {
-                    buf: &c,
-                    rs: n,
-                    cs: 1,
-                });
+                let cv = RowsA::View(row_major(&c, n));
                 gemm_rows(m, cv, &pb2, Epilogue::default(), 0.0, &mut y_view, None);
                 gemm_rows(
                     m,
@@ -1768,8 +1736,7 @@ mod tests {
     /// (ragged m, k and n; several k-chunks; features not a multiple of 16).
     #[test]
     fn prepacked_transpose_matches_gemm_bit_for_bit() {
-        if !available() {
-            eprintln!("no bf16 engine (AMX or AVX-512 BF16) on this CPU: skipped");
+        if !engine_here() {
             return;
         }
         let mut rnd = uniform(99);
@@ -1778,11 +1745,7 @@ mod tests {
             let x: Vec<f32> = (0..k * m).map(|_| rnd()).collect();
             let b: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
             let old: Vec<f32> = (0..m * n).map(|_| rnd()).collect();
-            let bv = View {
-                buf: &b,
-                rs: n,
-                cs: 1,
-            };
+            let bv = row_major(&b, n);
             // Packed in two pieces: the first 64 samples (or all), then the rest.
             let mut at = vec![0xffffu16; at_len(k, m)];
             let cut = k.min(64);
@@ -1805,8 +1768,7 @@ mod tests {
 
     #[test]
     fn matches_bf16_reference_on_ragged_and_transposed_shapes() {
-        if !available() {
-            eprintln!("no bf16 engine (AMX or AVX-512 BF16) on this CPU: skipped");
+        if !engine_here() {
             return;
         }
         let mut rnd = uniform(12345);
@@ -1828,11 +1790,7 @@ mod tests {
                         cs: m,
                     }
                 } else {
-                    View {
-                        buf: &a,
-                        rs: k,
-                        cs: 1,
-                    }
+                    row_major(&a, k)
                 };
                 let bv = if tb {
                     View {
@@ -1841,11 +1799,7 @@ mod tests {
                         cs: k,
                     }
                 } else {
-                    View {
-                        buf: &b,
-                        rs: n,
-                        cs: 1,
-                    }
+                    row_major(&b, n)
                 };
                 let want = reference(m, k, n, av, bv);
                 let old: Vec<f32> = (0..m * n).map(|_| rnd()).collect();
