@@ -6,9 +6,10 @@
 # ratio, the machine's GEMM peaks measured in the same run (ours: criterion groups
 # gemm_peak/cpu-f32/2048x2048x2048 and gemm_peak/cpu-bf16/2048x2048x2048 of
 # benches/train.rs; PyTorch's matmul (oneDNN) on 2048^3, f32 and bf16, same thread count) and
-# our achieved training GFLOP/s as a percentage of the higher peak of each precision. Ours runs twice: with its default mixed
-# precision (bf16 GEMMs with f32 sums on AMX tiles or AVX-512 BF16 vectors, like the reference's default --amp on a GPU)
-# and with --no-amp (f32). The reference's --amp is CUDA-only, so on this CPU it runs f32.
+# our achieved training GFLOP/s as a percentage of the higher peak of each precision. Ours runs
+# twice: with its default mixed precision (bf16 GEMMs with f32 sums on AMX tiles or AVX-512 BF16
+# vectors, like the reference's default --amp on a GPU) and with --no-amp (f32). The reference's
+# --amp is CUDA-only, so on this CPU it runs f32.
 #
 # FLOPs of one epoch (GEMMs only, the minimal algorithm; Adam/elementwise/PE excluded), per image:
 #   Q = P = #{(i,j) in [-D/2,D/2]^2 : i^2+j^2 <= (D/2)^2} - 1 (encoder input and decoder mask,
@@ -57,7 +58,8 @@ gflop() { awk -v N="$1" -v h="$2" -v D=$D -v z=$Z -v L=$L 'BEGIN {
   printf "%.3f", N * (Fe + Eb + Fd + Db) / 1e9 }'; }
 
 # The machine's GEMM peak is the best GEMM measured on it, not only ours: PyTorch's matmul
-# (oneDNN; bf16 on AMX or AVX-512 BF16) on 2048^3 with the same number of threads, from the reference's venv.
+# (oneDNN; bf16 on AMX or AVX-512 BF16) on 2048^3 with the same number of threads, from the
+# reference's venv.
 torch_peak() {
   "$REF/bin/python" - "$(nproc)" <<'PY' 2>/dev/null || echo "NA NA"
 import sys, time, torch

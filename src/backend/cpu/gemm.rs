@@ -38,8 +38,8 @@ pub trait CpuFloat: Float {
         c: &mut [Self],
     );
 
-    /// C = A·B + β·C with bf16 operands on a bf16 engine ([`super::amx`]); `false` when this type
-    /// or CPU has no such path (C untouched).
+    /// C = A·B + β·C with bf16 operands on a bf16 engine ([`super::amx`]); `false` when this
+    /// type or CPU has no such path (C untouched).
     #[allow(clippy::too_many_arguments)]
     fn gemm_bf16(
         _m: usize,

@@ -13,8 +13,9 @@
 //! - backward, from dy: the output layer's dW, db and input gradient in f32, then per hidden
 //!   layer dW_l += gᵀ·h_{l−1} accumulated per task in f32 tiles ([`amx::accumulate`]), db_l +=
 //!   Σ_rows g, and the next g = (g·W_l (+ g)) ⊙ 1[h_{l−1} > 0] into a chunk-sized buffer that
-//!   never leaves the task (and, where it is again an input gradient's A, as bf16 tiles). Layer 0's input gradient (the decoder asks only for its few z
-//!   columns) is a 16-wide f32 loop. Hidden layers wider than 256 ([`stores_g`]) write each
+//!   never leaves the task (and, where it is again an input gradient's A, as bf16 tiles).
+//!   Layer 0's input gradient (the decoder asks only for its few z columns) is a 16-wide f32
+//!   loop. Hidden layers wider than 256 ([`stores_g`]) write each
 //!   layer's g into a whole N × n_out buffer instead, and dW_l is one whole-matrix GEMM per
 //!   layer after the chunks.
 //!
@@ -49,9 +50,9 @@ const CHUNKS_PER_TASK: usize = 4;
 
 /// Rows per chunk for this network and N rows: the widest activation chunk near 256 KiB (f32),
 /// so that a layer's input and output chunks and packed operands stay in L2. `None` — use the
-/// whole-matrix path — when no bf16 engine is available, there is no hidden layer, a hidden layer is narrower
-/// than 32 or wider than 1024, the output layer has more than 16 outputs, or N is under four
-/// chunks.
+/// whole-matrix path — when no bf16 engine is available, there is no hidden layer, a hidden
+/// layer is narrower than 32 or wider than 1024, the output layer has more than 16 outputs, or N
+/// is under four chunks.
 ///
 /// Measured (one train-vae epoch, 3 + 3 layers, against the whole-matrix path): 128 and 256
 /// wide, with dW summed per task, 33% and 28% faster. Per-task dW sums do not pay beyond 256
@@ -177,8 +178,8 @@ pub(super) fn forward(
                 }
             });
             let (h, yc) = outs.split_at_mut(hidden.len());
-            // SAFETY: AVX-512 F (PackedB::new returned Some: a bf16 engine is available, which implies
-            // it).
+            // SAFETY: AVX-512 F (PackedB::new returned Some: a bf16 engine is available, which
+            // implies it).
             unsafe { top_forward(top, &h[hidden.len() - 1][..], &mut yc[0][..]) };
             return;
         }

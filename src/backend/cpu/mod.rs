@@ -1,9 +1,9 @@
 //! The CPU backend: the reference implementation of every primitive, generic over `f32`
 //! (production) and `f64` (gradient checks). Elementwise and row-wise loops run on rayon in
-//! chunks; GEMMs go to [`gemm`] (`matrixmultiply`), in mixed precision to [`amx`] (bf16 on AMX tiles or AVX-512 BF16 vectors). The
-//! coordinate network's fused forward/backward is `mlp` (one parallel GEMM per layer), or, for
-//! ReLU networks up to 256 wide in mixed precision, `mlp_rows` (row chunks through every layer,
-//! L2-resident).
+//! chunks; GEMMs go to [`gemm`] (`matrixmultiply`), in mixed precision to [`amx`] (bf16 on
+//! AMX tiles or AVX-512 BF16 vectors). The coordinate network's fused forward/backward is
+//! `mlp` (one parallel GEMM per layer), or, for ReLU networks up to 256 wide in mixed
+//! precision, `mlp_rows` (row chunks through every layer, L2-resident).
 
 pub mod amx;
 pub mod gemm;
