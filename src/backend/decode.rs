@@ -270,39 +270,31 @@ pub fn backward_composed<B: Backend>(
             be.upload(&d)?
         }
     };
-    // Only the latent columns 2m.. of the features need a gradient (the encoding's are fixed).
-    let width = s.zdim;
-    let mut dfeats = match (&dz, s.zdim) {
-        (Some(_), zd) if zd > 0 => Some(be.zeros(nb * ne * width)?),
-        _ => None,
-    };
-    be.mlp_backward(
-        &s.mlp,
-        &saved.feats,
-        nb * ne,
-        &saved.mlp,
-        &dtop,
-        dfeats.as_mut(),
-        2 * m,
-        dlayers,
-    )?;
-    be.recycle(dtop);
-    if let (Some(df), Some(dz)) = (dfeats, dz) {
-        // z_b is copied into every evaluated row of image b: dz_b = Σ_i dfeats[b, i, 2m..].
-        let dfh = be.to_vec(&df)?;
-        be.recycle(df);
-        let mut dzh = vec![B::Elem::c(0.0); nb * s.zdim];
-        for b in 0..nb {
-            for i in 0..ne {
-                let row = &dfh[(b * ne + i) * width..(b * ne + i + 1) * width];
-                for (k, v) in row.iter().enumerate() {
-                    dzh[b * s.zdim + k] += *v;
-                }
-            }
-        }
-        let t = be.upload(&dzh)?;
-        be.axpby(1.0, &t, 1.0, dz)?;
-        be.recycle(t);
+    // Only the latent columns 2m.. of the features need a gradient (the encoding's are fixed),
+    // and z_b is copied into every evaluated row of image b: dz_b = Σ_i dfeats[b, i, 2m..].
+    match dz {
+        Some(dz) if s.zdim > 0 => be.mlp_backward_grouped(
+            &s.mlp,
+            &saved.feats,
+            nb * ne,
+            &saved.mlp,
+            &dtop,
+            dz,
+            2 * m,
+            ne,
+            dlayers,
+        )?,
+        _ => be.mlp_backward(
+            &s.mlp,
+            &saved.feats,
+            nb * ne,
+            &saved.mlp,
+            &dtop,
+            None,
+            2 * m,
+            dlayers,
+        )?,
     }
+    be.recycle(dtop);
     Ok(())
 }

@@ -28,7 +28,7 @@ pub mod pose_score;
 
 pub use decode::{DecodeOutput, DecodeSaved, DecodeSpec, Domain};
 
-use crate::Result;
+use crate::{Error, Result};
 use std::fmt::Debug;
 
 /// Element type of a backend: `f32` for production, `f64` for gradient checks.
@@ -488,6 +488,44 @@ pub trait Backend: Clone + Send + Sync + 'static {
         dlayers: &mut [MlpLayerGrad<'_, Self>],
     ) -> Result<()>;
 
+    /// [`Backend::mlp_backward`] with dx summed over consecutive groups of `dx_group` rows (n a
+    /// multiple of it): dx (n / dx_group, n_in − dx_col0), added to. The decoder's latent is
+    /// one row per image copied into each of the image's rows, so its gradient is this sum; a
+    /// backend may form it without the per-row gradient (the CPU sums g over a group's rows
+    /// before the product with W, by linearity). The default sums the per-row gradient.
+    #[allow(clippy::too_many_arguments)]
+    fn mlp_backward_grouped(
+        &self,
+        w: &MlpWeights<'_, Self>,
+        x: &Self::Buf,
+        n: usize,
+        saved: &MlpSaved<Self>,
+        dy: &Self::Buf,
+        dx: &mut Self::Buf,
+        dx_col0: usize,
+        dx_group: usize,
+        dlayers: &mut [MlpLayerGrad<'_, Self>],
+    ) -> Result<()> {
+        let (group, width) = grouped_dx_shape(w, n, dx_col0, dx_group, self.len(dx))?;
+        let mut full = self.zeros(n * width)?;
+        self.mlp_backward(w, x, n, saved, dy, Some(&mut full), dx_col0, dlayers)?;
+        let fh = self.to_vec(&full)?;
+        self.recycle(full);
+        let mut sums = vec![Self::Elem::c(0.0); (n / group) * width];
+        for (s, rows) in sums
+            .chunks_exact_mut(width.max(1))
+            .zip(fh.chunks_exact((group * width).max(1)))
+        {
+            for r in rows.chunks_exact(width) {
+                s.iter_mut().zip(r).for_each(|(a, &b)| *a += b);
+            }
+        }
+        let t = self.upload(&sums)?;
+        self.axpby(1.0, &t, 1.0, dx)?;
+        self.recycle(t);
+        Ok(())
+    }
+
     // ---- decoder on rotated lattices ----
     /// y (nb, P): the coordinate decoder evaluated on the masked lattice rotated by each
     /// image's rotation rot (nb, 3, 3), with latents z (nb, zdim); see [`decode`] for the math.
@@ -563,4 +601,40 @@ pub trait Backend: Clone + Send + Sync + 'static {
         v: &mut Self::Buf,
         c: AdamCoeffs,
     ) -> Result<()>;
+}
+
+/// (group, width) of [`Backend::mlp_backward_grouped`]'s dx, checked: a group of at least one
+/// row dividing n, a first column within the input, and dx of (n / group) × width values.
+pub(crate) fn grouped_dx_shape<B: Backend>(
+    w: &MlpWeights<'_, B>,
+    n: usize,
+    dx_col0: usize,
+    dx_group: usize,
+    dx_len: usize,
+) -> Result<(usize, usize)> {
+    let n_in = w.layers.first().map_or(0, |l| l.n_in);
+    if dx_col0 > n_in {
+        return Err(Error::Shape {
+            what: "mlp_backward_grouped: dx first column".into(),
+            expected: format!("at most {n_in} (the input width)"),
+            got: dx_col0.to_string(),
+        });
+    }
+    if dx_group == 0 || !n.is_multiple_of(dx_group) {
+        return Err(Error::Shape {
+            what: "mlp_backward_grouped: rows per group".into(),
+            expected: format!("a divisor of the {n} rows"),
+            got: dx_group.to_string(),
+        });
+    }
+    let width = n_in - dx_col0;
+    let want = n / dx_group * width;
+    if dx_len != want {
+        return Err(Error::Shape {
+            what: "mlp_backward_grouped: dx".into(),
+            expected: format!("{want} values (n / group, n_in − col0)"),
+            got: dx_len.to_string(),
+        });
+    }
+    Ok((dx_group, width))
 }

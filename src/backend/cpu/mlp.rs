@@ -16,7 +16,9 @@
 
 use super::gemm::{gemm_mixed, CpuFloat, Epilogue};
 use super::{check, mlp_rows, par_chunks, par_rows, unary_grad, unary_value, CpuBackend};
-use crate::backend::{Backend, MlpLayerGrad, MlpOutput, MlpSaved, MlpWeights, UnaryOp};
+use crate::backend::{
+    grouped_dx_shape, Backend, MlpLayerGrad, MlpOutput, MlpSaved, MlpWeights, UnaryOp,
+};
 use crate::{Error, Result};
 
 /// g ⊙= f'(z) (z: pre-activation when stored, else the output h). ReLU never comes here: its
@@ -232,6 +234,7 @@ pub(super) fn backward<T: CpuFloat>(
     dy: &Vec<T>,
     mut dx: Option<&mut Vec<T>>,
     dx_col0: usize,
+    dx_group: usize,
     dlayers: &mut [MlpLayerGrad<'_, CpuBackend<T>>],
     allow_rows: bool,
 ) -> Result<()> {
@@ -254,7 +257,7 @@ pub(super) fn backward<T: CpuFloat>(
     }
     let dx_width = n_in0 - dx_col0;
     if let Some(dx) = dx.as_deref() {
-        check("mlp_backward: dx", n * dx_width, dx.len())?;
+        grouped_dx_shape(w, n, dx_col0, dx_group, dx.len())?;
     }
     let op = w.act.unary();
     let fused_relu = matches!(op, UnaryOp::Relu);
@@ -270,10 +273,40 @@ pub(super) fn backward<T: CpuFloat>(
                 dlayers,
                 dx.as_deref_mut(),
                 dx_col0,
+                dx_group,
             ) {
                 return Ok(());
             }
         }
+    }
+    if let (Some(dx), true) = (dx.as_deref_mut(), dx_group > 1) {
+        // The per-row gradient, then its sums over each group of rows.
+        let mut full = be.zeros(n * dx_width)?;
+        backward(
+            be,
+            w,
+            x,
+            n,
+            saved,
+            dy,
+            Some(&mut full),
+            dx_col0,
+            1,
+            dlayers,
+            false,
+        )?;
+        if dx_width > 0 {
+            for (s, rows) in dx
+                .chunks_exact_mut(dx_width)
+                .zip(full.chunks_exact(dx_group * dx_width))
+            {
+                for r in rows.chunks_exact(dx_width) {
+                    s.iter_mut().zip(r).for_each(|(a, &b)| *a += b);
+                }
+            }
+        }
+        be.recycle(full);
+        return Ok(());
     }
     // g = ∂L/∂z of the current layer; starts as dy (borrowed) then owned buffers.
     let mut owned: Option<Vec<T>> = None;
@@ -395,6 +428,7 @@ fn backward_rows<T: CpuFloat>(
     dlayers: &mut [MlpLayerGrad<'_, CpuBackend<T>>],
     dx: Option<&mut Vec<T>>,
     dx_col0: usize,
+    dx_group: usize,
 ) -> bool {
     let (layers, rc) = plan;
     let (Some(x32), Some(dy32)) = (T::f32s(x), T::f32s(dy)) else {
@@ -417,7 +451,11 @@ fn backward_rows<T: CpuFloat>(
     };
     let dx = match dx {
         Some(d) => match T::f32s_mut(d) {
-            Some(d) => Some((d, dx_col0)),
+            Some(d) => Some(mlp_rows::Dx {
+                buf: d,
+                col0: dx_col0,
+                group: dx_group,
+            }),
             None => return false,
         },
         None => None,
@@ -503,7 +541,12 @@ mod tests {
             .collect();
         let x: Vec<f64> = (0..n * w0).map(|i| val(i, 0.29)).collect();
         let dy: Vec<f64> = (0..n * 2).map(|i| val(i, 0.61)).collect();
-        type Run<T> = (Vec<T>, Vec<Vec<T>>, Vec<T>, Vec<(Vec<T>, Vec<T>)>);
+        /// y, saved activations, dx per row, (dW, db) per layer, and dx summed over groups of
+        /// [`GROUP`] rows (from its own backward call).
+        type Run<T> = (Vec<T>, Vec<Vec<T>>, Vec<T>, Vec<(Vec<T>, Vec<T>)>, Vec<T>);
+        /// Rows per group of the grouped dx: groups that straddle chunks (512 rows here) and the
+        /// two backward tasks (2048 rows).
+        const GROUP: usize = 350;
         /// The network (n_in, n_out, residual per layer), its weights, x, dy, N and dx's col0.
         type Case<'a> = (
             &'a [(usize, usize, bool)],
@@ -570,12 +613,39 @@ mod tests {
                 &dys,
                 Some(&mut dx),
                 col0,
+                1,
                 &mut dl,
                 rows,
             )
             .unwrap();
             drop(dl);
-            (y, saved.h, dx, g)
+            let mut g2: Vec<(Vec<T>, Vec<T>)> = dims
+                .iter()
+                .map(|&(i, o, _)| (vec![T::zero(); i * o], vec![T::zero(); o]))
+                .collect();
+            let mut dl: Vec<MlpLayerGrad<'_, CpuBackend<T>>> = g2
+                .iter_mut()
+                .map(|(dw, db)| MlpLayerGrad { dw, db })
+                .collect();
+            let mut dxg: Vec<T> = (0..n / GROUP * w)
+                .map(|i| T::c(0.01 * (i % 7) as f64))
+                .collect();
+            backward(
+                be,
+                &weights,
+                &xs,
+                n,
+                &saved,
+                &dys,
+                Some(&mut dxg),
+                col0,
+                GROUP,
+                &mut dl,
+                rows,
+            )
+            .unwrap();
+            drop(dl);
+            (y, saved.h, dx, g, dxg)
         }
         let mixed = CpuBackend::<f32>::new().with_bf16_gemm(true);
         let case: Case<'_> = (dims, &wts, &bs, &x, &dy, n, col0);
@@ -601,6 +671,19 @@ mod tests {
         // measured errors reach 6% of the largest dW/db and 13% of the largest dx here.
         close("y vs f64", &chunked.0, &to32(&exact.0), 1e-2);
         close("dx vs f64", &chunked.2, &to32(&exact.2), 0.25);
+        // Grouped: the chunked path sums g per group before W_0, the whole-matrix path sums the
+        // per-row dx; in f64 the latter is the per-row dx's group sums (plus dx's start values).
+        let w = dims[0].0 - col0;
+        let mut sums: Vec<f64> = (0..n / GROUP * w).map(|i| 0.01 * (i % 7) as f64).collect();
+        for (i, v) in exact.2.iter().enumerate() {
+            let (r, j) = (i / w, i % w);
+            sums[r / GROUP * w + j] += v - 0.01 * (i % 7) as f64;
+        }
+        for (a, b) in exact.4.iter().zip(&sums) {
+            assert!((a - b).abs() < 1e-9, "f64 grouped dx: {a} vs {b}");
+        }
+        close("grouped dx", &chunked.4, &whole.4, 1e-5);
+        close("grouped dx vs f64", &chunked.4, &to32(&exact.4), 0.25);
         // With g kept whole, a hidden layer's dW is the whole-matrix path's GEMM on the same
         // operands: bit for bit.
         let nh = dims.len() - 1;
@@ -685,6 +768,7 @@ mod tests {
                     &dy,
                     Some(&mut dx),
                     col0,
+                    1,
                     &mut dl,
                     true,
                 )
@@ -725,6 +809,7 @@ mod tests {
                 &dy,
                 Some(&mut bad),
                 w0 + 1,
+                1,
                 &mut dl,
                 true,
             );

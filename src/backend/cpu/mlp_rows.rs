@@ -268,15 +268,26 @@ unsafe fn top_forward(top: &Layer<'_>, h: &[f32], y: &mut [f32]) {
     }
 }
 
-/// One backward task's sums per layer: dW (hidden layers padded to whole 32 × 32 blocks), db.
-type TaskSums = (Vec<Vec<f32>>, Vec<Vec<f32>>);
+/// One backward task's sums per layer: dW (hidden layers padded to whole 32 × 32 blocks), db;
+/// and, for a grouped dx, Σ g of layer 0 over the task's rows of each group it touches.
+type TaskSums = (Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<(usize, Vec<f32>)>);
+
+/// Columns col0.. of ∂L/∂x asked of [`backward`], added to `buf`: per row (`group` 1: N ×
+/// (n_in_0 − col0)) or summed over consecutive groups of `group` rows (N / group rows; N a
+/// multiple of it). Grouped, layer 0's g is summed over each group's rows first and the sums
+/// are multiplied by W_0's columns once per group.
+pub(super) struct Dx<'a> {
+    pub buf: &'a mut [f32],
+    pub col0: usize,
+    pub group: usize,
+}
 
 /// Gradients of one layer, added to: dW (n_out × n_in), db (n_out).
 pub(super) type Grad<'a> = (&'a mut [f32], &'a mut [f32]);
 
 /// The backward in chunks of `rc` rows from dy (N × n_out of the output layer): dW_l +=
 /// gᵀ·h_{l−1}, db_l += Σ_rows g for every layer and, when asked, columns col0.. of ∂L/∂x
-/// added to `dx` (N × (n_in_0 − col0)). `hs` are the forward's hidden outputs. Returns `false`
+/// added to `dx` ([`Dx`]). `hs` are the forward's hidden outputs. Returns `false`
 /// (nothing written) when no bf16 engine is available.
 ///
 /// # Panics
@@ -290,7 +301,7 @@ pub(super) fn backward(
     n: usize,
     rc: usize,
     grads: &mut [Grad<'_>],
-    dx: Option<(&mut [f32], usize)>,
+    dx: Option<Dx<'_>>,
     mut gstore: Option<&mut [&mut [u16]]>,
 ) -> bool {
     let Some((top, hidden)) = layers.split_last() else {
@@ -333,7 +344,9 @@ pub(super) fn backward(
         return false;
     };
     let l0 = &layers[0];
-    let col0 = dx.as_ref().map_or(0, |d| d.1);
+    let col0 = dx.as_ref().map_or(0, |d| d.col0);
+    let group = dx.as_ref().map_or(1, |d| d.group);
+    assert!(group > 0 && n.is_multiple_of(group), "mlp rows: dx group");
     assert!(col0 <= l0.n_in, "mlp rows: dx first column past the input");
     let width = l0.n_in - col0;
     // W_0's asked columns, 16 wide per k (zero-padded), for the dx loop.
@@ -344,13 +357,19 @@ pub(super) fn backward(
     }
     let task_rows = CHUNKS_PER_TASK * rc;
     let ntask = n.div_ceil(task_rows);
-    let dx_parts: Vec<Option<&mut [f32]>> = match dx {
-        Some((d, _)) if width > 0 => d[..n * width]
-            .chunks_mut(task_rows * width)
-            .map(Some)
-            .collect(),
-        _ => (0..ntask).map(|_| None).collect(),
+    // Per-row dx: each task's rows of it. Grouped: the tasks return g's group sums instead.
+    let (dx_parts, grouped): (Vec<Option<&mut [f32]>>, _) = match dx {
+        Some(d) if width > 0 && group == 1 => (
+            d.buf[..n * width]
+                .chunks_mut(task_rows * width)
+                .map(Some)
+                .collect(),
+            None,
+        ),
+        Some(d) if width > 0 => ((0..ntask).map(|_| None).collect(), Some(d.buf)),
+        _ => ((0..ntask).map(|_| None).collect(), None),
     };
+    let summing = grouped.is_some();
     // Each task's rows of the stored gradients (one slice per hidden layer), when storing.
     let storing = gstore.is_some();
     // (task_rows is a multiple of 32: one task's rows are whole groups of the layout)
@@ -378,6 +397,7 @@ pub(super) fn backward(
                 .collect();
             acc.push(vec![0f32; top.n_out * top.n_in]);
             let mut db: Vec<Vec<f32>> = layers.iter().map(|l| vec![0f32; l.n_out]).collect();
+            let mut gsums: Vec<(usize, Vec<f32>)> = Vec::new();
             let mut scratch = Vec::new();
             let mut bufs = [Vec::<f32>::new(), Vec::new()];
             let mut tbufs = TILES.with(|t| t.take());
@@ -444,6 +464,20 @@ pub(super) fn backward(
                         let g_tiles = (l + 1 < nh).then_some(tiles);
                         input_grad_rows(layer, &packed[l - 1], gc, g_tiles, h_in, rows, next, emit);
                         cur = 1 - cur;
+                    } else if summing {
+                        // Σ g over this chunk's rows of each group, in row order.
+                        let mut r = r0;
+                        while r < r0 + rows {
+                            let gi = r / group;
+                            let end = ((gi + 1) * group).min(r0 + rows);
+                            if gsums.last().is_none_or(|s| s.0 != gi) {
+                                gsums.push((gi, vec![0f32; no]));
+                            }
+                            let s = &mut gsums.last_mut().expect("pushed above").1;
+                            // SAFETY: AVX-512 F, as above.
+                            unsafe { add_column_sums(&gc[(r - r0) * no..(end - r0) * no], s) };
+                            r = end;
+                        }
                     } else if let Some(d) = dxp.as_deref_mut() {
                         let d = &mut d[off * width..][..rows * width];
                         // SAFETY: AVX-512 F, as above.
@@ -452,7 +486,7 @@ pub(super) fn backward(
                 }
             }
             TILES.with(|t| t.replace(tbufs));
-            (acc, db)
+            (acc, db, gsums)
         })
         .collect();
     if let Some(gs) = gstore.as_deref() {
@@ -470,7 +504,31 @@ pub(super) fn backward(
             assert!(done, "mlp rows: bf16 engine available (checked above)");
         }
     }
-    for (acc, db) in partial {
+    if let Some(d) = grouped {
+        // dx_group = (Σ_group g)·W_0[:, col0..] (+ Σ_group g[:, col0..] if residual), with the
+        // group sums added up in task order.
+        let mut gs = vec![0f32; n / group * l0.n_out];
+        for (gi, s) in partial.iter().flat_map(|p| &p.2) {
+            gs[gi * l0.n_out..][..l0.n_out]
+                .iter_mut()
+                .zip(s)
+                .for_each(|(a, &b)| *a += b);
+        }
+        for (dr, gr) in d[..n / group * width]
+            .chunks_exact_mut(width)
+            .zip(gs.chunks_exact(l0.n_out))
+        {
+            for (k, &gk) in gr.iter().enumerate() {
+                dr.iter_mut()
+                    .zip(&w0c[k * wp..])
+                    .for_each(|(a, &w)| *a += gk * w);
+            }
+            if l0.residual {
+                dr.iter_mut().zip(&gr[col0..]).for_each(|(a, &b)| *a += b);
+            }
+        }
+    }
+    for (acc, db, _) in partial {
         for (l, layer) in layers.iter().enumerate() {
             let (dw, dbl) = &mut grads[l];
             // With g stored, the hidden layers' dW came from the whole GEMMs above.

@@ -942,7 +942,34 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         dx_col0: usize,
         dlayers: &mut [MlpLayerGrad<'_, Self>],
     ) -> Result<()> {
-        mlp::backward(self, w, x, n, saved, dy, dx, dx_col0, dlayers, true)
+        mlp::backward(self, w, x, n, saved, dy, dx, dx_col0, 1, dlayers, true)
+    }
+
+    fn mlp_backward_grouped(
+        &self,
+        w: &MlpWeights<'_, Self>,
+        x: &Vec<T>,
+        n: usize,
+        saved: &MlpSaved<Self>,
+        dy: &Vec<T>,
+        dx: &mut Vec<T>,
+        dx_col0: usize,
+        dx_group: usize,
+        dlayers: &mut [MlpLayerGrad<'_, Self>],
+    ) -> Result<()> {
+        mlp::backward(
+            self,
+            w,
+            x,
+            n,
+            saved,
+            dy,
+            Some(dx),
+            dx_col0,
+            dx_group,
+            dlayers,
+            true,
+        )
     }
 
     fn pose_scores(
@@ -981,22 +1008,10 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         check("adam_update: grad", p.len(), g.len())?;
         check("adam_update: m", p.len(), m.len())?;
         check("adam_update: v", p.len(), v.len())?;
-        let (b1, b2, wd) = (c.beta1, c.beta2, c.weight_decay);
-        let update = |((p, m), v): ((&mut [T], &mut [T]), &mut [T]), g: &[T]| {
-            for i in 0..p.len() {
-                // Moments in f64 so f32 runs follow torch's rounding closely enough for the
-                // tests.
-                let pi = p[i].f64();
-                let gi = g[i].f64() + wd * pi;
-                let mi = b1 * m[i].f64() + (1.0 - b1) * gi;
-                let vi = b2 * v[i].f64() + (1.0 - b2) * gi * gi;
-                m[i] = T::c(mi);
-                v[i] = T::c(vi);
-                p[i] = T::c(pi - c.step_size * mi / (c.denom_scale * vi.sqrt() + c.denom_eps));
-            }
-        };
         // Element-wise, so chunks on the pool give the same values; small tensors stay whole.
         const CHUNK: usize = 1 << 14;
+        let update =
+            |((p, m), v): ((&mut [T], &mut [T]), &mut [T]), g: &[T]| adam_chunk(p, g, m, v, &c);
         if p.len() <= CHUNK {
             update(((p, m), v), g);
         } else {
@@ -1008,6 +1023,58 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         }
         Ok(())
     }
+}
+
+/// One chunk of [`Backend::adam_update`]: torch's Adam with the moments in f64 (so f32 runs
+/// follow torch's rounding closely enough for the tests). f32 runs on AVX-512 F or AVX2 where
+/// the CPU has it: the same IEEE operations in vector lanes (Rust never contracts a·b + c into
+/// an FMA), so the values do not depend on which runs.
+fn adam_chunk<T: CpuFloat>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], c: &AdamCoeffs) {
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(p), Some(g), Some(m), Some(v)) =
+        (T::f32s_mut(p), T::f32s(g), T::f32s_mut(m), T::f32s_mut(v))
+    {
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512 F detected just above.
+            return unsafe { adam_avx512(p, g, m, v, c) };
+        }
+        if is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 detected just above.
+            return unsafe { adam_avx2(p, g, m, v, c) };
+        }
+    }
+    adam_body(p, g, m, v, c);
+}
+
+/// [`adam_chunk`]'s arithmetic, written as one zipped pass so that it vectorizes.
+#[inline(always)]
+fn adam_body<T: CpuFloat>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], c: &AdamCoeffs) {
+    let (b1, b2, wd) = (c.beta1, c.beta2, c.weight_decay);
+    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+        let pi = p.f64();
+        let gi = g.f64() + wd * pi;
+        let mi = b1 * m.f64() + (1.0 - b1) * gi;
+        let vi = b2 * v.f64() + (1.0 - b2) * gi * gi;
+        *m = T::c(mi);
+        *v = T::c(vi);
+        *p = T::c(pi - c.step_size * mi / (c.denom_scale * vi.sqrt() + c.denom_eps));
+    }
+}
+
+/// # Safety
+/// AVX-512 F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn adam_avx512(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: &AdamCoeffs) {
+    adam_body(p, g, m, v, c);
+}
+
+/// # Safety
+/// AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn adam_avx2(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: &AdamCoeffs) {
+    adam_body(p, g, m, v, c);
 }
 
 /// (rows, frequency rows m, rows per group) of a Fourier-feature call, checked.
