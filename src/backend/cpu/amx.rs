@@ -1074,8 +1074,10 @@ pub fn gemm_rows(
 }
 
 /// On the calling thread: `acc` (⌈m/32⌉·32 rows × ⌈n/32⌉·32 columns, row-major f32) += A (m × k)
-/// · B (k × n), k ≤ [`KC`], B packed here into `scratch`. Split-k accumulation of a product
-/// whose k (the samples of dW = gᵀ·h) arrives in row chunks; the padding of `acc` stays 0.
+/// · B (k × n), k ≤ [`KC`], B packed here into `scratch`; with `fresh`, `acc` = A·B (its old
+/// values, which may be anything, are not read). Split-k accumulation of a product whose k (the
+/// samples of dW = gᵀ·h) arrives in row chunks; the padding of `acc` is 0 after a fresh call
+/// and stays 0.
 ///
 /// # Panics
 /// If no engine is [`available`], k > [`KC`], or a view or `acc` is too short.
@@ -1087,6 +1089,7 @@ pub fn accumulate(
     a: View<'_>,
     b: View<'_>,
     acc: &mut [f32],
+    fresh: bool,
     scratch: &mut Vec<u16>,
 ) {
     assert!(available(), "amx accumulate: no bf16 engine");
@@ -1098,7 +1101,11 @@ pub fn accumulate(
         acc.len() >= mp * np,
         "amx accumulate: acc shorter than the padded m × n"
     );
+    let acc = &mut acc[..mp * np];
     if m == 0 || n == 0 || k == 0 {
+        if fresh {
+            acc.fill(0.0);
+        }
         return;
     }
     if scratch.len() < klp * np {
@@ -1115,14 +1122,13 @@ pub fn accumulate(
         np,
         klp,
     };
-    let acc = &mut acc[..mp * np];
     run_panel(
         m,
         ASrc::View(a),
         &b,
         Epilogue::default(),
         0.0,
-        Some(acc),
+        Some((acc, fresh)),
         None,
         None,
     );
@@ -1145,7 +1151,7 @@ fn run_panel(
     _: &PackedRef,
     _: Epilogue<f32>,
     _: f32,
-    _: Option<&mut [f32]>,
+    _: Option<(&mut [f32], bool)>,
     _: Option<&mut [f32]>,
     _: Option<&mut [u16]>,
 ) {
@@ -1153,8 +1159,8 @@ fn run_panel(
 }
 
 /// The row blocks 0..m of one whole-k panel on this thread: C (with its epilogue) from zero
-/// when `acc` is `None` ([`gemm_rows`]), else `acc` += A·B ([`accumulate`]); C emitted as
-/// tiles too when `emit` is given.
+/// when `acc` is `None` ([`gemm_rows`]), else `acc` += A·B, or `acc` = A·B when its flag
+/// (fresh) is set ([`accumulate`]); C emitted as tiles too when `emit` is given.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 fn run_panel(
@@ -1163,10 +1169,11 @@ fn run_panel(
     b: &PackedRef<'_>,
     epi: Epilogue<'_, f32>,
     beta: f32,
-    acc: Option<&mut [f32]>,
+    acc: Option<(&mut [f32], bool)>,
     c: Option<&mut [f32]>,
     emit: Option<&mut [u16]>,
 ) {
+    let first = acc.as_ref().is_none_or(|a| a.1);
     Block {
         a,
         m,
@@ -1178,10 +1185,10 @@ fn run_panel(
         bp: b.bp,
         epi,
         beta,
-        first: acc.is_none(),
+        first,
         group: m.div_ceil(32),
     }
-    .run(0, acc, c, emit);
+    .run(0, acc.map(|a| a.0), c, emit);
 }
 
 #[cfg(not(target_arch = "x86_64"))]

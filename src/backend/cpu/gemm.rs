@@ -54,6 +54,14 @@ pub trait CpuFloat: Float {
         false
     }
 
+    /// `out[i] = Σ_p a[i·lda + p]·b[p]` for i < out.len() (p < b.len()): one column of a
+    /// short product ([`short_m`]). f32 runs it on AVX-512 F where the CPU has it.
+    fn dots(a: &[Self], lda: usize, b: &[Self], out: &mut [Self]) {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = dot(&a[i * lda..i * lda + b.len()], b);
+        }
+    }
+
     /// The slice as f32 when `Self` is f32 (the AMX row-chunked paths are f32 only).
     fn f32s(_x: &[Self]) -> Option<&[f32]> {
         None
@@ -149,6 +157,21 @@ impl_cpu_float!(
     },
     fn sin_cos_slice(x: &[f32], s: &mut [f32], c: &mut [f32]) {
         super::trig::sin_cos(x, s, c)
+    },
+    fn dots(a: &[f32], lda: usize, b: &[f32], out: &mut [f32]) {
+        let k = b.len();
+        assert!(
+            out.is_empty() || (out.len() - 1) * lda + k <= a.len(),
+            "dots: A out of bounds"
+        );
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512 F detected just above.
+            return unsafe { dots_avx512(a, lda, b, out) };
+        }
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = dot(&a[i * lda..i * lda + k], b);
+        }
     },
     fn f32s(x: &[f32]) -> Option<&[f32]> {
         Some(x)
@@ -379,6 +402,10 @@ pub fn gemm<T: CpuFloat>(
             });
         return;
     }
+    if m <= SHORT_M && n >= 16 && k >= 64 && csa == 1 && rsb == 1 {
+        short_m(m, k, n, alpha, a, ru(rsa), b, cu(csb), beta, c);
+        return;
+    }
     if m < 8 && n >= 64 && k >= 256 && csb == 1 {
         // Thin left operand (the last layer's dW = gᵀ·h): C[i, :] += A[i, p]·B[p, :] with
         // contiguous rows of B, partial sums over blocks of k in parallel.
@@ -417,6 +444,99 @@ pub fn gemm<T: CpuFloat>(
     T::gemm_strided(m, k, n, alpha, (a, rsa, csa), (b, rsb, csb), beta, c);
 }
 
+/// Most rows of A for which [`gemm`] takes [`short_m`].
+const SHORT_M: usize = 16;
+
+/// C (m × n) = α·A·B + β·C for a short A (m rows of stride `lda`, contiguous) and B given by
+/// its columns (column j at `b[j·ldb..]`, contiguous: B = Wᵀ of a row-major W): each element
+/// one dot product ([`CpuFloat::dots`]), blocks of columns in parallel. The encoder's layers at
+/// batch size (x·Wᵀ with 8 rows): matrixmultiply would pack all of W, on one thread, for a few
+/// rows of C.
+#[allow(clippy::too_many_arguments)]
+fn short_m<T: CpuFloat>(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: T,
+    a: &[T],
+    lda: usize,
+    b: &[T],
+    ldb: usize,
+    beta: T,
+    c: &mut [T],
+) {
+    assert!(
+        m == 0 || (m - 1) * lda + k <= a.len(),
+        "gemm: A out of bounds"
+    );
+    assert!(
+        n == 0 || (n - 1) * ldb + k <= b.len(),
+        "gemm: B out of bounds"
+    );
+    assert!(m * n <= c.len(), "gemm: C out of bounds");
+    const JB: usize = 16;
+    // C's columns, one after another (n × m)
+    let mut ct = vec![T::zero(); n * m];
+    ct.par_chunks_mut(m * JB).enumerate().for_each(|(blk, cs)| {
+        for (jj, col) in cs.chunks_mut(m).enumerate() {
+            let j = blk * JB + jj;
+            T::dots(a, lda, &b[j * ldb..j * ldb + k], col);
+        }
+    });
+    for (i, row) in c[..m * n].chunks_exact_mut(n).enumerate() {
+        for (j, cij) in row.iter_mut().enumerate() {
+            let s = ct[j * m + i];
+            *cij = if beta == T::zero() {
+                alpha * s
+            } else {
+                alpha * s + beta * *cij
+            };
+        }
+    }
+}
+
+/// [`CpuFloat::dots`] for f32 on AVX-512 F: four rows at a time share each load of `b`, 16
+/// lanes per row (lane l sums p ≡ l mod 16), then the lanes and the tail.
+///
+/// # Safety
+/// AVX-512 F; `a` holds every row's k = b.len() elements (checked by the caller).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dots_avx512(a: &[f32], lda: usize, b: &[f32], out: &mut [f32]) {
+    #[inline(always)]
+    fn rows<const R: usize>(a: &[f32], lda: usize, b: &[f32], out: &mut [f32]) {
+        let k = b.len();
+        let kb = k / 16 * 16;
+        let mut acc = [[0f32; 16]; R];
+        for p in (0..kb).step_by(16) {
+            let bv: &[f32; 16] = b[p..p + 16].try_into().expect("16 wide");
+            for (r, ar) in acc.iter_mut().enumerate() {
+                let av: &[f32; 16] = a[r * lda + p..][..16].try_into().expect("16 wide");
+                for l in 0..16 {
+                    ar[l] += av[l] * bv[l];
+                }
+            }
+        }
+        for (r, o) in out.iter_mut().enumerate() {
+            let mut s = acc[r].iter().sum::<f32>();
+            for p in kb..k {
+                s += a[r * lda + p] * b[p];
+            }
+            *o = s;
+        }
+    }
+    let m = out.len();
+    let mut i = 0;
+    while i + 4 <= m {
+        rows::<4>(&a[i * lda..], lda, b, &mut out[i..i + 4]);
+        i += 4;
+    }
+    while i < m {
+        rows::<1>(&a[i * lda..], lda, b, &mut out[i..i + 1]);
+        i += 1;
+    }
+}
+
 /// Σ x_i y_i with 8 independent accumulators (vectorizes without fast-math).
 #[inline]
 pub(super) fn dot<T: CpuFloat>(x: &[T], y: &[T]) -> T {
@@ -438,6 +558,55 @@ pub(super) fn dot<T: CpuFloat>(x: &[T], y: &[T]) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The short-A path (one dot product per element, B by columns) against a direct f64
+    /// evaluation: row counts around the 4-row blocks, a k with a tail past 16 lanes, α and β,
+    /// in f32 (AVX-512 where present) and f64 (the generic dots).
+    #[test]
+    fn short_m_matches_direct_evaluation() {
+        fn check<T: CpuFloat>(tol: f64) {
+            let (n, k, lda, ldb) = (37, 203, 211, 207);
+            let val = |i: usize, s: f64| ((i as f64) * s).sin();
+            let a: Vec<T> = (0..SHORT_M * lda).map(|i| T::c(val(i, 0.37))).collect();
+            let b: Vec<T> = (0..n * ldb).map(|i| T::c(val(i, 0.53))).collect();
+            for m in [1, 3, 4, 5, 8, SHORT_M] {
+                for (alpha, beta) in [(1.0, 0.0), (0.5, 1.0), (-2.0, 0.25)] {
+                    let old: Vec<T> = (0..m * n).map(|i| T::c(val(i, 0.71))).collect();
+                    let mut c = old.clone();
+                    // through gemm: A row-major (stride lda), B = Wᵀ of W (n × ldb)
+                    gemm(
+                        m,
+                        k,
+                        n,
+                        T::c(alpha),
+                        &a,
+                        lda,
+                        false,
+                        &b,
+                        ldb,
+                        true,
+                        T::c(beta),
+                        &mut c,
+                    );
+                    for i in 0..m {
+                        for j in 0..n {
+                            let s: f64 = (0..k)
+                                .map(|p| a[i * lda + p].f64() * b[j * ldb + p].f64())
+                                .sum();
+                            let want = alpha * s + beta * old[i * n + j].f64();
+                            let got = c[i * n + j].f64();
+                            assert!(
+                                (got - want).abs() <= tol * (1.0 + want.abs()),
+                                "m {m} α {alpha} β {beta} ({i}, {j}): {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        check::<f32>(1e-5);
+        check::<f64>(1e-12);
+    }
 
     /// The short-k path (product and epilogue in one pass) against a direct f64 evaluation,
     /// for every epilogue term, with and without β.

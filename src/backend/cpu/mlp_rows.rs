@@ -388,11 +388,12 @@ pub(super) fn backward(
         .enumerate()
         .map(|(t, (mut dxp, mut gp))| {
             // Stored: the hidden layers' dW are whole-matrix GEMMs after the tasks.
+            // (from the pool, not cleared: each task's first chunk writes them whole)
             let mut acc: Vec<Vec<f32>> = hidden
                 .iter()
                 .map(|l| match storing {
                     true => Vec::new(),
-                    false => vec![0f32; l.n_out.div_ceil(32) * 32 * l.n_in.div_ceil(32) * 32],
+                    false => pooled(l.n_out.div_ceil(32) * 32 * l.n_in.div_ceil(32) * 32),
                 })
                 .collect();
             acc.push(vec![0f32; top.n_out * top.n_in]);
@@ -451,7 +452,8 @@ pub(super) fn backward(
                             rs: ni,
                             cs: 1,
                         };
-                        amx::accumulate(no, rows, ni, gt, hv, &mut acc[l], &mut scratch);
+                        let fresh = r0 == r_task;
+                        amx::accumulate(no, rows, ni, gt, hv, &mut acc[l], fresh, &mut scratch);
                     }
                     // SAFETY: AVX-512 F, as above.
                     unsafe { add_column_sums(gc, &mut db[l]) };
@@ -528,30 +530,66 @@ pub(super) fn backward(
             }
         }
     }
-    for (acc, db, _) in partial {
-        for (l, layer) in layers.iter().enumerate() {
-            let (dw, dbl) = &mut grads[l];
-            // With g stored, the hidden layers' dW came from the whole GEMMs above.
-            if !(storing && l < nh) {
-                // hidden layers' sums are padded to whole 32-column blocks, the output layer's not
-                let np = if l < nh {
-                    layer.n_in.div_ceil(32) * 32
-                } else {
-                    layer.n_in
-                };
-                for (o, row) in dw[..layer.n_out * layer.n_in]
-                    .chunks_exact_mut(layer.n_in)
-                    .enumerate()
-                {
+    // dW += each task's sums in task order: row blocks of every layer in parallel (the same
+    // order of additions per element as one pass over the tasks).
+    let parts = &partial;
+    grads
+        .par_iter_mut()
+        .enumerate()
+        .filter(|(l, _)| !(storing && *l < nh))
+        .flat_map(|(l, (dw, _))| {
+            let layer = &layers[l];
+            let ni = layer.n_in;
+            dw[..layer.n_out * ni]
+                .par_chunks_mut(REDUCE_ROWS * ni)
+                .enumerate()
+                .map(move |(c, rows)| (l, c, rows))
+        })
+        .for_each(|(l, c, rows)| {
+            let ni = layers[l].n_in;
+            // hidden layers' sums are padded to whole 32-column blocks, the output layer's not
+            let np = if l < nh { ni.div_ceil(32) * 32 } else { ni };
+            for (acc, _, _) in parts {
+                for (i, row) in rows.chunks_exact_mut(ni).enumerate() {
+                    let o = c * REDUCE_ROWS + i;
                     row.iter_mut()
                         .zip(&acc[l][o * np..])
                         .for_each(|(d, &a)| *d += a);
                 }
             }
-            dbl.iter_mut().zip(&db[l]).for_each(|(d, &a)| *d += a);
+        });
+    let mut pool = ACC_POOL.lock().unwrap_or_else(|e| e.into_inner());
+    for (acc, db, _) in partial {
+        for (l, dbl) in db.iter().enumerate() {
+            grads[l].1.iter_mut().zip(dbl).for_each(|(d, &a)| *d += a);
+        }
+        for a in acc.into_iter().take(nh) {
+            if pool.len() < POOL_MAX && a.capacity() > 0 {
+                pool.push(a);
+            }
         }
     }
     true
+}
+
+/// Rows of dW per job of [`backward`]'s parallel sum of the tasks' partial sums.
+const REDUCE_ROWS: usize = 32;
+
+/// At most this many partial-sum buffers are kept for reuse between calls.
+const POOL_MAX: usize = 64;
+
+/// [`backward`]'s per-task dW sums, kept between calls (their contents are not cleared).
+static ACC_POOL: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
+
+/// A buffer of `len` floats from [`ACC_POOL`] (old contents, any values) or a new one.
+fn pooled(len: usize) -> Vec<f32> {
+    let mut v = ACC_POOL
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pop()
+        .unwrap_or_default();
+    v.resize(len, 0.0);
+    v
 }
 
 /// The next g on a chunk: (g·W_l (+ g)) ⊙ 1[h_{l−1} > 0] (W_l packed as B), written to `next`
