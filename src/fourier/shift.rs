@@ -19,6 +19,7 @@
 //! points in lattice order (the full symmetrized `(D+1)²` image, or `image[mask]` for a
 //! symmetric mask), so that point `N − 1 − i` is `−k_i`.
 
+use crate::backend::cpu::trig::sin_cos;
 use rayon::prelude::*;
 
 use crate::fourier::fft::Complex32;
@@ -40,9 +41,20 @@ pub fn translate_ht_into(ht: &[f32], freqs: &[[f32; 2]], t: [f32; 2], out: &mut 
     let n = ht.len();
     assert_eq!(freqs.len(), n, "one frequency per Hartley value");
     assert_eq!(out.len(), n, "output must hold one value per Hartley value");
-    for (i, (o, k)) in out.iter_mut().zip(freqs).enumerate() {
-        let (s, c) = phase(k, t).sin_cos();
-        *o = c * ht[i] + s * ht[n - 1 - i];
+    // The phases in blocks, their sin and cos by the vectorized [`sin_cos`].
+    const BLK: usize = 256;
+    let (mut ph, mut sn, mut cs) = ([0f32; BLK], [0f32; BLK], [0f32; BLK]);
+    for (b, (ob, kb)) in out.chunks_mut(BLK).zip(freqs.chunks(BLK)).enumerate() {
+        let len = ob.len();
+        ph[..len]
+            .iter_mut()
+            .zip(kb)
+            .for_each(|(p, k)| *p = phase(k, t));
+        sin_cos(&ph[..len], &mut sn[..len], &mut cs[..len]);
+        for (j, o) in ob.iter_mut().enumerate() {
+            let i = b * BLK + j;
+            *o = cs[j] * ht[i] + sn[j] * ht[n - 1 - i];
+        }
     }
 }
 

@@ -639,6 +639,13 @@ unsafe fn top_backward(
     g: &mut [f32],
 ) {
     let (ni, no) = (top.n_in, top.n_out);
+    if !top.residual {
+        match no {
+            1 => return top_backward_fused::<1>(top, dy, h, dw, db, g),
+            2 => return top_backward_fused::<2>(top, dy, h, dw, db, g),
+            _ => {}
+        }
+    }
     let epi = Epilogue {
         bias: None,
         residual: top.residual.then_some(dy),
@@ -665,6 +672,49 @@ unsafe fn top_backward(
                 .for_each(|(x, &w)| *x += d * w);
         }
         epilogue_row(&epi, 0.0, i, 0, ni, &[], gr);
+    }
+}
+
+/// [`top_backward`] for `NO` outputs and no residual, in one pass over each row: per column
+/// j, dW[o, j] += dy_o·h_j and g_j = Σ_o dy_o·W[o, j] (o in order from 0, as the short-k
+/// product sums), then the ReLU-gradient mask, as [`epilogue_row`] applies it.
+#[inline(always)]
+fn top_backward_fused<const NO: usize>(
+    top: &Layer<'_>,
+    dy: &[f32],
+    h: &[f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+    g: &mut [f32],
+) {
+    let ni = top.n_in;
+    let w: [&[f32]; NO] = std::array::from_fn(|o| &top.w[o * ni..(o + 1) * ni]);
+    let dwo: [&mut [f32]; NO] = {
+        let mut rest = &mut dw[..NO * ni];
+        std::array::from_fn(|_| {
+            let (a, b) = std::mem::take(&mut rest).split_at_mut(ni);
+            rest = b;
+            a
+        })
+    };
+    for ((dr, hr), gr) in dy
+        .chunks_exact(NO)
+        .zip(h.chunks_exact(ni))
+        .zip(g.chunks_exact_mut(ni))
+    {
+        let d: [f32; NO] = std::array::from_fn(|o| dr[o]);
+        for o in 0..NO {
+            db[o] += d[o];
+        }
+        for j in 0..ni {
+            let hj = hr[j];
+            let mut s = 0f32;
+            for o in 0..NO {
+                dwo[o][j] += d[o] * hj;
+                s += d[o] * w[o][j];
+            }
+            gr[j] = if hj <= 0.0 { 0.0 } else { s };
+        }
     }
 }
 
