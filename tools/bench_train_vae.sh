@@ -19,7 +19,8 @@
 #   encoder fwd  Fe = 2*(Q*h + L*h^2 + h*2z)           (one row per image)
 #   encoder bwd  Fe (dW) + 2*(L*h^2 + h*2z)             (dX of all layers but the first)
 #   decoder fwd  Fd = 2*R*(W*h + L*h^2 + 2h)
-#   decoder bwd  Fd (dW) + 2*R*(L*h^2 + 2h) + 2*R*h*z   (dX of hidden/out layers + the z columns)
+#   decoder bwd  Fd (dW) + 2*R*(L*h^2 + 2h)             (dX of hidden/out layers; z's gradient is
+#                (Σ over an image's rows of layer 0's g)·W_0[:, z], additions, not counted)
 #   epoch FLOPs = N * (sum of the above).
 # Usage: tools/bench_train_vae.sh [N] [EPOCHS]    env: N_BIG (images for the 1024x3 pair,
 #   default N), SIZES ("256 1024"), SKIP_REF=1, SKIP_PEAK=1, CRYODRGN_VENV.
@@ -54,7 +55,7 @@ gflop() { awk -v N="$1" -v h="$2" -v D=$D -v z=$Z -v L=$L 'BEGIN {
   r = D/2; P = -1; for (i = -r; i <= r; i++) for (j = -r; j <= r; j++) if (i*i + j*j <= r*r) P++;
   R = int((P + 1) / 2); Win = 6*r + z;
   Fe = 2*(P*h + L*h*h + h*2*z); Eb = Fe + 2*(L*h*h + h*2*z);
-  Fd = 2*R*(Win*h + L*h*h + 2*h); Db = Fd + 2*R*(L*h*h + 2*h) + 2*R*h*z;
+  Fd = 2*R*(Win*h + L*h*h + 2*h); Db = Fd + 2*R*(L*h*h + 2*h);
   printf "%.3f", N * (Fe + Eb + Fd + Db) / 1e9 }'; }
 
 # The machine's GEMM peak is the best GEMM measured on it, not only ours: PyTorch's matmul

@@ -490,7 +490,7 @@ pub fn train_with<B: Backend<Elem = f32>>(
         };
         if progress {
             eprintln!(
-                "# =====> Epoch: {} Average gen loss = {:.6}, KLD = {:.4}, total loss = {:.6}; {:.1} s",
+                "# =====> Epoch: {} Average gen loss = {:.6}, KLD = {:.4}, total loss = {:.6}; {:.2} s",
                 epoch + 1, st.gen, st.kld, st.loss, st.seconds
             );
         }
