@@ -171,10 +171,13 @@ pub struct MlpWeights<'a, B: Backend> {
 
 /// What [`Backend::mlp_forward`] keeps for the backward pass: `h[l]` (N, n_out of layer l) is
 /// the output of hidden layer l after the activation; `z[l]` its pre-activation, stored only
-/// when [`Activation::needs_preactivation`].
+/// when [`Activation::needs_preactivation`]. The first `packed` of `h` are in a backend's own
+/// layout (the CPU's mixed-precision rows path keeps them as bf16, packed for the backward's
+/// dW products); the rest are plain `Elem`s.
 pub struct MlpSaved<B: Backend> {
     pub h: Vec<B::Buf>,
     pub z: Vec<B::Buf>,
+    pub packed: usize,
 }
 
 /// Output of [`Backend::mlp_forward`]: y (N, n_out) and, when asked, the saved activations.

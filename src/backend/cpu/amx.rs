@@ -490,7 +490,7 @@ fn pack_b(b: View<'_>, k0: usize, kl: usize, n: usize, klp: usize, np: usize, ou
         .enumerate()
         // SAFETY: only reached through `gemm` or `PackedB::new`, after available() checked
         // AVX-512.
-        .for_each(|(s, dst)| unsafe { pack_b_step(b, k0, kl, n, np, s, dst) });
+        .for_each(|(s, dst)| unsafe { pack_b_step::<false>(b, k0, kl, n, np, s, dst) });
 }
 
 /// Step `s` (k-pairs 16s..16s+16) of [`pack_b`] into `dst`, that step's `np`·32 u16 (from
@@ -502,7 +502,7 @@ fn pack_b(b: View<'_>, k0: usize, kl: usize, n: usize, klp: usize, np: usize, ou
     target_arch = "x86_64",
     target_feature(enable = "avx512f,avx512bw,avx512vl")
 )]
-unsafe fn pack_b_step(
+unsafe fn pack_b_step<const TILE_ORDER: bool>(
     b: View<'_>,
     k0: usize,
     kl: usize,
@@ -520,17 +520,35 @@ unsafe fn pack_b_step(
     let whole_cols = if b.cs == 1 && 32 * s + 32 <= kl {
         use std::arch::x86_64::*;
         let cols = n / 16 * 16;
-        for q in 0..16 {
-            let r0 = &b.buf[(k0 + 32 * s + 2 * q) * b.rs..][..cols];
-            let r1 = &b.buf[(k0 + 32 * s + 2 * q + 1) * b.rs..][..cols];
+        let rows = |q: usize| {
+            (
+                &b.buf[(k0 + 32 * s + 2 * q) * b.rs..][..cols],
+                &b.buf[(k0 + 32 * s + 2 * q + 1) * b.rs..][..cols],
+            )
+        };
+        let put = |dst: &mut [u16], (r0, r1): (&[f32], &[f32]), q: usize, j: usize| {
+            let out = &mut dst[at(q, j)..][..32];
+            // SAFETY: AVX-512 (this function's contract); 16 values each (j + 16 ≤ cols),
+            // 64 bytes out.
+            unsafe {
+                let lo = _mm512_loadu_ps(r0.as_ptr().add(j));
+                let hi = _mm512_loadu_ps(r1.as_ptr().add(j));
+                _mm512_storeu_si512(out.as_mut_ptr().cast(), bf16_pairs(lo, hi));
+            }
+        };
+        if TILE_ORDER {
+            // dst written sequentially (B read by column strips: from cache)
             for j in (0..cols).step_by(16) {
-                let out = &mut dst[at(q, j)..][..32];
-                // SAFETY: AVX-512 (this function's contract); 16 values each (j + 16 ≤ cols),
-                // 64 bytes out.
-                unsafe {
-                    let lo = _mm512_loadu_ps(r0.as_ptr().add(j));
-                    let hi = _mm512_loadu_ps(r1.as_ptr().add(j));
-                    _mm512_storeu_si512(out.as_mut_ptr().cast(), bf16_pairs(lo, hi));
+                for q in 0..16 {
+                    put(dst, rows(q), q, j);
+                }
+            }
+        } else {
+            // B read sequentially, each row pair feeding row q of every tile
+            for q in 0..16 {
+                let r = rows(q);
+                for j in (0..cols).step_by(16) {
+                    put(dst, r, q, j);
                 }
             }
         }
@@ -1113,10 +1131,121 @@ pub fn accumulate(
     }
     for (s, dst) in scratch[..klp * np].chunks_mut(32 * np).enumerate() {
         // SAFETY: available() (asserted above) implies AVX-512.
-        unsafe { pack_b_step(b, 0, k, n, np, s, dst) };
+        unsafe { pack_b_step::<false>(b, 0, k, n, np, s, dst) };
+    }
+    accumulate_packed(m, k, n, a, &scratch[..klp * np], acc, fresh);
+}
+
+/// Length (u16) of [`pack_rows`]'s B of k rows and n columns: ⌈k/32⌉·32 × ⌈n/32⌉·32.
+pub fn rows_len(k: usize, n: usize) -> usize {
+    round_up(k, 32) * round_up(n, 32)
+}
+
+/// B (k × n, k ≤ [`KC`]) packed on the calling thread as [`accumulate`] packs it (VNNI pairs of
+/// consecutive rows, bf16 rounded as [`bf16_bits`]), into `out` ([`rows_len`]): kept, it is
+/// [`accumulate_packed`]'s B, and [`unpack_rows`] gives its values back.
+///
+/// # Panics
+/// If no engine is [`available`], k > [`KC`], or B or `out` is too short.
+pub fn pack_rows(b: View<'_>, k: usize, n: usize, out: &mut [u16]) {
+    assert!(available(), "amx pack_rows: no bf16 engine");
+    assert!(k <= KC, "amx pack_rows: k {k} > {KC}");
+    assert!(fits(&b, k, n), "amx pack_rows: B out of bounds");
+    let np = round_up(n, 32);
+    let len = rows_len(k, n);
+    assert!(
+        out.len() >= len,
+        "amx pack_rows: out shorter than the packed B"
+    );
+    for (s, dst) in out[..len].chunks_mut(32 * np).enumerate() {
+        // SAFETY: available() (asserted above) implies AVX-512.
+        unsafe { pack_b_step::<true>(b, 0, k, n, np, s, dst) };
+    }
+}
+
+/// The values of a B packed by [`pack_rows`] (k × n) as f32, row-major into `out` (k × n): each
+/// is its element's bf16 rounding.
+///
+/// # Panics
+/// If no engine is [`available`], or `bp` or `out` is too short.
+pub fn unpack_rows(bp: &[u16], k: usize, n: usize, out: &mut [f32]) {
+    assert!(available(), "amx unpack_rows: no bf16 engine");
+    assert!(bp.len() >= rows_len(k, n), "amx unpack_rows: packed B");
+    assert!(out.len() >= k * n, "amx unpack_rows: out");
+    // SAFETY: available() implies AVX-512 F/BW/VL; lengths asserted above.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        unpack_rows_avx512(bp, k, n, out)
+    };
+}
+
+/// [`unpack_rows`]: per k-pair and 16 columns one 64-byte load, whose low halves are the even
+/// row and high halves the odd row.
+///
+/// # Safety
+/// AVX-512 F/BW/VL; `bp` holds [`rows_len`]`(k, n)` and `out` k × n values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn unpack_rows_avx512(bp: &[u16], k: usize, n: usize, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let np = round_up(n, 32);
+    let hi_mask = _mm512_set1_epi32(0xffff_0000u32 as i32);
+    // In the packed order (step, column tile, pair): one sequential pass over `bp`.
+    let pairs = k.div_ceil(2);
+    for (q0, j) in (0..pairs)
+        .step_by(16)
+        .flat_map(|q0| (0..n).step_by(16).map(move |j| (q0, j)))
+    {
+        for q in q0..(q0 + 16).min(pairs) {
+            let (r0, r1) = (2 * q, 2 * q + 1);
+            let idx = b_idx(q, j, np);
+            let v = _mm512_loadu_si512(bp[idx..idx + 32].as_ptr().cast());
+            let even = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v));
+            let odd = _mm512_castsi512_ps(_mm512_and_si512(v, hi_mask));
+            let w = (n - j).min(16);
+            let m: __mmask16 = ((1u32 << w) - 1) as __mmask16;
+            let o0 = &mut out[r0 * n + j..r0 * n + j + w];
+            _mm512_mask_storeu_ps(o0.as_mut_ptr(), m, even);
+            if r1 < k {
+                let o1 = &mut out[r1 * n + j..r1 * n + j + w];
+                _mm512_mask_storeu_ps(o1.as_mut_ptr(), m, odd);
+            }
+        }
+    }
+}
+
+/// [`accumulate`] with B (k × n) already packed by [`pack_rows`] (`bp`).
+///
+/// # Panics
+/// If no engine is [`available`], k > [`KC`], A, `bp` or `acc` is too short.
+#[allow(clippy::too_many_arguments)]
+pub fn accumulate_packed(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: View<'_>,
+    bp: &[u16],
+    acc: &mut [f32],
+    fresh: bool,
+) {
+    assert!(available(), "amx accumulate: no bf16 engine");
+    assert!(k <= KC, "amx accumulate: k {k} > {KC}");
+    assert!(fits(&a, m, k), "amx accumulate: A out of bounds");
+    let (mp, np, klp) = (round_up(m, 32), round_up(n, 32), round_up(k, 32));
+    assert!(bp.len() >= klp * np, "amx accumulate: packed B");
+    assert!(
+        acc.len() >= mp * np,
+        "amx accumulate: acc shorter than the padded m × n"
+    );
+    let acc = &mut acc[..mp * np];
+    if m == 0 || n == 0 || k == 0 {
+        if fresh {
+            acc.fill(0.0);
+        }
+        return;
     }
     let b = PackedRef {
-        bp: &scratch[..klp * np],
+        bp: &bp[..klp * np],
         k,
         n,
         np,
@@ -1662,6 +1791,59 @@ mod tests {
                     same,
                     "{m}x{k}x{n} case {c}: differs from the plain product's epilogue"
                 );
+            }
+        }
+    }
+
+    /// A B packed by `pack_rows` and kept: `unpack_rows` gives back each value's bf16 rounding
+    /// (ragged k and n: an odd last row, a part column tile), and `accumulate_packed` on it
+    /// equals `accumulate` on the f32 B bit for bit, fresh and adding.
+    #[test]
+    fn kept_packed_rows_unpack_to_bf16_and_accumulate_like_f32() {
+        if !engine_here() {
+            return;
+        }
+        let (m, k, n) = (40, 37, 45);
+        let val = |i: usize, s: f32| ((i as f32 + 1.0) * s).sin();
+        let b: Vec<f32> = (0..k * n).map(|i| val(i, 0.731)).collect();
+        let a: Vec<f32> = (0..m * k).map(|i| val(i, 0.377)).collect();
+        let mut bp = vec![u16::MAX; rows_len(k, n)];
+        pack_rows(row_major(&b, n), k, n, &mut bp);
+        let mut back = vec![f32::NAN; k * n];
+        unpack_rows(&bp, k, n, &mut back);
+        for (i, (&u, &v)) in back.iter().zip(&b).enumerate() {
+            assert_eq!(u.to_bits(), bf16_value(bf16_bits(v)).to_bits(), "value {i}");
+        }
+        let av = row_major(&a, k);
+        let np = round_up(n, 32);
+        let len = round_up(m, 32) * np;
+        let (mut want, mut got) = (vec![f32::NAN; len], vec![f32::NAN; len]);
+        let mut scratch = Vec::new();
+        for (pass, fresh) in [true, false].into_iter().enumerate() {
+            accumulate(
+                m,
+                k,
+                n,
+                av,
+                row_major(&b, n),
+                &mut want,
+                fresh,
+                &mut scratch,
+            );
+            accumulate_packed(m, k, n, av, &bp, &mut got, fresh);
+            let same = want
+                .iter()
+                .zip(&got)
+                .all(|(u, v)| u.to_bits() == v.to_bits());
+            assert!(same, "pass {pass}: accumulate_packed bit for bit");
+        }
+        // and the sums are right: twice A·B of the bf16 values
+        let r = |x: f32| bf16_value(bf16_bits(x)) as f64;
+        for i in 0..m {
+            for j in 0..n {
+                let s: f64 = (0..k).map(|p| r(a[i * k + p]) * r(b[p * n + j])).sum();
+                let v = got[i * np + j] as f64;
+                assert!((v - 2.0 * s).abs() < 1e-4, "({i}, {j}): {v} vs {}", 2.0 * s);
             }
         }
     }

@@ -55,7 +55,7 @@ pub trait CpuFloat: Float {
     }
 
     /// `out[i] = Σ_p a[i·lda + p]·b[p]` for i < out.len() (p < b.len()): one column of a
-    /// short product ([`short_m`]). f32 runs it on AVX-512 F where the CPU has it.
+    /// short product ([`gemm`] with a short A). f32 runs it on AVX-512 F where the CPU has it.
     fn dots(a: &[Self], lda: usize, b: &[Self], out: &mut [Self]) {
         for (i, o) in out.iter_mut().enumerate() {
             *o = dot(&a[i * lda..i * lda + b.len()], b);

@@ -117,7 +117,14 @@ pub(super) fn forward<T: CpuFloat>(
             be.recycle(p);
         }
         if l == last {
-            return Ok((z, save.then_some(MlpSaved { h: hs, z: zs })));
+            return Ok((
+                z,
+                save.then_some(MlpSaved {
+                    h: hs,
+                    z: zs,
+                    packed: 0,
+                }),
+            ));
         }
         let h_new = if keep_z {
             let mut h = be.alloc(z.len())?;
@@ -188,17 +195,37 @@ fn forward_rows<T: CpuFloat>(
         return Ok(None);
     };
     let (top, hidden) = layers.split_last().expect("rows_plan: at least two layers");
-    // Saved activations only when asked; otherwise they stay in per-thread chunk buffers.
+    // Saved activations only when asked; otherwise they stay in per-thread chunk buffers. The
+    // first `packed` are kept as bf16 in the dW products' layout (in f32 buffers of half the
+    // length, from the backend's pool).
+    let packed = match save {
+        true => mlp_rows::packed_saves(&layers),
+        false => 0,
+    };
     let mut hs: Vec<Vec<T>> = match save {
         true => hidden
             .iter()
-            .map(|l| be.alloc(n * l.n_out))
+            .enumerate()
+            .map(|(l, h)| match l < packed {
+                true => be.alloc(mlp_rows::packed_len(n, h).div_ceil(2)),
+                false => be.alloc(n * h.n_out),
+            })
             .collect::<Result<_>>()?,
         false => Vec::new(),
     };
     let mut y = be.alloc(n * top.n_out)?;
     let done = {
-        let mut outs: Vec<&mut [f32]> = hs.iter_mut().filter_map(|h| T::f32s_mut(h)).collect();
+        let mut outs: Vec<mlp_rows::SavedMut<'_>> = hs
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(l, h)| {
+                let h = T::f32s_mut(h)?;
+                Some(match l < packed {
+                    true => mlp_rows::SavedMut::Packed(bytemuck::cast_slice_mut(h)),
+                    false => mlp_rows::SavedMut::F32(h),
+                })
+            })
+            .collect();
         let outs = save.then_some(&mut outs[..]);
         match T::f32s_mut(&mut y) {
             Some(y32) => mlp_rows::forward(&layers, x32, n, rc, outs, y32),
@@ -216,6 +243,7 @@ fn forward_rows<T: CpuFloat>(
             Some(MlpSaved {
                 h: hs,
                 z: Vec::new(),
+                packed,
             }),
         )));
     }
@@ -243,6 +271,13 @@ pub(super) fn backward<T: CpuFloat>(
     check("mlp_backward: x", n * w.layers[0].n_in, x.len())?;
     check("mlp_backward: dy", n * w.layers[nl - 1].n_out, dy.len())?;
     check("mlp_backward: saved activations", nl - 1, saved.h.len())?;
+    if saved.packed > nl - 1 {
+        return Err(Error::Shape {
+            what: "mlp_backward: packed saved activations".into(),
+            expected: format!("at most {}", nl - 1),
+            got: saved.packed.to_string(),
+        });
+    }
     check("mlp_backward: layer gradients", nl, dlayers.len())?;
     if w.act.needs_preactivation() {
         check("mlp_backward: saved pre-activations", nl - 1, saved.z.len())?;
@@ -307,6 +342,14 @@ pub(super) fn backward<T: CpuFloat>(
         }
         be.recycle(full);
         return Ok(());
+    }
+    if saved.packed > 0 {
+        // (only the rows path writes packed activations, and it takes them back)
+        return Err(Error::Shape {
+            what: "mlp_backward: saved activations packed by the row-chunked forward".into(),
+            expected: "the row-chunked backward (same backend, weights and N)".into(),
+            got: "a backward that reads them as values".into(),
+        });
     }
     // g = ∂L/∂z of the current layer; starts as dy (borrowed) then owned buffers.
     let mut owned: Option<Vec<T>> = None;
@@ -437,7 +480,14 @@ fn backward_rows<T: CpuFloat>(
     let Some(hs) = saved
         .h
         .iter()
-        .map(|h| T::f32s(h))
+        .enumerate()
+        .map(|(l, h)| {
+            let h = T::f32s(h)?;
+            Some(match l < saved.packed {
+                true => mlp_rows::SavedRef::Packed(bytemuck::cast_slice(h)),
+                false => mlp_rows::SavedRef::F32(h),
+            })
+        })
         .collect::<Option<Vec<_>>>()
     else {
         return false;
@@ -487,6 +537,7 @@ fn backward_rows<T: CpuFloat>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::cpu::amx;
     use crate::backend::{Activation, MlpLayer};
 
     /// The row-chunked bf16 path against the whole-matrix one (same kernel: the forward and the
@@ -541,9 +592,17 @@ mod tests {
             .collect();
         let x: Vec<f64> = (0..n * w0).map(|i| val(i, 0.29)).collect();
         let dy: Vec<f64> = (0..n * 2).map(|i| val(i, 0.61)).collect();
-        /// y, saved activations, dx per row, (dW, db) per layer, and dx summed over groups of
-        /// [`GROUP`] rows (from its own backward call).
-        type Run<T> = (Vec<T>, Vec<Vec<T>>, Vec<T>, Vec<(Vec<T>, Vec<T>)>, Vec<T>);
+        /// y, saved activations (packed ones as their values), dx per row, (dW, db) per layer,
+        /// dx summed over groups of [`GROUP`] rows (from its own backward call), and how many
+        /// saved outputs were packed.
+        type Run<T> = (
+            Vec<T>,
+            Vec<Vec<T>>,
+            Vec<T>,
+            Vec<(Vec<T>, Vec<T>)>,
+            Vec<T>,
+            usize,
+        );
         /// Rows per group of the grouped dx: groups that straddle chunks (512 rows here) and the
         /// two backward tasks (2048 rows).
         const GROUP: usize = 350;
@@ -645,7 +704,28 @@ mod tests {
             )
             .unwrap();
             drop(dl);
-            (y, saved.h, dx, g, dxg)
+            // Packed saved outputs as values (each the bf16 rounding of the output), chunk by
+            // chunk.
+            let hs = saved
+                .h
+                .iter()
+                .enumerate()
+                .map(|(l, h)| {
+                    if l >= saved.packed {
+                        return h.clone();
+                    }
+                    let rc = rows_plan(be, &weights, n).expect("packed: rows path").1;
+                    let no = dims[l].1;
+                    let p: &[u16] = bytemuck::cast_slice(T::f32s(h).expect("f32"));
+                    let mut v = vec![0f32; n * no];
+                    for (c, vc) in v.chunks_mut(rc * no).enumerate() {
+                        let at = c * amx::rows_len(rc, no);
+                        amx::unpack_rows(&p[at..], vc.len() / no, no, vc);
+                    }
+                    v.iter().map(|&a| T::c(a as f64)).collect()
+                })
+                .collect();
+            (y, hs, dx, g, dxg, saved.packed)
         }
         let mixed = CpuBackend::<f32>::new().with_bf16_gemm(true);
         let case: Case<'_> = (dims, &wts, &bs, &x, &dy, n, col0);
@@ -653,7 +733,24 @@ mod tests {
         let whole = run(&mixed, case, false);
         let exact = run(&CpuBackend::<f64>::new(), case, false);
         assert_eq!(chunked.0, whole.0, "y bit for bit");
-        assert_eq!(chunked.1, whole.1, "saved activations bit for bit");
+        // Hidden layers up to 256 wide save all but the last output packed (bf16), the others
+        // f32: bit for bit, or the bf16 rounding of the whole-matrix path's value.
+        let nh = dims.len() - 1;
+        let narrow = dims[..nh].iter().all(|&(i, o, _)| i.max(o) <= 256);
+        assert_eq!(chunked.5, if narrow { nh - 1 } else { 0 }, "packed saves");
+        assert_eq!(whole.5, 0, "the whole-matrix path saves f32");
+        for (l, (c, w)) in chunked.1.iter().zip(&whole.1).enumerate() {
+            match l < chunked.5 {
+                true => {
+                    let r: Vec<f32> = w
+                        .iter()
+                        .map(|&v| amx::bf16_value(amx::bf16_bits(v)))
+                        .collect();
+                    assert!(*c == r, "saved h{l}: the bf16 of the value, bit for bit");
+                }
+                false => assert!(c == w, "saved h{l} bit for bit"),
+            }
+        }
         let close = |what: &str, a: &[f32], b: &[f32], rel: f64| {
             let scale = b.iter().fold(0f64, |m, &v| m.max(v.abs() as f64));
             assert!(scale > 1e-3, "{what}: a gradient to compare");
@@ -686,7 +783,6 @@ mod tests {
         close("grouped dx vs f64", &chunked.4, &to32(&exact.4), 0.25);
         // With g kept whole, a hidden layer's dW is the whole-matrix path's GEMM on the same
         // operands: bit for bit.
-        let nh = dims.len() - 1;
         if dims[..nh].iter().any(|&(i, o, _)| i.max(o) > 256) {
             for l in 0..nh {
                 assert!(chunked.3[l].0 == whole.3[l].0, "dW{l} bit for bit");

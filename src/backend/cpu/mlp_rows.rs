@@ -84,9 +84,45 @@ pub(super) fn stored_g_len(n: usize, layer: &Layer<'_>) -> usize {
     amx::at_len(n, layer.n_out)
 }
 
+/// How many of the hidden layers' saved outputs [`forward`] keeps packed ([`SavedMut::Packed`]):
+/// all but the last (which the f32 output layer reads, forward and backward), when the backward
+/// sums dW per task (not [`stores_g`], whose whole-matrix dW GEMMs read f32).
+///
+/// Measured (one train-vae epoch, 256×3, against f32 saves): see BENCHMARKS.md, session 12.
+pub(super) fn packed_saves(layers: &[Layer<'_>]) -> usize {
+    match stores_g(layers) {
+        true => 0,
+        false => layers.len().saturating_sub(2),
+    }
+}
+
+/// Length (u16) of one hidden layer's packed saved output for N rows ([`SavedMut::Packed`]).
+pub(super) fn packed_len(n: usize, layer: &Layer<'_>) -> usize {
+    amx::rows_len(n, layer.n_out)
+}
+
+/// Where [`forward`] saves a hidden layer's output (N × n_out).
+pub(super) enum SavedMut<'a> {
+    /// As f32, row-major.
+    F32(&'a mut [f32]),
+    /// As bf16, chunk by chunk (`rc` rows at `rc`·⌈n_out/32⌉·32) in [`amx::pack_rows`]'s
+    /// layout: the backward's B of dW_{l+1} = gᵀ·h_l as it is, and its ReLU mask h_l > 0 after
+    /// [`amx::unpack_rows`] ([`packed_len`] u16). Half the memory traffic of f32, and no
+    /// packing in the backward. The mask is that of the bf16 value: it differs from h > 0
+    /// only where 0 < h < 2⁻¹³³ (bf16's smallest subnormal over 2) rounds to 0.
+    Packed(&'a mut [u16]),
+}
+
+/// A hidden layer's saved output as [`backward`] reads it ([`SavedMut`]).
+#[derive(Clone, Copy)]
+pub(super) enum SavedRef<'a> {
+    F32(&'a [f32]),
+    Packed(&'a [u16]),
+}
+
 /// The forward in chunks of `rc` rows: h_l = ReLU(h_{l−1}·W_lᵀ + b_l (+ h_{l−1} if residual))
-/// for the hidden layers (h_{−1} = x, N × n_in_0), written to hs[l] (N × n_out_l) when given
-/// (else kept in per-thread chunk buffers), then y (N × n_out) = h·Wᵀ + b (+ h) of the output
+/// for the hidden layers (h_{−1} = x, N × n_in_0), saved to hs[l] (N × n_out_l, [`SavedMut`])
+/// when given (else kept in per-thread chunk buffers), then y (N × n_out) = h·Wᵀ + b (+ h) of the output
 /// layer. Returns `false` (nothing written) when no bf16 engine is available.
 ///
 /// # Panics
@@ -96,7 +132,7 @@ pub(super) fn forward(
     x: &[f32],
     n: usize,
     rc: usize,
-    hs: Option<&mut [&mut [f32]]>,
+    hs: Option<&mut [SavedMut<'_>]>,
     y: &mut [f32],
 ) -> bool {
     let Some((top, hidden)) = layers.split_last() else {
@@ -118,23 +154,28 @@ pub(super) fn forward(
         return false;
     };
     let nchunks = n.div_ceil(rc);
-    let saving = hs.is_some();
-    let mut per: Vec<Vec<&mut [f32]>> = (0..nchunks).map(|_| Vec::new()).collect();
+    let nh = hidden.len();
+    // Each chunk's pieces of the saved outputs (one per hidden layer), when saving.
+    let mut per: Vec<Vec<SavedMut<'_>>> = (0..nchunks).map(|_| Vec::new()).collect();
     if let Some(hs) = hs {
-        assert_eq!(
-            hidden.len(),
-            hs.len(),
-            "mlp rows: one output per hidden layer"
-        );
+        assert_eq!(nh, hs.len(), "mlp rows: one output per hidden layer");
         for (h, l) in hs.iter_mut().zip(hidden) {
-            for (c, s) in h[..n * l.n_out].chunks_mut(rc * l.n_out).enumerate() {
-                per[c].push(s);
+            match h {
+                SavedMut::F32(h) => {
+                    for (c, s) in h[..n * l.n_out].chunks_mut(rc * l.n_out).enumerate() {
+                        per[c].push(SavedMut::F32(s));
+                    }
+                }
+                SavedMut::Packed(h) => {
+                    let per_chunk = amx::rows_len(rc, l.n_out);
+                    for (c, s) in h[..packed_len(n, l)].chunks_mut(per_chunk).enumerate() {
+                        per[c].push(SavedMut::Packed(s));
+                    }
+                }
             }
         }
     }
-    for (c, s) in y[..n * top.n_out].chunks_mut(rc * top.n_out).enumerate() {
-        per[c].push(s);
-    }
+    let ys: Vec<&mut [f32]> = y[..n * top.n_out].chunks_mut(rc * top.n_out).collect();
     // Layer l on a chunk: its f32 input (for the residual; layer 0's A), its A as the tiles the
     // layer below emitted (l ≥ 1), and where it emits its own output as the next layer's A.
     let layer_rows = |l: usize,
@@ -160,62 +201,74 @@ pub(super) fn forward(
         };
         amx::gemm_rows(rows, a, &packed[l], epi, 0.0, out, emit);
     };
-    per.into_par_iter().enumerate().for_each(|(c, mut outs)| {
-        let rows = (n - c * rc).min(rc);
-        // Every hidden layer but the last (its output goes to the f32 output layer) emits the
-        // next layer's A.
-        let forward_emit =
-            |l: usize| (l + 1 < hidden.len()).then(|| amx::tiles_len(rows, hidden[l].n_out));
-        let x_rows = &x[c * rc * hidden[0].n_in..][..rows * hidden[0].n_in];
-        if saving {
-            TILES.with(|cell| {
+    per.into_par_iter()
+        .zip(ys)
+        .enumerate()
+        .for_each(|(c, (mut saves, yc))| {
+            let rows = (n - c * rc).min(rc);
+            // Every hidden layer but the last (its output goes to the f32 output layer) emits
+            // the next layer's A.
+            let forward_emit =
+                |l: usize| (l + 1 < nh).then(|| amx::tiles_len(rows, hidden[l].n_out));
+            let x_rows = &x[c * rc * hidden[0].n_in..][..rows * hidden[0].n_in];
+            // A layer's f32 output goes to its saved piece when that is f32, else to one of two
+            // thread-local chunk buffers taken in turn (packed from there when saving).
+            SCRATCH.with(|cell| {
                 let mut bufs = cell.borrow_mut();
-                for l in 0..hidden.len() {
-                    let (done, rest) = outs.split_at_mut(l);
-                    let input: &[f32] = if l == 0 { x_rows } else { &*done[l - 1] };
-                    let (tiles, emit) = tile_bufs(&mut bufs, l, forward_emit(l));
-                    layer_rows(l, input, tiles, rows, &mut *rest[0], emit);
+                let mut tbufs = TILES.with(|t| t.take());
+                let [b0, b1] = &mut *bufs;
+                for (l, layer) in hidden.iter().enumerate() {
+                    let len = rows * layer.n_out;
+                    let (sin, sout): (&Vec<f32>, &mut Vec<f32>) = match l % 2 {
+                        0 => (&*b1, &mut *b0),
+                        _ => (&*b0, &mut *b1),
+                    };
+                    let at = l.min(saves.len());
+                    let (done, rest) = saves.split_at_mut(at);
+                    let input: &[f32] = match (l, done.last()) {
+                        (0, _) => x_rows,
+                        (_, Some(SavedMut::F32(h))) => h,
+                        _ => &sin[..rows * hidden[l - 1].n_out],
+                    };
+                    let (tiles, emit) = tile_bufs(&mut tbufs, l, forward_emit(l));
+                    match rest.first_mut() {
+                        Some(SavedMut::F32(h)) => {
+                            layer_rows(l, input, tiles, rows, &mut h[..len], emit);
+                        }
+                        save => {
+                            if sout.len() < len {
+                                sout.resize(len, 0.0);
+                            }
+                            layer_rows(l, input, tiles, rows, &mut sout[..len], emit);
+                            if let Some(SavedMut::Packed(p)) = save {
+                                let v = View {
+                                    buf: &sout[..len],
+                                    rs: layer.n_out,
+                                    cs: 1,
+                                };
+                                amx::pack_rows(v, rows, layer.n_out, p);
+                            }
+                        }
+                    }
                 }
-            });
-            let (h, yc) = outs.split_at_mut(hidden.len());
-            // SAFETY: AVX-512 F (PackedB::new returned Some: a bf16 engine is available, which
-            // implies it).
-            unsafe { top_forward(top, &h[hidden.len() - 1][..], &mut yc[0][..]) };
-            return;
-        }
-        // Not saving: the hidden activations ping-pong between two thread-local chunk buffers.
-        SCRATCH.with(|cell| {
-            let mut bufs = cell.borrow_mut();
-            let mut tbufs = TILES.with(|t| t.take());
-            let [b0, b1] = &mut *bufs;
-            for (l, layer) in hidden.iter().enumerate() {
-                let len = rows * layer.n_out;
-                let (input, out): (&[f32], &mut Vec<f32>) = match l {
-                    0 => (x_rows, b0),
-                    _ if l % 2 == 1 => (&b0[..], b1),
-                    _ => (&b1[..], b0),
+                TILES.with(|t| t.replace(tbufs));
+                let last = nh - 1;
+                let h: &[f32] = match saves.get(last) {
+                    Some(SavedMut::F32(h)) => h,
+                    _ if last % 2 == 0 => &b0[..],
+                    _ => &b1[..],
                 };
-                if out.len() < len {
-                    out.resize(len, 0.0);
-                }
-                let (tiles, emit) = tile_bufs(&mut tbufs, l, forward_emit(l));
-                layer_rows(l, input, tiles, rows, &mut out[..len], emit);
-            }
-            TILES.with(|t| t.replace(tbufs));
-            let last = if hidden.len() % 2 == 1 {
-                &b0[..]
-            } else {
-                &b1[..]
-            };
-            // SAFETY: as above.
-            unsafe { top_forward(top, &last[..rows * top.n_in], &mut *outs[0]) };
+                // SAFETY: AVX-512 F (PackedB::new returned Some: a bf16 engine is available,
+                // which implies it).
+                unsafe { top_forward(top, &h[..rows * top.n_in], yc) };
+            });
         });
-    });
     true
 }
 
 thread_local! {
-    /// The not-saving forward's two chunk buffers per thread (reused across calls).
+    /// The forward's two f32 chunk buffers per thread (layer outputs not saved as f32),
+    /// reused across calls.
     static SCRATCH: std::cell::RefCell<[Vec<f32>; 2]> = const {
         std::cell::RefCell::new([Vec::new(), Vec::new()])
     };
@@ -296,7 +349,7 @@ pub(super) type Grad<'a> = (&'a mut [f32], &'a mut [f32]);
 pub(super) fn backward(
     layers: &[Layer<'_>],
     x: &[f32],
-    hs: &[&[f32]],
+    hs: &[SavedRef<'_>],
     dy: &[f32],
     n: usize,
     rc: usize,
@@ -400,13 +453,17 @@ pub(super) fn backward(
             let mut db: Vec<Vec<f32>> = layers.iter().map(|l| vec![0f32; l.n_out]).collect();
             let mut gsums: Vec<(usize, Vec<f32>)> = Vec::new();
             let mut scratch = Vec::new();
+            let mut hbuf = Vec::new();
             let mut bufs = [Vec::<f32>::new(), Vec::new()];
             let mut tbufs = TILES.with(|t| t.take());
             let r_task = t * task_rows;
             for r0 in (r_task..(r_task + task_rows).min(n)).step_by(rc) {
                 let rows = (n - r0).min(rc);
                 let off = r0 - r_task;
-                let h_top = &hs[nh - 1][r0 * top.n_in..][..rows * top.n_in];
+                let SavedRef::F32(h_top) = hs[nh - 1] else {
+                    panic!("mlp rows: the last hidden layer's output is saved as f32");
+                };
+                let h_top = &h_top[r0 * top.n_in..][..rows * top.n_in];
                 // g of a hidden layer on this chunk: one of two chunk buffers taken in turn
                 // (bufs[cur]).
                 bufs[0].resize(rows * top.n_in, 0.0);
@@ -426,9 +483,19 @@ pub(super) fn backward(
                 for l in (0..nh).rev() {
                     let layer = &hidden[l];
                     let (ni, no) = (layer.n_in, layer.n_out);
-                    let h_in: &[f32] = match l {
-                        0 => &x[r0 * ni..][..rows * ni],
-                        _ => &hs[l - 1][r0 * ni..][..rows * ni],
+                    // h_{l−1} on this chunk: f32, or bf16 packed as dW's B (and then unpacked
+                    // for the ReLU mask into a chunk buffer).
+                    let (h_in, h_packed): (&[f32], _) = match (l, hs.get(l.wrapping_sub(1))) {
+                        (0, _) => (&x[r0 * ni..][..rows * ni], None),
+                        (_, Some(SavedRef::F32(h))) => (&h[r0 * ni..][..rows * ni], None),
+                        (_, Some(SavedRef::Packed(h))) => {
+                            let at = amx::rows_len(r0, ni);
+                            let p = &h[at..at + amx::rows_len(rows, ni)];
+                            hbuf.resize(rows * ni, 0.0);
+                            amx::unpack_rows(p, rows, ni, &mut hbuf);
+                            (&hbuf[..rows * ni], Some(p))
+                        }
+                        (_, None) => unreachable!("one saved output per hidden layer"),
                     };
                     // This layer's g, and where the next one goes (none below layer 0).
                     let [b0, b1] = &mut bufs;
@@ -447,13 +514,21 @@ pub(super) fn backward(
                             rs: 1,
                             cs: no,
                         };
-                        let hv = View {
-                            buf: h_in,
-                            rs: ni,
-                            cs: 1,
-                        };
                         let fresh = r0 == r_task;
-                        amx::accumulate(no, rows, ni, gt, hv, &mut acc[l], fresh, &mut scratch);
+                        match h_packed {
+                            Some(p) => {
+                                amx::accumulate_packed(no, rows, ni, gt, p, &mut acc[l], fresh)
+                            }
+                            None => {
+                                let hv = View {
+                                    buf: h_in,
+                                    rs: ni,
+                                    cs: 1,
+                                };
+                                let (a, s) = (&mut acc[l], &mut scratch);
+                                amx::accumulate(no, rows, ni, gt, hv, a, fresh, s);
+                            }
+                        }
                     }
                     // SAFETY: AVX-512 F, as above.
                     unsafe { add_column_sums(gc, &mut db[l]) };
@@ -496,7 +571,11 @@ pub(super) fn backward(
         // (G packed as that GEMM packs the view Gᵀ).
         for (l, layer) in hidden.iter().enumerate() {
             let (ni, no) = (layer.n_in, layer.n_out);
-            let h_in: &[f32] = if l == 0 { x } else { hs[l - 1] };
+            let h_in: &[f32] = match (l, hs.get(l.wrapping_sub(1))) {
+                (0, _) => x,
+                (_, Some(SavedRef::F32(h))) => h,
+                _ => panic!("mlp rows: stored g reads f32 saved outputs"),
+            };
             let hv = View {
                 buf: &h_in[..n * ni],
                 rs: ni,

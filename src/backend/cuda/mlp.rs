@@ -163,7 +163,14 @@ pub(super) fn forward(
         };
         be.fused_gemm(g, &mut out.as_view_mut())?;
         if l == last {
-            return Ok((out, save.then_some(MlpSaved { h: hs, z: zs })));
+            return Ok((
+                out,
+                save.then_some(MlpSaved {
+                    h: hs,
+                    z: zs,
+                    packed: 0,
+                }),
+            ));
         }
         if save {
             hs.push(out);
