@@ -241,6 +241,45 @@ fn demo_runs_end_to_end() {
     }
 }
 
+/// Training runs on a worker of rayon's pool while the batch prefetch thread uses the same
+/// pool: with a single thread the wait for a batch must run the pool's jobs itself, not block
+/// (which would wait forever). The demo on one thread finishes, well within the deadline.
+#[test]
+fn training_finishes_on_a_one_thread_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cryofield"))
+        .args([
+            os("demo"),
+            os("-N"),
+            os("200"),
+            os("-D"),
+            os("32"),
+            os("-n"),
+            os("1"),
+        ])
+        .arg("-o")
+        .arg(&out)
+        .env("RAYON_NUM_THREADS", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(300) {
+            child.kill().ok();
+            panic!("the demo on one thread did not finish in 300 s (deadlock?)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(status.success(), "demo on one thread failed: {status}");
+    assert!(out.join("vae/z.0.pkl").is_file(), "z.0.pkl missing");
+}
+
 #[test]
 fn info_describes_metadata_whose_stacks_are_elsewhere() {
     let out = Command::new(env!("CARGO_BIN_EXE_cryofield"))

@@ -255,11 +255,12 @@ impl BatchMaker {
 }
 
 /// Build the batches `order.chunks(batch_size)` on a background thread, at most two ahead.
+/// Receive them with [`PoolRecv`] where the receiver runs on a worker of rayon's pool.
 pub fn prefetch(
     maker: Arc<BatchMaker>,
     order: Vec<usize>,
     batch_size: usize,
-) -> Receiver<Result<Batch>> {
+) -> PoolRecv<Result<Batch>> {
     let (tx, rx) = sync_channel(2);
     std::thread::spawn(move || {
         for idx in order.chunks(batch_size.max(1)) {
@@ -270,5 +271,32 @@ pub fn prefetch(
             }
         }
     });
-    rx
+    PoolRecv(rx)
+}
+
+/// A channel's receiving end that waits without holding up rayon's pool: on a pool worker
+/// (training runs on one), while nothing has arrived it runs the pool's pending jobs — the
+/// sender's own parallel work among them, which would otherwise wait for this worker (with one
+/// thread, forever) — and naps briefly when there are none. Off the pool it blocks as usual.
+pub struct PoolRecv<T>(Receiver<T>);
+
+impl<T> Iterator for PoolRecv<T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        use std::sync::mpsc::TryRecvError;
+        loop {
+            match self.0.try_recv() {
+                Ok(v) => return Some(v),
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => match rayon::yield_now() {
+                    None => return self.0.recv().ok(),
+                    Some(rayon::Yield::Executed) => {}
+                    Some(rayon::Yield::Idle) => {
+                        std::thread::sleep(std::time::Duration::from_micros(50))
+                    }
+                },
+            }
+        }
+    }
 }

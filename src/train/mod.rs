@@ -308,7 +308,11 @@ pub fn train(cfg: &TrainConfig, progress: bool) -> Result<Trained> {
             precision_label(cfg.amp, amx::engine().filter(|_| be.bf16_gemm()))
         );
     }
-    train_with(be, cfg, progress)
+    // On a worker of rayon's pool: each parallel primitive then runs on the calling worker
+    // and the others, and the step continues on that worker when they finish, instead of a
+    // blocked main thread woken after every primitive (one more thread than cores, and a
+    // futex wake per call).
+    rayon::scope(|_| train_with(be, cfg, progress))
 }
 
 /// What a run's `--amp` setting means on this machine, for the log: `engine` is the bf16
