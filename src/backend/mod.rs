@@ -515,14 +515,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
         let fh = self.to_vec(&full)?;
         self.recycle(full);
         let mut sums = vec![Self::Elem::c(0.0); (n / group) * width];
-        for (s, rows) in sums
-            .chunks_exact_mut(width.max(1))
-            .zip(fh.chunks_exact((group * width).max(1)))
-        {
-            for r in rows.chunks_exact(width) {
-                s.iter_mut().zip(r).for_each(|(a, &b)| *a += b);
-            }
-        }
+        add_group_sums(&fh, width, group, &mut sums);
         let t = self.upload(&sums)?;
         self.axpby(1.0, &t, 1.0, dx)?;
         self.recycle(t);
@@ -604,6 +597,22 @@ pub trait Backend: Clone + Send + Sync + 'static {
         v: &mut Self::Buf,
         c: AdamCoeffs,
     ) -> Result<()>;
+}
+
+/// `sums[g] += Σ_{r in group g} rows[r]` for rows of `width` values taken `group` at a time
+/// ([`Backend::mlp_backward_grouped`] from the per-row dx).
+pub(crate) fn add_group_sums<T: Float>(rows: &[T], width: usize, group: usize, sums: &mut [T]) {
+    if width == 0 {
+        return;
+    }
+    for (s, g) in sums
+        .chunks_exact_mut(width)
+        .zip(rows.chunks_exact(group * width))
+    {
+        for r in g.chunks_exact(width) {
+            s.iter_mut().zip(r).for_each(|(a, &b)| *a += b);
+        }
+    }
 }
 
 /// (group, width) of [`Backend::mlp_backward_grouped`]'s dx, checked: a group of at least one

@@ -1110,30 +1110,13 @@ pub fn accumulate(
     fresh: bool,
     scratch: &mut Vec<u16>,
 ) {
-    assert!(available(), "amx accumulate: no bf16 engine");
-    assert!(k <= KC, "amx accumulate: k {k} > {KC}");
-    assert!(fits(&a, m, k), "amx accumulate: A out of bounds");
-    assert!(fits(&b, k, n), "amx accumulate: B out of bounds");
-    let (mp, np, klp) = (round_up(m, 32), round_up(n, 32), round_up(k, 32));
-    assert!(
-        acc.len() >= mp * np,
-        "amx accumulate: acc shorter than the padded m × n"
-    );
-    let acc = &mut acc[..mp * np];
-    if m == 0 || n == 0 || k == 0 {
-        if fresh {
-            acc.fill(0.0);
-        }
-        return;
+    let len = rows_len(k, n);
+    if scratch.len() < len {
+        scratch.resize(len, 0);
     }
-    if scratch.len() < klp * np {
-        scratch.resize(klp * np, 0);
-    }
-    for (s, dst) in scratch[..klp * np].chunks_mut(32 * np).enumerate() {
-        // SAFETY: available() (asserted above) implies AVX-512.
-        unsafe { pack_b_step::<false>(b, 0, k, n, np, s, dst) };
-    }
-    accumulate_packed(m, k, n, a, &scratch[..klp * np], acc, fresh);
+    // (B read from memory: packed in B's row order)
+    pack_steps::<false>("amx accumulate", b, k, n, &mut scratch[..len]);
+    accumulate_packed(m, k, n, a, &scratch[..len], acc, fresh);
 }
 
 /// Length (u16) of [`pack_rows`]'s B of k rows and n columns: ⌈k/32⌉·32 × ⌈n/32⌉·32.
@@ -1148,18 +1131,34 @@ pub fn rows_len(k: usize, n: usize) -> usize {
 /// # Panics
 /// If no engine is [`available`], k > [`KC`], or B or `out` is too short.
 pub fn pack_rows(b: View<'_>, k: usize, n: usize, out: &mut [u16]) {
-    assert!(available(), "amx pack_rows: no bf16 engine");
-    assert!(k <= KC, "amx pack_rows: k {k} > {KC}");
-    assert!(fits(&b, k, n), "amx pack_rows: B out of bounds");
+    // (B read from cache: written in the packed order, to memory)
+    pack_steps::<true>("amx pack_rows", b, k, n, out);
+}
+
+/// [`pack_rows`] and [`accumulate`]'s packing of B (k × n) into `out`, step by step in the
+/// order `TILE_ORDER` picks ([`pack_b_step`]); `what` names the caller in the panics.
+///
+/// # Panics
+/// If no engine is [`available`], k > [`KC`], or B or `out` is too short.
+fn pack_steps<const TILE_ORDER: bool>(
+    what: &str,
+    b: View<'_>,
+    k: usize,
+    n: usize,
+    out: &mut [u16],
+) {
+    assert!(available(), "{what}: no bf16 engine");
+    assert!(k <= KC, "{what}: k {k} > {KC}");
+    assert!(fits(&b, k, n), "{what}: B out of bounds");
     let np = round_up(n, 32);
     let len = rows_len(k, n);
-    assert!(
-        out.len() >= len,
-        "amx pack_rows: out shorter than the packed B"
-    );
+    assert!(out.len() >= len, "{what}: out shorter than the packed B");
+    if len == 0 {
+        return; // (n = 0: no steps of any width)
+    }
     for (s, dst) in out[..len].chunks_mut(32 * np).enumerate() {
         // SAFETY: available() (asserted above) implies AVX-512.
-        unsafe { pack_b_step::<true>(b, 0, k, n, np, s, dst) };
+        unsafe { pack_b_step::<TILE_ORDER>(b, 0, k, n, np, s, dst) };
     }
 }
 

@@ -57,9 +57,7 @@ pub trait CpuFloat: Float {
     /// `out[i] = Σ_p a[i·lda + p]·b[p]` for i < out.len() (p < b.len()): one column of a
     /// short product ([`gemm`] with a short A). f32 runs it on AVX-512 F where the CPU has it.
     fn dots(a: &[Self], lda: usize, b: &[Self], out: &mut [Self]) {
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = dot(&a[i * lda..i * lda + b.len()], b);
-        }
+        dots_plain(a, lda, b, out)
     }
 
     /// The slice as f32 when `Self` is f32 (the AMX row-chunked paths are f32 only).
@@ -169,9 +167,7 @@ impl_cpu_float!(
             // SAFETY: AVX-512 F detected just above.
             return unsafe { dots_avx512(a, lda, b, out) };
         }
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = dot(&a[i * lda..i * lda + k], b);
-        }
+        dots_plain(a, lda, b, out)
     },
     fn f32s(x: &[f32]) -> Option<&[f32]> {
         Some(x)
@@ -492,6 +488,13 @@ fn short_m<T: CpuFloat>(
                 alpha * s + beta * *cij
             };
         }
+    }
+}
+
+/// [`CpuFloat::dots`] as one [`dot`] per row (any type, any CPU).
+fn dots_plain<T: CpuFloat>(a: &[T], lda: usize, b: &[T], out: &mut [T]) {
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = dot(&a[i * lda..i * lda + b.len()], b);
     }
 }
 

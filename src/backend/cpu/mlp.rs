@@ -17,7 +17,8 @@
 use super::gemm::{gemm_mixed, CpuFloat, Epilogue};
 use super::{check, mlp_rows, par_chunks, par_rows, unary_grad, unary_value, CpuBackend};
 use crate::backend::{
-    grouped_dx_shape, Backend, MlpLayerGrad, MlpOutput, MlpSaved, MlpWeights, UnaryOp,
+    add_group_sums, grouped_dx_shape, Backend, MlpLayerGrad, MlpOutput, MlpSaved, MlpWeights,
+    UnaryOp,
 };
 use crate::{Error, Result};
 
@@ -330,16 +331,7 @@ pub(super) fn backward<T: CpuFloat>(
             dlayers,
             false,
         )?;
-        if dx_width > 0 {
-            for (s, rows) in dx
-                .chunks_exact_mut(dx_width)
-                .zip(full.chunks_exact(dx_group * dx_width))
-            {
-                for r in rows.chunks_exact(dx_width) {
-                    s.iter_mut().zip(r).for_each(|(a, &b)| *a += b);
-                }
-            }
-        }
+        add_group_sums(&full, dx_width, dx_group, dx);
         be.recycle(full);
         return Ok(());
     }
@@ -652,58 +644,41 @@ mod tests {
                 y_only == y,
                 "the forward without saving gives the same y bit for bit"
             );
-            let mut g: Vec<(Vec<T>, Vec<T>)> = dims
-                .iter()
-                .map(|&(i, o, _)| (vec![T::zero(); i * o], vec![T::zero(); o]))
-                .collect();
             let w = dims[0].0 - col0;
-            let mut dx: Vec<T> = (0..n * w).map(|i| T::c(0.01 * (i % 7) as f64)).collect();
-            let mut dl: Vec<MlpLayerGrad<'_, CpuBackend<T>>> = g
-                .iter_mut()
-                .map(|(dw, db)| MlpLayerGrad { dw, db })
-                .collect();
             let dys = cv(dy);
-            backward(
-                be,
-                &weights,
-                &xs,
-                n,
-                &saved,
-                &dys,
-                Some(&mut dx),
-                col0,
-                1,
-                &mut dl,
-                rows,
-            )
-            .unwrap();
-            drop(dl);
-            let mut g2: Vec<(Vec<T>, Vec<T>)> = dims
-                .iter()
-                .map(|&(i, o, _)| (vec![T::zero(); i * o], vec![T::zero(); o]))
-                .collect();
-            let mut dl: Vec<MlpLayerGrad<'_, CpuBackend<T>>> = g2
-                .iter_mut()
-                .map(|(dw, db)| MlpLayerGrad { dw, db })
-                .collect();
-            let mut dxg: Vec<T> = (0..n / GROUP * w)
-                .map(|i| T::c(0.01 * (i % 7) as f64))
-                .collect();
-            backward(
-                be,
-                &weights,
-                &xs,
-                n,
-                &saved,
-                &dys,
-                Some(&mut dxg),
-                col0,
-                GROUP,
-                &mut dl,
-                rows,
-            )
-            .unwrap();
-            drop(dl);
+            // One backward into fresh dW, db and a dx starting at 0.01·(i mod 7): dx per row
+            // (group 1) or per group of rows.
+            let grads = |group: usize| {
+                let mut g: Vec<(Vec<T>, Vec<T>)> = dims
+                    .iter()
+                    .map(|&(i, o, _)| (vec![T::zero(); i * o], vec![T::zero(); o]))
+                    .collect();
+                let mut dx: Vec<T> = (0..n / group * w)
+                    .map(|i| T::c(0.01 * (i % 7) as f64))
+                    .collect();
+                let mut dl: Vec<MlpLayerGrad<'_, CpuBackend<T>>> = g
+                    .iter_mut()
+                    .map(|(dw, db)| MlpLayerGrad { dw, db })
+                    .collect();
+                backward(
+                    be,
+                    &weights,
+                    &xs,
+                    n,
+                    &saved,
+                    &dys,
+                    Some(&mut dx),
+                    col0,
+                    group,
+                    &mut dl,
+                    rows,
+                )
+                .unwrap();
+                drop(dl);
+                (dx, g)
+            };
+            let (dx, g) = grads(1);
+            let (dxg, _) = grads(GROUP);
             // Packed saved outputs as values (each the bf16 rounding of the output), chunk by
             // chunk.
             let hs = saved

@@ -122,8 +122,8 @@ pub(super) enum SavedRef<'a> {
 
 /// The forward in chunks of `rc` rows: h_l = ReLU(h_{l−1}·W_lᵀ + b_l (+ h_{l−1} if residual))
 /// for the hidden layers (h_{−1} = x, N × n_in_0), saved to hs[l] (N × n_out_l, [`SavedMut`])
-/// when given (else kept in per-thread chunk buffers), then y (N × n_out) = h·Wᵀ + b (+ h) of the output
-/// layer. Returns `false` (nothing written) when no bf16 engine is available.
+/// when given (else kept in per-thread chunk buffers), then y (N × n_out) = h·Wᵀ + b (+ h) of
+/// the output layer. Returns `false` (nothing written) when no bf16 engine is available.
 ///
 /// # Panics
 /// If a buffer is too short for its shape.
