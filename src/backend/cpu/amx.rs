@@ -396,12 +396,24 @@ struct Fused {
     /// β: C's previous values (the block being written) are read when β ≠ 0.
     beta: f32,
     n: usize,
+    /// The packed mask ([`Block::pmask`]) at the block's first element: row i, columns
+    /// 16h..16h+16 are the low (i even) or high (i odd) halves of the 32 u16 at
+    /// `pmask + 512·h + 32·(i/2)` ([`b_idx`]).
+    pmask: *const u16,
 }
 
 #[cfg(target_arch = "x86_64")]
 impl Fused {
     /// [`Fused`] of `e` at (i0, j0) of an m × n C.
-    fn new(e: &Epilogue<'_, f32>, beta: f32, i0: usize, j0: usize, n: usize) -> Self {
+    /// With `pmask`, the packed mask of [`Block::pmask`] (rows of `np` columns).
+    fn new(
+        e: &Epilogue<'_, f32>,
+        beta: f32,
+        pmask: Option<&[u16]>,
+        i0: usize,
+        j0: usize,
+        (n, np): (usize, usize),
+    ) -> Self {
         let at = |x: Option<&[f32]>, o: usize| x.map_or(std::ptr::null(), |x| x[o..].as_ptr());
         Self {
             bias: at(e.bias, j0),
@@ -410,6 +422,7 @@ impl Fused {
             relu: e.relu,
             beta,
             n,
+            pmask: pmask.map_or(std::ptr::null(), |p| p[b_idx(i0 / 2, j0, np)..].as_ptr()),
         }
     }
 
@@ -442,6 +455,15 @@ impl Fused {
         }
         if !self.mask.is_null() {
             let off = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(_mm512_loadu_ps(self.mask.add(o)), zero);
+            y = _mm512_mask_mov_ps(y, off, zero);
+        }
+        if !self.pmask.is_null() {
+            let v = _mm512_loadu_si512(self.pmask.add(512 * (j / 16) + 32 * (i / 2)).cast());
+            let h = match i % 2 {
+                0 => _mm512_slli_epi32::<16>(v),
+                _ => _mm512_and_si512(v, _mm512_set1_epi32(0xffff_0000u32 as i32)),
+            };
+            let off = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(_mm512_castsi512_ps(h), zero);
             y = _mm512_mask_mov_ps(y, off, zero);
         }
         if self.relu {
@@ -991,6 +1013,18 @@ pub enum RowsA<'a> {
     Tiles(&'a [u16]),
 }
 
+/// What [`gemm_rows`] reads and writes besides A, B, the epilogue and C.
+#[derive(Default)]
+pub struct RowsIo<'a> {
+    /// The ReLU-gradient mask as [`pack_rows`] packed it (m × n, bf16 values, [`rows_len`]
+    /// long), in place of [`Epilogue::mask`] (not with it): where the value is ≤ 0, C becomes 0.
+    /// The backward reads the forward's packed saved outputs so, without unpacking them.
+    pub mask_rows: Option<&'a [u16]>,
+    /// C also written here as bf16 tiles ([`RowsA::Tiles`], [`tiles_len`]`(m, n)` long), the A
+    /// of a next product, so that it does not convert C again.
+    pub emit: Option<&'a mut [u16]>,
+}
+
 /// Length (u16) of [`RowsA::Tiles`] for m rows and k columns.
 pub fn tiles_len(m: usize, k: usize) -> usize {
     round_up(m, 32) * round_up(k, 32)
@@ -1033,24 +1067,22 @@ impl PackedB {
     }
 }
 
-/// On the calling thread (no rayon): C (m × n, row-major) = epilogue(A (m × k) · B + β·C) with
-/// B packed by [`PackedB::new`]; the same blocks, rounding and epilogue as [`gemm`] (for k ≤
+/// On the calling thread (no rayon): C (m × n, row-major) = epilogue(A (m × k) · B) with B
+/// packed by [`PackedB::new`]; the same blocks, rounding and epilogue as [`gemm`] (for k ≤
 /// [`KC`] the result is identical to it bit for bit, and A given as tiles that a product
-/// emitted gives the same result as A given as that product's C). With `emit`, C is also
-/// written there as bf16 tiles ([`RowsA::Tiles`], [`tiles_len`]`(m, n)` long), the A of a next
-/// product, so that it does not convert C again.
+/// emitted gives the same result as A given as that product's C). `io` ([`RowsIo`]) can give
+/// the mask packed, and where C is also emitted as bf16.
 ///
 /// # Panics
-/// If a view, the tiles, the bias, the residual, the mask, C or `emit` is too short for the
-/// shapes.
+/// If a view, the tiles, the bias, the residual, a mask, C or an emitted buffer is too short
+/// for the shapes, or both masks are given.
 pub fn gemm_rows(
     m: usize,
     a: RowsA<'_>,
     b: &PackedB,
     epi: Epilogue<'_, f32>,
-    beta: f32,
     c: &mut [f32],
-    emit: Option<&mut [u16]>,
+    io: RowsIo<'_>,
 ) {
     let (k, n) = (b.k, b.n);
     if let Some(bias) = epi.bias {
@@ -1073,8 +1105,12 @@ pub fn gemm_rows(
         }
     };
     assert!(c.len() >= m * n, "amx gemm_rows: C out of bounds");
-    if let Some(e) = emit.as_deref() {
+    if let Some(e) = io.emit.as_deref() {
         assert!(e.len() >= tiles_len(m, n), "amx gemm_rows: emitted tiles");
+    }
+    if let Some(p) = io.mask_rows {
+        assert!(epi.mask.is_none(), "amx gemm_rows: two masks");
+        assert!(p.len() >= rows_len(m, n), "amx gemm_rows: packed mask");
     }
     if m == 0 {
         return;
@@ -1084,10 +1120,10 @@ pub fn gemm_rows(
         a,
         &b.panel(),
         epi,
-        beta,
+        io.mask_rows,
         None,
         Some(&mut c[..m * n]),
-        emit,
+        io.emit,
     );
 }
 
@@ -1126,7 +1162,7 @@ pub fn rows_len(k: usize, n: usize) -> usize {
 
 /// B (k × n, k ≤ [`KC`]) packed on the calling thread as [`accumulate`] packs it (VNNI pairs of
 /// consecutive rows, bf16 rounded as [`bf16_bits`]), into `out` ([`rows_len`]): kept, it is
-/// [`accumulate_packed`]'s B, and [`unpack_rows`] gives its values back.
+/// [`accumulate_packed`]'s B, and [`gemm_rows`]' packed mask ([`RowsIo::mask_rows`]).
 ///
 /// # Panics
 /// If no engine is [`available`], k > [`KC`], or B or `out` is too short.
@@ -1162,53 +1198,13 @@ fn pack_steps<const TILE_ORDER: bool>(
     }
 }
 
-/// The values of a B packed by [`pack_rows`] (k × n) as f32, row-major into `out` (k × n): each
-/// is its element's bf16 rounding.
-///
-/// # Panics
-/// If no engine is [`available`], or `bp` or `out` is too short.
+/// For tests: the values of a B packed by [`pack_rows`] (k × n) as f32, row-major into `out`.
+#[cfg(test)]
 pub fn unpack_rows(bp: &[u16], k: usize, n: usize, out: &mut [f32]) {
-    assert!(available(), "amx unpack_rows: no bf16 engine");
-    assert!(bp.len() >= rows_len(k, n), "amx unpack_rows: packed B");
-    assert!(out.len() >= k * n, "amx unpack_rows: out");
-    // SAFETY: available() implies AVX-512 F/BW/VL; lengths asserted above.
-    #[cfg(target_arch = "x86_64")]
-    unsafe {
-        unpack_rows_avx512(bp, k, n, out)
-    };
-}
-
-/// [`unpack_rows`]: per k-pair and 16 columns one 64-byte load, whose low halves are the even
-/// row and high halves the odd row.
-///
-/// # Safety
-/// AVX-512 F/BW/VL; `bp` holds [`rows_len`]`(k, n)` and `out` k × n values.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn unpack_rows_avx512(bp: &[u16], k: usize, n: usize, out: &mut [f32]) {
-    use std::arch::x86_64::*;
     let np = round_up(n, 32);
-    let hi_mask = _mm512_set1_epi32(0xffff_0000u32 as i32);
-    // In the packed order (step, column tile, pair): one sequential pass over `bp`.
-    let pairs = k.div_ceil(2);
-    for (q0, j) in (0..pairs)
-        .step_by(16)
-        .flat_map(|q0| (0..n).step_by(16).map(move |j| (q0, j)))
-    {
-        for q in q0..(q0 + 16).min(pairs) {
-            let (r0, r1) = (2 * q, 2 * q + 1);
-            let idx = b_idx(q, j, np);
-            let v = _mm512_loadu_si512(bp[idx..idx + 32].as_ptr().cast());
-            let even = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v));
-            let odd = _mm512_castsi512_ps(_mm512_and_si512(v, hi_mask));
-            let w = (n - j).min(16);
-            let m: __mmask16 = ((1u32 << w) - 1) as __mmask16;
-            let o0 = &mut out[r0 * n + j..r0 * n + j + w];
-            _mm512_mask_storeu_ps(o0.as_mut_ptr(), m, even);
-            if r1 < k {
-                let o1 = &mut out[r1 * n + j..r1 * n + j + w];
-                _mm512_mask_storeu_ps(o1.as_mut_ptr(), m, odd);
-            }
+    for (r, row) in out[..k * n].chunks_exact_mut(n).enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = bf16_value(bp[b_idx(r / 2, j, np) + r % 2]);
         }
     }
 }
@@ -1255,7 +1251,7 @@ pub fn accumulate_packed(
         ASrc::View(a),
         &b,
         Epilogue::default(),
-        0.0,
+        None,
         Some((acc, fresh)),
         None,
         None,
@@ -1278,7 +1274,7 @@ fn run_panel(
     _: ASrc,
     _: &PackedRef,
     _: Epilogue<f32>,
-    _: f32,
+    _: Option<&[u16]>,
     _: Option<(&mut [f32], bool)>,
     _: Option<&mut [f32]>,
     _: Option<&mut [u16]>,
@@ -1296,7 +1292,7 @@ fn run_panel(
     a: ASrc<'_>,
     b: &PackedRef<'_>,
     epi: Epilogue<'_, f32>,
-    beta: f32,
+    pmask: Option<&[u16]>,
     acc: Option<(&mut [f32], bool)>,
     c: Option<&mut [f32]>,
     emit: Option<&mut [u16]>,
@@ -1312,9 +1308,10 @@ fn run_panel(
         klp: b.klp,
         bp: b.bp,
         epi,
-        beta,
+        beta: 0.0,
         first,
         group: m.div_ceil(32),
+        pmask,
     }
     .run(0, acc.map(|a| a.0), c, emit);
 }
@@ -1368,6 +1365,7 @@ fn run(
             beta,
             first: chunk == 0,
             group,
+            pmask: None,
         };
         let last = chunk + 1 == nchunks;
         match (last, nchunks > 1) {
@@ -1405,6 +1403,9 @@ struct Block<'a> {
     first: bool,
     /// Row blocks of 32 per task.
     group: usize,
+    /// The ReLU-gradient mask as bf16 in [`pack_rows`]' layout (m × n, rows of `np`
+    /// columns), applied where [`Epilogue::mask`] is: C becomes 0 where the value is ≤ 0.
+    pmask: Option<&'a [u16]>,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -1492,6 +1493,7 @@ impl Block<'_> {
             let plain = e.bias.is_none()
                 && e.residual.is_none()
                 && e.mask.is_none()
+                && self.pmask.is_none()
                 && !e.relu
                 && self.beta == 0.0
                 && emit.is_none();
@@ -1551,7 +1553,8 @@ impl Block<'_> {
                                     let dst = &mut cr[off + j0..];
                                     assert!(dst.len() >= 31 * n + 32, "amx gemm: C block");
                                     if !plain {
-                                        fused = Some(Fused::new(e, self.beta, i0, j0, n));
+                                        let (beta, pm) = (self.beta, self.pmask);
+                                        fused = Some(Fused::new(e, beta, pm, i0, j0, (n, np)));
                                     }
                                     (dst.as_mut_ptr(), n)
                                 } else {
@@ -1601,7 +1604,12 @@ impl Block<'_> {
         cr: &mut [f32],
         mut emit: Option<&mut [u16]>,
     ) {
-        let (n, e, beta) = (self.n, &self.epi, self.beta);
+        let (n, beta) = (self.n, self.beta);
+        // With a packed mask, the epilogue stops before the ReLU: the mask, then the ReLU.
+        let e = &Epilogue {
+            relu: self.epi.relu && self.pmask.is_none(),
+            ..self.epi
+        };
         let rows = self.m.saturating_sub(i0).min(32);
         let cols = n.saturating_sub(j0).min(32);
         if let Some(em) = emit.as_deref_mut() {
@@ -1615,11 +1623,13 @@ impl Block<'_> {
                 // Fixed length: inlined vector moves, not memmove calls.
                 v = src.try_into().unwrap();
                 epilogue_row(e, beta, i0 + r, j0, n, dst, &mut v);
+                self.packed_mask(i0 + r, j0, &mut v);
                 *dst = v;
             } else {
                 let v = &mut v[..cols];
                 v.copy_from_slice(src);
                 epilogue_row(e, beta, i0 + r, j0, n, dst, v);
+                self.packed_mask(i0 + r, j0, v);
                 dst.copy_from_slice(v);
             }
             if let Some(em) = emit.as_deref_mut() {
@@ -1627,6 +1637,23 @@ impl Block<'_> {
                 // SAFETY: AVX-512 F/BW (this function's features).
                 unsafe { bf16_row32(&v, &mut em[a_idx(r, 0)..a_idx(r, 0) + 32]) };
             }
+        }
+    }
+
+    /// The rest of the staged epilogue on `v` (row i, columns j0..j0 + v.len()) when there is
+    /// a packed mask: where its value is ≤ 0, 0; then the ReLU if the epilogue has one.
+    fn packed_mask(&self, i: usize, j0: usize, v: &mut [f32]) {
+        let Some(pm) = self.pmask else {
+            return;
+        };
+        for (c, x) in v.iter_mut().enumerate() {
+            let h = bf16_value(pm[b_idx(i / 2, j0 + c, self.np) + i % 2]);
+            if h <= 0.0 {
+                *x = 0.0;
+            }
+        }
+        if self.epi.relu {
+            v.iter_mut().for_each(|x| *x = x.max(0.0));
         }
     }
 }
@@ -1875,9 +1902,13 @@ mod tests {
             ] {
                 let mut c = vec![0f32; m * n];
                 let mut tiles = vec![0x7fc0u16; tiles_len(m, n)];
-                gemm_rows(m, av, &pb, e, 0.0, &mut c, Some(&mut tiles));
+                let io = RowsIo {
+                    emit: Some(&mut tiles),
+                    ..Default::default()
+                };
+                gemm_rows(m, av, &pb, e, &mut c, io);
                 let mut plain = vec![0f32; m * n];
-                gemm_rows(m, av, &pb, e, 0.0, &mut plain, None);
+                gemm_rows(m, av, &pb, e, &mut plain, RowsIo::default());
                 assert!(c == plain, "{m}x{k}x{n}: emitting changed C");
                 let np = round_up(n, 32);
                 for i in 0..round_up(m, 32) {
@@ -1893,20 +1924,76 @@ mod tests {
                 }
                 let (mut y_view, mut y_tiles) = (vec![0f32; m * n2], vec![0f32; m * n2]);
                 let cv = RowsA::View(row_major(&c, n));
-                gemm_rows(m, cv, &pb2, Epilogue::default(), 0.0, &mut y_view, None);
+                let none = || RowsIo::default();
+                gemm_rows(m, cv, &pb2, Epilogue::default(), &mut y_view, none());
                 gemm_rows(
                     m,
                     RowsA::Tiles(&tiles),
                     &pb2,
                     Epilogue::default(),
-                    0.0,
                     &mut y_tiles,
-                    None,
+                    none(),
                 );
                 assert!(
                     y_view == y_tiles,
                     "{m}x{k}x{n}x{n2}: tiles differ from the view"
                 );
+            }
+        }
+    }
+
+    /// A mask given packed (`RowsIo::mask_rows`) masks C as its unpacked values given as
+    /// `Epilogue::mask` do, bit for bit, before the ReLU and after a residual, on whole blocks
+    /// (fused on the vector engine) and ragged ones (the staged epilogue); zeros, negative
+    /// values and values that round to zero in bf16 included.
+    #[test]
+    fn packed_mask_masks_as_its_unpacked_values() {
+        if !engine_here() {
+            return;
+        }
+        let mut rnd = uniform(12);
+        for &(m, k, n) in &[(64, 96, 64), (50, 70, 40), (96, 32, 100)] {
+            let a: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
+            let res: Vec<f32> = (0..m * n).map(|_| rnd()).collect();
+            // a third exactly zero, a sixth tiny (0 in bf16 only below 2^-133), the rest ±
+            let h: Vec<f32> = (0..m * n)
+                .map(|i| match i % 6 {
+                    0 | 1 => 0.0,
+                    2 => 1e-41,
+                    _ => rnd(),
+                })
+                .collect();
+            let mut hp = vec![0u16; rows_len(m, n)];
+            pack_rows(row_major(&h, n), m, n, &mut hp);
+            let mut hu = vec![0f32; m * n];
+            unpack_rows(&hp, m, n, &mut hu);
+            let pb = PackedB::new(row_major(&b, n), k, n).unwrap();
+            let av = RowsA::View(row_major(&a, k));
+            for (residual, relu) in [(false, false), (true, false), (true, true)] {
+                let e = Epilogue {
+                    residual: residual.then_some(&res[..]),
+                    relu,
+                    ..Default::default()
+                };
+                let mut want = vec![0f32; m * n];
+                let unpacked = Epilogue {
+                    mask: Some(&hu[..]),
+                    ..e
+                };
+                gemm_rows(m, av, &pb, unpacked, &mut want, RowsIo::default());
+                let mut got = vec![f32::NAN; m * n];
+                let io = RowsIo {
+                    mask_rows: Some(&hp),
+                    ..Default::default()
+                };
+                gemm_rows(m, av, &pb, e, &mut got, io);
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{m}x{k}x{n} residual {residual} relu {relu}");
+                assert!(want.iter().filter(|&&x| x == 0.0).count() >= m * n / 3);
             }
         }
     }

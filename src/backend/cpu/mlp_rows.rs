@@ -106,9 +106,9 @@ pub(super) enum SavedMut<'a> {
     /// As f32, row-major.
     F32(&'a mut [f32]),
     /// As bf16, chunk by chunk (`rc` rows at `rc`·⌈n_out/32⌉·32) in [`amx::pack_rows`]'s
-    /// layout: the backward's B of dW_{l+1} = gᵀ·h_l as it is, and its ReLU mask h_l > 0 after
-    /// [`amx::unpack_rows`] ([`packed_len`] u16). Half the memory traffic of f32, and no
-    /// packing in the backward. The mask is that of the bf16 value: it differs from h > 0
+    /// layout: the backward's B of dW_{l+1} = gᵀ·h_l as it is, and its ReLU mask h_l > 0
+    /// ([`amx::RowsIo::mask_rows`]) ([`packed_len`] u16). Half the memory traffic of f32, and no
+    /// packing or unpacking in the backward. The mask is that of the bf16 value: it differs from h > 0
     /// only where 0 < h < 2⁻¹³³ (bf16's smallest subnormal over 2) rounds to 0.
     Packed(&'a mut [u16]),
 }
@@ -199,7 +199,11 @@ pub(super) fn forward(
             }),
             _ => RowsA::Tiles(tiles),
         };
-        amx::gemm_rows(rows, a, &packed[l], epi, 0.0, out, emit);
+        let io = amx::RowsIo {
+            emit,
+            ..Default::default()
+        };
+        amx::gemm_rows(rows, a, &packed[l], epi, out, io);
     };
     per.into_par_iter()
         .zip(ys)
@@ -453,7 +457,6 @@ pub(super) fn backward(
             let mut db: Vec<Vec<f32>> = layers.iter().map(|l| vec![0f32; l.n_out]).collect();
             let mut gsums: Vec<(usize, Vec<f32>)> = Vec::new();
             let mut scratch = Vec::new();
-            let mut hbuf = Vec::new();
             let mut bufs = [Vec::<f32>::new(), Vec::new()];
             let mut tbufs = TILES.with(|t| t.take());
             let r_task = t * task_rows;
@@ -483,17 +486,14 @@ pub(super) fn backward(
                 for l in (0..nh).rev() {
                     let layer = &hidden[l];
                     let (ni, no) = (layer.n_in, layer.n_out);
-                    // h_{l−1} on this chunk: f32, or bf16 packed as dW's B (and then unpacked
-                    // for the ReLU mask into a chunk buffer).
-                    let (h_in, h_packed): (&[f32], _) = match (l, hs.get(l.wrapping_sub(1))) {
-                        (0, _) => (&x[r0 * ni..][..rows * ni], None),
-                        (_, Some(SavedRef::F32(h))) => (&h[r0 * ni..][..rows * ni], None),
+                    // h_{l−1} on this chunk: f32, or bf16 packed as dW's B (and the ReLU mask
+                    // of the input gradient as it is).
+                    let h_in = match (l, hs.get(l.wrapping_sub(1))) {
+                        (0, _) => SavedRef::F32(&x[r0 * ni..][..rows * ni]),
+                        (_, Some(SavedRef::F32(h))) => SavedRef::F32(&h[r0 * ni..][..rows * ni]),
                         (_, Some(SavedRef::Packed(h))) => {
                             let at = amx::rows_len(r0, ni);
-                            let p = &h[at..at + amx::rows_len(rows, ni)];
-                            hbuf.resize(rows * ni, 0.0);
-                            amx::unpack_rows(p, rows, ni, &mut hbuf);
-                            (&hbuf[..rows * ni], Some(p))
+                            SavedRef::Packed(&h[at..at + amx::rows_len(rows, ni)])
                         }
                         (_, None) => unreachable!("one saved output per hidden layer"),
                     };
@@ -515,11 +515,11 @@ pub(super) fn backward(
                             cs: no,
                         };
                         let fresh = r0 == r_task;
-                        match h_packed {
-                            Some(p) => {
+                        match h_in {
+                            SavedRef::Packed(p) => {
                                 amx::accumulate_packed(no, rows, ni, gt, p, &mut acc[l], fresh)
                             }
-                            None => {
+                            SavedRef::F32(h_in) => {
                                 let hv = View {
                                     buf: h_in,
                                     rs: ni,
@@ -674,21 +674,26 @@ fn pooled(len: usize) -> Vec<f32> {
 /// The next g on a chunk: (g·W_l (+ g)) ⊙ 1[h_{l−1} > 0] (W_l packed as B), written to `next`
 /// (rows × n_in) as the whole-matrix path's GEMM writes it. g's bf16 tiles, when the layer
 /// above emitted them, are the product's A; with `emit` the next g is emitted as tiles too.
+/// The mask is that of h_{l−1} as saved, f32 or packed (its bf16 values).
 #[allow(clippy::too_many_arguments)]
 fn input_grad_rows(
     layer: &Layer<'_>,
     w: &PackedB,
     g: &[f32],
     g_tiles: Option<&[u16]>,
-    h_in: &[f32],
+    h_in: SavedRef<'_>,
     rows: usize,
     next: &mut [f32],
     emit: Option<&mut [u16]>,
 ) {
+    let (mask, mask_rows) = match h_in {
+        SavedRef::F32(h) => (Some(h), None),
+        SavedRef::Packed(p) => (None, Some(p)),
+    };
     let epi = Epilogue {
         bias: None,
         residual: layer.residual.then_some(g),
-        mask: Some(h_in),
+        mask,
         relu: false,
     };
     let a = match g_tiles {
@@ -699,7 +704,8 @@ fn input_grad_rows(
             cs: 1,
         }),
     };
-    amx::gemm_rows(rows, a, w, epi, 0.0, next, emit);
+    let io = amx::RowsIo { mask_rows, emit };
+    amx::gemm_rows(rows, a, w, epi, next, io);
 }
 
 /// The output layer on a chunk: dW += dyᵀ·h and db += Σ_rows dy (f32), and its input gradient
