@@ -329,7 +329,7 @@ mod tiles {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn vector_block(
+unsafe fn vector_block<const TA: bool>(
     a: *const u16,
     a_step: usize,
     b: *const u16,
@@ -339,9 +339,12 @@ unsafe fn vector_block(
     out: *mut f32,
     ldo: usize,
     fused: Option<&Fused>,
-    emit: *mut u16,
+    (emit, emit_rows): (*mut u16, *mut u16),
 ) {
     use std::arch::x86_64::*;
+    // A's pair (row r, k-pair kp) of a step at r·rs + kp·ks from its tile's row 0 (transposed:
+    // A's rows are the columns of a B layout)
+    let (rs, ks) = if TA { (2, 32) } else { (32, 2) };
     for q in 0..4 {
         // rows 8q..8q+8: tile q/2 of each step, its rows 8·(q%2)..
         let mut acc = [[_mm512_setzero_ps(); 2]; 8];
@@ -351,7 +354,7 @@ unsafe fn vector_block(
                 *v = [_mm512_loadu_ps(row), _mm512_loadu_ps(row.add(16))];
             }
         }
-        let a_q = a.add((q / 2) * 512 + (q % 2) * 8 * 32);
+        let a_q = a.add((q / 2) * 512 + (q % 2) * 8 * rs);
         for s in 0..nsteps {
             let (ap, bp) = (a_q.add(a_step * s), b.add(b_step * s));
             for kp in 0..16 {
@@ -359,26 +362,50 @@ unsafe fn vector_block(
                 let b1: __m512bh =
                     std::mem::transmute(_mm512_loadu_si512(bp.add(512 + 32 * kp).cast()));
                 for (r, v) in acc.iter_mut().enumerate() {
-                    let pair = ap.add(32 * r + 2 * kp).cast::<i32>().read_unaligned();
+                    let pair = ap.add(rs * r + ks * kp).cast::<i32>().read_unaligned();
                     let x: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
                     v[0] = _mm512_dpbf16_ps(v[0], x, b0);
                     v[1] = _mm512_dpbf16_ps(v[1], x, b1);
                 }
             }
         }
-        for (r, v) in acc.iter().enumerate() {
-            let i = 8 * q + r;
-            let row = out.add(i * ldo);
-            let mut y = *v;
-            for (h, half) in y.iter_mut().enumerate() {
-                if let Some(f) = fused {
-                    *half = f.apply(*half, i, 16 * h, row.add(16 * h));
+        for r2 in (0..8).step_by(2) {
+            let mut ys = [acc[r2], acc[r2 + 1]];
+            for (e, y) in ys.iter_mut().enumerate() {
+                let i = 8 * q + r2 + e;
+                let row = out.add(i * ldo);
+                for (h, half) in y.iter_mut().enumerate() {
+                    if let Some(f) = fused {
+                        *half = f.apply(*half, i, 16 * h, row.add(16 * h));
+                    }
+                    _mm512_storeu_ps(row.add(16 * h), *half);
                 }
-                _mm512_storeu_ps(row.add(16 * h), *half);
             }
+            if emit.is_null() && emit_rows.is_null() {
+                continue;
+            }
+            // Each value rounded once (its bf16 in the high half of each u32), for both.
+            let rd = ys.map(|y| y.map(|v| bf16_rounded(v)));
             if !emit.is_null() {
-                let dst = emit.add(a_idx(i, 0));
-                _mm512_storeu_si512(dst.cast(), bf16_32(y[0], y[1]));
+                // the high halves of a row's 32 u32 in order: one 64-byte row of a tile
+                let odd = _mm512_set_epi16(
+                    63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29, 27, 25,
+                    23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1,
+                );
+                for (e, [lo, hi]) in rd.iter().enumerate() {
+                    let dst = emit.add(a_idx(8 * q + r2 + e, 0));
+                    _mm512_storeu_si512(dst.cast(), _mm512_permutex2var_epi16(*lo, odd, *hi));
+                }
+            }
+            if !emit_rows.is_null() {
+                // rows i, i + 1 as one pair of B's layout ([`b_idx`]), per 16 columns: the even
+                // row's bf16 in the low half of each u32, the odd row's in the high half
+                let dst = emit_rows.add(32 * ((8 * q + r2) / 2));
+                for (h, (&r0, &r1)) in rd[0].iter().zip(&rd[1]).enumerate() {
+                    let even = _mm512_srli_epi32::<16>(r0);
+                    let v = _mm512_mask_blend_epi16(0xaaaa_aaaa, even, r1);
+                    _mm512_storeu_si512(dst.add(512 * h).cast(), v);
+                }
             }
         }
     }
@@ -808,7 +835,17 @@ unsafe fn pack_at_16x32(a: View<'_>, i: usize, p: usize, pn: usize, out: &mut [u
     for (q, rq) in r.iter_mut().enumerate() {
         *rq = bf16_pairs(load(2 * q), load(2 * q + 1));
     }
-    // 16 × 16 transpose of u32: r[q] lane f → out row f, u32 q.
+    transpose_u32_16x16(&r, out.as_mut_ptr());
+}
+
+/// The 16 × 16 transpose of u32: `r[q]`'s lane f → u32 q of row f at `dst + 32·f` (u16).
+///
+/// # Safety
+/// AVX-512 F; 16 rows of 64 bytes writable at `dst`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn transpose_u32_16x16(r: &[std::arch::x86_64::__m512i; 16], dst: *mut u16) {
+    use std::arch::x86_64::*;
     let mut t = [_mm512_setzero_si512(); 16];
     for k in 0..8 {
         t[2 * k] = _mm512_unpacklo_epi32(r[2 * k], r[2 * k + 1]);
@@ -824,7 +861,6 @@ unsafe fn pack_at_16x32(a: View<'_>, i: usize, p: usize, pn: usize, out: &mut [u
         u[b + 2] = _mm512_unpacklo_epi64(t[b + 1], t[b + 3]);
         u[b + 3] = _mm512_unpackhi_epi64(t[b + 1], t[b + 3]);
     }
-    let dst = out.as_mut_ptr();
     for j in 0..4 {
         let x_lo = _mm512_shuffle_i32x4::<0x88>(u[j], u[4 + j]);
         let x_hi = _mm512_shuffle_i32x4::<0xdd>(u[j], u[4 + j]);
@@ -1001,6 +1037,8 @@ enum ASrc<'a> {
     View(View<'a>),
     Groups(&'a [u16]),
     Tiles(&'a [u16]),
+    /// A = Gᵀ, G (k × m) packed by [`pack_rows`] ([`AccA::RowsT`]).
+    RowsT(&'a [u16]),
 }
 
 /// [`gemm_rows`]' A (m × k): an f32 view, converted as the product runs, or already bf16 in
@@ -1023,6 +1061,41 @@ pub struct RowsIo<'a> {
     /// C also written here as bf16 tiles ([`RowsA::Tiles`], [`tiles_len`]`(m, n)` long), the A
     /// of a next product, so that it does not convert C again.
     pub emit: Option<&'a mut [u16]>,
+    /// C also written here as bf16 in [`pack_rows`]' layout ([`rows_len`]`(m, n)` long, zero
+    /// past m and n): what [`pack_rows`] of C would give, the transposed A of a product Cᵀ·B
+    /// ([`AccA::RowsT`]) without converting C again.
+    pub emit_rows: Option<&'a mut [u16]>,
+}
+
+/// Where a product's C is also written as bf16 ([`RowsIo`]'s `emit` and `emit_rows`).
+#[derive(Default)]
+struct Emits<'a> {
+    tiles: Option<&'a mut [u16]>,
+    rows: Option<&'a mut [u16]>,
+}
+
+impl Emits<'_> {
+    fn is_none(&self) -> bool {
+        self.tiles.is_none() && self.rows.is_none()
+    }
+
+    /// The 1024 u16 of block `eo` (the same offset in both layouts) of each, as pointers (null
+    /// where absent).
+    fn block_ptrs(&mut self, eo: usize) -> (*mut u16, *mut u16) {
+        let at = |e: &mut Option<&mut [u16]>| {
+            e.as_deref_mut()
+                .map_or(std::ptr::null_mut(), |e| e[eo..eo + 1024].as_mut_ptr())
+        };
+        (at(&mut self.tiles), at(&mut self.rows))
+    }
+
+    /// The 1024 u16 of block `eo` of each, as slices.
+    fn block(&mut self, eo: usize) -> (Option<&mut [u16]>, Option<&mut [u16]>) {
+        (
+            self.tiles.as_deref_mut().map(|e| &mut e[eo..eo + 1024]),
+            self.rows.as_deref_mut().map(|e| &mut e[eo..eo + 1024]),
+        )
+    }
 }
 
 /// Length (u16) of [`RowsA::Tiles`] for m rows and k columns.
@@ -1108,6 +1181,9 @@ pub fn gemm_rows(
     if let Some(e) = io.emit.as_deref() {
         assert!(e.len() >= tiles_len(m, n), "amx gemm_rows: emitted tiles");
     }
+    if let Some(e) = io.emit_rows.as_deref() {
+        assert!(e.len() >= rows_len(m, n), "amx gemm_rows: emitted rows");
+    }
     if let Some(p) = io.mask_rows {
         assert!(epi.mask.is_none(), "amx gemm_rows: two masks");
         assert!(p.len() >= rows_len(m, n), "amx gemm_rows: packed mask");
@@ -1123,24 +1199,27 @@ pub fn gemm_rows(
         io.mask_rows,
         None,
         Some(&mut c[..m * n]),
-        io.emit,
+        Emits {
+            tiles: io.emit,
+            rows: io.emit_rows,
+        },
     );
 }
 
-/// On the calling thread: `acc` (⌈m/32⌉·32 rows × ⌈n/32⌉·32 columns, row-major f32) += A (m × k)
-/// · B (k × n), k ≤ [`KC`], B packed here into `scratch`; with `fresh`, `acc` = A·B (its old
-/// values, which may be anything, are not read). Split-k accumulation of a product whose k (the
-/// samples of dW = gᵀ·h) arrives in row chunks; the padding of `acc` is 0 after a fresh call
-/// and stays 0.
+/// On the calling thread: `acc` (⌈m/32⌉·32 rows × ⌈n/32⌉·32 columns, row-major f32) += A (m × k,
+/// [`AccA`]) · B (k × n), k ≤ [`KC`], B packed here into `scratch`; with `fresh`, `acc` = A·B
+/// (its old values, which may be anything, are not read). Split-k accumulation of a product
+/// whose k (the samples of dW = gᵀ·h) arrives in row chunks; the padding of `acc` is 0 after a
+/// fresh call and stays 0.
 ///
 /// # Panics
-/// If no engine is [`available`], k > [`KC`], or a view or `acc` is too short.
+/// If no engine is [`available`], k > [`KC`], or A, B or `acc` is too short.
 #[allow(clippy::too_many_arguments)]
 pub fn accumulate(
     m: usize,
     k: usize,
     n: usize,
-    a: View<'_>,
+    a: AccA<'_>,
     b: View<'_>,
     acc: &mut [f32],
     fresh: bool,
@@ -1218,14 +1297,47 @@ pub fn accumulate_packed(
     m: usize,
     k: usize,
     n: usize,
-    a: View<'_>,
+    a: AccA<'_>,
+    bp: &[u16],
+    acc: &mut [f32],
+    fresh: bool,
+) {
+    let a = match a {
+        AccA::View(a) => {
+            assert!(fits(&a, m, k), "amx accumulate: A out of bounds");
+            ASrc::View(a)
+        }
+        AccA::RowsT(g) => {
+            assert!(g.len() >= rows_len(k, m), "amx accumulate: packed A");
+            ASrc::RowsT(g)
+        }
+    };
+    accumulate_a(m, k, n, a, bp, acc, fresh);
+}
+
+/// The A (m × k) of [`accumulate`] and [`accumulate_packed`].
+#[derive(Clone, Copy)]
+pub enum AccA<'a> {
+    /// An f32 view, converted as the product runs.
+    View(View<'a>),
+    /// A = Gᵀ with G (k × m) packed by [`pack_rows`] or emitted so ([`RowsIo::emit_rows`]):
+    /// the same as the view Gᵀ on G's values, bit for bit, without converting G again. The
+    /// vector engine reads A's pairs from it as they are; AMX transposes its tiles first.
+    RowsT(&'a [u16]),
+}
+
+/// [`accumulate_packed`] with A's bounds checked.
+fn accumulate_a(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: ASrc<'_>,
     bp: &[u16],
     acc: &mut [f32],
     fresh: bool,
 ) {
     assert!(available(), "amx accumulate: no bf16 engine");
     assert!(k <= KC, "amx accumulate: k {k} > {KC}");
-    assert!(fits(&a, m, k), "amx accumulate: A out of bounds");
     let (mp, np, klp) = (round_up(m, 32), round_up(n, 32), round_up(k, 32));
     assert!(bp.len() >= klp * np, "amx accumulate: packed B");
     assert!(
@@ -1248,14 +1360,19 @@ pub fn accumulate_packed(
     };
     run_panel(
         m,
-        ASrc::View(a),
+        a,
         &b,
         Epilogue::default(),
         None,
         Some((acc, fresh)),
         None,
-        None,
+        Emits::default(),
     );
+}
+
+thread_local! {
+    /// Tests: [`ASrc::RowsT`] transposed into tiles (as for AMX) on the vector engine too.
+    static TRANSPOSE_ROWS_T: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// A packed B panel, borrowed ([`PackedB::panel`] or a scratch buffer).
@@ -1277,14 +1394,14 @@ fn run_panel(
     _: Option<&[u16]>,
     _: Option<(&mut [f32], bool)>,
     _: Option<&mut [f32]>,
-    _: Option<&mut [u16]>,
+    _: Emits,
 ) {
     unreachable!("available() is false off x86_64")
 }
 
 /// The row blocks 0..m of one whole-k panel on this thread: C (with its epilogue) from zero
 /// when `acc` is `None` ([`gemm_rows`]), else `acc` += A·B, or `acc` = A·B when its flag
-/// (fresh) is set ([`accumulate`]); C emitted as tiles too when `emit` is given.
+/// (fresh) is set ([`accumulate`]); C emitted as bf16 too where `emits` says.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 fn run_panel(
@@ -1295,7 +1412,7 @@ fn run_panel(
     pmask: Option<&[u16]>,
     acc: Option<(&mut [f32], bool)>,
     c: Option<&mut [f32]>,
-    emit: Option<&mut [u16]>,
+    emits: Emits<'_>,
 ) {
     let first = acc.as_ref().is_none_or(|a| a.1);
     Block {
@@ -1313,7 +1430,7 @@ fn run_panel(
         group: m.div_ceil(32),
         pmask,
     }
-    .run(0, acc.map(|a| a.0), c, emit);
+    .run(0, acc.map(|a| a.0), c, emits);
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -1373,15 +1490,15 @@ fn run(
                 .par_chunks_mut(gc)
                 .zip(acc.par_chunks_mut(ga))
                 .enumerate()
-                .for_each(|(i, (cr, ar))| blk.run(i, Some(ar), Some(cr), None)),
+                .for_each(|(i, (cr, ar))| blk.run(i, Some(ar), Some(cr), Emits::default())),
             (true, false) => c
                 .par_chunks_mut(gc)
                 .enumerate()
-                .for_each(|(i, cr)| blk.run(i, None, Some(cr), None)),
+                .for_each(|(i, cr)| blk.run(i, None, Some(cr), Emits::default())),
             (false, _) => acc
                 .par_chunks_mut(ga)
                 .enumerate()
-                .for_each(|(i, ar)| blk.run(i, Some(ar), None, None)),
+                .for_each(|(i, ar)| blk.run(i, Some(ar), None, Emits::default())),
         }
     }
 }
@@ -1420,7 +1537,7 @@ impl Block<'_> {
         grp: usize,
         mut acc: Option<&mut [f32]>,
         c: Option<&mut [f32]>,
-        mut emit: Option<&mut [u16]>,
+        mut emits: Emits<'_>,
     ) {
         use std::cell::RefCell;
         thread_local! {
@@ -1433,10 +1550,13 @@ impl Block<'_> {
         if let Some(acc) = acc.as_deref() {
             assert!(acc.len() >= 32 * blocks * np, "amx gemm: partial-sum rows");
         }
-        if let Some(e) = emit.as_deref() {
+        for e in [emits.tiles.as_deref(), emits.rows.as_deref()]
+            .into_iter()
+            .flatten()
+        {
             assert!(
                 grp == 0 && self.first && c.is_some() && e.len() >= 32 * blocks * np,
-                "amx gemm: emitted tiles"
+                "amx gemm: emitted tiles or rows"
             );
             assert!(
                 blocks == self.m.div_ceil(32),
@@ -1444,10 +1564,12 @@ impl Block<'_> {
             );
         }
         assert!(self.bp.len() >= klp * np, "amx gemm: packed B");
+        let amx = engine() == Some(Engine::Amx);
         ABUF.with(|cell| {
             let mut abuf = cell.borrow_mut();
-            // A's two tiles of row block g, k step s are at a0 + g·ag + s·as_.
-            let (a0, ag, as_): (*const u16, usize, usize) = match self.a {
+            // A's two tiles of row block g, k step s are at a0 + g·ag + s·as_, transposed
+            // (rows of A as the columns of a B layout, for the vector engine) when `ta`.
+            let (a0, ag, as_, ta): (*const u16, usize, usize, bool) = match self.a {
                 ASrc::View(a) => {
                     if abuf.len() < 32 * klp * blocks {
                         abuf.resize(32 * klp * blocks, 0);
@@ -1458,7 +1580,44 @@ impl Block<'_> {
                         // AVX-512.
                         unsafe { pack_a(a, self.m, r0 + 32 * g, self.k0, self.kl, klp, dst) };
                     }
-                    (abuf.as_ptr(), 32 * klp, 1024)
+                    (abuf.as_ptr(), 32 * klp, 1024, false)
+                }
+                ASrc::RowsT(t) => {
+                    let mp = round_up(self.m, 32);
+                    // G's rows k0.. (one chunk), its column tiles of row blocks r0/32 ..
+                    assert!(
+                        self.k0 == 0 && t.len() >= klp * mp,
+                        "amx gemm: A as transposed rows"
+                    );
+                    if amx || TRANSPOSE_ROWS_T.get() {
+                        // AMX loads A's tiles as they are: transposed here, 16 × 16 u32
+                        // (k-pairs × rows of A) per tile.
+                        if abuf.len() < 32 * klp * blocks {
+                            abuf.resize(32 * klp * blocks, 0);
+                        }
+                        for g in 0..blocks {
+                            for s in 0..nsteps {
+                                for h in 0..2 {
+                                    let tile = s * mp / 16 + (r0 + 32 * g) / 16 + h;
+                                    let src = &t[512 * tile..512 * tile + 512];
+                                    let dst = &mut abuf[32 * klp * g + 512 * (2 * s + h)..];
+                                    // SAFETY: AVX-512 F (available()); 1 KiB read from `src`,
+                                    // 1 KiB written to `dst` (inside the block's 32·klp).
+                                    unsafe {
+                                        use std::arch::x86_64::*;
+                                        let p = src.as_ptr();
+                                        let r: [__m512i; 16] = std::array::from_fn(|q| {
+                                            _mm512_loadu_si512(p.add(32 * q).cast())
+                                        });
+                                        transpose_u32_16x16(&r, dst[..512].as_mut_ptr());
+                                    }
+                                }
+                            }
+                        }
+                        (abuf.as_ptr(), 32 * klp, 1024, false)
+                    } else {
+                        (t[32 * r0..].as_ptr(), 1024, 32 * mp, true)
+                    }
                 }
                 ASrc::Groups(at) => {
                     let mp = round_up(self.m, 32);
@@ -1469,7 +1628,7 @@ impl Block<'_> {
                     );
                     // SAFETY: inside `at` (asserted).
                     let a0 = unsafe { at.as_ptr().add((self.k0 / 32 * mp + r0) * 32) };
-                    (a0, 32 * 32, mp * 32)
+                    (a0, 32 * 32, mp * 32, false)
                 }
                 ASrc::Tiles(t) => {
                     // row blocks r0/32 .. r0/32 + blocks of the whole k (one chunk)
@@ -1477,7 +1636,7 @@ impl Block<'_> {
                         self.k0 == 0 && t.len() >= (r0 + 32 * blocks) * klp,
                         "amx gemm: A tiles"
                     );
-                    (t[r0 * klp..].as_ptr(), 32 * klp, 1024)
+                    (t[r0 * klp..].as_ptr(), 32 * klp, 1024, false)
                 }
             };
             // Two staging blocks: a block's epilogue waits until the next block's tile products
@@ -1496,9 +1655,8 @@ impl Block<'_> {
                 && self.pmask.is_none()
                 && !e.relu
                 && self.beta == 0.0
-                && emit.is_none();
+                && emits.is_none();
             let cfg = TileConfig::new();
-            let amx = engine() == Some(Engine::Amx);
             // SAFETY: `gemm` (the only way here) checked available(): the engine's instructions
             // run. Tile and vector reads and writes stay inside A (abuf, blocks × 32 rows × klp
             // bf16, resized above, or the groups or tiles asserted above), packed B (klp × np
@@ -1536,10 +1694,11 @@ impl Block<'_> {
                         if let (Some((ps, pi, pj, po, eo)), Some(cr)) =
                             (pending.take(), c.as_deref_mut())
                         {
-                            let em = emit.as_deref_mut().map(|e| &mut e[eo..eo + 1024]);
+                            let em = emits.block(eo);
                             self.epilogue(&tmp[ps], pi, pj, &mut cr[po..], em);
                         }
-                        // This block's 2 KiB of emitted tiles: row block g, step jb.
+                        // This block's 2 KiB of emitted tiles: row block g, step jb (and of
+                        // emitted rows: pairs 16g.., column tiles 2jb, 2jb + 1).
                         let eo = (g * np / 32 + jb) * 1024;
                         // The block's destination (row stride in floats): C directly, a staging
                         // block for the epilogue, or the partial sums; with the vector engine,
@@ -1571,12 +1730,19 @@ impl Block<'_> {
                             tiles::store_c(dst, ld * 4);
                         } else {
                             // (a staged block emits in its epilogue)
-                            let em = match (&mut emit, pending) {
-                                (Some(e), None) => e[eo..eo + 1024].as_mut_ptr(),
-                                _ => std::ptr::null_mut(),
+                            let em = match pending {
+                                None => emits.block_ptrs(eo),
+                                _ => (std::ptr::null_mut(), std::ptr::null_mut()),
                             };
                             let f = fused.as_ref();
-                            vector_block(ab, as_, pb, sb, nsteps, init, dst, ld, f, em);
+                            match ta {
+                                false => vector_block::<false>(
+                                    ab, as_, pb, sb, nsteps, init, dst, ld, f, em,
+                                ),
+                                true => vector_block::<true>(
+                                    ab, as_, pb, sb, nsteps, init, dst, ld, f, em,
+                                ),
+                            }
                         }
                     }
                 }
@@ -1584,7 +1750,7 @@ impl Block<'_> {
                     tiles::release();
                 }
                 if let (Some((ps, pi, pj, po, eo)), Some(cr)) = (pending, c) {
-                    let em = emit.map(|e| &mut e[eo..eo + 1024]);
+                    let em = emits.block(eo);
                     self.epilogue(&tmp[ps], pi, pj, &mut cr[po..], em);
                 }
             }
@@ -1593,8 +1759,9 @@ impl Block<'_> {
 
     /// C rows (of this block) columns j0..j0+32, inside m × n, = [`epilogue_row`] of the
     /// product in `tmp`. Whole 32 × 32 blocks pass fixed-length rows, which vectorize. With
-    /// `emit`, the block also goes there as bf16 (one step of a row block of tiles, zero past
-    /// m and n).
+    /// `emit`'s first, the block also goes there as bf16 (one step of a row block of tiles,
+    /// zero past m and n), with its second in [`pack_rows`]' layout (16 pairs of rows × two
+    /// tiles of 16 columns, zero past m and n).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     fn epilogue(
         &self,
@@ -1602,7 +1769,7 @@ impl Block<'_> {
         i0: usize,
         j0: usize,
         cr: &mut [f32],
-        mut emit: Option<&mut [u16]>,
+        (mut emit, mut emit_rows): (Option<&mut [u16]>, Option<&mut [u16]>),
     ) {
         let (n, beta) = (self.n, self.beta);
         // With a packed mask, the epilogue stops before the ReLU: the mask, then the ReLU.
@@ -1612,7 +1779,10 @@ impl Block<'_> {
         };
         let rows = self.m.saturating_sub(i0).min(32);
         let cols = n.saturating_sub(j0).min(32);
-        if let Some(em) = emit.as_deref_mut() {
+        for em in [emit.as_deref_mut(), emit_rows.as_deref_mut()]
+            .into_iter()
+            .flatten()
+        {
             em[..1024].fill(0);
         }
         for r in 0..rows {
@@ -1636,6 +1806,11 @@ impl Block<'_> {
                 // (v is zero past cols)
                 // SAFETY: AVX-512 F/BW (this function's features).
                 unsafe { bf16_row32(&v, &mut em[a_idx(r, 0)..a_idx(r, 0) + 32]) };
+            }
+            if let Some(em) = emit_rows.as_deref_mut() {
+                for (c, &x) in v[..cols].iter().enumerate() {
+                    em[b_idx(r / 2, c, 32) + r % 2] = bf16_bits(x);
+                }
             }
         }
     }
@@ -1739,7 +1914,7 @@ mod tests {
                 // per step) and bp (32·n apart, column block jb at 1024·jb); out has 32 rows
                 // of ldo ≥ 32.
                 unsafe {
-                    vector_block(
+                    vector_block::<false>(
                         ap.as_ptr(),
                         1024,
                         bp.as_ptr().add(1024 * jb),
@@ -1749,7 +1924,7 @@ mod tests {
                         out.as_mut_ptr(),
                         ldo,
                         None,
-                        std::ptr::null_mut(),
+                        (std::ptr::null_mut(), std::ptr::null_mut()),
                     )
                 };
                 for i in 0..32 {
@@ -1840,7 +2015,7 @@ mod tests {
         for (i, (&u, &v)) in back.iter().zip(&b).enumerate() {
             assert_eq!(u.to_bits(), bf16_value(bf16_bits(v)).to_bits(), "value {i}");
         }
-        let av = row_major(&a, k);
+        let av = AccA::View(row_major(&a, k));
         let np = round_up(n, 32);
         let len = round_up(m, 32) * np;
         let (mut want, mut got) = (vec![f32::NAN; len], vec![f32::NAN; len]);
@@ -1994,6 +2169,85 @@ mod tests {
                     .all(|(x, y)| x.to_bits() == y.to_bits());
                 assert!(same, "{m}x{k}x{n} residual {residual} relu {relu}");
                 assert!(want.iter().filter(|&&x| x == 0.0).count() >= m * n / 3);
+            }
+        }
+    }
+
+    /// gemm_rows' emitted rows are `pack_rows` of C (after its epilogue), padding included
+    /// (the buffer starts as bf16 NaNs), with and without emitted tiles, on whole blocks
+    /// (fused) and ragged ones (staged).
+    #[test]
+    fn emitted_rows_are_pack_rows_of_c() {
+        if !engine_here() {
+            return;
+        }
+        let mut rnd = uniform(21);
+        for &(m, k, n) in &[(64, 96, 64), (50, 70, 40), (33, 32, 96)] {
+            let a: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
+            let bias: Vec<f32> = (0..n).map(|_| rnd()).collect();
+            let pb = PackedB::new(row_major(&b, n), k, n).unwrap();
+            let av = RowsA::View(row_major(&a, k));
+            let e = Epilogue {
+                bias: Some(&bias[..]),
+                relu: true,
+                ..Default::default()
+            };
+            for with_tiles in [false, true] {
+                let mut c = vec![0f32; m * n];
+                let mut rows = vec![0x7fc0u16; rows_len(m, n)];
+                let mut tiles = vec![0u16; tiles_len(m, n)];
+                let io = RowsIo {
+                    emit: with_tiles.then_some(&mut tiles[..]),
+                    emit_rows: Some(&mut rows),
+                    ..Default::default()
+                };
+                gemm_rows(m, av, &pb, e, &mut c, io);
+                let mut want = vec![0xffffu16; rows_len(m, n)];
+                pack_rows(row_major(&c, n), m, n, &mut want);
+                assert!(rows == want, "{m}x{k}x{n} tiles {with_tiles}");
+            }
+        }
+    }
+
+    /// accumulate_packed with A = Gᵀ from G packed by rows equals it on the view
+    /// Gᵀ bit for bit, fresh and accumulating, read directly (vector engine) or transposed
+    /// into tiles first (as for AMX); ragged m, k and n.
+    #[test]
+    fn accumulate_from_packed_rows_matches_the_transposed_view() {
+        if !engine_here() {
+            return;
+        }
+        let mut rnd = uniform(31);
+        for &(m, k, n) in &[(64, 64, 32), (40, 50, 70), (256, 96, 200)] {
+            // G: k samples × m features; A = Gᵀ (m × k).
+            let g: Vec<f32> = (0..k * m).map(|_| rnd()).collect();
+            let h: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
+            let mut gp = vec![0u16; rows_len(k, m)];
+            pack_rows(row_major(&g, m), k, m, &mut gp);
+            let mut hp = vec![0u16; rows_len(k, n)];
+            pack_rows(row_major(&h, n), k, n, &mut hp);
+            let gt = View {
+                buf: &g,
+                rs: 1,
+                cs: m,
+            };
+            let len = round_up(m, 32) * round_up(n, 32);
+            let start: Vec<f32> = (0..len).map(|_| rnd()).collect();
+            for fresh in [true, false] {
+                let mut want = start.clone();
+                accumulate_packed(m, k, n, AccA::View(gt), &hp, &mut want, fresh);
+                for transpose in [false, true] {
+                    TRANSPOSE_ROWS_T.set(transpose);
+                    let mut got = start.clone();
+                    accumulate_packed(m, k, n, AccA::RowsT(&gp), &hp, &mut got, fresh);
+                    TRANSPOSE_ROWS_T.set(false);
+                    let same = got
+                        .iter()
+                        .zip(&want)
+                        .all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(same, "{m}x{k}x{n} fresh {fresh} transposed {transpose}");
+                }
             }
         }
     }

@@ -29,7 +29,7 @@
 //! Everything here runs only when [`amx::available`], which implies AVX-512 F/BW/VL: the f32
 //! loops are compiled for it.
 
-use super::amx::{self, PackedB, RowsA, View};
+use super::amx::{self, AccA, PackedB, RowsA, View};
 use super::gemm::{dot, epilogue_row, Epilogue};
 use rayon::prelude::*;
 
@@ -183,7 +183,8 @@ pub(super) fn forward(
                       tiles: &[u16],
                       rows: usize,
                       out: &mut [f32],
-                      emit: Option<&mut [u16]>| {
+                      emit: Option<&mut [u16]>,
+                      emit_rows: Option<&mut [u16]>| {
         let layer = &hidden[l];
         let epi = Epilogue {
             bias: Some(layer.b),
@@ -201,6 +202,7 @@ pub(super) fn forward(
         };
         let io = amx::RowsIo {
             emit,
+            emit_rows,
             ..Default::default()
         };
         amx::gemm_rows(rows, a, &packed[l], epi, out, io);
@@ -237,21 +239,19 @@ pub(super) fn forward(
                     let (tiles, emit) = tile_bufs(&mut tbufs, l, forward_emit(l));
                     match rest.first_mut() {
                         Some(SavedMut::F32(h)) => {
-                            layer_rows(l, input, tiles, rows, &mut h[..len], emit);
+                            layer_rows(l, input, tiles, rows, &mut h[..len], emit, None);
                         }
                         save => {
                             if sout.len() < len {
                                 sout.resize(len, 0.0);
                             }
-                            layer_rows(l, input, tiles, rows, &mut sout[..len], emit);
-                            if let Some(SavedMut::Packed(p)) = save {
-                                let v = View {
-                                    buf: &sout[..len],
-                                    rs: layer.n_out,
-                                    cs: 1,
-                                };
-                                amx::pack_rows(v, rows, layer.n_out, p);
-                            }
+                            // (packed: emitted so as the product writes it)
+                            let emit_rows = match save {
+                                Some(SavedMut::Packed(p)) => Some(&mut p[..]),
+                                _ => None,
+                            };
+                            let out = &mut sout[..len];
+                            layer_rows(l, input, tiles, rows, out, emit, emit_rows);
                         }
                     }
                 }
@@ -281,6 +281,8 @@ thread_local! {
     static TILES: std::cell::RefCell<[Vec<u16>; 2]> = const {
         std::cell::RefCell::new([Vec::new(), Vec::new()])
     };
+    /// The backward's g of a chunk in [`amx::pack_rows`]' layout, per thread.
+    static GROWS: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The two tile buffers as seen by layer l, in either direction: what it reads (buffer
@@ -459,6 +461,8 @@ pub(super) fn backward(
             let mut scratch = Vec::new();
             let mut bufs = [Vec::<f32>::new(), Vec::new()];
             let mut tbufs = TILES.with(|t| t.take());
+            // This layer's g in pack_rows' layout: dW's transposed A (not when storing g).
+            let mut grows = GROWS.with(|t| t.take());
             let r_task = t * task_rows;
             for r0 in (r_task..(r_task + task_rows).min(n)).step_by(rc) {
                 let rows = (n - r0).min(rc);
@@ -509,11 +513,18 @@ pub(super) fn backward(
                         let dst = &mut gp[l][amx::at_len(off, no)..];
                         amx::pack_at_groups(gc, rows, no, dst);
                     } else {
-                        let gt = View {
-                            buf: gc,
-                            rs: 1,
-                            cs: no,
-                        };
+                        let len = amx::rows_len(rows, no);
+                        if l + 1 == nh {
+                            // (the f32 output layer wrote it; the others are emitted below)
+                            grows.resize(len, 0);
+                            let gv = View {
+                                buf: gc,
+                                rs: no,
+                                cs: 1,
+                            };
+                            amx::pack_rows(gv, rows, no, &mut grows);
+                        }
+                        let gt = AccA::RowsT(&grows[..len]);
                         let fresh = r0 == r_task;
                         match h_in {
                             SavedRef::Packed(p) => {
@@ -539,7 +550,17 @@ pub(super) fn backward(
                         let emit_len = (l >= 2).then(|| amx::tiles_len(rows, ni));
                         let (tiles, emit) = tile_bufs(&mut tbufs, l, emit_len);
                         let g_tiles = (l + 1 < nh).then_some(tiles);
-                        input_grad_rows(layer, &packed[l - 1], gc, g_tiles, h_in, rows, next, emit);
+                        // (dW_l has read this g's rows: the next g's go in their place)
+                        let emit_rows = (!storing).then(|| {
+                            grows.resize(amx::rows_len(rows, ni), 0);
+                            &mut grows[..]
+                        });
+                        let io = amx::RowsIo {
+                            mask_rows: None,
+                            emit,
+                            emit_rows,
+                        };
+                        input_grad_rows(layer, &packed[l - 1], gc, g_tiles, h_in, rows, next, io);
                         cur = 1 - cur;
                     } else if summing {
                         // Σ g over this chunk's rows of each group, in row order.
@@ -563,6 +584,7 @@ pub(super) fn backward(
                 }
             }
             TILES.with(|t| t.replace(tbufs));
+            GROWS.with(|t| t.replace(grows));
             (acc, db, gsums)
         })
         .collect();
@@ -673,8 +695,8 @@ fn pooled(len: usize) -> Vec<f32> {
 
 /// The next g on a chunk: (g·W_l (+ g)) ⊙ 1[h_{l−1} > 0] (W_l packed as B), written to `next`
 /// (rows × n_in) as the whole-matrix path's GEMM writes it. g's bf16 tiles, when the layer
-/// above emitted them, are the product's A; with `emit` the next g is emitted as tiles too.
-/// The mask is that of h_{l−1} as saved, f32 or packed (its bf16 values).
+/// above emitted them, are the product's A; the next g is emitted as `io` says too. The mask
+/// is that of h_{l−1} as saved, f32 or packed (its bf16 values).
 #[allow(clippy::too_many_arguments)]
 fn input_grad_rows(
     layer: &Layer<'_>,
@@ -684,7 +706,7 @@ fn input_grad_rows(
     h_in: SavedRef<'_>,
     rows: usize,
     next: &mut [f32],
-    emit: Option<&mut [u16]>,
+    io: amx::RowsIo<'_>,
 ) {
     let (mask, mask_rows) = match h_in {
         SavedRef::F32(h) => (Some(h), None),
@@ -704,7 +726,7 @@ fn input_grad_rows(
             cs: 1,
         }),
     };
-    let io = amx::RowsIo { mask_rows, emit };
+    let io = amx::RowsIo { mask_rows, ..io };
     amx::gemm_rows(rows, a, w, epi, next, io);
 }
 
