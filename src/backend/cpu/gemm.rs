@@ -76,6 +76,16 @@ pub trait CpuFloat: Float {
             (*s, *c) = x.sin_cos();
         }
     }
+
+    /// `s[q], c[q] = sin k_q, cos k_q` with k_q = p₀·f₀[q] + p₁·f₁[q] + p₂·f₂[q] (summed in this
+    /// order) over the length of `s`: a row of the Fourier features, frequencies by coordinate
+    /// (f32: [`super::trig::features`], one vectorized pass).
+    fn features_sin_cos(p: [Self; 3], f: [&[Self]; 3], s: &mut [Self], c: &mut [Self]) {
+        for (q, (s, c)) in s.iter_mut().zip(c.iter_mut()).enumerate() {
+            let k = p[0] * f[0][q] + p[1] * f[1][q] + p[2] * f[2][q];
+            (*s, *c) = k.sin_cos();
+        }
+    }
 }
 
 /// Smallest offset-range check: the largest index a strided (rows, cols) view touches.
@@ -155,6 +165,9 @@ impl_cpu_float!(
     },
     fn sin_cos_slice(x: &[f32], s: &mut [f32], c: &mut [f32]) {
         super::trig::sin_cos(x, s, c)
+    },
+    fn features_sin_cos(p: [f32; 3], f: [&[f32]; 3], s: &mut [f32], c: &mut [f32]) {
+        super::trig::features(p, f, s, c)
     },
     fn dots(a: &[f32], lda: usize, b: &[f32], out: &mut [f32]) {
         let k = b.len();

@@ -849,16 +849,16 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         let (n, m, per) = ff_shapes("fourier_features", coords.len(), c, freqs.len(), groups)?;
         let w = 2 * m + c - 3;
         check("fourier_features: y", n * w, y.len())?;
+        // F by coordinate (3, m): each argument k_q = p·F_q from three contiguous rows.
+        let ft: Vec<T> = (0..3)
+            .flat_map(|j| (0..m).map(move |q| freqs[3 * q + j]))
+            .collect();
         par_rows(y, w, |i, r| {
             let p = &coords[i * c..(i + 1) * c];
-            let mut k = [T::zero(); FF_BLOCK];
             for g in 0..groups {
                 let (sin, cos) = r[2 * g * per..2 * (g + 1) * per].split_at_mut(per);
-                for q0 in (0..per).step_by(FF_BLOCK) {
-                    let nq = (per - q0).min(FF_BLOCK);
-                    ff_args(p, &freqs[(g * per + q0) * 3..], &mut k[..nq]);
-                    T::sin_cos_slice(&k[..nq], &mut sin[q0..q0 + nq], &mut cos[q0..q0 + nq]);
-                }
+                let f = [0, 1, 2].map(|j| &ft[j * m + g * per..j * m + (g + 1) * per]);
+                T::features_sin_cos([p[0], p[1], p[2]], f, sin, cos);
             }
             r[2 * m..].copy_from_slice(&p[3..]);
         });
