@@ -736,7 +736,7 @@ impl<B: Backend> Drop for Tape<'_, B> {
                 Saved::Bufs(bs) => bs.into_iter().for_each(|b| self.be.recycle(b)),
                 Saved::Mlp(s) => s.h.into_iter().chain(s.z).for_each(|b| self.be.recycle(b)),
                 Saved::Decode(s) => {
-                    self.be.recycle(s.feats);
+                    self.be.recycle(s.input.into_buf());
                     self.be.recycle(s.sign);
                     s.mlp
                         .h

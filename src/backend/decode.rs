@@ -17,9 +17,11 @@
 //!
 //! This module holds the composed implementation (host-side rotation and assembly around the
 //! `fourier_features` and `mlp_forward` primitives), which is the default body of
-//! [`Backend::decode_rotated_lattices`]; a device backend overrides it with one fused kernel.
+//! [`Backend::decode_rotated_lattices`]; a device backend overrides it with one fused kernel,
+//! and the CPU backend's row-chunked network encodes each chunk's rows as it reads them
+//! ([`forward_with`], [`DecodeInput::Coords`]).
 
-use super::{Backend, Float, MlpLayerGrad, MlpSaved, MlpWeights};
+use super::{Backend, Float, MlpLayerGrad, MlpOutput, MlpSaved, MlpWeights};
 use crate::{Error, Result};
 
 /// The output domain of a coordinate decoder (cryoDRGN `--domain`).
@@ -74,12 +76,44 @@ pub struct DecodeSpec<'a, B: Backend> {
     pub mlp: MlpWeights<'a, B>,
 }
 
-/// What the forward pass keeps for the backward pass: the MLP input `feats`
-/// (B·n_eval, 2m + zdim), the conjugation signs (B·n_eval) and the MLP activations.
+/// What the forward pass keeps for the backward pass: the MLP input ([`DecodeInput`]), the
+/// conjugation signs (B·n_eval) and the MLP activations.
 pub struct DecodeSaved<B: Backend> {
-    pub feats: B::Buf,
+    pub input: DecodeInput<B>,
     pub sign: B::Buf,
     pub mlp: MlpSaved<B>,
+}
+
+/// The MLP input as the forward kept it.
+pub enum DecodeInput<B: Backend> {
+    /// The encoded features (B·n_eval, 2m + zdim), `mlp_forward`'s input.
+    Features(B::Buf),
+    /// The rotated (sign-flipped) coordinates and latents they are encoded from
+    /// (B·n_eval, 3 + zdim): kept by a backend whose network encodes its rows as it reads them
+    /// ([`forward_with`]), and read back by its backward ([`backward_with`]).
+    Coords(B::Buf),
+}
+
+impl<B: Backend> DecodeInput<B> {
+    /// The encoded features; an error when the forward kept coordinates (a fused forward,
+    /// whose backward is the only one that reads them).
+    pub fn features(&self) -> Result<&B::Buf> {
+        match self {
+            DecodeInput::Features(f) => Ok(f),
+            DecodeInput::Coords(_) => Err(Error::Shape {
+                what: "decode_rotated_lattices_backward: saved input".into(),
+                expected: "the encoded features".into(),
+                got: "coordinates, kept by a forward that encodes them as it goes".into(),
+            }),
+        }
+    }
+
+    /// The buffer, whichever it is.
+    pub fn into_buf(self) -> B::Buf {
+        match self {
+            DecodeInput::Features(b) | DecodeInput::Coords(b) => b,
+        }
+    }
 }
 
 /// Output of [`Backend::decode_rotated_lattices`]: y (B, P) and, when asked, the saved state.
@@ -145,6 +179,23 @@ pub fn forward_composed<B: Backend>(
     nb: usize,
     save: bool,
 ) -> Result<DecodeOutput<B>> {
+    forward_with(be, s, rot, z, nb, save, |_, _| Ok(None))
+}
+
+/// The composed forward pass, the network's forward first offered to `fused(x, n)`: x the n
+/// rotated (sign-flipped) coordinates and latents (n × (3 + zdim)), for a backend that encodes
+/// them as its network reads them; it returns the network's output and saved state as
+/// `mlp_forward` would on their features, or `None` (nothing done) to encode them whole and
+/// call `mlp_forward`. Its backward is [`backward_with`].
+pub fn forward_with<B: Backend>(
+    be: &B,
+    s: &DecodeSpec<'_, B>,
+    rot: &B::Buf,
+    z: Option<&B::Buf>,
+    nb: usize,
+    save: bool,
+    fused: impl FnOnce(&B::Buf, usize) -> Result<Option<MlpOutput<B>>>,
+) -> Result<DecodeOutput<B>> {
     let m = check(be, s, rot, z, nb)?;
     let p = s.n_points;
     let ne = s.domain.n_eval(p);
@@ -176,10 +227,16 @@ pub fn forward_composed<B: Backend>(
         }
     }
     let xb = be.upload(&x)?;
-    let mut feats = be.alloc(nb * ne * (2 * m + s.zdim))?;
-    be.fourier_features(&xb, cin, s.freqs, s.groups, &mut feats)?;
-    be.recycle(xb);
-    let (y, saved) = be.mlp_forward(&s.mlp, &feats, nb * ne, save)?;
+    let (y, saved, input) = match fused(&xb, nb * ne)? {
+        Some((y, saved)) => (y, saved, DecodeInput::Coords(xb)),
+        None => {
+            let mut feats = be.alloc(nb * ne * (2 * m + s.zdim))?;
+            be.fourier_features(&xb, cin, s.freqs, s.groups, &mut feats)?;
+            be.recycle(xb);
+            let (y, saved) = be.mlp_forward(&s.mlp, &feats, nb * ne, save)?;
+            (y, saved, DecodeInput::Features(feats))
+        }
+    };
     let yh = be.to_vec(&y)?;
     be.recycle(y);
     let out = match s.domain {
@@ -207,12 +264,12 @@ pub fn forward_composed<B: Backend>(
     };
     let saved = match saved {
         Some(mlp) => Some(DecodeSaved {
-            feats,
+            input,
             sign: be.upload(&sign)?,
             mlp,
         }),
         None => {
-            be.recycle(feats);
+            be.recycle(input.into_buf());
             None
         }
     };
@@ -231,6 +288,38 @@ pub fn backward_composed<B: Backend>(
     dy: &B::Buf,
     dz: Option<&mut B::Buf>,
     dlayers: &mut [MlpLayerGrad<'_, B>],
+) -> Result<()> {
+    let no_fused = |_: FusedBackward<'_, '_, B>| Ok(false);
+    backward_with(be, s, rot, z, nb, saved, dy, dz, dlayers, no_fused)
+}
+
+/// What [`backward_with`] hands a fused backward: the saved coordinates x (n rows), n, the
+/// saved network state, the network's output gradient, where z's gradient goes (dz, the
+/// latent's first column and the rows per image) and the layer gradients.
+pub type FusedBackward<'a, 'g, B> = (
+    &'a <B as Backend>::Buf,
+    usize,
+    &'a MlpSaved<B>,
+    &'a <B as Backend>::Buf,
+    Option<(&'a mut <B as Backend>::Buf, usize, usize)>,
+    &'a mut [MlpLayerGrad<'g, B>],
+);
+
+/// [`backward_composed`] after [`forward_with`]: when the forward kept coordinates
+/// ([`DecodeInput::Coords`]), the network's backward is `fused`'s (which returns whether it
+/// ran; it must, as its forward did), else `mlp_backward` on the saved features.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_with<B: Backend>(
+    be: &B,
+    s: &DecodeSpec<'_, B>,
+    rot: &B::Buf,
+    z: Option<&B::Buf>,
+    nb: usize,
+    saved: &DecodeSaved<B>,
+    dy: &B::Buf,
+    dz: Option<&mut B::Buf>,
+    dlayers: &mut [MlpLayerGrad<'_, B>],
+    fused: impl FnOnce(FusedBackward<'_, '_, B>) -> Result<bool>,
 ) -> Result<()> {
     let m = check(be, s, rot, z, nb)?;
     let p = s.n_points;
@@ -272,10 +361,25 @@ pub fn backward_composed<B: Backend>(
     };
     // Only the latent columns 2m.. of the features need a gradient (the encoding's are fixed),
     // and z_b is copied into every evaluated row of image b: dz_b = Σ_i dfeats[b, i, 2m..].
+    let dz = dz.filter(|_| s.zdim > 0);
+    if let DecodeInput::Coords(x) = &saved.input {
+        let dz = dz.map(|d| (d, 2 * m, ne));
+        let ran = fused((x, nb * ne, &saved.mlp, &dtop, dz, dlayers))?;
+        be.recycle(dtop);
+        return match ran {
+            true => Ok(()),
+            false => Err(Error::Shape {
+                what: "decode_rotated_lattices_backward: saved input".into(),
+                expected: "the encoded features".into(),
+                got: "coordinates, which this backend's backward does not encode".into(),
+            }),
+        };
+    }
+    let feats = saved.input.features()?;
     match dz {
-        Some(dz) if s.zdim > 0 => be.mlp_backward_grouped(
+        Some(dz) => be.mlp_backward_grouped(
             &s.mlp,
-            &saved.feats,
+            feats,
             nb * ne,
             &saved.mlp,
             &dtop,
@@ -286,7 +390,7 @@ pub fn backward_composed<B: Backend>(
         )?,
         _ => be.mlp_backward(
             &s.mlp,
-            &saved.feats,
+            feats,
             nb * ne,
             &saved.mlp,
             &dtop,

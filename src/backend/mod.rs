@@ -26,7 +26,7 @@ pub mod cuda;
 pub mod decode;
 pub mod pose_score;
 
-pub use decode::{DecodeOutput, DecodeSaved, DecodeSpec, Domain};
+pub use decode::{DecodeInput, DecodeOutput, DecodeSaved, DecodeSpec, Domain};
 
 use crate::{Error, Result};
 use std::fmt::Debug;

@@ -77,7 +77,7 @@ pub trait CpuFloat: Float {
         }
     }
 
-    /// `s[q], c[q] = sin k_q, cos k_q` with k_q = p₀·f₀[q] + p₁·f₁[q] + p₂·f₂[q] (summed in this
+    /// `s[q], c[q] = sin k_q, cos k_q` with k_q = p₀·f₀(q) + p₁·f₁(q) + p₂·f₂(q) (summed in this
     /// order) over the length of `s`: a row of the Fourier features, frequencies by coordinate
     /// (f32: [`super::trig::features`], one vectorized pass).
     fn features_sin_cos(p: [Self; 3], f: [&[Self]; 3], s: &mut [Self], c: &mut [Self]) {

@@ -189,12 +189,50 @@ fn forward_rows<T: CpuFloat>(
     n: usize,
     save: bool,
 ) -> Result<Option<MlpOutput<CpuBackend<T>>>> {
-    let Some((layers, rc)) = rows_plan(be, w, n) else {
+    let Some(plan) = rows_plan(be, w, n) else {
         return Ok(None);
     };
     let Some(x32) = T::f32s(x) else {
         return Ok(None);
     };
+    forward_input(be, plan, mlp_rows::Input::Rows(x32), n, save)
+}
+
+/// The forward of a network whose input x (n × n_in) is generated chunk by chunk by `gen`
+/// ([`mlp_rows::Input::Generated`]), where [`generated_applies`]; `None` (nothing done)
+/// otherwise. Its backward is [`backward_generated`].
+pub(super) fn forward_generated<T: CpuFloat>(
+    be: &CpuBackend<T>,
+    w: &MlpWeights<'_, CpuBackend<T>>,
+    gen: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
+    n: usize,
+    save: bool,
+) -> Result<Option<MlpOutput<CpuBackend<T>>>> {
+    check_weights(w)?;
+    match generated_plan(be, w, n) {
+        Some(plan) => forward_input(be, plan, mlp_rows::Input::Generated(gen), n, save),
+        None => Ok(None),
+    }
+}
+
+/// The row-chunked plan when it reads x only chunk by chunk (not [`mlp_rows::stores_g`], whose
+/// dW products read x whole): where a generated input can be used, forward and backward.
+fn generated_plan<'a, T: CpuFloat>(
+    be: &CpuBackend<T>,
+    w: &'a MlpWeights<'_, CpuBackend<T>>,
+    n: usize,
+) -> Option<(Vec<mlp_rows::Layer<'a>>, usize)> {
+    rows_plan(be, w, n).filter(|(layers, _)| !mlp_rows::stores_g(layers))
+}
+
+/// [`forward_rows`] on an input as [`mlp_rows::forward`] reads it.
+fn forward_input<T: CpuFloat>(
+    be: &CpuBackend<T>,
+    (layers, rc): (Vec<mlp_rows::Layer<'_>>, usize),
+    x: mlp_rows::Input<'_>,
+    n: usize,
+    save: bool,
+) -> Result<Option<MlpOutput<CpuBackend<T>>>> {
     let (top, hidden) = layers.split_last().expect("rows_plan: at least two layers");
     // Saved activations only when asked; otherwise they stay in per-thread chunk buffers. The
     // first `packed` are kept as bf16 in the dW products' layout (in f32 buffers of half the
@@ -229,7 +267,7 @@ fn forward_rows<T: CpuFloat>(
             .collect();
         let outs = save.then_some(&mut outs[..]);
         match T::f32s_mut(&mut y) {
-            Some(y32) => mlp_rows::forward(&layers, x32, n, rc, outs, y32),
+            Some(y32) => mlp_rows::forward(&layers, x, n, rc, outs, y32),
             None => false,
         }
     };
@@ -267,52 +305,18 @@ pub(super) fn backward<T: CpuFloat>(
     dlayers: &mut [MlpLayerGrad<'_, CpuBackend<T>>],
     allow_rows: bool,
 ) -> Result<()> {
-    check_weights(w)?;
-    let nl = w.layers.len();
+    backward_checks(w, n, saved, dy, dx.as_deref(), dx_col0, dx_group, dlayers)?;
     check("mlp_backward: x", n * w.layers[0].n_in, x.len())?;
-    check("mlp_backward: dy", n * w.layers[nl - 1].n_out, dy.len())?;
-    check("mlp_backward: saved activations", nl - 1, saved.h.len())?;
-    if saved.packed > nl - 1 {
-        return Err(Error::Shape {
-            what: "mlp_backward: packed saved activations".into(),
-            expected: format!("at most {}", nl - 1),
-            got: saved.packed.to_string(),
-        });
-    }
-    check("mlp_backward: layer gradients", nl, dlayers.len())?;
-    if w.act.needs_preactivation() {
-        check("mlp_backward: saved pre-activations", nl - 1, saved.z.len())?;
-    }
+    let nl = w.layers.len();
     let n_in0 = w.layers[0].n_in;
-    if dx_col0 > n_in0 {
-        return Err(Error::Shape {
-            what: "mlp_backward: dx first column".into(),
-            expected: format!("at most {n_in0} (the input width)"),
-            got: dx_col0.to_string(),
-        });
-    }
     let dx_width = n_in0 - dx_col0;
-    if let Some(dx) = dx.as_deref() {
-        grouped_dx_shape(w, n, dx_col0, dx_group, dx.len())?;
-    }
     let op = w.act.unary();
     let fused_relu = matches!(op, UnaryOp::Relu);
-    if allow_rows {
-        if let Some(plan) = rows_plan(be, w, n) {
-            if backward_rows(
-                be,
-                &plan,
-                x,
-                n,
-                saved,
-                dy,
-                dlayers,
-                dx.as_deref_mut(),
-                dx_col0,
-                dx_group,
-            ) {
-                return Ok(());
-            }
+    if let (true, Some(plan), Some(x32)) = (allow_rows, rows_plan(be, w, n), T::f32s(x)) {
+        let x = mlp_rows::Input::Rows(x32);
+        let dx = dx.as_deref_mut();
+        if backward_rows(be, &plan, x, n, saved, dy, dlayers, dx, dx_col0, dx_group) {
+            return Ok(());
         }
     }
     if let (Some(dx), true) = (dx.as_deref_mut(), dx_group > 1) {
@@ -450,13 +454,78 @@ pub(super) fn backward<T: CpuFloat>(
     Ok(())
 }
 
+/// The backward of [`forward_generated`] (the same `gen`), as [`backward`] otherwise; `false`
+/// (nothing written) where a generated input does not apply.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn backward_generated<T: CpuFloat>(
+    be: &CpuBackend<T>,
+    w: &MlpWeights<'_, CpuBackend<T>>,
+    gen: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
+    n: usize,
+    saved: &MlpSaved<CpuBackend<T>>,
+    dy: &[T],
+    dx: Option<&mut Vec<T>>,
+    (dx_col0, dx_group): (usize, usize),
+    dlayers: &mut [MlpLayerGrad<'_, CpuBackend<T>>],
+) -> Result<bool> {
+    backward_checks(w, n, saved, dy, dx.as_deref(), dx_col0, dx_group, dlayers)?;
+    let Some(plan) = generated_plan(be, w, n) else {
+        return Ok(false);
+    };
+    let x = mlp_rows::Input::Generated(gen);
+    Ok(backward_rows(
+        be, &plan, x, n, saved, dy, dlayers, dx, dx_col0, dx_group,
+    ))
+}
+
+/// The shapes [`backward`] checks (but x's).
+#[allow(clippy::too_many_arguments)]
+fn backward_checks<T: CpuFloat>(
+    w: &MlpWeights<'_, CpuBackend<T>>,
+    n: usize,
+    saved: &MlpSaved<CpuBackend<T>>,
+    dy: &[T],
+    dx: Option<&Vec<T>>,
+    dx_col0: usize,
+    dx_group: usize,
+    dlayers: &[MlpLayerGrad<'_, CpuBackend<T>>],
+) -> Result<()> {
+    check_weights(w)?;
+    let nl = w.layers.len();
+    check("mlp_backward: dy", n * w.layers[nl - 1].n_out, dy.len())?;
+    check("mlp_backward: saved activations", nl - 1, saved.h.len())?;
+    if saved.packed > nl - 1 {
+        return Err(Error::Shape {
+            what: "mlp_backward: packed saved activations".into(),
+            expected: format!("at most {}", nl - 1),
+            got: saved.packed.to_string(),
+        });
+    }
+    check("mlp_backward: layer gradients", nl, dlayers.len())?;
+    if w.act.needs_preactivation() {
+        check("mlp_backward: saved pre-activations", nl - 1, saved.z.len())?;
+    }
+    let n_in0 = w.layers[0].n_in;
+    if dx_col0 > n_in0 {
+        return Err(Error::Shape {
+            what: "mlp_backward: dx first column".into(),
+            expected: format!("at most {n_in0} (the input width)"),
+            got: dx_col0.to_string(),
+        });
+    }
+    if let Some(dx) = dx {
+        grouped_dx_shape(w, n, dx_col0, dx_group, dx.len())?;
+    }
+    Ok(())
+}
+
 /// [`mlp_rows::backward`] on the backend's buffers; `false` (nothing written) when a buffer is
 /// not f32 or no bf16 engine is available.
 #[allow(clippy::too_many_arguments)]
 fn backward_rows<T: CpuFloat>(
     be: &CpuBackend<T>,
     plan: &(Vec<mlp_rows::Layer<'_>>, usize),
-    x: &[T],
+    x: mlp_rows::Input<'_>,
     n: usize,
     saved: &MlpSaved<CpuBackend<T>>,
     dy: &[T],
@@ -466,7 +535,7 @@ fn backward_rows<T: CpuFloat>(
     dx_group: usize,
 ) -> bool {
     let (layers, rc) = plan;
-    let (Some(x32), Some(dy32)) = (T::f32s(x), T::f32s(dy)) else {
+    let Some(dy32) = T::f32s(dy) else {
         return false;
     };
     let Some(hs) = saved
@@ -520,7 +589,7 @@ fn backward_rows<T: CpuFloat>(
             .map(bytemuck::cast_slice_mut)
             .collect();
         let gs = (!gs.is_empty()).then_some(&mut gs[..]);
-        mlp_rows::backward(layers, x32, &hs, dy32, n, *rc, &mut grads, dx, gs)
+        mlp_rows::backward(layers, x, &hs, dy32, n, *rc, &mut grads, dx, gs)
     };
     gstore.into_iter().for_each(|g| be.recycle(g));
     done

@@ -101,6 +101,31 @@ pub(super) fn packed_len(n: usize, layer: &Layer<'_>) -> usize {
     amx::rows_len(n, layer.n_out)
 }
 
+/// The network's input x (N × n_in of layer 0), as [`forward`] and [`backward`] read it.
+#[derive(Clone, Copy)]
+pub(super) enum Input<'a> {
+    /// Row-major, whole.
+    Rows(&'a [f32]),
+    /// Generated chunk by chunk: `f(r0, rows, out)` writes rows r0..r0 + rows into `out`
+    /// (rows × n_in), the same values each time (the decoder's positional encoding, from each
+    /// row's coordinates and latent: the N × n_in features are never held whole).
+    Generated(&'a (dyn Fn(usize, usize, &mut [f32]) + Sync)),
+}
+
+impl Input<'_> {
+    /// Rows r0..r0 + rows (of width `w`): a view of the whole input, or generated into `buf`.
+    fn rows<'b>(&'b self, r0: usize, rows: usize, w: usize, buf: &'b mut Vec<f32>) -> &'b [f32] {
+        match *self {
+            Input::Rows(x) => &x[r0 * w..][..rows * w],
+            Input::Generated(f) => {
+                buf.resize(rows * w, 0.0);
+                f(r0, rows, &mut buf[..rows * w]);
+                &buf[..rows * w]
+            }
+        }
+    }
+}
+
 /// Where [`forward`] saves a hidden layer's output (N × n_out).
 pub(super) enum SavedMut<'a> {
     /// As f32, row-major.
@@ -129,7 +154,7 @@ pub(super) enum SavedRef<'a> {
 /// If a buffer is too short for its shape.
 pub(super) fn forward(
     layers: &[Layer<'_>],
-    x: &[f32],
+    x: Input<'_>,
     n: usize,
     rc: usize,
     hs: Option<&mut [SavedMut<'_>]>,
@@ -216,7 +241,8 @@ pub(super) fn forward(
             // the next layer's A.
             let forward_emit =
                 |l: usize| (l + 1 < nh).then(|| amx::tiles_len(rows, hidden[l].n_out));
-            let x_rows = &x[c * rc * hidden[0].n_in..][..rows * hidden[0].n_in];
+            let mut xbuf = XBUF.with(|t| t.take());
+            let x_rows = x.rows(c * rc, rows, hidden[0].n_in, &mut xbuf);
             // A layer's f32 output goes to its saved piece when that is f32, else to one of two
             // thread-local chunk buffers taken in turn (packed from there when saving).
             SCRATCH.with(|cell| {
@@ -266,6 +292,7 @@ pub(super) fn forward(
                 // which implies it).
                 unsafe { top_forward(top, &h[..rows * top.n_in], yc) };
             });
+            XBUF.with(|t| t.replace(xbuf));
         });
     true
 }
@@ -281,6 +308,8 @@ thread_local! {
     static TILES: std::cell::RefCell<[Vec<u16>; 2]> = const {
         std::cell::RefCell::new([Vec::new(), Vec::new()])
     };
+    /// A generated input's rows of a chunk ([`Input::Generated`]), per thread.
+    static XBUF: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// The backward's g of a chunk in [`amx::pack_rows`]' layout, per thread.
     static GROWS: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -354,7 +383,7 @@ pub(super) type Grad<'a> = (&'a mut [f32], &'a mut [f32]);
 #[allow(clippy::too_many_arguments)]
 pub(super) fn backward(
     layers: &[Layer<'_>],
-    x: &[f32],
+    x: Input<'_>,
     hs: &[SavedRef<'_>],
     dy: &[f32],
     n: usize,
@@ -463,6 +492,7 @@ pub(super) fn backward(
             let mut tbufs = TILES.with(|t| t.take());
             // This layer's g in pack_rows' layout: dW's transposed A (not when storing g).
             let mut grows = GROWS.with(|t| t.take());
+            let mut xbuf = XBUF.with(|t| t.take());
             let r_task = t * task_rows;
             for r0 in (r_task..(r_task + task_rows).min(n)).step_by(rc) {
                 let rows = (n - r0).min(rc);
@@ -493,7 +523,7 @@ pub(super) fn backward(
                     // h_{l−1} on this chunk: f32, or bf16 packed as dW's B (and the ReLU mask
                     // of the input gradient as it is).
                     let h_in = match (l, hs.get(l.wrapping_sub(1))) {
-                        (0, _) => SavedRef::F32(&x[r0 * ni..][..rows * ni]),
+                        (0, _) => SavedRef::F32(x.rows(r0, rows, ni, &mut xbuf)),
                         (_, Some(SavedRef::F32(h))) => SavedRef::F32(&h[r0 * ni..][..rows * ni]),
                         (_, Some(SavedRef::Packed(h))) => {
                             let at = amx::rows_len(r0, ni);
@@ -585,6 +615,7 @@ pub(super) fn backward(
             }
             TILES.with(|t| t.replace(tbufs));
             GROWS.with(|t| t.replace(grows));
+            XBUF.with(|t| t.replace(xbuf));
             (acc, db, gsums)
         })
         .collect();
@@ -593,9 +624,10 @@ pub(super) fn backward(
         // (G packed as that GEMM packs the view Gᵀ).
         for (l, layer) in hidden.iter().enumerate() {
             let (ni, no) = (layer.n_in, layer.n_out);
-            let h_in: &[f32] = match (l, hs.get(l.wrapping_sub(1))) {
-                (0, _) => x,
-                (_, Some(SavedRef::F32(h))) => h,
+            let h_in: &[f32] = match (l, hs.get(l.wrapping_sub(1)), x) {
+                (0, _, Input::Rows(x)) => x,
+                (0, _, Input::Generated(_)) => panic!("mlp rows: stored g reads x whole"),
+                (_, Some(SavedRef::F32(h)), _) => h,
                 _ => panic!("mlp rows: stored g reads f32 saved outputs"),
             };
             let hv = View {

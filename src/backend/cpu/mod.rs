@@ -12,7 +12,8 @@ mod mlp_rows;
 pub mod trig;
 
 use super::{
-    AdamCoeffs, Backend, BinaryOp, MatRef, MlpLayerGrad, MlpOutput, MlpSaved, MlpWeights, UnaryOp,
+    decode, AdamCoeffs, Backend, BinaryOp, DecodeOutput, DecodeSaved, DecodeSpec, MatRef,
+    MlpLayerGrad, MlpOutput, MlpSaved, MlpWeights, UnaryOp,
 };
 use crate::{Error, Result};
 use gemm::CpuFloat;
@@ -849,19 +850,8 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         let (n, m, per) = ff_shapes("fourier_features", coords.len(), c, freqs.len(), groups)?;
         let w = 2 * m + c - 3;
         check("fourier_features: y", n * w, y.len())?;
-        // F by coordinate (3, m): each argument k_q = p·F_q from three contiguous rows.
-        let ft: Vec<T> = (0..3)
-            .flat_map(|j| (0..m).map(move |q| freqs[3 * q + j]))
-            .collect();
-        par_rows(y, w, |i, r| {
-            let p = &coords[i * c..(i + 1) * c];
-            for g in 0..groups {
-                let (sin, cos) = r[2 * g * per..2 * (g + 1) * per].split_at_mut(per);
-                let f = [0, 1, 2].map(|j| &ft[j * m + g * per..j * m + (g + 1) * per]);
-                T::features_sin_cos([p[0], p[1], p[2]], f, sin, cos);
-            }
-            r[2 * m..].copy_from_slice(&p[3..]);
-        });
+        let enc = Encoder::new(freqs, m, per, groups);
+        par_rows(y, w, |i, r| enc.row(&coords[i * c..(i + 1) * c], r));
         Ok(())
     }
 
@@ -919,6 +909,48 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
             }
         });
         Ok(())
+    }
+
+    fn decode_rotated_lattices(
+        &self,
+        spec: &DecodeSpec<'_, Self>,
+        rot: &Vec<T>,
+        z: Option<&Vec<T>>,
+        nb: usize,
+        save: bool,
+    ) -> Result<DecodeOutput<Self>> {
+        // The row-chunked network encodes each chunk's rows as it reads them (the features are
+        // never held whole); elsewhere, the composed pass.
+        decode::forward_with(self, spec, rot, z, nb, save, |x, n| {
+            match feature_rows(spec, x) {
+                Some(gen) => mlp::forward_generated(self, &spec.mlp, &gen, n, save),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn decode_rotated_lattices_backward(
+        &self,
+        spec: &DecodeSpec<'_, Self>,
+        rot: &Vec<T>,
+        z: Option<&Vec<T>>,
+        nb: usize,
+        saved: &DecodeSaved<Self>,
+        dy: &Vec<T>,
+        dz: Option<&mut Vec<T>>,
+        dlayers: &mut [MlpLayerGrad<'_, Self>],
+    ) -> Result<()> {
+        let fused = |(x, n, sv, dtop, dz, dl): decode::FusedBackward<'_, '_, Self>| {
+            let Some(gen) = feature_rows(spec, x) else {
+                return Ok(false);
+            };
+            let (dx, cols) = match dz {
+                Some((d, col0, group)) => (Some(d), (col0, group)),
+                None => (None, (0, 1)),
+            };
+            mlp::backward_generated(self, &spec.mlp, &gen, n, sv, dtop, dx, cols, dl)
+        };
+        decode::backward_with(self, spec, rot, z, nb, saved, dy, dz, dlayers, fused)
     }
 
     fn mlp_forward(
@@ -1078,6 +1110,57 @@ unsafe fn adam_avx2(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: &
 }
 
 /// (rows, frequency rows m, rows per group) of a Fourier-feature call, checked.
+/// [`Backend::fourier_features`] row by row: F (m, 3) by coordinate (3, m), each argument
+/// k_q = p·F_q from three contiguous rows.
+struct Encoder<T> {
+    ft: Vec<T>,
+    m: usize,
+    per: usize,
+    groups: usize,
+}
+
+impl<T: CpuFloat> Encoder<T> {
+    fn new(freqs: &[T], m: usize, per: usize, groups: usize) -> Self {
+        let ft = (0..3)
+            .flat_map(|j| (0..m).map(move |q| freqs[3 * q + j]))
+            .collect();
+        Self { ft, m, per, groups }
+    }
+
+    /// The features of one row p (3 coordinates, then the latent) into r (2m + latent).
+    fn row(&self, p: &[T], r: &mut [T]) {
+        let (m, per) = (self.m, self.per);
+        for g in 0..self.groups {
+            let (sin, cos) = r[2 * g * per..2 * (g + 1) * per].split_at_mut(per);
+            let f = [0, 1, 2].map(|j| &self.ft[j * m + g * per..j * m + (g + 1) * per]);
+            T::features_sin_cos([p[0], p[1], p[2]], f, sin, cos);
+        }
+        r[2 * m..].copy_from_slice(&p[3..]);
+    }
+}
+
+/// The decoder's network input generated chunk by chunk from the rotated coordinates and
+/// latents x (n × cin) when the row-chunked network applies (f32 buffers): `Some(f)` with
+/// `f(r0, rows, out)` the features of rows r0.., the values of [`Backend::fourier_features`].
+fn feature_rows<'a, T: CpuFloat>(
+    s: &'a DecodeSpec<'_, CpuBackend<T>>,
+    x: &'a [T],
+) -> Option<impl Fn(usize, usize, &mut [f32]) + Sync + 'a> {
+    let (x, freqs) = (T::f32s(x)?, T::f32s(s.freqs)?);
+    let cin = 3 + s.zdim;
+    let m = freqs.len() / 3;
+    let w = 2 * m + s.zdim;
+    if s.groups == 0 || !m.is_multiple_of(s.groups) || x.len() % cin != 0 {
+        return None;
+    }
+    let enc = Encoder::new(freqs, m, m / s.groups, s.groups);
+    Some(move |r0: usize, rows: usize, out: &mut [f32]| {
+        for (i, r) in out[..rows * w].chunks_exact_mut(w).enumerate() {
+            enc.row(&x[(r0 + i) * cin..(r0 + i + 1) * cin], r);
+        }
+    })
+}
+
 fn ff_shapes(
     what: &str,
     coords_len: usize,
@@ -1107,6 +1190,132 @@ fn ff_shapes(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::{Activation, DecodeInput, Domain, MlpLayer};
+
+    /// The decoder with its features generated chunk by chunk (the row-chunked network's
+    /// fused path) against the composed pass on the whole features, on the same backend: y,
+    /// dW, db and dz bit for bit (Fourier domain: sign flips; residual layers; zdim 3, the
+    /// latent's gradient by image).
+    #[test]
+    fn decoder_generating_its_features_matches_the_composed_pass() {
+        if !amx::available() {
+            eprintln!("no bf16 engine on this CPU: skipped");
+            return;
+        }
+        let be = CpuBackend::<f32>::new().with_bf16_gemm(true);
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        // the masked lattice of a 32² image, ±16 along x and y, z = 0
+        let coords: Vec<f32> = (-16i32..=16)
+            .flat_map(|i| (-16i32..=16).map(move |j| (i, j)))
+            .filter(|&(i, j)| i * i + j * j <= 256)
+            .flat_map(|(i, j)| [i as f32 / 32.0, j as f32 / 32.0, 0.0])
+            .collect();
+        let p = coords.len() / 3;
+        let (nb, zdim, m, h) = (7, 3, 24, 64);
+        let freqs: Vec<f32> = (0..3 * m).map(|_| 8.0 * rnd()).collect();
+        let dims = [
+            (2 * m + zdim, h, false),
+            (h, h, true),
+            (h, h, true),
+            (h, 2, false),
+        ];
+        let ws: Vec<(Vec<f32>, Vec<f32>)> = dims
+            .iter()
+            .map(|&(i, o, _)| {
+                let w = (0..i * o).map(|_| rnd() / (i as f32).sqrt()).collect();
+                (w, (0..o).map(|_| 0.1 * rnd()).collect())
+            })
+            .collect();
+        let spec = DecodeSpec {
+            coords: &coords,
+            n_points: p,
+            freqs: &freqs,
+            groups: 1,
+            zdim,
+            domain: Domain::Fourier,
+            mlp: MlpWeights {
+                layers: ws
+                    .iter()
+                    .zip(dims)
+                    .map(|((w, b), (n_in, n_out, residual))| MlpLayer {
+                        w,
+                        b,
+                        n_in,
+                        n_out,
+                        residual,
+                    })
+                    .collect(),
+                act: Activation::Relu,
+            },
+        };
+        let rot: Vec<f32> = (0..nb)
+            .flat_map(|b| {
+                let (c, s) = ((b as f32 * 0.7).cos(), (b as f32 * 0.7).sin());
+                [c, 0.0, s, 0.0, 1.0, 0.0, -s, 0.0, c]
+            })
+            .collect();
+        let z: Vec<f32> = (0..nb * zdim).map(|_| rnd()).collect();
+        let dy: Vec<f32> = (0..nb * p).map(|_| rnd()).collect();
+        type Grads = (Vec<f32>, Vec<Vec<f32>>, Vec<f32>);
+        let grads = |saved: &DecodeSaved<CpuBackend<f32>>, fused: bool| -> Grads {
+            let mut dz = vec![0f32; nb * zdim];
+            let mut g: Vec<(Vec<f32>, Vec<f32>)> = ws
+                .iter()
+                .map(|(w, b)| (vec![0f32; w.len()], vec![0f32; b.len()]))
+                .collect();
+            let mut dl: Vec<MlpLayerGrad<'_, CpuBackend<f32>>> = g
+                .iter_mut()
+                .map(|(dw, db)| MlpLayerGrad { dw, db })
+                .collect();
+            let (rz, dzr) = (Some(&z), Some(&mut dz));
+            match fused {
+                true => be.decode_rotated_lattices_backward(
+                    &spec, &rot, rz, nb, saved, &dy, dzr, &mut dl,
+                ),
+                false => {
+                    decode::backward_composed(&be, &spec, &rot, rz, nb, saved, &dy, dzr, &mut dl)
+                }
+            }
+            .unwrap();
+            drop(dl);
+            let (dw, db): (Vec<_>, Vec<_>) = g.into_iter().unzip();
+            (dz, dw, db.concat())
+        };
+        let (y1, s1) = be
+            .decode_rotated_lattices(&spec, &rot, Some(&z), nb, true)
+            .unwrap();
+        let (y2, s2) = decode::forward_composed(&be, &spec, &rot, Some(&z), nb, true).unwrap();
+        let (s1, s2) = (s1.unwrap(), s2.unwrap());
+        assert!(
+            matches!(s1.input, DecodeInput::Coords(_)),
+            "fused path taken"
+        );
+        assert!(matches!(s2.input, DecodeInput::Features(_)));
+        assert!(s1.mlp.packed > 0, "the row-chunked network ran");
+        assert_eq!(y1, y2, "y bit for bit");
+        let (g1, g2) = (grads(&s1, true), grads(&s2, false));
+        assert_eq!(g1.0, g2.0, "dz bit for bit");
+        assert_eq!(g1.1, g2.1, "dW bit for bit");
+        assert_eq!(g1.2, g2.2, "db bit for bit");
+        assert!(g1.0.iter().any(|&v| v != 0.0) && g1.1.iter().flatten().any(|&v| v != 0.0));
+        // The composed backward cannot read what the fused forward kept: a clear error.
+        let mut g = ws
+            .iter()
+            .map(|(w, b)| (vec![0f32; w.len()], vec![0f32; b.len()]));
+        let mut gs: Vec<_> = g.by_ref().collect();
+        let mut dl: Vec<MlpLayerGrad<'_, CpuBackend<f32>>> = gs
+            .iter_mut()
+            .map(|(dw, db)| MlpLayerGrad { dw, db })
+            .collect();
+        let e = decode::backward_composed(&be, &spec, &rot, Some(&z), nb, &s1, &dy, None, &mut dl);
+        assert!(e.is_err(), "composed backward on kept coordinates");
+    }
 
     /// Fourier features in f32 across several blocks of [`FF_BLOCK`] frequencies and groups
     /// (sin/cos from the vectorized path) against f64, forward and backward.

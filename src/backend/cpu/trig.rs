@@ -186,7 +186,7 @@ unsafe fn features_avx512(p: [f32; 3], f: [&[f32]; 3], s: &mut [f32], c: &mut [f
     }
 }
 
-/// `s[q], c[q] = sin k_q, cos k_q` with k_q = p₀·f₀[q] + p₁·f₁[q] + p₂·f₂[q] (in this order,
+/// `s[q], c[q] = sin k_q, cos k_q` with k_q = p₀·f₀(q) + p₁·f₁(q) + p₂·f₂(q) (in this order,
 /// as f32) over the common length: one row of the Fourier features, the arguments and their
 /// sin/cos in one vectorized pass per block (no call per block). The values of [`sin_cos`] of
 /// the same arguments.

@@ -20,7 +20,8 @@ use super::backend::{fits, unary_code, AOperand, CudaBackend, FusedGemm, ACT_NON
 use crate::backend::cpu::check;
 use crate::backend::decode::Domain;
 use crate::backend::{
-    Backend, DecodeOutput, DecodeSaved, DecodeSpec, MlpLayerGrad, MlpOutput, MlpSaved, MlpWeights,
+    Backend, DecodeInput, DecodeOutput, DecodeSaved, DecodeSpec, MlpLayerGrad, MlpOutput, MlpSaved,
+    MlpWeights,
 };
 use crate::{Error, Result};
 use cudarc::driver::CudaSlice;
@@ -433,7 +434,11 @@ pub(super) fn decode_forward(
         Domain::Fourier => be.hermitian_assemble(&y, &sign, nb, p)?,
     };
     let saved = match (saved_mlp, feats) {
-        (Some(mlp), Some(feats)) => Some(DecodeSaved { feats, sign, mlp }),
+        (Some(mlp), Some(feats)) => Some(DecodeSaved {
+            input: DecodeInput::Features(feats),
+            sign,
+            mlp,
+        }),
         _ => None,
     };
     Ok((out, saved))
@@ -467,9 +472,10 @@ pub(super) fn decode_backward(
         nb * ne,
         saved.sign.len(),
     )?;
+    let feats = saved.input.features()?;
     fits(
         "decode_rotated_lattices_backward: feats",
-        saved.feats.len(),
+        feats.len(),
         nb * ne,
         2 * m + s.zdim,
         2 * m + s.zdim,
@@ -494,7 +500,7 @@ pub(super) fn decode_backward(
     backward(
         be,
         &s.mlp,
-        &saved.feats,
+        feats,
         nb * ne,
         &saved.mlp,
         dtop,
