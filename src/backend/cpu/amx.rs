@@ -433,6 +433,7 @@ struct Fused {
 impl Fused {
     /// [`Fused`] of `e` at (i0, j0) of an m × n C.
     /// With `pmask`, the packed mask of [`Block::pmask`] (rows of `np` columns).
+    #[inline]
     fn new(
         e: &Epilogue<'_, f32>,
         beta: f32,
