@@ -387,24 +387,17 @@ unsafe fn vector_block<const TA: bool>(
             // Each value rounded once (its bf16 in the high half of each u32), for both.
             let rd = ys.map(|y| y.map(|v| bf16_rounded(v)));
             if !emit.is_null() {
-                // the high halves of a row's 32 u32 in order: one 64-byte row of a tile
-                let odd = _mm512_set_epi16(
-                    63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29, 27, 25,
-                    23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1,
-                );
-                for (e, [lo, hi]) in rd.iter().enumerate() {
+                // one 64-byte row of a tile per row
+                for (e, &[lo, hi]) in rd.iter().enumerate() {
                     let dst = emit.add(a_idx(8 * q + r2 + e, 0));
-                    _mm512_storeu_si512(dst.cast(), _mm512_permutex2var_epi16(*lo, odd, *hi));
+                    _mm512_storeu_si512(dst.cast(), row_of_rounded(lo, hi));
                 }
             }
             if !emit_rows.is_null() {
-                // rows i, i + 1 as one pair of B's layout ([`b_idx`]), per 16 columns: the even
-                // row's bf16 in the low half of each u32, the odd row's in the high half
+                // rows i, i + 1 as one pair of B's layout ([`b_idx`]), per 16 columns
                 let dst = emit_rows.add(32 * ((8 * q + r2) / 2));
                 for (h, (&r0, &r1)) in rd[0].iter().zip(&rd[1]).enumerate() {
-                    let even = _mm512_srli_epi32::<16>(r0);
-                    let v = _mm512_mask_blend_epi16(0xaaaa_aaaa, even, r1);
-                    _mm512_storeu_si512(dst.add(512 * h).cast(), v);
+                    _mm512_storeu_si512(dst.add(512 * h).cast(), pairs_of_rounded(r0, r1));
                 }
             }
         }
@@ -661,12 +654,23 @@ fn bf16_pairs(
     lo: std::arch::x86_64::__m512,
     hi: std::arch::x86_64::__m512,
 ) -> std::arch::x86_64::__m512i {
+    pairs_of_rounded(bf16_rounded(lo), bf16_rounded(hi))
+}
+
+/// [`bf16_pairs`] of two vectors already through [`bf16_rounded`] (their bf16 in the high half
+/// of each lane): `lo`'s in the low half, `hi`'s in the high half.
+///
+/// # Safety
+/// AVX-512 F/BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[inline]
+fn pairs_of_rounded(
+    lo: std::arch::x86_64::__m512i,
+    hi: std::arch::x86_64::__m512i,
+) -> std::arch::x86_64::__m512i {
     use std::arch::x86_64::*;
-    let hi_mask = _mm512_set1_epi32(0xffff_0000u32 as i32);
-    _mm512_or_si512(
-        _mm512_srli_epi32::<16>(bf16_rounded(lo)),
-        _mm512_and_si512(bf16_rounded(hi), hi_mask),
-    )
+    _mm512_mask_blend_epi16(0xaaaa_aaaa, _mm512_srli_epi32::<16>(lo), hi)
 }
 
 /// `dst[i]` = bf16 of `src[i]` for 32 values, rounded as [`bf16_bits`].
@@ -697,14 +701,27 @@ fn bf16_32(
     lo: std::arch::x86_64::__m512,
     hi: std::arch::x86_64::__m512,
 ) -> std::arch::x86_64::__m512i {
+    row_of_rounded(bf16_rounded(lo), bf16_rounded(hi))
+}
+
+/// [`bf16_32`] of two vectors already through [`bf16_rounded`]: the high halves of `lo`'s
+/// lanes, then of `hi`'s, as 32 u16 in order.
+///
+/// # Safety
+/// AVX-512 F/BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[inline]
+fn row_of_rounded(
+    lo: std::arch::x86_64::__m512i,
+    hi: std::arch::x86_64::__m512i,
+) -> std::arch::x86_64::__m512i {
     use std::arch::x86_64::*;
-    let half = |v: __m512| _mm512_srli_epi32::<16>(bf16_rounded(v));
-    // u32 lanes of lo then hi → 32 u16 in order
-    let idx = _mm512_set_epi16(
-        62, 60, 58, 56, 54, 52, 50, 48, 46, 44, 42, 40, 38, 36, 34, 32, 30, 28, 26, 24, 22, 20, 18,
-        16, 14, 12, 10, 8, 6, 4, 2, 0,
+    let odd = _mm512_set_epi16(
+        63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29, 27, 25, 23, 21, 19,
+        17, 15, 13, 11, 9, 7, 5, 3, 1,
     );
-    _mm512_permutex2var_epi16(half(lo), idx, half(hi))
+    _mm512_permutex2var_epi16(lo, odd, hi)
 }
 
 /// Index in a packed A block of row r (< 32), column p (< klp): tile by tile, each 16 rows ×

@@ -199,7 +199,7 @@ fn forward_rows<T: CpuFloat>(
 }
 
 /// The forward of a network whose input x (n × n_in) is generated chunk by chunk by `gen`
-/// ([`mlp_rows::Input::Generated`]), where [`generated_applies`]; `None` (nothing done)
+/// ([`mlp_rows::Input::Generated`]), where [`generated_plan`] applies; `None` (nothing done)
 /// otherwise. Its backward is [`backward_generated`].
 pub(super) fn forward_generated<T: CpuFloat>(
     be: &CpuBackend<T>,

@@ -244,7 +244,7 @@ pub(super) fn forward(
             let mut xbuf = XBUF.with(|t| t.take());
             let x_rows = x.rows(c * rc, rows, hidden[0].n_in, &mut xbuf);
             // A layer's f32 output goes to its saved piece when that is f32, else to one of two
-            // thread-local chunk buffers taken in turn (packed from there when saving).
+            // thread-local chunk buffers taken in turn (and, saved packed, is emitted so too).
             SCRATCH.with(|cell| {
                 let mut bufs = cell.borrow_mut();
                 let mut tbufs = TILES.with(|t| t.take());

@@ -1148,12 +1148,9 @@ fn feature_rows<'a, T: CpuFloat>(
 ) -> Option<impl Fn(usize, usize, &mut [f32]) + Sync + 'a> {
     let (x, freqs) = (T::f32s(x)?, T::f32s(s.freqs)?);
     let cin = 3 + s.zdim;
-    let m = freqs.len() / 3;
+    let (_, m, per) = ff_shapes("decoder", x.len(), cin, freqs.len(), s.groups).ok()?;
     let w = 2 * m + s.zdim;
-    if s.groups == 0 || !m.is_multiple_of(s.groups) || x.len() % cin != 0 {
-        return None;
-    }
-    let enc = Encoder::new(freqs, m, m / s.groups, s.groups);
+    let enc = Encoder::new(freqs, m, per, s.groups);
     Some(move |r0: usize, rows: usize, out: &mut [f32]| {
         for (i, r) in out[..rows * w].chunks_exact_mut(w).enumerate() {
             enc.row(&x[(r0 + i) * cin..(r0 + i + 1) * cin], r);

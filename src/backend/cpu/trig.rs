@@ -154,13 +154,7 @@ fn features_body(p: [f32; 3], f: [&[f32]; 3], s: &mut [f32], c: &mut [f32]) {
         for (q, kq) in k.iter_mut().enumerate() {
             *kq = p[0] * fs[0][q] + p[1] * fs[1][q] + p[2] * fs[2][q];
         }
-        if k.iter().all(|v| v.abs() <= FAST_LIMIT) {
-            body(k, s, c);
-        } else {
-            for ((&x, s), c) in k.iter().zip(s.iter_mut()).zip(c.iter_mut()) {
-                (*s, *c) = x.sin_cos();
-            }
-        }
+        sin_cos(k, s, c);
     }
 }
 
@@ -188,8 +182,9 @@ unsafe fn features_avx512(p: [f32; 3], f: [&[f32]; 3], s: &mut [f32], c: &mut [f
 
 /// `s[q], c[q] = sin k_q, cos k_q` with k_q = p₀·f₀(q) + p₁·f₁(q) + p₂·f₂(q) (in this order,
 /// as f32) over the common length: one row of the Fourier features, the arguments and their
-/// sin/cos in one vectorized pass per block (no call per block). The values of [`sin_cos`] of
-/// the same arguments.
+/// sin/cos in one vectorized pass (no call per block). The values of [`sin_cos`] of the same
+/// arguments, but that past [`FAST_LIMIT`] libm takes the 16 (AVX-512) or 64 arguments around
+/// such an argument, not the whole row.
 ///
 /// # Panics
 /// If a frequency slice is shorter than `s`.
