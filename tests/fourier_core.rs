@@ -494,11 +494,11 @@ fn fsc_of_independent_noise_is_near_zero() {
         let bound = 3.0 / (n as f64).sqrt();
         assert!(f.abs() <= bound, "shell {s}: {f} > {bound}");
     }
-    // The real-space mask is applied: masking one volume to zero gives FSC 1 by the
-    // reference's zero-variance rule (shell denominators vanish).
+    // The real-space mask is applied: masking the volumes to zero leaves nothing to correlate.
+    // The reference writes FSC 1 there (its zero-variance rule); the FSC is undefined: an error.
     let zero = vec![0.0; d * d * d];
-    let cz = fsc_curve(&a, &b, d, Some(&zero)).unwrap();
-    assert!(cz.fsc.iter().all(|&x| x == 1.0));
+    let err = fsc_curve(&a, &b, d, Some(&zero)).unwrap_err().to_string();
+    assert!(err.contains("undefined"), "{err}");
 }
 
 #[test]

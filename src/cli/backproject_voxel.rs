@@ -1,6 +1,7 @@
 //! `backproject-voxel`: reconstruct a volume from particles with known poses (and CTF) by voxel
 //! backprojection in Hartley space, as the reference's `backproject_voxel`; also half maps (even / odd
-//! images) and their FSC.
+//! images) and their FSC. The files of one run land together (staged beside them, then moved into
+//! place): a failure part-way leaves the output folder as it was.
 //!
 //! Example: `cryofield backproject-voxel particles.mrcs --poses pose.pkl --ctf ctf.pkl -o backproject/`
 
@@ -13,10 +14,11 @@ use crate::fourier::fsc::fsc_curve;
 use crate::fourier::lattice::Lattice;
 use crate::fourier::shift::translate_ht_into;
 use crate::fourier::window::window_mask;
+use crate::io::atomic::Staged;
 use crate::io::mrc::write_mrc;
 use crate::io::source::ParticleSource;
 use crate::meta::{load_indices, CtfParams, Poses};
-use anyhow::{bail, Context};
+use anyhow::bail;
 use rayon::prelude::*;
 use std::path::PathBuf;
 
@@ -128,7 +130,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         mask_idx,
     };
     let flip = a.ctf_alg == "flip";
-    std::fs::create_dir_all(&a.o).with_context(|| format!("creating {}", a.o.display()))?;
 
     let pb = progress::bar(n as u64, "backproject");
     let nthreads = rayon::current_num_threads().max(1);
@@ -188,30 +189,52 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let mut full = half[0].clone();
     full.merge(&half[1]);
     let vol = full.volume(a.reg_weight);
-    write_mrc(a.o.join("backproject.mrc"), &vol, (d, d, d), apix, true)?;
-    if !a.no_half_maps {
+    // The map, half maps and FSC land together: a failure part-way leaves the folder as it was.
+    let mut staged = Staged::new(&a.o)?;
+    write_mrc(staged.path("backproject.mrc")?, &vol, (d, d, d), apix, true)?;
+    let fsc_files = ["fsc-vals.txt", "fsc-plot.png"];
+    if a.no_half_maps {
+        // Half maps and an FSC of an earlier run would no longer describe this map.
+        for f in ["half_map_a.mrc", "half_map_b.mrc"]
+            .iter()
+            .chain(&fsc_files)
+        {
+            staged.remove_on_commit(f);
+        }
+    } else {
         let va = half[0].volume(a.reg_weight);
         let vb = half[1].volume(a.reg_weight);
-        write_mrc(a.o.join("half_map_a.mrc"), &va, (d, d, d), apix, true)?;
-        write_mrc(a.o.join("half_map_b.mrc"), &vb, (d, d, d), apix, true)?;
-        let curve = fsc_curve(&va, &vb, d, None)?;
-        curve.write_txt(a.o.join("fsc-vals.txt"))?;
-        fsc_plot(
-            a.o.join("fsc-plot.png"),
-            &[Series {
-                label: "half maps, no mask",
-                x: &curve.pixres,
-                y: &curve.fsc,
-            }],
-            apix as f64,
-        )?;
-        for th in [0.5, 0.143] {
-            match curve.resolution_at(th, apix as f64) {
-                Some(r) => eprintln!("half-map FSC={th}: {r:.2} Å"),
-                None => eprintln!("half-map FSC={th}: not reached"),
+        write_mrc(staged.path("half_map_a.mrc")?, &va, (d, d, d), apix, true)?;
+        write_mrc(staged.path("half_map_b.mrc")?, &vb, (d, d, d), apix, true)?;
+        match fsc_curve(&va, &vb, d, None) {
+            Ok(curve) => {
+                curve.write_txt(staged.path(fsc_files[0])?)?;
+                fsc_plot(
+                    staged.path(fsc_files[1])?,
+                    &[Series {
+                        label: "half maps, no mask",
+                        x: &curve.pixres,
+                        y: &curve.fsc,
+                    }],
+                    apix as f64,
+                )?;
+                for th in [0.5, 0.143] {
+                    match curve.resolution_at(th, apix as f64) {
+                        Some(r) => eprintln!("half-map FSC={th}: {r:.2} Å"),
+                        None => eprintln!("half-map FSC={th}: not reached"),
+                    }
+                }
+            }
+            // One image gives an empty half map B: no FSC, and none of an earlier run left beside it.
+            Err(e) => {
+                eprintln!("half-map FSC not computed ({n} images): {e}");
+                for f in fsc_files {
+                    staged.remove_on_commit(f);
+                }
             }
         }
     }
+    staged.commit()?;
     eprintln!(
         "backprojected {n} images of {d}² into {} in {:.1} s",
         a.o.join("backproject.mrc").display(),

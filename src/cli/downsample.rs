@@ -2,11 +2,17 @@
 //! `cryodrgn downsample`: `iht2_center(ht2_center(x)[c−D/2 : c+D/2, c−D/2 : c+D/2])`. The pixel size grows
 //! by the same factor.
 //!
+//! A stack and its chunks (`--chunk`: `OUT.0.mrcs` … and `OUT.txt`) are written into a staging folder
+//! beside the output and moved into place together when every image is written: a failure part-way
+//! leaves the earlier outputs as they were; a successful run also removes higher-numbered chunks of an
+//! earlier run under the same name, so the folder holds one consistent set.
+//!
 //! Example: `cryofield downsample particles.star -D 64 -o particles.64.mrcs --chunk 50000`
 
 use crate::cli::progress;
 use crate::error::Error;
 use crate::fourier::downsample::{downsample_images, downsample_volume};
+use crate::io::atomic::Staged;
 use crate::io::mrc::{write_mrc, MrcFile, MrcStackWriter};
 use crate::io::source::ParticleSource;
 use crate::meta::load_indices;
@@ -89,11 +95,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     } else {
         vec![a.o.clone()]
     };
+    // Every output (the chunks and their list) is staged and lands together: a failure part-way
+    // (a full disk, a bad image) leaves the folder exactly as it was.
+    let mut staged = Staged::for_file(&a.o)?;
     let pb = progress::bar(n as u64, "downsample");
     let mut buf = Vec::new();
     for (ci, out) in outs.iter().enumerate() {
         let (c0, c1) = (ci * chunk, ((ci + 1) * chunk).min(n));
-        let mut w = MrcStackWriter::create(out, c1 - c0, a.d, a.d, new_apix as f32)?;
+        let mut w = MrcStackWriter::create(
+            staged.path(file_name(out)?)?,
+            c1 - c0,
+            a.d,
+            a.d,
+            new_apix as f32,
+        )?;
         let mut s = c0;
         while s < c1 {
             let e = (s + a.batch_size).min(c1);
@@ -107,14 +122,35 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         w.finish()?;
     }
     pb.finish_and_clear();
+    let mut stale = 0;
     if a.chunk.is_some() {
         let txt = a.o.with_extension("txt");
         let names: Vec<String> = outs
             .iter()
             .filter_map(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
             .collect();
-        crate::io::atomic::write_bytes_atomic(&txt, names.join("\n").as_bytes())?;
-        eprintln!("wrote {} chunks listed in {}", outs.len(), txt.display());
+        crate::io::atomic::write_bytes_atomic(
+            staged.path(file_name(&txt)?)?,
+            names.join("\n").as_bytes(),
+        )?;
+        // Chunks of an earlier, longer run under the same name would sit beside the new set.
+        while chunk_name(&a.o, nchunks + stale).is_file() {
+            staged.remove_on_commit(file_name(&chunk_name(&a.o, nchunks + stale))?);
+            stale += 1;
+        }
+    }
+    staged.commit()?;
+    if a.chunk.is_some() {
+        eprintln!(
+            "wrote {} chunks listed in {}{}",
+            outs.len(),
+            a.o.with_extension("txt").display(),
+            if stale > 0 {
+                format!(" (removed {stale} chunks of an earlier run beyond these)")
+            } else {
+                String::new()
+            }
+        );
     }
     eprintln!(
         "downsampled {n} images {big_d}→{} (Apix {new_apix} Å) into {} in {:.2} s",
@@ -123,6 +159,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         t0.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The file name of an output path.
+fn file_name(p: &Path) -> anyhow::Result<&std::ffi::OsStr> {
+    p.file_name()
+        .with_context(|| format!("{}: output must name a file", p.display()))
 }
 
 /// `OUT.mrcs` → `OUT.{i}.mrcs`.

@@ -8,9 +8,12 @@
 //! (`1 ≤ s < D/2`) holds the voxels with `s − 1 ≤ ρ < s` (so shell 1 is the DC voxel alone,
 //! exactly as the reference's `dists < i` minus `dists < i − 1`). Per shell
 //!
-//! `FSC(s) = Re(Σ conj(F₁)·F₂) / √(Σ|F₁|² · Σ|F₂|²)`, and 1 when the denominator is 0,
+//! `FSC(s) = Re(Σ conj(F₁)·F₂) / √(Σ|F₁|² · Σ|F₂|²)`, undefined (NaN) when the denominator is 0,
 //!
-//! with `FSC(0) = 1`. The curve has D/2 points at frequency `s / D` (1/pixel; divide by Apix for
+//! with `FSC(0) = 1`. (The reference writes 1 for a zero denominator; an empty shell correlates with
+//! nothing, so we write NaN, which the text output shows as an empty field.) A volume with no power
+//! beyond the zero frequency — all zero, or constant — has no FSC at all: [`fsc_curve`] returns an
+//! error saying so. The curve has D/2 points at frequency `s / D` (1/pixel; divide by Apix for
 //! 1/Å). Corners beyond radius D/2 − 1 are not used.
 //!
 //! The resolution at a threshold (0.5, 0.143) follows the reference's rule: the **largest**
@@ -49,7 +52,8 @@ fn shell_of(d: usize, i: usize, j: usize, k: usize) -> Option<usize> {
 /// FSC between two `(D, D, D)` volumes (D even), each multiplied by `mask` `(D, D, D)` first if
 /// given (see the module doc).
 ///
-/// Errors if D is odd or zero, or a volume or the mask is not `D³` values.
+/// Errors if D is odd or zero, a volume or the mask is not `D³` values, or either (masked) volume
+/// is empty or constant (no power beyond the zero frequency: the FSC is undefined).
 pub fn fsc_curve(vol1: &[f32], vol2: &[f32], d: usize, mask: Option<&[f32]>) -> Result<FscCurve> {
     if d < 2 || !d.is_multiple_of(2) {
         return Err(Error::invalid(format!(
@@ -109,10 +113,20 @@ pub fn fsc_curve(vol1: &[f32], vol2: &[f32], d: usize, mask: Option<&[f32]>) -> 
             }
             x
         });
+    // A volume with no power beyond the zero frequency (all zero, or constant) correlates with
+    // nothing: its FSC is undefined, not 1.
+    for (q, what) in [(0, "first"), (1, "second")] {
+        if sums.iter().skip(2).all(|s| s[q] == 0.0) {
+            return Err(Error::invalid(format!(
+                "FSC is undefined: the {what} volume{} has no signal beyond the zero frequency (it is empty or constant)",
+                if mask.is_some() { ", masked," } else { "" }
+            )));
+        }
+    }
     let mut fsc = vec![1.0; ns];
     for (f, s) in fsc.iter_mut().zip(&sums).skip(1) {
         let var = (s[0] * s[1]).sqrt();
-        *f = if var != 0.0 { s[2] / var } else { 1.0 };
+        *f = if var != 0.0 { s[2] / var } else { f64::NAN };
     }
     Ok(FscCurve {
         pixres: (0..ns).map(|s| s as f64 / d as f64).collect(),
