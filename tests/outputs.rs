@@ -92,7 +92,10 @@ fn downsample_chunks_fail_all_or_nothing() {
     let (ok, err) = downsample_chunks(&out, 8, 30);
     assert!(!ok, "the run should fail on the folder in its way");
     assert!(!err.contains("panicked"), "{err}");
-    assert!(err.contains("parts.2.mrcs"), "error does not name the file: {err}");
+    assert!(
+        err.contains("parts.2.mrcs"),
+        "error does not name the file: {err}"
+    );
     // Every earlier chunk is as it was: no new D = 8 chunk beside old D = 16 ones, no leftovers.
     assert_eq!(snapshot(dir.path()), before);
     assert_eq!(
@@ -177,7 +180,10 @@ fn backproject_of_one_image_claims_no_fsc() {
     let (ok, err) = backproject(&out, 1);
     assert!(ok, "{err}");
     // Half map B is empty: the FSC is undefined, no resolution is reported and no curve is written.
-    assert!(!err.contains("FSC=0.5:"), "a resolution was reported: {err}");
+    assert!(
+        !err.contains("FSC=0.5:"),
+        "a resolution was reported: {err}"
+    );
     assert!(err.contains("undefined"), "{err}");
     assert_eq!(
         names(&out),
@@ -244,7 +250,10 @@ fn run_into_closed_pipe(args: &[&OsStr]) -> (std::process::ExitStatus, String) {
         .unwrap();
     drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
-    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[cfg(unix)]
@@ -263,4 +272,76 @@ fn closed_stdout_ends_quietly() {
         // Killed by SIGPIPE, as `cat` or `grep` would be (a shell shows 141).
         assert_eq!(status.signal(), Some(13), "{args:?}: {status:?}, {err}");
     }
+}
+
+fn phantom(out: &Path, n_states: usize) -> (bool, String) {
+    let k = n_states.to_string();
+    run(&[
+        OsStr::new("phantom"),
+        OsStr::new("--kind"),
+        OsStr::new("linear1d"),
+        OsStr::new("--n-states"),
+        OsStr::new(&k),
+        OsStr::new("-D"),
+        OsStr::new("16"),
+        OsStr::new("-o"),
+        out.as_os_str(),
+    ])
+}
+
+#[test]
+fn phantom_replaces_an_earlier_phantom_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ph");
+    let (ok, err) = phantom(&out, 6);
+    assert!(ok, "{err}");
+    assert_eq!(names(&out).len(), 6 + 3);
+    // A failure part-way (a folder in the way of the last volume) leaves the earlier phantom whole.
+    std::fs::remove_file(out.join("vol_003.mrc")).unwrap();
+    std::fs::create_dir(out.join("vol_003.mrc")).unwrap();
+    let before = snapshot(&out);
+    let (ok, err) = phantom(&out, 4);
+    assert!(!ok && !err.contains("panicked"), "{err}");
+    assert_eq!(snapshot(&out), before);
+    // A phantom with fewer states: no volume of the earlier one is left beside the new list.
+    std::fs::remove_dir(out.join("vol_003.mrc")).unwrap();
+    let (ok, err) = phantom(&out, 3);
+    assert!(ok, "{err}");
+    assert_eq!(
+        names(&out),
+        [
+            "phantom.txt",
+            "truth.pkl",
+            "vol_000.mrc",
+            "vol_001.mrc",
+            "vol_002.mrc",
+            "vols.txt"
+        ]
+    );
+}
+
+#[test]
+fn simulate_leaves_no_file_of_an_earlier_run_beside_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sim");
+    let vol = data("hand-vol.mrc");
+    let sim = |extra: &[&str]| {
+        let mut args: Vec<&OsStr> = vec![
+            OsStr::new("simulate"),
+            vol.as_os_str(),
+            OsStr::new("-N"),
+            OsStr::new("6"),
+            OsStr::new("-o"),
+            out.as_os_str(),
+        ];
+        args.extend(extra.iter().map(OsStr::new));
+        run(&args)
+    };
+    let (ok, err) = sim(&["--defocus", "10000", "15000", "--Apix", "2"]);
+    assert!(ok, "{err}");
+    assert!(out.join("ctf.pkl").is_file());
+    // Without a CTF this time: the earlier ctf.pkl would describe other images.
+    let (ok, err) = sim(&[]);
+    assert!(ok, "{err}");
+    assert_eq!(names(&out), ["particles.mrcs", "pose.pkl"]);
 }

@@ -15,7 +15,7 @@
 
 use crate::cli::progress;
 use crate::io::array::NdArray;
-use crate::io::atomic::write_bytes_atomic;
+use crate::io::atomic::{write_bytes_atomic, Staged};
 use crate::io::mrc::write_mrc;
 use crate::io::pkl::{write_pkl, PyValue};
 use crate::simulate::domain::DomainMotion;
@@ -184,23 +184,34 @@ fn write_states(
     truth_note: &str,
 ) -> anyhow::Result<()> {
     let (n, dim) = (coords.len(), coords[0].len());
-    std::fs::create_dir_all(o).with_context(|| format!("creating {}", o.display()))?;
+    // The volumes, their list and the truth land together when all are written; volumes of an
+    // earlier phantom in this folder (listed in its vols.txt) that this one does not make are removed.
+    let mut staged = Staged::new(o)?;
     let width = (n - 1).to_string().len().max(3);
     let pb = progress::bar(n as u64, "phantom");
     let mut names = Vec::with_capacity(n);
     for (i, c) in coords.iter().enumerate() {
         let name = format!("vol_{i:0width$}.mrc");
-        write_mrc(o.join(&name), &volume_at(c)?, (d, d, d), apix, true)?;
+        write_mrc(staged.path(&name)?, &volume_at(c)?, (d, d, d), apix, true)?;
         names.push(name);
         pb.inc(1);
     }
     pb.finish_and_clear();
     let mut list = names.join("\n");
     list.push('\n');
-    write_bytes_atomic(o.join("vols.txt"), list.as_bytes())?;
+    write_bytes_atomic(staged.path("vols.txt")?, list.as_bytes())?;
+    if let Ok(old) = std::fs::read_to_string(o.join("vols.txt")) {
+        for old_name in old.lines().map(str::trim) {
+            let plain =
+                std::path::Path::new(old_name).file_name() == Some(std::ffi::OsStr::new(old_name));
+            if plain && !old_name.is_empty() && !names.iter().any(|n| n == old_name) {
+                staged.remove_on_commit(old_name);
+            }
+        }
+    }
     let truth: Vec<f32> = coords.iter().flatten().map(|&v| v as f32).collect();
     write_pkl(
-        o.join("truth.pkl"),
+        staged.path("truth.pkl")?,
         &PyValue::Array(NdArray::from_f32(vec![n, dim], truth)?),
     )?;
     let desc = format!(
@@ -208,6 +219,7 @@ fn write_states(
         names[0],
         names[n - 1]
     );
-    write_bytes_atomic(o.join("phantom.txt"), desc.as_bytes())?;
+    write_bytes_atomic(staged.path("phantom.txt")?, desc.as_bytes())?;
+    staged.commit()?;
     Ok(())
 }

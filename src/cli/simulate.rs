@@ -9,6 +9,7 @@
 use crate::cli::progress;
 use crate::fourier::slice::HartleyVolume;
 use crate::io::array::{ArrayData, NdArray};
+use crate::io::atomic::Staged;
 use crate::io::mrc::{MrcFile, MrcStackWriter};
 use crate::io::pkl::{read_pkl, write_pkl, PyValue};
 use crate::meta::{CtfParams, Poses};
@@ -180,7 +181,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let n_states = paths.len();
     let truth = state_truth(&a.input, n_states)?;
-    std::fs::create_dir_all(&a.o).with_context(|| format!("creating {}", a.o.display()))?;
+    // Every output lands together when all are written (a failure part-way leaves the folder as it
+    // was); optional outputs this run does not make are removed, so no earlier run's file sits
+    // beside them.
+    let mut staged = Staged::new(&a.o)?;
 
     let params = draw_params(a.n, n_states, d, apix, a.t_extent, &ctf, a.seed);
     let proj = Projector::new(
@@ -204,11 +208,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let batch = 1000;
     let pb = progress::bar(a.n as u64, "simulate");
     let mut outs = vec![(None, "particles.mrcs", 0u64)];
-    if let Some(t) = &tilt {
-        outs.push((Some(*t), "particles_tilt.mrcs", 1u64));
+    match &tilt {
+        Some(t) => outs.push((Some(*t), "particles_tilt.mrcs", 1u64)),
+        None => staged.remove_on_commit("particles_tilt.mrcs"),
     }
     for (pre, name, stream) in &outs {
-        let mut w = MrcStackWriter::create(a.o.join(name), a.n, d, d, apix)?;
+        let mut w = MrcStackWriter::create(staged.path(name)?, a.n, d, d, apix)?;
         for s in (0..a.n).step_by(batch) {
             let e = (s + batch).min(a.n);
             let mut imgs = proj.render_batch(&params[s..e], pre.as_ref());
@@ -231,19 +236,27 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 .collect(),
         ),
     };
-    poses.save(a.o.join("pose.pkl"))?;
+    poses.save(staged.path("pose.pkl")?)?;
     if !matches!(ctf, CtfSpec::None) {
         CtfParams {
             rows: params.iter().filter_map(|p| p.ctf).collect(),
         }
-        .save(a.o.join("ctf.pkl"))?;
+        .save(staged.path("ctf.pkl")?)?;
+    } else {
+        staged.remove_on_commit("ctf.pkl");
+    }
+    if n_states <= 1 {
+        staged.remove_on_commit("labels.pkl");
+    }
+    if truth.is_none() {
+        staged.remove_on_commit("truth.pkl");
     }
     if n_states > 1 {
         let labels = NdArray::new(
             vec![a.n],
             ArrayData::I64(params.iter().map(|p| p.state as i64).collect()),
         )?;
-        write_pkl(a.o.join("labels.pkl"), &PyValue::Array(labels))?;
+        write_pkl(staged.path("labels.pkl")?, &PyValue::Array(labels))?;
     }
     if let Some((t, dim)) = &truth {
         let per: Vec<f32> = params
@@ -251,10 +264,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .flat_map(|p| t[p.state * dim..(p.state + 1) * dim].iter().copied())
             .collect();
         write_pkl(
-            a.o.join("truth.pkl"),
+            staged.path("truth.pkl")?,
             &PyValue::Array(NdArray::from_f32(vec![a.n, *dim], per)?),
         )?;
     }
+    staged.commit()?;
     eprintln!(
         "simulated {} images of {d}² from {} volume(s) (Apix {apix}, SNR {}, noise σ {sigma:.4}) into {} in {:.1} s",
         a.n,
