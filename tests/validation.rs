@@ -2,9 +2,16 @@
 //! error (exit ≠ 0, no panic) naming the file, the row and the field (or the flag), and an earlier
 //! output at the same path is left untouched. Empty selections are errors too.
 
+use cryofield::meta::load_indices;
 use std::ffi::{OsStr, OsString};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+fn data(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data")
+        .join(name)
+}
 
 /// Run the binary; (success, stderr).
 fn run(args: &[OsString]) -> (bool, String) {
@@ -54,6 +61,58 @@ fn assert_accepted(args: &[OsString], out: &Path) {
     a.push(os(out));
     let (ok, err) = run(&a);
     assert!(ok, "rejected {args:?}: {err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// index files
+
+#[test]
+fn index_files_are_one_dimensional_and_not_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("ind2d.pkl");
+    let a = cryofield::io::NdArray {
+        shape: vec![100, 10],
+        data: cryofield::io::ArrayData::I64((0..1000).collect()),
+    };
+    cryofield::io::pkl::write_pkl(&p, &cryofield::io::pkl::PyValue::Array(a)).unwrap();
+    let Err(e) = load_indices(&p, 1000) else {
+        panic!("a (100, 10) index array was accepted");
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("ind2d.pkl") && e.contains("[100, 10]") && e.contains("1-D"),
+        "{e}"
+    );
+
+    let p = dir.path().join("none.pkl");
+    cryofield::meta::save_indices(&p, &[]).unwrap();
+    let Err(e) = load_indices(&p, 1000) else {
+        panic!("an empty index file was accepted");
+    };
+    let e = e.to_string();
+    assert!(e.contains("none.pkl") && e.contains("no image"), "{e}");
+
+    // the reference's own index file still loads
+    let ind = load_indices(data("ind100.pkl"), 1000).unwrap();
+    assert!(!ind.is_empty());
+}
+
+#[test]
+fn an_empty_index_file_is_refused_by_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let ind = dir.path().join("none.pkl");
+    cryofield::meta::save_indices(&ind, &[]).unwrap();
+    let out = dir.path().join("out.mrcs");
+    assert_rejected(
+        &[
+            os("filter-mrcs"),
+            os(data("hand.mrcs")),
+            os("--ind"),
+            os(&ind),
+        ],
+        &out,
+        &["none.pkl", "no image"],
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

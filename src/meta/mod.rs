@@ -480,10 +480,24 @@ impl CtfParams {
     }
 }
 
-/// Read an index .pkl (integer array) as 0-based positions, checking each is in `0..n`.
+/// Read an index .pkl (a 1-D integer array) as 0-based positions, checking each is in `0..n`. An
+/// array of another rank (e.g. (100, 10), which would flatten into 1000 indices) or one that selects
+/// no image is an error naming the file.
 pub fn load_indices(path: impl AsRef<Path>, n: usize) -> Result<Vec<usize>> {
     let path = path.as_ref();
-    let (_, raw) = load_int_array(path, "index file")?;
+    let (shape, raw) = load_int_array(path, "index file")?;
+    if shape.len() != 1 {
+        return Err(Error::format(
+            path,
+            format!("index file: expected a 1-D array of indices, found shape {shape:?}"),
+        ));
+    }
+    if raw.is_empty() {
+        return Err(Error::format(
+            path,
+            "index file selects no images (an empty selection is an error)",
+        ));
+    }
     raw.iter()
         .map(|&i| {
             if i >= 0 && (i as usize) < n {
