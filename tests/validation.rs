@@ -555,6 +555,44 @@ fn pose_pickle_rotations_must_be_rotations() {
     }
 }
 
+/// cryoDRGN's PoseTracker.load accepts a pickle holding rotations only (`(rot,)` or a bare array,
+/// both of which its PoseTracker.save can write) and warns that no translations were given; so does
+/// cryofield, naming the file, rather than accepting it silently.
+#[test]
+fn rotation_only_pose_pickle_is_not_accepted_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let rots = hand_rotations();
+    let n = rots.len();
+    let rot_array = cryofield::io::NdArray {
+        shape: vec![n, 3, 3],
+        data: cryofield::io::ArrayData::F32(rots.iter().flatten().copied().collect()),
+    };
+    let one = dir.path().join("rot_only.pkl");
+    cryofield::io::pkl::write_pkl(
+        &one,
+        &cryofield::io::pkl::PyValue::Tuple(vec![cryofield::io::pkl::PyValue::Array(rot_array)]),
+    )
+    .unwrap();
+    let loaded = Poses::load(&one).unwrap();
+    assert_eq!((loaded.rots.len(), loaded.trans.is_none()), (n, true));
+    // through the binary: pose-error on two rotation-only files warns about each
+    let out = Command::new(env!("CARGO_BIN_EXE_cryofield"))
+        .arg("pose-error")
+        .arg(&one)
+        .arg(data("hand_rot.pkl"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    for f in ["rot_only.pkl", "hand_rot.pkl"] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains(f) && l.contains("warning") && l.contains("translations")),
+            "no warning naming {f}: {err}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // pdb2mrc
 

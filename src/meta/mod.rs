@@ -64,9 +64,14 @@ impl Poses {
         self.rots.is_empty()
     }
 
-    /// Read a pose.pkl: a tuple `(rot (N,3,3), trans (N,2))` or a bare rotation array `(N,3,3)`. Each
-    /// rotation must be a proper rotation matrix and each translation finite (errors name the file,
-    /// the pose and the field).
+    /// Read a pose.pkl: a tuple `(rot (N,3,3), trans (N,2))`, or rotations only: a tuple `(rot,)` or a
+    /// bare array `(N,3,3)`. Each rotation must be a proper rotation matrix and each translation finite
+    /// (errors name the file, the pose and the field).
+    ///
+    /// Rotations only: cryoDRGN's `PoseTracker.load` accepts both forms (and its `PoseTracker.save`
+    /// writes `(rot,)` for poses without translations), logging "No translations provided"; so they
+    /// load here too, with translations `None` (images taken as centred), and a warning naming the
+    /// file is printed to stderr so that they are not accepted silently.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let v = read_pkl(path)?;
@@ -117,6 +122,12 @@ impl Poses {
         };
         let poses = Poses { rots, trans };
         poses.check(&Rows::records(path, "pose"), "rotations", "translations")?;
+        if poses.trans.is_none() {
+            eprintln!(
+                "warning: {}: rotations only, no translations: the images are taken as centred",
+                path.display()
+            );
+        }
         Ok(poses)
     }
 
