@@ -204,23 +204,23 @@ impl Poses {
                 rows.box_size("rlnImageSize", &star_column(star, "rlnImageSize", "-D")?)? as f64
             }
         };
-        let angle = |c: &str| -> Result<Vec<f64>> {
+        let finite_column = |c: &str| -> Result<Vec<f64>> {
             let v = star.particle_f64(c)?;
             rows.check(c, &v, 1, Rule::Finite)?;
             Ok(v)
         };
-        let rot = angle("rlnAngleRot")?;
-        let tilt = angle("rlnAngleTilt")?;
-        let psi = angle("rlnAnglePsi")?;
+        let rot = finite_column("rlnAngleRot")?;
+        let tilt = finite_column("rlnAngleTilt")?;
+        let psi = finite_column("rlnAnglePsi")?;
         let (tx, ty) =
             if star.has_particle_column("rlnOriginX") && star.has_particle_column("rlnOriginY") {
-                (angle("rlnOriginX")?, angle("rlnOriginY")?)
+                (finite_column("rlnOriginX")?, finite_column("rlnOriginY")?)
             } else if star.has_particle_column("rlnOriginXAngst")
                 && star.has_particle_column("rlnOriginYAngst")
             {
                 let a = per_particle(star, "rlnImagePixelSize", apix, n, "--Apix", Rule::Positive)?;
-                let x = angle("rlnOriginXAngst")?;
-                let y = angle("rlnOriginYAngst")?;
+                let x = finite_column("rlnOriginXAngst")?;
+                let y = finite_column("rlnOriginYAngst")?;
                 (
                     x.iter().zip(&a).map(|(x, a)| x / a).collect(),
                     y.iter().zip(&a).map(|(y, a)| y / a).collect(),
