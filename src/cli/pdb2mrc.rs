@@ -8,7 +8,7 @@
 use crate::io::mrc::write_mrc;
 use crate::io::pdb::read_model;
 use crate::simulate::pdb_density::{
-    atom_weights, model_density, sigma_for_resolution, Centering, DensityParams,
+    atom_weights, check_coordinates, model_density, sigma_for_resolution, Centering, DensityParams,
 };
 use anyhow::bail;
 use std::path::PathBuf;
@@ -68,6 +68,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         );
     }
     let atoms = read_model(&a.model)?;
+    check_coordinates(&atoms, &a.model)?;
     let weights = atom_weights(&atoms, &a.model)?;
     let center = match a.center {
         Center::Mass => Centering::Mass,
@@ -89,6 +90,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "warning: {} of {} atoms lie outside the {}³ box of {} Å; their density is clipped",
             map.n_outside,
             atoms.len(),
+            a.d,
+            a.d as f64 * a.apix
+        );
+    }
+    if map.vol.iter().all(|&v| v == 0.0) {
+        bail!(
+            "{}: the map would be all zero: no atom with non-zero occupancy lies inside the {}³ box of {} Å (check the coordinates, --center, -D and --Apix)",
+            a.model.display(),
             a.d,
             a.d as f64 * a.apix
         );

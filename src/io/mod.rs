@@ -9,5 +9,6 @@ pub mod pdb;
 pub mod pkl;
 pub mod source;
 pub mod star;
+pub mod validate;
 
 pub use array::{ArrayData, NdArray};

@@ -7,6 +7,7 @@ use crate::io::array::{ArrayData, NdArray};
 use crate::io::npy::RecordArray;
 use crate::io::pkl::{read_pkl, write_pkl, PyValue};
 use crate::io::star::StarFile;
+use crate::io::validate::{self, Rows, Rule};
 use std::path::Path;
 
 /// Per-image poses: rotations (N, 3, 3) and in-plane translations (N, 2) as a fraction of the box size D.
@@ -63,7 +64,14 @@ impl Poses {
         self.rots.is_empty()
     }
 
-    /// Read a pose.pkl: a tuple `(rot (N,3,3), trans (N,2))` or a bare rotation array `(N,3,3)`.
+    /// Read a pose.pkl: a tuple `(rot (N,3,3), trans (N,2))`, or rotations only: a tuple `(rot,)` or a
+    /// bare array `(N,3,3)`. Each rotation must be a proper rotation matrix and each translation finite
+    /// (errors name the file, the pose and the field).
+    ///
+    /// Rotations only: cryoDRGN's `PoseTracker.load` accepts both forms (and its `PoseTracker.save`
+    /// writes `(rot,)` for poses without translations), logging "No translations provided"; so they
+    /// load here too, with translations `None` (images taken as centred), and a warning naming the
+    /// file is printed to stderr so that they are not accepted silently.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let v = read_pkl(path)?;
@@ -113,27 +121,33 @@ impl Poses {
             }
         };
         let poses = Poses { rots, trans };
-        poses.check_finite(path)?;
+        poses.check(&Rows::records(path, "pose"), "rotations", "translations")?;
+        if poses.trans.is_none() {
+            eprintln!(
+                "warning: {}: rotations only, no translations: the images are taken as centred",
+                path.display()
+            );
+        }
         Ok(poses)
     }
 
-    fn check_finite(&self, path: &Path) -> Result<()> {
-        let bad_rot = self
-            .rots
-            .iter()
-            .position(|r| r.iter().any(|x| !x.is_finite()));
-        if let Some(i) = bad_rot {
-            return Err(Error::format(path, format!("rotation {i} is not finite")));
+    /// Check that each rotation is a proper rotation matrix and each translation finite (in the
+    /// f32 they are stored in); `rot_field`/`trans_field` name where they came from in the error.
+    fn check(&self, rows: &Rows, rot_field: &str, trans_field: &str) -> Result<()> {
+        for (i, r) in self.rots.iter().enumerate() {
+            if let Some(why) = validate::rotation_violation(r) {
+                return Err(rows.error(i, rot_field, why));
+            }
         }
         if let Some(t) = &self.trans {
-            if let Some(i) = t
-                .iter()
-                .position(|t| !(t[0].is_finite() && t[1].is_finite()))
-            {
-                return Err(Error::format(
-                    path,
-                    format!("translation {i} is not finite"),
-                ));
+            for (i, t) in t.iter().enumerate() {
+                if !(t[0].is_finite() && t[1].is_finite()) {
+                    return Err(rows.error(
+                        i,
+                        trans_field,
+                        format!("translation {t:?} is not finite"),
+                    ));
+                }
             }
         }
         Ok(())
@@ -179,23 +193,34 @@ impl Poses {
     /// from rlnOriginX/Y (pixels) or rlnOriginXAngst/YAngst (Å, divided by the pixel size), divided by D.
     /// `d` and `apix` override the file's rlnImageSize / rlnImagePixelSize.
     pub fn from_star(star: &StarFile, d: Option<usize>, apix: Option<f64>) -> Result<Self> {
+        let rows = Rows::star(&star.path);
+        let d = validate::flag_box("-D", d)?;
+        let apix = validate::opt_flag("--Apix", apix, Rule::Positive)?;
         let n = star.n_particles()?;
-        let d_vals = per_particle(star, "rlnImageSize", d.map(|d| d as f64), n, "-D")?;
-        let rot = star.particle_f64("rlnAngleRot")?;
-        let tilt = star.particle_f64("rlnAngleTilt")?;
-        let psi = star.particle_f64("rlnAnglePsi")?;
+        rows.non_empty(n)?;
+        let d = match d {
+            Some(d) => d as f64,
+            None => {
+                rows.box_size("rlnImageSize", &star_column(star, "rlnImageSize", "-D")?)? as f64
+            }
+        };
+        let finite_column = |c: &str| -> Result<Vec<f64>> {
+            let v = star.particle_f64(c)?;
+            rows.check(c, &v, 1, Rule::Finite)?;
+            Ok(v)
+        };
+        let rot = finite_column("rlnAngleRot")?;
+        let tilt = finite_column("rlnAngleTilt")?;
+        let psi = finite_column("rlnAnglePsi")?;
         let (tx, ty) =
             if star.has_particle_column("rlnOriginX") && star.has_particle_column("rlnOriginY") {
-                (
-                    star.particle_f64("rlnOriginX")?,
-                    star.particle_f64("rlnOriginY")?,
-                )
+                (finite_column("rlnOriginX")?, finite_column("rlnOriginY")?)
             } else if star.has_particle_column("rlnOriginXAngst")
                 && star.has_particle_column("rlnOriginYAngst")
             {
-                let a = per_particle(star, "rlnImagePixelSize", apix, n, "--Apix")?;
-                let x = star.particle_f64("rlnOriginXAngst")?;
-                let y = star.particle_f64("rlnOriginYAngst")?;
+                let a = per_particle(star, "rlnImagePixelSize", apix, n, "--Apix", Rule::Positive)?;
+                let x = finite_column("rlnOriginXAngst")?;
+                let y = finite_column("rlnOriginYAngst")?;
                 (
                     x.iter().zip(&a).map(|(x, a)| x / a).collect(),
                     y.iter().zip(&a).map(|(y, a)| y / a).collect(),
@@ -207,13 +232,13 @@ impl Poses {
             .map(|i| r_from_relion(rot[i], tilt[i], psi[i]).map(|x| x as f32))
             .collect();
         let trans = (0..n)
-            .map(|i| [(tx[i] / d_vals[i]) as f32, (ty[i] / d_vals[i]) as f32])
+            .map(|i| [(tx[i] / d) as f32, (ty[i] / d) as f32])
             .collect();
         let poses = Poses {
             rots,
             trans: Some(trans),
         };
-        poses.check_finite(&star.path)?;
+        poses.check(&rows, "rlnAngleRot/Tilt/Psi", "rlnOriginX/Y")?;
         Ok(poses)
     }
 
@@ -232,12 +257,17 @@ impl Poses {
         } else {
             ("alignments3D/pose", "alignments3D/shift")
         };
+        let rows = Rows::records(path, "row");
+        let d = validate::flag_box("-D", d)?;
+        rows.non_empty(cs.n)?;
         let d = match d {
             Some(d) => d as f64,
-            None => cs_box_size(cs, path)?,
+            None => cs_box_size(cs, path)? as f64,
         };
         let rv = cs_column(cs, path, rkey, 3)?;
+        rows.check(rkey, &rv, 3, Rule::Finite)?;
         let tv = cs_column(cs, path, tkey, 2)?;
+        rows.check(tkey, &tv, 2, Rule::Finite)?;
         let scale = if hetrefine { 2.0 } else { 1.0 };
         let rots = rv
             .chunks_exact(3)
@@ -251,7 +281,7 @@ impl Poses {
             rots,
             trans: Some(trans),
         };
-        poses.check_finite(path)?;
+        poses.check(&rows, rkey, tkey)?;
         Ok(poses)
     }
 }
@@ -276,46 +306,57 @@ fn cs_column(cs: &RecordArray, path: &Path, name: &str, width: usize) -> Result<
     Ok(col.to_f64())
 }
 
-/// The box size D of a `.cs` file, from `blob/shape` (first particle's first dimension).
-fn cs_box_size(cs: &RecordArray, path: &Path) -> Result<f64> {
-    let shape = cs.column("blob/shape").map_err(|_| {
-        Error::format(
+/// The box size D of a `.cs` file, from `blob/shape` (height, width per particle): each square, all
+/// the same, a valid box size ([`Rule::BoxSize`]). The file must have records.
+fn cs_box_size(cs: &RecordArray, path: &Path) -> Result<usize> {
+    if cs.column("blob/shape").is_err() {
+        return Err(Error::format(
             path,
             "no `blob/shape` field to take the image size from: give it with -D",
-        )
-    })?;
-    let v = shape.to_f64();
-    match v.first() {
-        Some(&d) if d > 0.0 => Ok(d),
-        _ => Err(Error::format(path, "`blob/shape` is empty or not positive")),
+        ));
     }
+    let v = cs_column(cs, path, "blob/shape", 2)?;
+    let rows = Rows::records(path, "row");
+    for (i, s) in v.chunks_exact(2).enumerate() {
+        if s[0] != s[1] {
+            return Err(rows.error(
+                i,
+                "blob/shape",
+                format!("image shape {} x {} is not square", s[0], s[1]),
+            ));
+        }
+    }
+    let sides: Vec<f64> = v.iter().step_by(2).copied().collect();
+    rows.box_size("blob/shape", &sides)
 }
 
-/// The value of `column` for each particle, or `override_` for all of them; errors naming the flag that
-/// would supply the value when neither is present.
-fn per_particle(
-    star: &StarFile,
-    column: &str,
-    override_: Option<f64>,
-    n: usize,
-    flag: &str,
-) -> Result<Vec<f64>> {
-    if let Some(v) = override_ {
-        return Ok(vec![v; n]);
-    }
+/// A STAR column that supplies a value also given by `flag`; the error for a missing column names
+/// the flag.
+fn star_column(star: &StarFile, column: &str, flag: &str) -> Result<Vec<f64>> {
     if !star.has_particle_column(column) {
         return Err(Error::format(
             &star.path,
             format!("no `{column}` in the particle or optics table: give it with {flag}"),
         ));
     }
-    let v = star.particle_f64(column)?;
-    if let Some(i) = v.iter().position(|&x| !(x > 0.0 && x.is_finite())) {
-        return Err(Error::format(
-            &star.path,
-            format!("`{column}` of particle {i} is {} (must be positive)", v[i]),
-        ));
+    star.particle_f64(column)
+}
+
+/// The value of `column` for each particle (each satisfying `rule`), or `override_` (already checked)
+/// for all of them; errors naming the flag that would supply the value when neither is present.
+fn per_particle(
+    star: &StarFile,
+    column: &str,
+    override_: Option<f64>,
+    n: usize,
+    flag: &str,
+    rule: Rule,
+) -> Result<Vec<f64>> {
+    if let Some(v) = override_ {
+        return Ok(vec![v; n]);
     }
+    let v = star_column(star, column, flag)?;
+    Rows::star(&star.path).check(column, &v, 1, rule)?;
     Ok(v)
 }
 
@@ -331,6 +372,19 @@ pub struct CtfOverrides {
     /// phase shift (degrees)
     pub ps: Option<f64>,
 }
+
+/// The columns of a ctf.pkl and the rule each value must satisfy (see [`crate::io::validate`]).
+const CTF_COLUMNS: [(&str, Rule); 9] = [
+    ("D", Rule::BoxSize),
+    ("Apix", Rule::Positive),
+    ("dfU", Rule::Finite),
+    ("dfV", Rule::Finite),
+    ("dfAng", Rule::Finite),
+    ("kV", Rule::Positive),
+    ("Cs", Rule::Finite),
+    ("w", Rule::Fraction),
+    ("phase", Rule::Finite),
+];
 
 /// CTF parameters of N images: rows `[D, Apix, dfU (Å), dfV (Å), dfAng (deg), kV, Cs (mm), w, phase (deg)]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -349,7 +403,8 @@ impl CtfParams {
         self.rows.is_empty()
     }
 
-    /// Read a ctf.pkl (float array (N, 9)).
+    /// Read a ctf.pkl (float array (N, 9)); each column is checked as `parse-ctf-*` checks it (D an
+    /// even box size, the same in every row; Apix and kV positive; w in [0, 1]; the rest finite).
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let (shape, v) = array_f32(&read_pkl(path)?, path, "CTF parameters")?;
@@ -359,11 +414,14 @@ impl CtfParams {
                 format!("CTF parameters: expected shape (N, 9), found {shape:?}"),
             ));
         }
-        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-            return Err(Error::format(
-                path,
-                format!("CTF parameters of image {} are not finite", i / 9),
-            ));
+        let rows = Rows::records(path, "row");
+        for (k, (name, rule)) in CTF_COLUMNS.iter().enumerate() {
+            let col: Vec<f64> = v.iter().skip(k).step_by(9).map(|&x| f64::from(x)).collect();
+            let field = format!("column {k} ({name})");
+            rows.check(&field, &col, 1, *rule)?;
+            if k == 0 && !col.is_empty() {
+                rows.box_size(&field, &col)?;
+            }
         }
         Ok(CtfParams {
             rows: v
@@ -402,27 +460,45 @@ impl CtfParams {
         apix: Option<f64>,
         overrides: &CtfOverrides,
     ) -> Result<Self> {
+        let rows = Rows::star(&star.path);
+        let d = validate::flag_box("-D", d)?;
+        let apix = validate::opt_flag("--Apix", apix, Rule::Positive)?;
+        let kv = validate::opt_flag("--kv", overrides.kv, Rule::Positive)?;
+        let cs = validate::opt_flag("--cs", overrides.cs, Rule::Finite)?;
+        let w = validate::opt_flag("-w", overrides.w, Rule::Fraction)?;
+        let ps = validate::opt_flag("--ps", overrides.ps, Rule::Finite)?;
         let n = star.n_particles()?;
-        let dv = per_particle(star, "rlnImageSize", d.map(|d| d as f64), n, "-D")?;
-        let av = per_particle(star, "rlnImagePixelSize", apix, n, "--Apix")?;
-        let mut cols = vec![dv, av];
+        rows.non_empty(n)?;
+        let d = match d {
+            Some(d) => d,
+            None => rows.box_size("rlnImageSize", &star_column(star, "rlnImageSize", "-D")?)?,
+        };
+        let column = |c: &str, rule: Rule| -> Result<Vec<f64>> {
+            let v = star.particle_f64(c)?;
+            rows.check(c, &v, 1, rule)?;
+            Ok(v)
+        };
+        let mut cols = vec![
+            vec![d as f64; n],
+            per_particle(star, "rlnImagePixelSize", apix, n, "--Apix", Rule::Positive)?,
+        ];
         for c in ["rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle"] {
-            cols.push(star.particle_f64(c)?);
+            cols.push(column(c, Rule::Finite)?);
         }
-        for (c, o) in [
-            ("rlnVoltage", overrides.kv),
-            ("rlnSphericalAberration", overrides.cs),
-            ("rlnAmplitudeContrast", overrides.w),
+        for (c, o, rule) in [
+            ("rlnVoltage", kv, Rule::Positive),
+            ("rlnSphericalAberration", cs, Rule::Finite),
+            ("rlnAmplitudeContrast", w, Rule::Fraction),
         ] {
             cols.push(match o {
                 Some(v) => vec![v; n],
-                None => star.particle_f64(c)?,
+                None => column(c, rule)?,
             });
         }
-        cols.push(match overrides.ps {
+        cols.push(match ps {
             Some(v) => vec![v; n],
             None if star.has_particle_column("rlnPhaseShift") => {
-                star.particle_f64("rlnPhaseShift")?
+                column("rlnPhaseShift", Rule::Finite)?
             }
             None => vec![0.0; n],
         });
@@ -442,33 +518,44 @@ impl CtfParams {
         d: Option<usize>,
         apix: Option<f64>,
     ) -> Result<Self> {
+        let rows = Rows::records(path, "row");
+        let d = validate::flag_box("-D", d)?;
+        let apix = validate::opt_flag("--Apix", apix, Rule::Positive)?;
         let n = cs.n;
+        rows.non_empty(n)?;
         let d = match d {
-            Some(d) => vec![d as f64; n],
-            None => vec![cs_box_size(cs, path)?; n],
+            Some(d) => d,
+            None => cs_box_size(cs, path)?,
         };
         let a = match apix {
             Some(a) => vec![a; n],
-            None => cs_column(cs, path, "blob/psize_A", 1).map_err(|_| {
-                Error::format(
-                    path,
-                    "no `blob/psize_A` field: give the pixel size with --Apix",
-                )
-            })?,
+            None => {
+                if cs.column("blob/psize_A").is_err() {
+                    return Err(Error::format(
+                        path,
+                        "no `blob/psize_A` field: give the pixel size with --Apix",
+                    ));
+                }
+                let a = cs_column(cs, path, "blob/psize_A", 1)?;
+                rows.check("blob/psize_A", &a, 1, Rule::Positive)?;
+                a
+            }
         };
-        let mut cols = vec![d, a];
-        for f in [
-            "ctf/df1_A",
-            "ctf/df2_A",
-            "ctf/df_angle_rad",
-            "ctf/accel_kv",
-            "ctf/cs_mm",
-            "ctf/amp_contrast",
-            "ctf/phase_shift_rad",
+        let mut cols = vec![vec![d as f64; n], a];
+        for (f, rule) in [
+            ("ctf/df1_A", Rule::Finite),
+            ("ctf/df2_A", Rule::Finite),
+            ("ctf/df_angle_rad", Rule::Finite),
+            ("ctf/accel_kv", Rule::Positive),
+            ("ctf/cs_mm", Rule::Finite),
+            ("ctf/amp_contrast", Rule::Fraction),
+            ("ctf/phase_shift_rad", Rule::Finite),
         ] {
             let mut v = cs_column(cs, path, f, 1)?;
+            rows.check(f, &v, 1, rule)?;
             if f.ends_with("_rad") {
                 v.iter_mut().for_each(|x| *x = x.to_degrees());
+                rows.check(&format!("{f} (in degrees)"), &v, 1, rule)?;
             }
             cols.push(v);
         }
@@ -480,10 +567,24 @@ impl CtfParams {
     }
 }
 
-/// Read an index .pkl (integer array) as 0-based positions, checking each is in `0..n`.
+/// Read an index .pkl (a 1-D integer array) as 0-based positions, checking each is in `0..n`. An
+/// array of another rank (e.g. (100, 10), which would flatten into 1000 indices) or one that selects
+/// no image is an error naming the file.
 pub fn load_indices(path: impl AsRef<Path>, n: usize) -> Result<Vec<usize>> {
     let path = path.as_ref();
-    let (_, raw) = load_int_array(path, "index file")?;
+    let (shape, raw) = load_int_array(path, "index file")?;
+    if shape.len() != 1 {
+        return Err(Error::format(
+            path,
+            format!("index file: expected a 1-D array of indices, found shape {shape:?}"),
+        ));
+    }
+    if raw.is_empty() {
+        return Err(Error::format(
+            path,
+            "index file selects no images (an empty selection is an error)",
+        ));
+    }
     raw.iter()
         .map(|&i| {
             if i >= 0 && (i as usize) < n {

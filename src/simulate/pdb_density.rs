@@ -89,6 +89,30 @@ pub fn atom_weights(atoms: &[Atom], path: &Path) -> Result<Vec<f64>> {
         .collect()
 }
 
+/// Largest |coordinate| accepted for an atom (Å): 10 µm, beyond any model (a PDB coordinate field
+/// holds at most 9999.999 Å); farther atoms are errors in the input, and one of them alone would pull
+/// the centre of mass away from the model and leave an empty map.
+pub const MAX_COORD_ANGSTROM: f64 = 1e5;
+
+/// Check every atom's coordinates are finite and within ±[`MAX_COORD_ANGSTROM`]; the error names
+/// `path`, the line, the atom and the axis.
+pub fn check_coordinates(atoms: &[Atom], path: &Path) -> Result<()> {
+    for a in atoms {
+        for (axis, x) in ["x", "y", "z"].iter().zip(a.pos) {
+            if !(x.is_finite() && x.abs() <= MAX_COORD_ANGSTROM) {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "line {}: coordinate {axis} = {x} Å of atom `{}` is not within ±{MAX_COORD_ANGSTROM:e} Å",
+                        a.line, a.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The complementary error function, `erfc(x) = 1 − erf(x)`, with fractional error below 1.2e-7
 /// everywhere (the Chebyshev fit of Numerical Recipes, 2nd ed., §6.2).
 fn erfc(x: f64) -> f64 {
