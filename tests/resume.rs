@@ -321,3 +321,209 @@ fn checkpoint_without_settings_needs_the_seed() {
     let (tp, _) = tensors(&part.join("weights.2.safetensors"));
     assert!(tf == tp, "resuming with the original flags differs");
 }
+
+/// `n` 2-D latents on a noisy ring, as text rows (what `prior-train` reads).
+fn ring_latents(path: &Path, n: usize) -> Vec<f64> {
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut z = Vec::with_capacity(2 * n);
+    let mut txt = String::new();
+    for _ in 0..n {
+        let t: f64 = rng.random_range(0.0..std::f64::consts::TAU);
+        let (x, y) = (
+            t.cos() + 0.05 * rng.random_range(-1.0..1.0),
+            t.sin() + 0.05 * rng.random_range(-1.0..1.0),
+        );
+        z.extend([x, y]);
+        txt.push_str(&format!("{x:e} {y:e}\n"));
+    }
+    std::fs::write(path, txt).unwrap();
+    z
+}
+
+/// The library side of prior checkpoints: a run of 30 steps hands over its state at steps
+/// 10 and 20, and resuming from either gives bit for bit the uninterrupted run's final state
+/// and losses (each step's draws depend on (seed, step) only; the state holds every bit of
+/// the weights, EMA and Adam moments).
+#[test]
+fn prior_intermediate_states_resume_exactly() {
+    use cryofield::diffusion::model::{
+        load_state, train_checkpointed, train_resumable, TrainConfig,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let z = ring_latents(&tmp.path().join("z.txt"), 300);
+    let cfg = TrainConfig {
+        nlayers: 2,
+        hidden: 16,
+        lr: 2e-3,
+        batch: 64,
+        steps: 30,
+        ema: 0.99,
+        seed: 3,
+    };
+    let mut states = Vec::new();
+    let (_, rep, full) = train_checkpointed(
+        &z,
+        2,
+        &cfg,
+        None,
+        10,
+        |_, _| {},
+        |st, losses| {
+            assert_eq!(losses.len(), st.epoch);
+            states.push(st.clone());
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert_eq!(states.iter().map(|s| s.epoch).collect::<Vec<_>>(), [10, 20]);
+    assert_eq!(full.epoch, 30);
+    assert!(
+        states[0].params != full.params,
+        "training must change the weights"
+    );
+    for st in &states {
+        let p = tmp.path().join(format!("state.{}.safetensors", st.epoch));
+        st.save(&p).unwrap();
+        let loaded = load_state(&p, &z, 2, &cfg).unwrap();
+        assert_eq!(&loaded, st);
+        let (_, rep_b, resumed) = train_resumable(&z, 2, &cfg, Some(loaded), |_, _| {}).unwrap();
+        assert_eq!(resumed, full, "resumed from step {}", st.epoch);
+        assert_eq!(rep_b.losses[..], rep.losses[st.epoch..]);
+    }
+}
+
+fn prior_args<'a>(z: &'a Path, out: &'a Path, steps: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["prior-train", s(z), "-o", s(out), "--steps", steps];
+    v.extend_from_slice(extra);
+    v
+}
+
+const PRIOR_SMALL: [&str; 12] = [
+    "--layers", "2", "--dim", "16", "-b", "64", "--lr", "2e-3", "--ema", "0.99", "--seed", "3",
+];
+
+/// `prior-train` killed (SIGKILL) mid-run leaves a complete `state.safetensors` of a recent
+/// step and the losses up to it; `--load` with no settings flags finishes the run with the
+/// uninterrupted run's state and loss.txt, bit for bit.
+#[test]
+fn prior_train_killed_run_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let zf = tmp.path().join("z.txt");
+    ring_latents(&zf, 300);
+    let (killed, full) = (tmp.path().join("killed"), tmp.path().join("full"));
+    let steps = "10000";
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cryofield"))
+        .args(prior_args(
+            &zf,
+            &killed,
+            steps,
+            &[&PRIOR_SMALL[..], &["--checkpoint", "50"]].concat(),
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = killed.join("state.safetensors");
+    let t0 = std::time::Instant::now();
+    while !state.exists() {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("prior-train ended ({st}) before writing a checkpoint");
+        }
+        assert!(t0.elapsed().as_secs() < 120, "no checkpoint after 120 s");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "prior-train finished before it could be killed: no intermediate checkpoint was tested"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (_, meta) = tensors(&state);
+    let k: usize = meta["epoch"].parse().unwrap();
+    assert!(k > 0 && k < 10000 && k % 50 == 0, "checkpoint at step {k}");
+    assert!(
+        !killed.join("prior.npz").exists(),
+        "the run was not killed before its end"
+    );
+
+    cli(&prior_args(&zf, &killed, steps, &["--load", s(&state)])).unwrap();
+    cli(&prior_args(&zf, &full, steps, &PRIOR_SMALL)).unwrap();
+    let (tk, mk) = tensors(&state);
+    let (tf, mf) = tensors(&full.join("state.safetensors"));
+    assert_eq!(mk, mf);
+    assert!(tk == tf, "state after resuming from step {k} differs");
+    assert!(
+        std::fs::read(killed.join("loss.txt")).unwrap()
+            == std::fs::read(full.join("loss.txt")).unwrap(),
+        "loss.txt after resuming from step {k} differs from the uninterrupted run's"
+    );
+}
+
+/// `prior-train --load`: a setting given with another value than the state's, or a state
+/// already at `--steps`, is an error naming the file and both values.
+#[test]
+fn prior_train_load_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let zf = tmp.path().join("z.txt");
+    ring_latents(&zf, 300);
+    let out = tmp.path().join("p");
+    cli(&prior_args(
+        &zf,
+        &out,
+        "20",
+        &[&PRIOR_SMALL[..], &["--checkpoint", "10"]].concat(),
+    ))
+    .unwrap();
+    let st = out.join("state.safetensors");
+    let load = ["--load", s(&st)];
+    let e = format!(
+        "{:#}",
+        cli(&prior_args(
+            &zf,
+            &out,
+            "30",
+            &[&load[..], &["--seed", "4"]].concat()
+        ))
+        .unwrap_err()
+    );
+    assert!(
+        e.contains("state.safetensors") && e.contains("seed") && e.contains('3') && e.contains('4'),
+        "{e}"
+    );
+    let e = format!(
+        "{:#}",
+        cli(&prior_args(
+            &zf,
+            &out,
+            "30",
+            &[&load[..], &["--dim", "32"]].concat()
+        ))
+        .unwrap_err()
+    );
+    assert!(
+        e.contains("--dim") && e.contains("16") && e.contains("32"),
+        "{e}"
+    );
+    let before = std::fs::read(&st).unwrap();
+    let e = format!(
+        "{:#}",
+        cli(&prior_args(&zf, &out, "20", &load)).unwrap_err()
+    );
+    assert!(
+        e.contains("state.safetensors") && e.contains("step 20") && e.contains("--steps 20"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read(&st).unwrap(),
+        before,
+        "a refused run must not rewrite the state"
+    );
+    cli(&prior_args(
+        &zf,
+        &out,
+        "30",
+        &[&load[..], &["--seed", "3"]].concat(),
+    ))
+    .unwrap();
+}
