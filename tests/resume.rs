@@ -527,3 +527,49 @@ fn prior_train_load_errors() {
     ))
     .unwrap();
 }
+
+/// `abinit-homo --load` used to draw a new seed silently too; its checkpoints record no
+/// settings yet, so `--load` without `--seed` is an error naming the checkpoint.
+#[test]
+fn abinit_load_without_seed_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = dataset(tmp.path());
+    let part = tmp.path().join("part");
+    // a train-nn checkpoint of abinit-homo's model (3 × 256, hartley)
+    cli(&[
+        "train-nn",
+        s(&sim.join("particles.mrcs")),
+        "--poses",
+        s(&sim.join("pose.pkl")),
+        "-o",
+        s(&part),
+        "--domain",
+        "hartley",
+        "--dim",
+        "256",
+        "-n",
+        "1",
+        "--seed",
+        "5",
+    ])
+    .unwrap();
+    let old = tmp.path().join("old.safetensors");
+    strip_settings(&part.join("weights.0.safetensors"), &old);
+    let out = tmp.path().join("ab");
+    let e = format!(
+        "{:#}",
+        cli(&[
+            "abinit-homo",
+            s(&sim.join("particles.mrcs")),
+            "-o",
+            s(&out),
+            "--load",
+            s(&old),
+            "-n",
+            "3",
+        ])
+        .unwrap_err()
+    );
+    assert!(e.contains("old.safetensors") && e.contains("--seed"), "{e}");
+    assert!(!out.exists(), "a refused run must write nothing");
+}
