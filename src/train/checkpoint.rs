@@ -309,3 +309,54 @@ pub fn read_header(path: &Path) -> Result<Header> {
         settings: parse_settings(path, &h.meta)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Recorded text reads back bit for bit, including floats with no short decimal form.
+    #[test]
+    fn settings_round_trip_exactly() {
+        let x = 0.1f64 + 0.2;
+        let mut y = 0.0f64;
+        assert!(y.set_text(&x.text()));
+        assert_eq!(x.to_bits(), y.to_bits());
+        let w = 0.85f32 / 3.0;
+        let mut v = 0f32;
+        assert!(v.set_text(&w.text()));
+        assert_eq!(w.to_bits(), v.to_bits());
+        let mut o: Option<i64> = Some(3);
+        assert!(o.set_text("none") && o.is_none());
+        assert!(o.set_text(&Some(-1i64).text()) && o == Some(-1));
+        let mut n = [0f32; 2];
+        assert!(n.set_text(&[1.5f32, -2e-7].text()) && n == [1.5, -2e-7]);
+        assert!(!n.set_text("1.5"));
+        let mut u = 7usize;
+        assert!(!u.set_text("x") && u == 7);
+    }
+
+    /// Not given: the recorded value is taken; given and different: an error naming the file,
+    /// the setting and both values; not recorded: left alone.
+    #[test]
+    fn reconcile_adopts_or_refuses() {
+        let rec: BTreeMap<String, String> = [("seed".to_string(), "42".to_string())].into();
+        let p = Path::new("ck/weights.3.safetensors");
+        let mut seed = 7u64;
+        reconcile(p, &rec, "seed", "--seed", &mut seed, false).unwrap();
+        assert_eq!(seed, 42);
+        let mut seed = 7u64;
+        let e = reconcile(p, &rec, "seed", "--seed", &mut seed, true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("weights.3.safetensors")
+                && e.contains("seed")
+                && e.contains("42")
+                && e.contains('7'),
+            "{e}"
+        );
+        let mut lr = 1e-3f64;
+        reconcile(p, &rec, "lr", "--lr", &mut lr, false).unwrap();
+        assert_eq!(lr, 1e-3);
+    }
+}
