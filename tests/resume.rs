@@ -290,7 +290,7 @@ fn strip_settings(src: &Path, dst: &Path) {
     let meta = head["__metadata__"].as_object_mut().unwrap();
     assert!(meta.remove("settings").is_some(), "no settings to strip");
     let mut h = serde_json::to_vec(&head).unwrap();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = (h.len() as u64).to_le_bytes().to_vec();
@@ -441,7 +441,7 @@ fn prior_train_killed_run_resumes_exactly() {
     child.wait().unwrap();
     let (_, meta) = tensors(&state);
     let k: usize = meta["epoch"].parse().unwrap();
-    assert!(k > 0 && k < 10000 && k % 50 == 0, "checkpoint at step {k}");
+    assert!(k > 0 && k < 10000 && k.is_multiple_of(50), "checkpoint at step {k}");
     assert!(
         !killed.join("prior.npz").exists(),
         "the run was not killed before its end"
