@@ -316,6 +316,11 @@ fn checkpoint_without_settings_needs_the_seed() {
         e.contains("old.safetensors") && e.contains("--seed") && e.contains("seed 5"),
         "{e}"
     );
+    let e = format!(
+        "{:#}",
+        resume_vae(&sim, &part, &old, "3", &["--seed", "5"]).unwrap_err()
+    );
+    assert!(e.contains("old.safetensors") && e.contains("--zdim"), "{e}");
     train_vae(&sim, &part, &["-n", "3", "--load", s(&old)]).unwrap();
     let (tf, _) = tensors(&full.join("weights.2.safetensors"));
     let (tp, _) = tensors(&part.join("weights.2.safetensors"));
@@ -441,7 +446,10 @@ fn prior_train_killed_run_resumes_exactly() {
     child.wait().unwrap();
     let (_, meta) = tensors(&state);
     let k: usize = meta["epoch"].parse().unwrap();
-    assert!(k > 0 && k < 10000 && k.is_multiple_of(50), "checkpoint at step {k}");
+    assert!(
+        k > 0 && k < 10000 && k.is_multiple_of(50),
+        "checkpoint at step {k}"
+    );
     assert!(
         !killed.join("prior.npz").exists(),
         "the run was not killed before its end"

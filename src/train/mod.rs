@@ -159,7 +159,8 @@ impl TrainConfig {
 /// the checkpoint; a given one that differs from the checkpoint's is an error naming the
 /// checkpoint, the setting and both values. A checkpoint that records no settings (written
 /// before they were recorded) needs `seed` given (the default seed is drawn at random); the
-/// others are then used as given, with a printed warning. Nothing to do without `cfg.load`.
+/// others are then used as given ([`check_resume`] prints a warning). Nothing to do without
+/// `cfg.load`.
 pub fn adopt_settings(cfg: &mut TrainConfig, given: &[&str]) -> Result<()> {
     let Some(path) = cfg.load.clone() else {
         return Ok(());
@@ -178,12 +179,7 @@ pub fn adopt_settings(cfg: &mut TrainConfig, given: &[&str]) -> Result<()> {
                 ),
             ));
         }
-        eprintln!(
-            "warning: {} records no run settings (written by an older cryofield): resuming with the settings as given (seed {}); \
-             unless they are the original run's, the result differs from an uninterrupted run",
-            path.display(),
-            cfg.seed
-        );
+        // check_resume prints the warning
         return Ok(());
     }
     cfg.each_setting(&mut |key, flag, v| {
@@ -218,7 +214,8 @@ pub fn check_resume(cfg: &TrainConfig, path: &Path, progress: bool) -> Result<us
     if head.settings.is_empty() {
         if progress {
             eprintln!(
-                "warning: {} records no run settings: resuming with seed {} and the other settings as given",
+                "warning: {} records no run settings (written by an older cryofield): resuming with seed {} and the other settings as given; \
+                 unless they are the original run's, the result differs from an uninterrupted run",
                 path.display(),
                 cfg.seed
             );
