@@ -4,7 +4,7 @@
 //!
 //! Example: `cryofield abinit-het particles.mrcs --ctf ctf.pkl --zdim 8 -o out/ -n 30`
 
-use crate::cli::abinit_homo::{summary, AbinitArgs};
+use crate::cli::abinit_homo::{adopt_settings, summary, AbinitArgs};
 use crate::pose::abinit::abinit;
 
 /// Heterogeneous ab initio reconstruction.
@@ -66,6 +66,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     t.dec_layers = a.dec_layers;
     t.dec_dim = a.dec_dim;
     cfg.enc_only = a.enc_only;
+    adopt_settings(&mut cfg, &a.common)?;
     let r = abinit(&cfg, true)?;
     summary(&r, &cfg);
     Ok(())

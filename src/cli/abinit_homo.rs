@@ -20,7 +20,9 @@ pub struct AbinitArgs {
     /// Output folder
     #[arg(short = 'o', long = "outdir")]
     pub outdir: PathBuf,
-    /// Resume from weights.N.safetensors (skips pretraining)
+    /// Resume from weights.N.safetensors (skips pretraining). Its run's --seed must be given
+    /// (abinit checkpoints do not record it yet; config.json beside them does); of the settings a
+    /// checkpoint records, those not given here are taken from it
     #[arg(long)]
     pub load: Option<PathBuf>,
     /// Poses (pose.N.pkl): with --load, those of the resumed run; alone, initial poses for a new
@@ -63,6 +65,32 @@ pub struct AbinitArgs {
     /// Evaluate the decoder at every scored rotation (the reference's way; slow)
     #[arg(long = "exact-slices")]
     pub exact_slices: bool,
+}
+
+/// The `config.json` names of the model settings, which the abinit commands always set from
+/// their flags (defaults included).
+const MODEL_SETTINGS: [&str; 11] = [
+    "domain",
+    "tilt_deg",
+    "zdim",
+    "beta",
+    "beta_control",
+    "enc_layers",
+    "enc_dim",
+    "encode_mode",
+    "enc_mask",
+    "dec_layers",
+    "dec_dim",
+];
+
+/// With `--load`: reconcile `cfg`'s training settings with the checkpoint's
+/// ([`crate::train::adopt_settings`]; the model flags count as given). A checkpoint without
+/// recorded settings (every abinit checkpoint so far) needs `--seed`.
+pub fn adopt_settings(cfg: &mut AbinitConfig, a: &AbinitArgs) -> anyhow::Result<()> {
+    let mut given = a.run.given();
+    given.extend(MODEL_SETTINGS);
+    crate::train::adopt_settings(&mut cfg.train, &given)?;
+    Ok(())
 }
 
 impl AbinitArgs {
@@ -121,6 +149,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let mut cfg = a.common.config(a.l_ramp_epochs)?;
     cfg.train.dec_layers = a.layers;
     cfg.train.dec_dim = a.dim;
+    adopt_settings(&mut cfg, &a.common)?;
     let r = abinit(&cfg, true)?;
     summary(&r, &cfg);
     Ok(())

@@ -2,8 +2,13 @@
 //! in Kreis et al. 2022 (Appendix A.1): residual MLP denoiser (16 × 128, SiLU) conditioned on the
 //! noise level, σ_data = std of the latents, EDM loss weighting and log-normal σ, Adam (lr 3e-4,
 //! batch 1024), EMA 0.999. Writes `PRIOR_DIR/prior.npz` (EMA weights), `loss.png`, `loss.txt`
-//! and `state.safetensors` (raw and EMA weights, Adam moments, step count): `--load` continues
-//! from it up to `--steps` in total, exactly as an uninterrupted run would.
+//! and `state.safetensors` (raw and EMA weights, Adam moments, step count and the run's
+//! settings). `state.safetensors` and `loss.txt` are also written every `--checkpoint` steps
+//! (atomically), so a killed run loses at most that many steps: `--load` continues from the
+//! state up to `--steps` in total, exactly as an uninterrupted run would, with the seed,
+//! `--layers`, `--dim`, `--lr`, `--batch` and `--ema` of the state (given with another value:
+//! an error). A state written before the settings were recorded is resumed with the flags as
+//! given (defaults included) and a warning.
 //!
 //! Example: `cryofield prior-train z.25.pkl -o prior/ --steps 20000`, then
 //! `cryofield prior-train z.25.pkl -o prior/ --steps 40000 --load prior/state.safetensors`
@@ -13,10 +18,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 use crate::analysis::plot::{line_plot, LineOptions, PlotStyle, Series};
-use crate::diffusion::model::{load_state, train_resumable, TrainConfig};
+use crate::diffusion::model::{load_state, train_checkpointed, TrainConfig};
 use crate::io::atomic::write_bytes_atomic;
 use crate::io::npy::read_npy;
 use crate::io::pkl::read_pkl_all;
+use crate::train::checkpoint::{read_header, reconcile};
 
 /// Train a diffusion prior on latents.
 #[derive(Debug, clap::Args)]
@@ -27,30 +33,89 @@ pub struct Args {
     /// Output folder (prior.npz, loss.png, loss.txt)
     #[arg(short = 'o', long)]
     pub outdir: PathBuf,
-    /// Hidden layers of the residual MLP
-    #[arg(long, default_value_t = 16)]
-    pub layers: usize,
-    /// Width of the hidden layers
-    #[arg(long, default_value_t = 128)]
-    pub dim: usize,
-    /// Adam learning rate
-    #[arg(long, default_value_t = 3e-4)]
-    pub lr: f64,
-    /// Batch size
-    #[arg(short = 'b', long, default_value_t = 1024)]
-    pub batch: usize,
-    /// Optimizer steps
+    /// Hidden layers of the residual MLP [default: 16]
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Width of the hidden layers [default: 128]
+    #[arg(long)]
+    pub dim: Option<usize>,
+    /// Adam learning rate [default: 0.0003]
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Batch size [default: 1024]
+    #[arg(short = 'b', long)]
+    pub batch: Option<usize>,
+    /// Optimizer steps (in all, with --load)
     #[arg(long, default_value_t = 20000)]
     pub steps: usize,
-    /// EMA decay of the saved weights
-    #[arg(long, default_value_t = 0.999)]
-    pub ema: f64,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Resume from a `state.safetensors` of an earlier run on the same latents (same --layers,
-    /// --dim, --seed); --steps counts from the start of that run
+    /// EMA decay of the saved weights [default: 0.999]
+    #[arg(long)]
+    pub ema: Option<f64>,
+    /// Random seed [default: 0]
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Write state.safetensors and loss.txt every this many steps (and at the end)
+    #[arg(long, default_value_t = 1000)]
+    pub checkpoint: usize,
+    /// Resume from a `state.safetensors` of an earlier run on the same latents: its seed,
+    /// --layers, --dim, --lr, --batch and --ema unless given (then they must agree); --steps
+    /// counts from the start of that run
     #[arg(long)]
     pub load: Option<PathBuf>,
+}
+
+/// The training settings of `a`: the flags given, the checkpoint's (`--load`) for those not,
+/// else the defaults.
+fn settings(a: &Args) -> anyhow::Result<TrainConfig> {
+    let d = TrainConfig::default();
+    let mut cfg = TrainConfig {
+        nlayers: a.layers.unwrap_or(d.nlayers),
+        hidden: a.dim.unwrap_or(d.hidden),
+        lr: a.lr.unwrap_or(d.lr),
+        batch: a.batch.unwrap_or(d.batch),
+        steps: a.steps,
+        ema: a.ema.unwrap_or(d.ema),
+        seed: a.seed.unwrap_or(d.seed),
+    };
+    let Some(path) = &a.load else {
+        return Ok(cfg);
+    };
+    let head = read_header(path)?;
+    if head.settings.is_empty() {
+        eprintln!(
+            "warning: {} records no settings (written by an older cryofield): resuming with seed {}, --layers {}, --dim {}, --lr {}, --batch {}, --ema {}; \
+             unless they are the original run's, the result differs from an uninterrupted run",
+            path.display(),
+            cfg.seed,
+            cfg.nlayers,
+            cfg.hidden,
+            cfg.lr,
+            cfg.batch,
+            cfg.ema
+        );
+    }
+    let given = [
+        ("seed", a.seed.is_some()),
+        ("nlayers", a.layers.is_some()),
+        ("hidden", a.dim.is_some()),
+        ("lr", a.lr.is_some()),
+        ("batch", a.batch.is_some()),
+        ("ema", a.ema.is_some()),
+    ];
+    cfg.each_setting(&mut |key, flag, v| {
+        let g = given.iter().any(|&(k, g)| k == key && g);
+        reconcile(path, &head.settings, key, flag, v, g)
+    })?;
+    Ok(cfg)
+}
+
+/// `loss.txt`: one `step loss` line per step, the first at step `offset`.
+fn write_losses(outdir: &Path, offset: usize, losses: &[f64]) -> crate::Result<()> {
+    let mut txt = String::from("# step loss\n");
+    for (i, l) in losses.iter().enumerate() {
+        txt.push_str(&format!("{} {l:.6}\n", i + offset));
+    }
+    write_bytes_atomic(outdir.join("loss.txt"), txt.as_bytes())
 }
 
 /// Latents `(N, zdim)` as f64 rows and zdim: cryoDRGN `z.pkl` (the first pickle of the file is
@@ -158,35 +223,36 @@ pub fn save_latents(path: &Path, z: &[f64], d: usize) -> anyhow::Result<()> {
 
 /// Run `prior-train`.
 pub fn run(a: Args) -> anyhow::Result<()> {
-    if a.batch == 0 || a.dim == 0 || a.lr.is_nan() || a.lr <= 0.0 || !(0.0..1.0).contains(&a.ema) {
-        bail!("--batch and --dim must be positive, --lr > 0 and 0 ≤ --ema < 1");
+    let cfg = settings(&a)?;
+    if cfg.batch == 0
+        || cfg.hidden == 0
+        || cfg.lr.is_nan()
+        || cfg.lr <= 0.0
+        || !(0.0..1.0).contains(&cfg.ema)
+        || a.checkpoint == 0
+    {
+        bail!("--batch, --dim and --checkpoint must be positive, --lr > 0 and 0 ≤ --ema < 1");
+    }
+    if let Some(p) = &a.load {
+        let done = read_header(p)?.epoch;
+        if done >= a.steps {
+            bail!(
+                "{}: the state is at step {done} and --steps {} asks for {} steps in all (counted from the start of the run): \
+                 nothing left to train; give --steps greater than {done}",
+                p.display(),
+                a.steps,
+                a.steps
+            );
+        }
     }
     let (z, d) = load_latents(&a.zfile)?;
     std::fs::create_dir_all(&a.outdir)
         .with_context(|| format!("creating {}", a.outdir.display()))?;
-    let cfg = TrainConfig {
-        nlayers: a.layers,
-        hidden: a.dim,
-        lr: a.lr,
-        batch: a.batch,
-        steps: a.steps,
-        ema: a.ema,
-        seed: a.seed,
-    };
     let resume = match &a.load {
         Some(p) => Some(load_state(p, &z, d, &cfg)?),
         None => None,
     };
     let first = resume.as_ref().map_or(0, |c| c.epoch);
-    if first > a.steps {
-        bail!(
-            "{}: already {first} steps, more than --steps {}",
-            a.load
-                .as_ref()
-                .map_or(String::new(), |p| p.display().to_string()),
-            a.steps
-        );
-    }
     // losses of the steps already done (from this folder's loss.txt when resuming)
     let mut losses: Vec<f64> = Vec::new();
     if first > 0 {
@@ -201,22 +267,33 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let pb = super::progress::bar(a.steps as u64, "prior-train");
     pb.set_position(first as u64);
-    let (model, rep, state) = train_resumable(&z, d, &cfg, resume, |step, loss| {
-        pb.inc(1);
-        if step.is_multiple_of(100) {
-            pb.set_message(format!("prior-train loss {loss:.4}"));
-        }
-    })?;
+    let offset = first - losses.len();
+    let state_path = a.outdir.join("state.safetensors");
+    let (model, rep, state) = train_checkpointed(
+        &z,
+        d,
+        &cfg,
+        resume,
+        a.checkpoint,
+        |step, loss| {
+            pb.inc(1);
+            if step.is_multiple_of(100) {
+                pb.set_message(format!("prior-train loss {loss:.4}"));
+            }
+        },
+        |state, new| {
+            // loss.txt first: it always holds the losses of the steps in the state (a resumed
+            // run reads as many as the state has steps)
+            let all: Vec<f64> = losses.iter().chain(new).copied().collect();
+            write_losses(&a.outdir, offset, &all)?;
+            state.save(&state_path)
+        },
+    )?;
     pb.finish_and_clear();
     model.save(a.outdir.join("prior.npz"))?;
-    state.save(&a.outdir.join("state.safetensors"))?;
-    let offset = first - losses.len();
+    state.save(&state_path)?;
     losses.extend(&rep.losses);
-    let mut txt = String::from("# step loss\n");
-    for (i, l) in losses.iter().enumerate() {
-        txt.push_str(&format!("{} {l:.6}\n", i + offset));
-    }
-    write_bytes_atomic(a.outdir.join("loss.txt"), txt.as_bytes())?;
+    write_losses(&a.outdir, offset, &losses)?;
     // loss curve averaged over windows of ~1% of training
     let w = (losses.len() / 100).max(1);
     let (xs, ys): (Vec<f64>, Vec<f64>) = losses
@@ -257,7 +334,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         done,
         rep.seconds,
         sps,
-        sps * a.batch as f64,
+        sps * cfg.batch as f64,
         ys.last().copied().unwrap_or(f64::NAN),
         a.outdir.join("prior.npz").display()
     );

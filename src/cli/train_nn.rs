@@ -20,11 +20,13 @@ pub struct RunArgs {
     /// Checkpoint every this many epochs
     #[arg(long, default_value_t = 1)]
     pub checkpoint: usize,
-    /// Random seed (default: drawn at random, recorded in config.json)
+    /// Random seed (default: drawn at random, recorded in config.json and the checkpoints; with
+    /// --load, the checkpoint's)
     #[arg(long)]
     pub seed: Option<u64>,
     /// Do not use mixed precision (default: the networks' GEMMs in bf16 with f32 sums, on AMX
-    /// tiles or AVX-512 BF16 vectors where the CPU has them; f32 elsewhere)
+    /// tiles or AVX-512 BF16 vectors where the CPU has them; f32 elsewhere; with --load, the
+    /// checkpoint's)
     #[arg(long = "no-amp")]
     pub no_amp: bool,
     /// Do not invert the data sign
@@ -33,9 +35,9 @@ pub struct RunArgs {
     /// Do not apply the real-space window
     #[arg(long = "no-window")]
     pub no_window: bool,
-    /// Window inner radius (fraction of the box half-width)
-    #[arg(long = "window-r", default_value_t = 0.85)]
-    pub window_r: f32,
+    /// Window inner radius (fraction of the box half-width) [default: 0.85]
+    #[arg(long = "window-r")]
+    pub window_r: Option<f32>,
     /// Keep only these particles (.pkl of indices)
     #[arg(long)]
     pub ind: Option<PathBuf>,
@@ -45,30 +47,30 @@ pub struct RunArgs {
     /// Folder of the stacks named in a .star/.cs input
     #[arg(long)]
     pub datadir: Option<PathBuf>,
-    /// Minibatch size
-    #[arg(short = 'b', long = "batch-size", default_value_t = 16)]
-    pub batch_size: usize,
-    /// Weight decay in Adam
-    #[arg(long, default_value_t = 0.0)]
-    pub wd: f64,
-    /// Learning rate in Adam
-    #[arg(long, default_value_t = 1e-4)]
-    pub lr: f64,
+    /// Minibatch size [default: 16]
+    #[arg(short = 'b', long = "batch-size")]
+    pub batch_size: Option<usize>,
+    /// Weight decay in Adam [default: 0]
+    #[arg(long)]
+    pub wd: Option<f64>,
+    /// Learning rate in Adam [default: 0.0001]
+    #[arg(long)]
+    pub lr: Option<f64>,
     /// Data normalization as (mean, std) (default: estimated)
     #[arg(long, num_args = 2, value_names = ["MEAN", "STD"])]
     pub norm: Option<Vec<f32>>,
-    /// Positional encoding
-    #[arg(long = "pe-type", default_value = "gaussian", value_parser = ["geom_ft", "geom_full", "geom_lowf", "geom_nohighf", "linear_lowf", "gaussian"])]
-    pub pe_type: String,
+    /// Positional encoding [default: gaussian]
+    #[arg(long = "pe-type", value_parser = ["geom_ft", "geom_full", "geom_lowf", "geom_nohighf", "linear_lowf", "gaussian"])]
+    pub pe_type: Option<String>,
     /// Frequencies per axis of the positional encoding (default D/2)
     #[arg(long = "pe-dim")]
     pub pe_dim: Option<usize>,
-    /// Activation
-    #[arg(long, default_value = "relu", value_parser = ["relu", "leaky_relu"])]
-    pub activation: String,
-    /// Scale of the gaussian positional-encoding frequencies
-    #[arg(long = "feat-sigma", default_value_t = 0.5)]
-    pub feat_sigma: f64,
+    /// Activation [default: relu]
+    #[arg(long, value_parser = ["relu", "leaky_relu"])]
+    pub activation: Option<String>,
+    /// Scale of the gaussian positional-encoding frequencies [default: 0.5]
+    #[arg(long = "feat-sigma")]
+    pub feat_sigma: Option<f64>,
 }
 
 /// An absolute path, as the reference's `os.path.abspath` (the path itself if that fails).
@@ -87,6 +89,30 @@ pub struct RunTarget<'a> {
 }
 
 impl RunArgs {
+    /// The `config.json` names of the settings these flags give explicitly (the others are
+    /// defaults, which `--load` replaces by the checkpoint's; see
+    /// [`crate::train::adopt_settings`]).
+    pub fn given(&self) -> Vec<&'static str> {
+        [
+            ("seed", self.seed.is_some()),
+            ("amp", self.no_amp),
+            ("invert_data", self.uninvert_data),
+            ("window", self.no_window),
+            ("window_r", self.window_r.is_some()),
+            ("batch_size", self.batch_size.is_some()),
+            ("wd", self.wd.is_some()),
+            ("lr", self.lr.is_some()),
+            ("norm", self.norm.is_some()),
+            ("pe_type", self.pe_type.is_some()),
+            ("pe_dim", self.pe_dim.is_some()),
+            ("activation", self.activation.is_some()),
+            ("feat_sigma", self.feat_sigma.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, g)| g.then_some(k))
+        .collect()
+    }
+
     /// The training configuration of these flags and `t` (paths made absolute, [`abs`]). Model sizes are 3×1024, no latent and no tilt pairs: the
     /// caller's to change.
     pub fn config(&self, t: RunTarget<'_>) -> anyhow::Result<TrainConfig> {
@@ -104,9 +130,9 @@ impl RunArgs {
             datadir: self.datadir.as_deref().map(abs),
             zdim: None,
             num_epochs: t.num_epochs,
-            batch_size: self.batch_size,
-            lr: self.lr,
-            wd: self.wd,
+            batch_size: self.batch_size.unwrap_or(16),
+            lr: self.lr.unwrap_or(1e-4),
+            wd: self.wd.unwrap_or(0.0),
             beta: None,
             beta_control: None,
             enc_layers: 3,
@@ -115,14 +141,14 @@ impl RunArgs {
             enc_mask: None,
             dec_layers: 3,
             dec_dim: 1024,
-            pe_type: self.pe_type.clone(),
+            pe_type: self.pe_type.clone().unwrap_or_else(|| "gaussian".into()),
             pe_dim: self.pe_dim,
-            feat_sigma: self.feat_sigma,
+            feat_sigma: self.feat_sigma.unwrap_or(0.5),
             domain: t.domain.to_string(),
-            activation: self.activation.clone(),
+            activation: self.activation.clone().unwrap_or_else(|| "relu".into()),
             invert_data: !self.uninvert_data,
             window: !self.no_window,
-            window_r: self.window_r,
+            window_r: self.window_r.unwrap_or(0.85),
             norm,
             lazy: self.lazy,
             seed: self.seed.unwrap_or_else(|| rand::random::<u64>() % 100_000),
@@ -150,15 +176,18 @@ pub struct CommonArgs {
     /// Poses (.pkl)
     #[arg(long)]
     pub poses: PathBuf,
-    /// Resume from weights.N.safetensors (parameters, optimizer state and epoch)
+    /// Resume from weights.N.safetensors (parameters, optimizer state, epoch and the run's
+    /// settings: seed, batch size, optimizer, model, preprocessing and precision flags not given
+    /// here are the checkpoint's; one given with another value is an error). -n counts from the
+    /// start of that run
     #[arg(long)]
     pub load: Option<PathBuf>,
-    /// Number of epochs
+    /// Number of epochs (in all, with --load)
     #[arg(short = 'n', long = "num-epochs", default_value_t = 20)]
     pub num_epochs: usize,
-    /// Decoder domain
-    #[arg(long, default_value = "fourier", value_parser = ["fourier", "hartley"])]
-    pub domain: String,
+    /// Decoder domain [default: fourier]
+    #[arg(long, value_parser = ["fourier", "hartley"])]
+    pub domain: Option<String>,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -171,9 +200,19 @@ impl CommonArgs {
             outdir: &self.outdir,
             poses: &self.poses,
             num_epochs: self.num_epochs,
-            domain: &self.domain,
+            domain: self.domain.as_deref().unwrap_or("fourier"),
             load: self.load.as_deref(),
         })
+    }
+
+    /// The `config.json` names of the settings given explicitly ([`RunArgs::given`] and
+    /// `--domain`).
+    pub fn given(&self) -> Vec<&'static str> {
+        let mut g = self.run.given();
+        if self.domain.is_some() {
+            g.push("domain");
+        }
+        g
     }
 }
 
@@ -183,12 +222,12 @@ impl CommonArgs {
 pub struct Args {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Hidden layers of the decoder
-    #[arg(long, default_value_t = 3)]
-    pub layers: usize,
-    /// Hidden width of the decoder
-    #[arg(long, default_value_t = 1024)]
-    pub dim: usize,
+    /// Hidden layers of the decoder [default: 3]
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Hidden width of the decoder [default: 1024]
+    #[arg(long)]
+    pub dim: Option<usize>,
 }
 
 /// Train on the selected device (printing the one-line device notice); the per-epoch statistics.
@@ -212,8 +251,12 @@ pub fn train_on(device: DeviceArg, cfg: &TrainConfig) -> anyhow::Result<Vec<Epoc
 /// Run `train-nn`.
 pub fn run(a: Args) -> anyhow::Result<()> {
     let mut cfg = a.common.config()?;
-    cfg.dec_layers = a.layers;
-    cfg.dec_dim = a.dim;
+    cfg.dec_layers = a.layers.unwrap_or(3);
+    cfg.dec_dim = a.dim.unwrap_or(1024);
+    let mut given = a.common.given();
+    given.extend(a.layers.map(|_| "dec_layers"));
+    given.extend(a.dim.map(|_| "dec_dim"));
+    crate::train::adopt_settings(&mut cfg, &given)?;
     let history = train_on(a.common.device, &cfg)?;
     if let Some(last) = history.last() {
         eprintln!(

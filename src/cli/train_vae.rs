@@ -13,59 +13,91 @@ use std::path::PathBuf;
 pub struct Args {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Dimension of the latent variable
+    /// Dimension of the latent variable (required, except with --load: the checkpoint's)
     #[arg(long)]
-    pub zdim: usize,
+    pub zdim: Option<usize>,
     /// KL weight (default 1/zdim)
     #[arg(long)]
     pub beta: Option<f64>,
     /// KL-controlled loss γ·(β − KL)² with this γ
     #[arg(long = "beta-control")]
     pub beta_control: Option<f64>,
-    /// Hidden layers of the encoder
-    #[arg(long = "enc-layers", default_value_t = 3)]
-    pub enc_layers: usize,
-    /// Hidden width of the encoder
-    #[arg(long = "enc-dim", default_value_t = 1024)]
-    pub enc_dim: usize,
-    /// Encoder architecture (`tilt` needs --tilt)
-    #[arg(long = "encode-mode", default_value = "resid", value_parser = ["resid", "mlp", "tilt"])]
-    pub encode_mode: String,
+    /// Hidden layers of the encoder [default: 3]
+    #[arg(long = "enc-layers")]
+    pub enc_layers: Option<usize>,
+    /// Hidden width of the encoder [default: 1024]
+    #[arg(long = "enc-dim")]
+    pub enc_dim: Option<usize>,
+    /// Encoder architecture (`tilt` needs --tilt) [default: resid]
+    #[arg(long = "encode-mode", value_parser = ["resid", "mlp", "tilt"])]
+    pub encode_mode: Option<String>,
     /// Encoder mask radius in pixels (default D/2; −1: no mask)
     #[arg(long = "enc-mask", allow_hyphen_values = true)]
     pub enc_mask: Option<i64>,
-    /// Hidden layers of the decoder
-    #[arg(long = "dec-layers", default_value_t = 3)]
-    pub dec_layers: usize,
-    /// Hidden width of the decoder
-    #[arg(long = "dec-dim", default_value_t = 1024)]
-    pub dec_dim: usize,
+    /// Hidden layers of the decoder [default: 3]
+    #[arg(long = "dec-layers")]
+    pub dec_layers: Option<usize>,
+    /// Hidden width of the decoder [default: 1024]
+    #[arg(long = "dec-dim")]
+    pub dec_dim: Option<usize>,
     /// Tilt-pair images (same order as the particles); implies --encode-mode tilt
     #[arg(long)]
     pub tilt: Option<PathBuf>,
-    /// Tilt angle about x between the pair (degrees)
-    #[arg(long = "tilt-deg", default_value_t = 45.0)]
-    pub tilt_deg: f64,
+    /// Tilt angle about x between the pair (degrees) [default: 45]
+    #[arg(long = "tilt-deg")]
+    pub tilt_deg: Option<f64>,
 }
 
 /// Run `train-vae`.
 pub fn run(a: Args) -> anyhow::Result<()> {
     let mut cfg = a.common.config()?;
-    cfg.zdim = Some(a.zdim);
+    if a.zdim.is_none() && cfg.load.is_none() {
+        anyhow::bail!("train-vae needs --zdim (or --load, to resume a run with its zdim)");
+    }
+    // with --load and no --zdim, a placeholder that the checkpoint's zdim replaces
+    cfg.zdim = Some(a.zdim.unwrap_or(1));
     cfg.beta = a.beta;
     cfg.beta_control = a.beta_control;
-    cfg.enc_layers = a.enc_layers;
-    cfg.enc_dim = a.enc_dim;
-    cfg.encode_mode = if a.tilt.is_some() {
-        "tilt".into()
-    } else {
-        a.encode_mode
+    cfg.enc_layers = a.enc_layers.unwrap_or(3);
+    cfg.enc_dim = a.enc_dim.unwrap_or(1024);
+    cfg.encode_mode = match (&a.tilt, a.encode_mode.clone()) {
+        (Some(_), _) => "tilt".into(),
+        (None, m) => m.unwrap_or_else(|| "resid".into()),
     };
     cfg.enc_mask = a.enc_mask;
-    cfg.dec_layers = a.dec_layers;
-    cfg.dec_dim = a.dec_dim;
+    cfg.dec_layers = a.dec_layers.unwrap_or(3);
+    cfg.dec_dim = a.dec_dim.unwrap_or(1024);
+    cfg.tilt_deg = a.tilt_deg.unwrap_or(45.0);
+    let mut given = a.common.given();
+    for (key, g) in [
+        ("zdim", a.zdim.is_some()),
+        ("beta", a.beta.is_some()),
+        ("beta_control", a.beta_control.is_some()),
+        ("enc_layers", a.enc_layers.is_some()),
+        ("enc_dim", a.enc_dim.is_some()),
+        ("encode_mode", a.encode_mode.is_some() || a.tilt.is_some()),
+        ("enc_mask", a.enc_mask.is_some()),
+        ("dec_layers", a.dec_layers.is_some()),
+        ("dec_dim", a.dec_dim.is_some()),
+        ("tilt_deg", a.tilt_deg.is_some()),
+    ] {
+        if g {
+            given.push(key);
+        }
+    }
     cfg.tilt = a.tilt;
-    cfg.tilt_deg = a.tilt_deg;
+    crate::train::adopt_settings(&mut cfg, &given)?;
+    if let (None, Some(load)) = (a.zdim, &cfg.load) {
+        if !crate::train::checkpoint::read_header(load)?
+            .settings
+            .contains_key("zdim")
+        {
+            anyhow::bail!(
+                "{}: the checkpoint does not record its zdim (written by an older cryofield); give --zdim",
+                load.display()
+            );
+        }
+    }
     let history = super::train_nn::train_on(a.common.device, &cfg)?;
     if let Some(last) = history.last() {
         eprintln!(

@@ -18,8 +18,9 @@ use crate::backend::{Activation, Backend};
 use crate::io::array::NdArray;
 use crate::io::npy::{read_npz, write_npz};
 use crate::nn::{Adam, Ema, Mlp};
-use crate::train::checkpoint::Checkpoint;
+use crate::train::checkpoint::{reconcile, Checkpoint, Setting};
 use crate::{Error, Result};
+use std::collections::BTreeMap;
 
 /// Width of the noise embedding `[c_noise, sin(2^k c_noise), cos(2^k c_noise)], k = 0..4`.
 pub const NOISE_EMB: usize = 9;
@@ -237,6 +238,34 @@ pub struct TrainConfig {
     pub seed: u64,
 }
 
+impl TrainConfig {
+    /// Visit every setting that changes the training's arithmetic, as (name, `prior-train`
+    /// flag, value): those a run resumed from a training state must share with the run that
+    /// wrote it (`steps`, the total, is not one).
+    pub fn each_setting(
+        &mut self,
+        f: &mut dyn FnMut(&'static str, &'static str, &mut dyn Setting) -> Result<()>,
+    ) -> Result<()> {
+        f("seed", "--seed", &mut self.seed)?;
+        f("nlayers", "--layers", &mut self.nlayers)?;
+        f("hidden", "--dim", &mut self.hidden)?;
+        f("lr", "--lr", &mut self.lr)?;
+        f("batch", "--batch", &mut self.batch)?;
+        f("ema", "--ema", &mut self.ema)?;
+        Ok(())
+    }
+
+    /// The settings of [`TrainConfig::each_setting`] as a training state records them.
+    pub fn settings(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        let _ = self.clone().each_setting(&mut |key, _, v| {
+            m.insert(key.to_string(), v.text());
+            Ok(())
+        });
+        m
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
@@ -314,8 +343,14 @@ fn step_rng(seed: u64, step: usize) -> rand::rngs::StdRng {
     rand::rngs::StdRng::seed_from_u64(seed ^ mix)
 }
 
-/// Read a training state (`state.safetensors`, a [`Checkpoint`] whose `epoch` is the step count) for a model of `cfg`'s size.
+/// Read a training state (`state.safetensors`, a [`Checkpoint`] whose `epoch` is the step count)
+/// for a model of `cfg`'s size. The settings it records ([`TrainConfig::each_setting`]) must be
+/// `cfg`'s (else an error naming the file, the setting and both values); a state without
+/// recorded settings (written before they were) is taken as made with `cfg`'s.
 pub fn load_state(path: &Path, z: &[f64], d: usize, cfg: &TrainConfig) -> Result<Checkpoint> {
+    let head = crate::train::checkpoint::read_header(path)?;
+    cfg.clone()
+        .each_setting(&mut |key, flag, v| reconcile(path, &head.settings, key, flag, v, true))?;
     let (mean, sigma_data) = latent_stats(z, d)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
     let m = MlpDenoiser::new(
@@ -351,14 +386,32 @@ pub fn load_state(path: &Path, z: &[f64], d: usize, cfg: &TrainConfig) -> Result
 
 /// [`train`] that can start from a saved state (the `Checkpoint` returned by an earlier call or
 /// read by [`load_state`]; `cfg.steps` is then the total, including the steps already done) and
-/// returns the state to save: raw weights, EMA weights, Adam moments and the step count. Resuming
-/// is exact: each step's random draws depend only on `(seed, step)`.
+/// returns the state to save: raw weights, EMA weights, Adam moments, the step count and
+/// `cfg`'s settings. Resuming is exact: each step's random draws depend only on `(seed, step)`.
 pub fn train_resumable(
     z: &[f64],
     d: usize,
     cfg: &TrainConfig,
     resume: Option<Checkpoint>,
+    on_step: impl FnMut(usize, f64),
+) -> Result<(MlpDenoiser, TrainReport, Checkpoint)> {
+    train_checkpointed(z, d, cfg, resume, 0, on_step, |_, _| Ok(()))
+}
+
+/// [`train_resumable`] that also hands the training state to `on_checkpoint` every `every`
+/// steps (counted from the start of the run: after steps `every`, `2·every`, … below
+/// `cfg.steps`; never when `every` is 0), with the losses of this call's steps so far. The
+/// state at step k is the one an uninterrupted run has there, so resuming from it continues
+/// exactly. An error from `on_checkpoint` stops the training and is returned.
+#[allow(clippy::too_many_arguments)]
+pub fn train_checkpointed(
+    z: &[f64],
+    d: usize,
+    cfg: &TrainConfig,
+    resume: Option<Checkpoint>,
+    every: usize,
     mut on_step: impl FnMut(usize, f64),
+    mut on_checkpoint: impl FnMut(&Checkpoint, &[f64]) -> Result<()>,
 ) -> Result<(MlpDenoiser, TrainReport, Checkpoint)> {
     let (mean, sigma_data) = latent_stats(z, d)?;
     let n = z.len() / d;
@@ -386,6 +439,39 @@ pub fn train_resumable(
             adam.set_state(&model.be, ck.adam_step, &ck.adam_m, &ck.adam_v)?;
             ck.epoch
         }
+    };
+    let settings = cfg.settings();
+    // the state to resume from after `steps` steps: raw weights, EMA, Adam, step count, settings
+    let state_of = |model: &MlpDenoiser, adam: &Adam<Be>, ema: &Ema<Be>, steps: usize| {
+        let (adam_step, adam_m, adam_v) = adam.state(&model.be)?;
+        let mut state = Checkpoint {
+            epoch: steps,
+            adam_step,
+            adam_m,
+            adam_v,
+            settings: settings.clone(),
+            ..Default::default()
+        };
+        for ((name, t), sh) in model
+            .store
+            .names
+            .iter()
+            .zip(&model.store.tensors)
+            .zip(&ema.shadow)
+        {
+            state
+                .params
+                .push((name.clone(), t.shape.clone(), model.be.to_vec(&t.buf)?));
+            state
+                .extra
+                .push((format!("ema.{name}"), t.shape.clone(), model.be.to_vec(sh)?));
+        }
+        state.extra.push((
+            "data_stats".into(),
+            vec![3],
+            vec![n as f32, d as f32, sigma_data as f32],
+        ));
+        Ok::<_, Error>(state)
     };
     let start = std::time::Instant::now();
     let mut losses = Vec::with_capacity(cfg.steps.saturating_sub(first));
@@ -433,37 +519,12 @@ pub fn train_resumable(
         }
         losses.push(loss_v);
         on_step(step, loss_v);
+        let done = step + 1;
+        if every > 0 && done.is_multiple_of(every) && done < cfg.steps {
+            on_checkpoint(&state_of(&model, &adam, &ema, done)?, &losses)?;
+        }
     }
-    // the state to resume from: raw weights, EMA, Adam, step count
-    let (adam_step, adam_m, adam_v) = adam.state(&model.be)?;
-    let mut state = Checkpoint {
-        epoch: first.max(cfg.steps),
-        adam_step,
-        adam_m,
-        adam_v,
-        ..Default::default()
-    };
-    for (name, t) in model.store.names.iter().zip(&model.store.tensors) {
-        state
-            .params
-            .push((name.clone(), t.shape.clone(), model.be.to_vec(&t.buf)?));
-    }
-    for ((name, t), sh) in model
-        .store
-        .names
-        .iter()
-        .zip(&model.store.tensors)
-        .zip(&ema.shadow)
-    {
-        state
-            .extra
-            .push((format!("ema.{name}"), t.shape.clone(), model.be.to_vec(sh)?));
-    }
-    state.extra.push((
-        "data_stats".into(),
-        vec![3],
-        vec![n as f32, d as f32, sigma_data as f32],
-    ));
+    let state = state_of(&model, &adam, &ema, first.max(cfg.steps))?;
     ema.copy_to(&model.be, &mut model.store)?;
     Ok((
         model,

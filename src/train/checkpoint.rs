@@ -2,12 +2,150 @@
 //! (f32), the `gaussian` encoding's `rand_freqs`, and the Adam state (`optim.step`,
 //! `optim.m.<name>`, `optim.v.<name>`), with the epoch in the metadata; `config.json` records
 //! every hyperparameter and the data. Both are written atomically.
+//!
+//! The metadata also holds `settings`: a JSON object of the run's settings that determine its
+//! arithmetic (seed, batch size, learning rate, model sizes, preprocessing, precision), each
+//! as text that reads back bit for bit ([`Setting`]). `--load` takes them from there
+//! ([`reconcile`]), so a resumed run is the run that wrote the checkpoint. Checkpoints written
+//! before settings were recorded have none (an empty map).
 
 use crate::io::atomic::write_bytes_atomic;
 use crate::{Error, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
 use std::path::Path;
+
+/// A setting recorded in a checkpoint: its value as text that parses back to the same value
+/// (floats in Rust's shortest round-trip form, so no bit is lost) and the inverse.
+pub trait Setting {
+    /// The value as recorded.
+    fn text(&self) -> String;
+    /// Set the value from recorded text; `false` when the text is not a value of this type.
+    fn set_text(&mut self, text: &str) -> bool;
+}
+
+macro_rules! setting_by_parse {
+    ($($t:ty),*) => {$(
+        impl Setting for $t {
+            fn text(&self) -> String {
+                format!("{self:?}")
+            }
+            fn set_text(&mut self, text: &str) -> bool {
+                text.parse().map(|v| *self = v).is_ok()
+            }
+        }
+    )*};
+}
+// `{:?}` of a float is the shortest text that parses back to the same bits.
+setting_by_parse!(u64, usize, i64, f64, f32, bool);
+
+impl Setting for String {
+    fn text(&self) -> String {
+        self.clone()
+    }
+    fn set_text(&mut self, text: &str) -> bool {
+        *self = text.to_string();
+        true
+    }
+}
+
+/// `none`, or the value's text.
+impl<T: Setting + Default> Setting for Option<T> {
+    fn text(&self) -> String {
+        match self {
+            Some(v) => v.text(),
+            None => "none".into(),
+        }
+    }
+    fn set_text(&mut self, text: &str) -> bool {
+        if text == "none" {
+            *self = None;
+            return true;
+        }
+        let mut v = T::default();
+        v.set_text(text) && {
+            *self = Some(v);
+            true
+        }
+    }
+}
+
+/// Two values separated by a space (`--norm MEAN STD`).
+impl Setting for [f32; 2] {
+    fn text(&self) -> String {
+        format!("{} {}", self[0].text(), self[1].text())
+    }
+    fn set_text(&mut self, text: &str) -> bool {
+        let mut it = text.split(' ');
+        let (mut a, mut b) = (0f32, 0f32);
+        let ok = matches!((it.next(), it.next(), it.next()), (Some(x), Some(y), None) if a.set_text(x) && b.set_text(y));
+        if ok {
+            *self = [a, b];
+        }
+        ok
+    }
+}
+
+/// Reconcile the setting `key` (given on the command line as `flag`) of a run resumed from
+/// the checkpoint at `path` with the value the checkpoint records: a setting the caller did
+/// not give (`given` false) takes the recorded value; a given one must equal it, else an error
+/// naming the checkpoint, the setting and both values. A setting the checkpoint does not
+/// record is left as it is.
+pub fn reconcile(
+    path: &Path,
+    recorded: &BTreeMap<String, String>,
+    key: &str,
+    flag: &str,
+    value: &mut dyn Setting,
+    given: bool,
+) -> Result<()> {
+    let Some(rec) = recorded.get(key) else {
+        return Ok(());
+    };
+    let now = value.text();
+    if *rec == now {
+        return Ok(());
+    }
+    if given {
+        return Err(Error::format(
+            path,
+            format!(
+                "setting `{key}` ({flag}): the checkpoint's run used {rec}, this run asks for {now}; \
+                 leave {flag} out to resume with the checkpoint's value, or start a new run without --load"
+            ),
+        ));
+    }
+    if !value.set_text(rec) {
+        return Err(Error::format(
+            path,
+            format!("setting `{key}`: cannot read the recorded value `{rec}`"),
+        ));
+    }
+    Ok(())
+}
+
+/// The metadata of a checkpoint, read without its tensors.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Header {
+    /// Epoch (or step count) the checkpoint was written at.
+    pub epoch: usize,
+    /// Recorded settings (empty for a checkpoint written before they were recorded).
+    pub settings: BTreeMap<String, String>,
+}
+
+/// The settings of the `settings` metadata entry (empty when absent).
+fn parse_settings(path: &Path, meta: &HashMap<String, String>) -> Result<BTreeMap<String, String>> {
+    match meta.get("settings") {
+        None => Ok(BTreeMap::new()),
+        Some(s) => serde_json::from_str(s).map_err(|e| {
+            Error::format(
+                path,
+                format!("metadata `settings` is not a JSON object of strings: {e}"),
+            )
+        }),
+    }
+}
 
 /// The host-side contents of a checkpoint.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -23,6 +161,8 @@ pub struct Checkpoint {
     /// Adam first and second moments, in store order (empty before the first step).
     pub adam_m: Vec<Vec<f32>>,
     pub adam_v: Vec<Vec<f32>>,
+    /// The run's settings ([`Setting::text`] by name; empty: none recorded).
+    pub settings: BTreeMap<String, String>,
 }
 
 impl Checkpoint {
@@ -51,6 +191,11 @@ impl Checkpoint {
         meta.insert("epoch".to_string(), self.epoch.to_string());
         meta.insert("optim.step".to_string(), self.adam_step.to_string());
         meta.insert("format".to_string(), "cryofield".to_string());
+        if !self.settings.is_empty() {
+            let json = serde_json::to_string(&self.settings)
+                .map_err(|e| Error::format(path, format!("settings: {e}")))?;
+            meta.insert("settings".to_string(), json);
+        }
         let data = safetensors::serialize(views, &Some(meta))
             .map_err(|e| Error::format(path, format!("cannot serialize: {e}")))?;
         write_bytes_atomic(path, &data)
@@ -101,6 +246,7 @@ impl Checkpoint {
         let mut ck = Checkpoint {
             epoch: num("epoch")? as usize,
             adam_step: num("optim.step")?,
+            settings: parse_settings(path, &meta)?,
             ..Default::default()
         };
         for (n, s) in names {
@@ -118,5 +264,99 @@ impl Checkpoint {
             }
         }
         Ok(ck)
+    }
+}
+
+/// Read the header of the checkpoint at `path` (epoch and settings) without its tensors.
+pub fn read_header(path: &Path) -> Result<Header> {
+    let io = |err| Error::Io {
+        path: path.to_path_buf(),
+        err,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|_| {
+        Error::format(
+            path,
+            "not a safetensors file: shorter than its header length",
+        )
+    })?;
+    let len = u64::from_le_bytes(len);
+    // safetensors' own limit on the header
+    if len > 100_000_000 {
+        return Err(Error::format(
+            path,
+            format!("not a safetensors file: header length {len}"),
+        ));
+    }
+    let mut head = vec![0u8; len as usize];
+    f.read_exact(&mut head)
+        .map_err(|_| Error::format(path, "not a safetensors file: truncated header"))?;
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(rename = "__metadata__", default)]
+        meta: HashMap<String, String>,
+    }
+    let h: Head = serde_json::from_slice(&head)
+        .map_err(|e| Error::format(path, format!("not a safetensors file: header: {e}")))?;
+    let epoch = h
+        .meta
+        .get("epoch")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| Error::format(path, "metadata `epoch` missing"))?;
+    Ok(Header {
+        epoch,
+        settings: parse_settings(path, &h.meta)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Recorded text reads back bit for bit, including floats with no short decimal form.
+    #[test]
+    fn settings_round_trip_exactly() {
+        let x = 0.1f64 + 0.2;
+        let mut y = 0.0f64;
+        assert!(y.set_text(&x.text()));
+        assert_eq!(x.to_bits(), y.to_bits());
+        let w = 0.85f32 / 3.0;
+        let mut v = 0f32;
+        assert!(v.set_text(&w.text()));
+        assert_eq!(w.to_bits(), v.to_bits());
+        let mut o: Option<i64> = Some(3);
+        assert!(o.set_text("none") && o.is_none());
+        assert!(o.set_text(&Some(-1i64).text()) && o == Some(-1));
+        let mut n = [0f32; 2];
+        assert!(n.set_text(&[1.5f32, -2e-7].text()) && n == [1.5, -2e-7]);
+        assert!(!n.set_text("1.5"));
+        let mut u = 7usize;
+        assert!(!u.set_text("x") && u == 7);
+    }
+
+    /// Not given: the recorded value is taken; given and different: an error naming the file,
+    /// the setting and both values; not recorded: left alone.
+    #[test]
+    fn reconcile_adopts_or_refuses() {
+        let rec: BTreeMap<String, String> = [("seed".to_string(), "42".to_string())].into();
+        let p = Path::new("ck/weights.3.safetensors");
+        let mut seed = 7u64;
+        reconcile(p, &rec, "seed", "--seed", &mut seed, false).unwrap();
+        assert_eq!(seed, 42);
+        let mut seed = 7u64;
+        let e = reconcile(p, &rec, "seed", "--seed", &mut seed, true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("weights.3.safetensors")
+                && e.contains("seed")
+                && e.contains("42")
+                && e.contains('7'),
+            "{e}"
+        );
+        let mut lr = 1e-3f64;
+        reconcile(p, &rec, "lr", "--lr", &mut lr, false).unwrap();
+        assert_eq!(lr, 1e-3);
     }
 }

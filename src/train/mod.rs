@@ -15,6 +15,15 @@
 //! (seed, e) only, and the checkpoint stores the parameters and the Adam state bit for bit, so
 //! resuming from `weights.k.safetensors` reproduces an uninterrupted run exactly (CPU, same
 //! thread count).
+//!
+//! Resuming: each checkpoint records the settings that determine the arithmetic
+//! ([`TrainConfig::each_setting`]: seed, batch size, optimizer, model sizes, positional
+//! encoding, preprocessing, precision). A run with `load` must have the same values (else an
+//! error naming the checkpoint, the setting and both values); the commands fill in the ones not
+//! given on the command line from the checkpoint first ([`adopt_settings`]). A checkpoint
+//! without recorded settings (written before they were) is resumed with the settings as given
+//! and a printed warning; the commands then need an explicit `--seed`, as their default seed
+//! is drawn at random. `--load` at or past the last epoch (`-n`) is an error.
 
 pub mod checkpoint;
 pub mod dataset;
@@ -39,6 +48,7 @@ use rand::seq::SliceRandom;
 use rand::{rngs::StdRng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -91,6 +101,131 @@ pub struct TrainConfig {
     /// where the CPU has them (f32 elsewhere). Configs written before this field existed were f32.
     #[serde(default)]
     pub amp: bool,
+}
+
+impl TrainConfig {
+    /// Visit every setting that changes the run's arithmetic, as (its `config.json` name, its
+    /// command-line flag, its value): those a resumed run must share with the run that wrote
+    /// its checkpoint. Paths, `--lazy`, `--checkpoint` and `-n` are not among them (they do not
+    /// change the numbers; the data's size is checked against the parameters' shapes).
+    pub fn each_setting(
+        &mut self,
+        f: &mut dyn FnMut(&'static str, &'static str, &mut dyn checkpoint::Setting) -> Result<()>,
+    ) -> Result<()> {
+        f("seed", "--seed", &mut self.seed)?;
+        f("batch_size", "--batch-size", &mut self.batch_size)?;
+        f("lr", "--lr", &mut self.lr)?;
+        f("wd", "--wd", &mut self.wd)?;
+        f("zdim", "--zdim", &mut self.zdim)?;
+        f("beta", "--beta", &mut self.beta)?;
+        f("beta_control", "--beta-control", &mut self.beta_control)?;
+        f("enc_layers", "--enc-layers", &mut self.enc_layers)?;
+        f("enc_dim", "--enc-dim", &mut self.enc_dim)?;
+        f("encode_mode", "--encode-mode", &mut self.encode_mode)?;
+        f("enc_mask", "--enc-mask", &mut self.enc_mask)?;
+        f(
+            "dec_layers",
+            "--dec-layers (train-nn: --layers)",
+            &mut self.dec_layers,
+        )?;
+        f("dec_dim", "--dec-dim (train-nn: --dim)", &mut self.dec_dim)?;
+        f("pe_type", "--pe-type", &mut self.pe_type)?;
+        f("pe_dim", "--pe-dim", &mut self.pe_dim)?;
+        f("feat_sigma", "--feat-sigma", &mut self.feat_sigma)?;
+        f("domain", "--domain", &mut self.domain)?;
+        f("activation", "--activation", &mut self.activation)?;
+        f("invert_data", "--uninvert-data", &mut self.invert_data)?;
+        f("window", "--no-window", &mut self.window)?;
+        f("window_r", "--window-r", &mut self.window_r)?;
+        f("norm", "--norm", &mut self.norm)?;
+        f("amp", "--no-amp", &mut self.amp)?;
+        f("tilt_deg", "--tilt-deg", &mut self.tilt_deg)?;
+        Ok(())
+    }
+
+    /// The settings of [`TrainConfig::each_setting`] as a checkpoint records them.
+    pub fn settings(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        let _ = self.clone().each_setting(&mut |key, _, v| {
+            m.insert(key.to_string(), v.text());
+            Ok(())
+        });
+        m
+    }
+}
+
+/// Before resuming from `cfg.load`: take every setting of [`TrainConfig::each_setting`] that
+/// the command line did not give (`given` holds the `config.json` names of those it did) from
+/// the checkpoint; a given one that differs from the checkpoint's is an error naming the
+/// checkpoint, the setting and both values. A checkpoint that records no settings (written
+/// before they were recorded) needs `seed` given (the default seed is drawn at random); the
+/// others are then used as given ([`check_resume`] prints a warning). Nothing to do without
+/// `cfg.load`.
+pub fn adopt_settings(cfg: &mut TrainConfig, given: &[&str]) -> Result<()> {
+    let Some(path) = cfg.load.clone() else {
+        return Ok(());
+    };
+    let head = checkpoint::read_header(&path)?;
+    if head.settings.is_empty() {
+        if !given.contains(&"seed") {
+            let hint = recorded_seed(&path)
+                .map(|s| format!(" (config.json beside it says seed {s})"))
+                .unwrap_or_default();
+            return Err(Error::format(
+                &path,
+                format!(
+                    "the checkpoint records no run settings (written by an older cryofield), so the seed of its run is unknown; \
+                     give that run's --seed{hint} and its other settings to resume it"
+                ),
+            ));
+        }
+        // check_resume prints the warning
+        return Ok(());
+    }
+    cfg.each_setting(&mut |key, flag, v| {
+        checkpoint::reconcile(&path, &head.settings, key, flag, v, given.contains(&key))
+    })
+}
+
+/// The seed in the `config.json` beside the checkpoint at `path`, if there is one to read.
+fn recorded_seed(path: &Path) -> Option<u64> {
+    let json = std::fs::read(path.parent()?.join("config.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&json).ok()?;
+    v.get("config")?.get("seed")?.as_u64()
+}
+
+/// Check a run that resumes from the checkpoint at `path` against it: its settings must be the
+/// checkpoint's ([`adopt_settings`] with everything given), and the checkpoint's epoch must
+/// leave epochs to train before `num_epochs`. Returns the checkpoint's epoch.
+pub fn check_resume(cfg: &TrainConfig, path: &Path, progress: bool) -> Result<usize> {
+    let head = checkpoint::read_header(path)?;
+    if head.epoch + 1 >= cfg.num_epochs {
+        return Err(Error::format(
+            path,
+            format!(
+                "the checkpoint has {done} epochs done (epoch {e}, 0-based) and -n {n} asks for {n} epochs in all (counted from the start of the run): \
+                 nothing left to train; give -n greater than {done}",
+                done = head.epoch + 1,
+                e = head.epoch,
+                n = cfg.num_epochs,
+            ),
+        ));
+    }
+    if head.settings.is_empty() {
+        if progress {
+            eprintln!(
+                "warning: {} records no run settings (written by an older cryofield): resuming with seed {} and the other settings as given; \
+                 unless they are the original run's, the result differs from an uninterrupted run",
+                path.display(),
+                cfg.seed
+            );
+        }
+    } else {
+        cfg.clone().each_setting(&mut |key, flag, v| {
+            checkpoint::reconcile(path, &head.settings, key, flag, v, true)
+        })?;
+    }
+    Ok(head.epoch)
 }
 
 /// What a run recorded beyond its configuration (written with it in `config.json`).
@@ -354,6 +489,10 @@ pub fn train_with<B: Backend<Elem = f32>>(
         ));
     }
 
+    if let Some(path) = &cfg.load {
+        check_resume(cfg, path, progress)?;
+    }
+
     // ---- data ----
     let Inputs {
         n_all,
@@ -395,6 +534,7 @@ pub fn train_with<B: Backend<Elem = f32>>(
     if let Some(path) = &cfg.load {
         start = restore(&be, &mut store, &mut decoder, &mut adam, &rf_name, path)? + 1;
     }
+    let settings = cfg.settings();
 
     std::fs::create_dir_all(&cfg.outdir).map_err(|err| Error::Io {
         path: cfg.outdir.clone(),
@@ -444,8 +584,9 @@ pub fn train_with<B: Backend<Elem = f32>>(
                 crate::io::mrc::write_mrc(name("reconstruct", "mrc"), &vol, (d, d, d), apix, true)?;
             }
         }
-        checkpoint_of(&be, store, decoder, adam, &rf_name, epoch)?
-            .save(&name("weights", "safetensors"))?;
+        let mut ck = checkpoint_of(&be, store, decoder, adam, &rf_name, epoch)?;
+        ck.settings = settings.clone();
+        ck.save(&name("weights", "safetensors"))?;
         let json = serde_json::to_string_pretty(&record(epoch))
             .map_err(|e| Error::invalid(format!("config.json: {e}")))?;
         write_bytes_atomic(cfg.outdir.join("config.json"), json.as_bytes())
@@ -573,6 +714,7 @@ pub(crate) fn checkpoint_of<B: Backend<Elem = f32>>(
         adam_step: step,
         adam_m: m,
         adam_v: v,
+        settings: BTreeMap::new(),
     })
 }
 
