@@ -701,3 +701,67 @@ fn abinit_starts_from_given_poses() {
     let second = cryofield::meta::Poses::load(out.join("pose.2.pkl")).unwrap();
     assert_ne!(second.rots, given.rots, "epoch 2 searched");
 }
+
+/// abinit-homo's checkpoints record the training settings: `--load` without `--seed` takes it from
+/// the checkpoint (the model flags count as given), and a checkpoint with every epoch done is an
+/// error (was a silent no-op).
+#[test]
+fn abinit_homo_resume_takes_settings_from_the_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    sim_dataset(dir, 24);
+    let out = dir.join("homo");
+    let particles = dir.join("sim/particles.mrcs");
+    let ctf = dir.join("sim/ctf.pkl");
+    let (p, c, o) = (
+        particles.to_str().unwrap(),
+        ctf.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    abinit_cli(&[
+        "abinit-homo",
+        p,
+        "--ctf",
+        c,
+        "-o",
+        o,
+        "--dim",
+        "16",
+        "--layers",
+        "1",
+    ]);
+    let w = out.join("weights.2.safetensors");
+    let w = w.to_str().unwrap();
+    // TINY without its -n and --seed.
+    let mut rest: Vec<&str> = Vec::new();
+    let mut i = 0;
+    while i < TINY.len() {
+        if matches!(TINY[i], "-n" | "--seed") {
+            i += 2;
+            continue;
+        }
+        rest.push(TINY[i]);
+        i += 1;
+    }
+    let base = [
+        "abinit-homo",
+        p,
+        "--ctf",
+        c,
+        "-o",
+        o,
+        "--dim",
+        "16",
+        "--layers",
+        "1",
+        "--load",
+        w,
+    ];
+    let done = try_cli(&[&base[..], &["-n", "2"], &rest].concat()).unwrap_err();
+    assert!(
+        format!("{done:#}").contains("nothing left to train"),
+        "{done:#}"
+    );
+    try_cli(&[&base[..], &["-n", "3"], &rest].concat()).unwrap();
+    assert!(out.join("weights.3.safetensors").exists());
+}

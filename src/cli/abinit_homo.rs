@@ -20,9 +20,9 @@ pub struct AbinitArgs {
     /// Output folder
     #[arg(short = 'o', long = "outdir")]
     pub outdir: PathBuf,
-    /// Resume from weights.N.safetensors (skips pretraining). Its run's --seed must be given
-    /// (abinit checkpoints do not record it yet; config.json beside them does); of the settings a
-    /// checkpoint records, those not given here are taken from it
+    /// Resume from weights.N.safetensors (skips pretraining). Of the settings a checkpoint records
+    /// (the seed among them), those not given here are taken from it; a checkpoint written before
+    /// settings were recorded needs the run's --seed (config.json beside it has it)
     #[arg(long)]
     pub load: Option<PathBuf>,
     /// Poses (pose.N.pkl): with --load, those of the resumed run; alone, initial poses for a new
@@ -85,7 +85,7 @@ const MODEL_SETTINGS: [&str; 11] = [
 
 /// With `--load`: reconcile `cfg`'s training settings with the checkpoint's
 /// ([`crate::train::adopt_settings`]; the model flags count as given). A checkpoint without
-/// recorded settings (every abinit checkpoint so far) needs `--seed`.
+/// recorded settings (abinit checkpoints before 2026-12-05) needs `--seed`.
 pub fn adopt_settings(cfg: &mut AbinitConfig, a: &AbinitArgs) -> anyhow::Result<()> {
     let mut given = a.run.given();
     given.extend(MODEL_SETTINGS);

@@ -281,6 +281,16 @@ pub fn abinit(cfg: &AbinitConfig, progress: bool) -> Result<AbinitResult> {
             &m.rf_name,
             path,
         )? + 1;
+        if start >= tc.num_epochs {
+            return Err(Error::format(
+                path,
+                format!(
+                    "the checkpoint has {start} epochs done and -n {n} asks for {n} epochs in all (counted from the start of the run): \
+                     nothing left to train; give -n greater than {start}",
+                    n = tc.num_epochs
+                ),
+            ));
+        }
     }
     // With --load: the poses of the resumed run. Alone: the initial poses of a new run (e.g.
     // abinit-homo's, for abinit-het): no random-pose pretraining, and the first epoch trains
@@ -773,8 +783,10 @@ fn save(
             crate::io::mrc::write_mrc(name("reconstruct", "mrc"), &vol, (d, d, d), apix, true)?;
         }
     }
-    checkpoint_of(&m.be, &m.store, &m.decoder, &m.adam, &m.rf_name, epoch)?
-        .save(&name("weights", "safetensors"))?;
+    let mut ck = checkpoint_of(&m.be, &m.store, &m.decoder, &m.adam, &m.rf_name, epoch)?;
+    // The training settings, so that `--load` takes them from the checkpoint (train::adopt_settings).
+    ck.settings = tc.settings();
+    ck.save(&name("weights", "safetensors"))?;
     let mut train = tc.clone();
     train.poses = tc.outdir.join("pose.pkl");
     let record = AbinitRecord {
