@@ -24,10 +24,18 @@ mod targets;
 
 use engine::{campaign, Budget, Runner, Stats, Target};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 #[global_allocator]
 static ALLOC: engine::GuardAlloc = engine::GuardAlloc;
+
+/// The tests of this binary run one at a time: the allocation guard's record is global.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Inputs per target under plain `cargo test`.
 const DEFAULT_ITERATIONS: u64 = 150;
@@ -65,6 +73,7 @@ fn selected(all: Vec<Target>) -> Vec<Target> {
 
 #[test]
 fn fuzz_campaign() {
+    let _serial = serial();
     engine::init();
     let budget =
         match std::env::var("CRYOFIELD_FUZZ_SECS") {
@@ -126,6 +135,7 @@ fn fuzz_campaign() {
 /// Every saved failing input: must not panic, hang or allocate absurdly (errors are fine).
 #[test]
 fn fuzz_corpus_replays() {
+    let _serial = serial();
     engine::init();
     let root = corpus_root();
     let Ok(dirs) = std::fs::read_dir(&root) else {
@@ -181,4 +191,51 @@ fn mutations_are_deterministic() {
     };
     assert_eq!(run(7), run(7));
     assert_ne!(run(7), run(8));
+}
+
+/// A target with a planted panic, hang and oversized allocation, each behind its own first byte.
+fn planted(p: &Path) -> anyhow::Result<()> {
+    let b = std::fs::read(p)?;
+    match b.first() {
+        Some(b'P') => panic!("planted panic"),
+        Some(b'H') => std::thread::sleep(Duration::from_secs(3)),
+        Some(b'A') => {
+            let v: Vec<u8> = Vec::with_capacity(engine::ALLOC_LIMIT + 1);
+            std::hint::black_box(&v);
+        }
+        Some(b'E') => anyhow::bail!("{}: planted error", p.display()),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The engine sees each kind of failure (so a campaign that reports none has looked), saves the input,
+/// and the runner keeps working after a hang.
+#[test]
+fn engine_detects_planted_failures() {
+    let _serial = serial();
+    engine::init();
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target {
+        name: "planted",
+        ext: "bin",
+        text: false,
+        dict: &[],
+        seeds: vec![],
+        run: planted,
+    };
+    let mut r = Runner::new(&target, dir.path(), Duration::from_millis(500));
+    assert!(matches!(r.exec(b"ok"), engine::Outcome::Ok));
+    assert!(matches!(r.exec(b"E"), engine::Outcome::Error(m) if m.contains("planted error")));
+    match r.exec(b"P") {
+        engine::Outcome::Panic(m) => assert!(m.contains("planted panic"), "{m}"),
+        other => panic!("expected a panic, got {other:?}"),
+    }
+    assert!(matches!(r.exec(b"A"), engine::Outcome::AbsurdAlloc(n) if n > engine::ALLOC_LIMIT));
+    assert!(matches!(r.exec(b"H"), engine::Outcome::Hang));
+    // a fresh worker after the hang
+    assert!(matches!(r.exec(b"ok"), engine::Outcome::Ok));
+    let saved = r.save(b"P");
+    assert_eq!(std::fs::read(&saved).unwrap(), b"P");
+    assert!(saved.starts_with(dir.path().join("planted")));
 }

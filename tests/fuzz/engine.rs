@@ -443,10 +443,12 @@ fn abort_on_absurd(size: usize) -> ! {
             std::fs::write(&p, bytes).ok()?;
             Some(p)
         });
-    eprintln!(
-        "fuzz: a reader asked for {size} bytes (limit {ALLOC_LIMIT}); input saved to {}",
+    // straight to stderr: the test harness's capture of `eprintln!` is lost when the process aborts
+    let msg = format!(
+        "fuzz: a reader asked for {size} bytes (limit {ALLOC_LIMIT}); input saved to {}\n",
         saved.map_or("(could not save)".to_string(), |p| p.display().to_string())
     );
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), msg.as_bytes());
     std::process::abort()
 }
 
