@@ -180,7 +180,11 @@ fn mutate_npy_header(rng: &mut Rng, b: &mut Vec<u8>, dict: &[&[u8]]) {
     while header.last().is_some_and(|c| c.is_ascii_whitespace()) {
         header.pop();
     }
-    mutate_text(rng, &mut header, dict);
+    if rng.chance(3) {
+        replace_npy_value(rng, &mut header);
+    } else {
+        mutate_text(rng, &mut header, dict);
+    }
     // pad with spaces and a newline to a multiple of 64 bytes in all, as numpy writes
     let total = hstart + header.len() + 1;
     header.extend(std::iter::repeat_n(b' ', (64 - total % 64) % 64));
@@ -188,7 +192,12 @@ fn mutate_npy_header(rng: &mut Rng, b: &mut Vec<u8>, dict: &[&[u8]]) {
     if len_bytes == 2 && header.len() > u16::MAX as usize {
         return;
     }
-    let data = b[hend..].to_vec();
+    // the data as it was, or none of it (a header that declares items must be checked against it)
+    let data = if rng.chance(4) {
+        Vec::new()
+    } else {
+        b[hend..].to_vec()
+    };
     b.truncate(8);
     if len_bytes == 2 {
         b.extend_from_slice(&(header.len() as u16).to_le_bytes());
@@ -197,6 +206,83 @@ fn mutate_npy_header(rng: &mut Rng, b: &mut Vec<u8>, dict: &[&[u8]]) {
     }
     b.extend_from_slice(&header);
     b.extend_from_slice(&data);
+}
+
+/// Values for the keys of a .npy header: sizes that are empty, huge or do not match the data, dtypes
+/// that are empty, zero-sized, unsupported or nested.
+const NPY_VALUES: &[(&str, &[&str])] = &[
+    (
+        "'descr': ",
+        &[
+            "[]",
+            "'<f4'",
+            "'<f8'",
+            "'|O'",
+            "'|S0'",
+            "'<V0'",
+            "'|b1'",
+            "[('a', '<f4')]",
+            "[('a', '<f4', (0,))]",
+            "[('a', [])]",
+            "[('a', [('b', '<i8')])]",
+            "[('a', '<u4', (2147483647,))]",
+        ],
+    ),
+    (
+        "'shape': ",
+        &[
+            "()",
+            "(0,)",
+            "(1,)",
+            "(2,)",
+            "(3, 2)",
+            "(2, 0)",
+            "(67108864,)",
+            "(1099511627776,)",
+            "(4294967296, 4294967296)",
+            "(-1,)",
+            "(9223372036854775807,)",
+        ],
+    ),
+    ("'fortran_order': ", &["True", "False", "1", "None"]),
+];
+
+/// Replace the value of `descr`, `shape` or `fortran_order` in a .npy header dict (numpy writes them in
+/// that order, each followed by `, '`).
+fn replace_npy_value(rng: &mut Rng, header: &mut Vec<u8>) {
+    // one key, or each with probability 1/2 (a whole new header: bugs hide behind combinations)
+    if rng.chance(2) {
+        let (key, values) = rng.pick(NPY_VALUES);
+        replace_one(rng, header, key, values);
+    } else {
+        for (key, values) in NPY_VALUES {
+            if rng.chance(2) {
+                replace_one(rng, header, key, values);
+            }
+        }
+    }
+}
+
+fn replace_one(rng: &mut Rng, header: &mut Vec<u8>, key: &str, values: &[&str]) {
+    let Ok(text) = std::str::from_utf8(header) else {
+        return;
+    };
+    let Some(k) = text.find(key) else {
+        return;
+    };
+    let start = k + key.len();
+    // the value ends at the next top-level `, '` or at the closing `}`
+    let rest = &text[start..];
+    let end = match key {
+        "'descr': " => rest.find(", 'fortran_order'"),
+        "'fortran_order': " => rest.find(", 'shape'"),
+        _ => rest.find(", }").or_else(|| rest.find('}')),
+    };
+    let Some(end) = end else {
+        return;
+    };
+    let new = format!("{}{}{}", &text[..start], rng.pick(values), &rest[end..]);
+    *header = new.into_bytes();
 }
 
 /// A position biased towards the start of the file (headers live there) half of the time.
