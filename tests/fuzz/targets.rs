@@ -1,4 +1,4 @@
-//! The fuzz targets: each writes nothing but reads its input the way the CLI does (the reader, then the
+//! The fuzz targets: each reads its input the way the CLI does (the reader, then the
 //! parsing layers a user hits right after it); the result is the reader's own (`Err`: a rejection).
 //!
 //! Seeds: the small real fixtures in `../shared/data` (read at run time, never copied into the
