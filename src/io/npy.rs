@@ -818,6 +818,14 @@ pub fn parse_npy(bytes: &[u8], path: &Path) -> Result<Npy> {
     let data = bytes.get(h.data_start..).unwrap_or(&[]);
     let n = shape_len(&h.shape).ok_or_else(|| fmt(format!("shape {:?} overflows", h.shape)))?;
     let check_len = |itemsize: usize| -> Result<()> {
+        // Zero-byte items cannot be checked against the file's size: a header could declare 2^40 of
+        // them in 100 bytes, and every layer above would then size its buffers by that count.
+        if itemsize == 0 && n > 0 {
+            return Err(fmt(format!(
+                "shape {:?} of 0-byte items (an empty record dtype): nothing to read",
+                h.shape
+            )));
+        }
         let need = n
             .checked_mul(itemsize)
             .ok_or_else(|| fmt(format!("shape {:?} overflows", h.shape)))?;
