@@ -3,10 +3,12 @@
 //!
 //! | module | what it holds |
 //! |---|---|
+//! | [`gmm`] | full-covariance GMM: density, sampling, ridgeline points, `gmm.npz` |
 //! | [`metrics`] | KL between latents and a prior by KLIEP density-ratio estimation; the isometry correlation of a decoder |
-//! | [`pathway`] | full-covariance GMM, its ridgeline points and Algorithm 1 (greedy high-density, short-step path between two components) |
+//! | [`pathway`] | Algorithm 1 (greedy high-density, short-step path between two components) |
 //! | [`rate`] | `−log Q(z)`: the GMM's probability mass in the box of side T around z (diagonal covariances, exact, log space) and its gradients |
 
+pub mod gmm;
 pub mod metrics;
 pub mod pathway;
 pub mod rate;
