@@ -240,16 +240,17 @@ fn leftovers_of_a_killed_run_are_removed() {
     );
 }
 
-/// Run `args` with stdout a pipe whose reading end is already closed; return (status, stderr).
+/// Run `args` with stdout a pipe whose reading end is closed before the process starts (so its first
+/// write fails, however fast it runs); return (status, stderr).
 fn run_into_closed_pipe(args: &[&OsStr]) -> (std::process::ExitStatus, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cryofield"))
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_cryofield"))
         .args(args)
-        .stdout(Stdio::piped())
+        .stdout(Stdio::from(writer))
         .stderr(Stdio::piped())
-        .spawn()
+        .output()
         .unwrap();
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
     (
         out.status,
         String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -15,6 +15,7 @@ pub mod filter;
 pub mod fsc;
 pub mod graph_traversal;
 pub mod info;
+pub mod kl_kliep;
 pub mod parse_ctf;
 pub mod parse_pose;
 pub mod pc_traversal;
@@ -89,6 +90,8 @@ pub enum Command {
     PriorInterpolate(prior_interpolate::Args),
     PriorLangevin(prior_langevin::Args),
     PriorEval(prior_eval::Args),
+    #[command(alias = "kl_kliep")]
+    KlKliep(kl_kliep::Args),
     #[command(alias = "abinit_homo", alias = "abinit_homo_old")]
     AbinitHomo(abinit_homo::Args),
     #[command(alias = "abinit_het", alias = "abinit_het_old")]
@@ -132,6 +135,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::PriorInterpolate(a) => prior_interpolate::run(a),
         Command::PriorLangevin(a) => prior_langevin::run(a),
         Command::PriorEval(a) => prior_eval::run(a),
+        Command::KlKliep(a) => kl_kliep::run(a),
         Command::AbinitHomo(a) => abinit_homo::run(a),
         Command::AbinitHet(a) => abinit_het::run(a),
         Command::BackprojectVoxel(a) => backproject_voxel::run(a),

@@ -20,6 +20,7 @@ use crate::{Error, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
+use rayon::prelude::*;
 
 /// KLIEP settings.
 #[derive(Clone, Copy, Debug)]
@@ -58,13 +59,16 @@ fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
 /// Kernel matrix (n, b) of the rows of `x` against the centres.
 fn kernel(x: &[&[f64]], centres: &[&[f64]], sigma: f64) -> Vec<f64> {
     let s = -0.5 / (sigma * sigma);
-    x.iter()
-        .flat_map(|xi| centres.iter().map(move |c| (s * sq_dist(xi, c)).exp()))
+    x.par_iter()
+        .flat_map_iter(|xi| centres.iter().map(move |c| (s * sq_dist(xi, c)).exp()))
         .collect()
 }
 
 /// α maximising `Σ log (Aα)` with `bᵀα = 1`, `α ≥ 0` (A is (n, nb)).
 fn kliep_alpha(a: &[f64], n: usize, nb: usize, bvec: &[f64]) -> Vec<f64> {
+    let at: Vec<f64> = (0..nb)
+        .flat_map(|l| (0..n).map(move |i| a[i * nb + l]))
+        .collect();
     let bb: f64 = bvec.iter().map(|v| v * v).sum();
     let project = |alpha: &mut Vec<f64>| {
         let ba: f64 = bvec.iter().zip(alpha.iter()).map(|(b, a)| b * a).sum();
@@ -77,39 +81,41 @@ fn kliep_alpha(a: &[f64], n: usize, nb: usize, bvec: &[f64]) -> Vec<f64> {
             alpha.iter_mut().for_each(|al| *al /= ba);
         }
     };
-    let score = |alpha: &[f64]| -> f64 {
-        (0..n)
-            .map(|i| {
-                let v: f64 = (0..nb).map(|l| a[i * nb + l] * alpha[l]).sum();
-                v.max(f64::MIN_POSITIVE).ln()
+    // Aα, floored so that log stays finite.
+    let matvec = |alpha: &[f64]| -> Vec<f64> {
+        a.par_chunks_exact(nb)
+            .map(|row| {
+                row.iter()
+                    .zip(alpha)
+                    .map(|(x, y)| x * y)
+                    .sum::<f64>()
+                    .max(f64::MIN_POSITIVE)
             })
-            .sum()
+            .collect()
     };
+    let score = |av: &[f64]| -> f64 { av.iter().map(|v| v.ln()).sum() };
     let mut alpha = vec![1.0; nb];
     project(&mut alpha);
-    let mut best = score(&alpha);
+    let mut av = matvec(&alpha);
+    let mut best = score(&av);
     for eps in [1e3, 1e2, 1e1, 1.0, 1e-1, 1e-2, 1e-3] {
         for _ in 0..100 {
-            let av: Vec<f64> = (0..n)
-                .map(|i| {
-                    (0..nb)
-                        .map(|l| a[i * nb + l] * alpha[l])
-                        .sum::<f64>()
-                        .max(f64::MIN_POSITIVE)
-                })
+            // ∂/∂α_l Σ_i log (Aα)_i = Σ_i A_il / (Aα)_i
+            let g: Vec<f64> = at
+                .par_chunks_exact(n)
+                .map(|col| col.iter().zip(&av).map(|(x, v)| x / v).sum::<f64>())
                 .collect();
             let mut next = alpha.clone();
-            for (l, nl) in next.iter_mut().enumerate() {
-                let g: f64 = (0..n).map(|i| a[i * nb + l] / av[i]).sum();
-                *nl += eps * g / n as f64;
+            for (nl, gl) in next.iter_mut().zip(&g) {
+                *nl += eps * gl / n as f64;
             }
             project(&mut next);
-            let s = score(&next);
+            let av_next = matvec(&next);
+            let s = score(&av_next);
             if s <= best {
                 break;
             }
-            best = s;
-            alpha = next;
+            (best, alpha, av) = (s, next, av_next);
         }
     }
     alpha
