@@ -23,7 +23,7 @@
 //! | [`train`] | `train-nn` / `train-vae`: ImageDataset preprocessing, prefetched batches, Adam, safetensors checkpoints, exact resume |
 //! | [`pose`] | branch-and-bound pose search with frequency marching (`Backend::pose_scores`), slice models, ab initio reconstruction (`abinit-homo`, `abinit-het`), `pose-search` against a fixed volume, pose accuracy (`pose-error`) |
 //! | [`diffusion`] | latent diffusion prior (EDM): preconditioning, residual-MLP denoiser + training, Euler–Maruyama/Heun samplers, Dormand–Prince ODE encode/decode, PC1 TVD evaluation |
-//! | [`twin`] | cryoTWIN (issue 23, in progress): the GMM box-mass rate term and its gradients |
+//! | [`twin`] | cryoTWIN (issue 23, in progress): the GMM box-mass rate term and its gradients, the full-covariance GMM (`gmm.npz`), pathways (Algorithm 1), KLIEP and isometry metrics |
 //! | [`cli`] | one module per subcommand of the `cryofield` binary |
 //!
 //! Conventions follow the reference implementation (cryoDRGN 4.x): images are D×D with D even,
