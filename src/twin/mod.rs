@@ -1,14 +1,16 @@
 //! cryoTWIN (Yamazaki et al., MICCAI 2023; `../shared/specs/cryotwin.md`): an isometric autoencoder with a
-//! trainable GMM prior and automatic conformational pathways. Issue 23; built so far: the rate term, the pathway (Algorithm 1) and the KLIEP and isometry metrics, as library functions (no command yet).
+//! trainable GMM prior and automatic conformational pathways. Issue 23; built so far: the rate term, the pathway (Algorithm 1) and the trainable prior's update with its backward pass, the KLIEP and isometry metrics, as library functions (no command yet).
 //!
 //! | module | what it holds |
 //! |---|---|
 //! | [`gmm`] | full-covariance GMM: density, sampling, ridgeline points, `gmm.npz` |
 //! | [`metrics`] | KL between latents and a prior by KLIEP density-ratio estimation; the isometry correlation of a decoder |
 //! | [`pathway`] | Algorithm 1 (greedy high-density, short-step path between two components) |
+//! | [`prior`] | the trainable diagonal GMM prior: running sufficient statistics from (z, γ), the mixture, and the backward pass to z and γ |
 //! | [`rate`] | `−log Q(z)`: the GMM's probability mass in the box of side T around z (diagonal covariances, exact, log space) and its gradients |
 
 pub mod gmm;
 pub mod metrics;
 pub mod pathway;
+pub mod prior;
 pub mod rate;
