@@ -71,8 +71,21 @@ impl Poses {
     /// Rotations only: cryoDRGN's `PoseTracker.load` accepts both forms (and its `PoseTracker.save`
     /// writes `(rot,)` for poses without translations), logging "No translations provided"; so they
     /// load here too, with translations `None` (images taken as centred), and a warning naming the
-    /// file is printed to stderr so that they are not accepted silently.
+    /// file is printed to stderr so that they are not accepted silently ([`Poses::read`] does not print).
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let poses = Self::read(path)?;
+        if poses.trans.is_none() {
+            eprintln!(
+                "warning: {}: rotations only, no translations: the images are taken as centred",
+                path.display()
+            );
+        }
+        Ok(poses)
+    }
+
+    /// [`Poses::load`] without the warning on rotation-only files (`trans` is `None` there).
+    pub fn read(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let v = read_pkl(path)?;
         let (rot_v, trans_v) = match &v {
@@ -122,12 +135,6 @@ impl Poses {
         };
         let poses = Poses { rots, trans };
         poses.check(&Rows::records(path, "pose"), "rotations", "translations")?;
-        if poses.trans.is_none() {
-            eprintln!(
-                "warning: {}: rotations only, no translations: the images are taken as centred",
-                path.display()
-            );
-        }
         Ok(poses)
     }
 

@@ -128,7 +128,7 @@ fn run_cs(p: &Path) -> anyhow::Result<()> {
 fn run_pkl(p: &Path) -> anyhow::Result<()> {
     read_pkl_all(p)?;
     let mut layers = Layers;
-    layers.note(Poses::load(p));
+    layers.note(Poses::read(p));
     layers.note(CtfParams::load(p));
     layers.note(load_indices(p, 1000));
     layers.note(load_int_array(p, "labels"));
