@@ -59,8 +59,6 @@ const N_CANDIDATES: usize = 100;
 const N_SCORE: usize = 10_000;
 /// Most Weiszfeld steps per hand (a well-aligned set converges in ~15; a hopeless one crawls).
 const MAX_WEISZFELD_STEPS: usize = 100;
-/// Largest `|R·Rᵀ − I|` entry accepted from an input rotation (f32 files are good to ~1e-6).
-const ORTHO_TOL: f64 = 1e-3;
 
 /// Options of [`pose_error_with`].
 #[derive(Debug, Clone, PartialEq)]
@@ -332,24 +330,12 @@ pub fn pose_error_per_state(
     })
 }
 
-/// Checks that every rotation of `poses` is a proper rotation matrix: `|R·Rᵀ − I| ≤ 1e-3`
-/// entrywise and `det R > 0`. `what` names the set (a file) in the error.
+/// Checks that every rotation of `poses` is a proper rotation matrix
+/// ([`crate::io::validate::rotation_violation`]: `|R·Rᵀ − I| ≤ 1e-3` entrywise and `det R > 0`). `what` names the set (a file) in the error.
 pub fn check_rotations(poses: &Poses, what: &str) -> Result<()> {
     for (i, r) in poses.rots.iter().enumerate() {
-        let r = r.map(f64::from);
-        let rrt = matmul3(&r, &transpose3(&r));
-        let ortho = rrt
-            .iter()
-            .enumerate()
-            .map(|(k, x)| (x - if k % 4 == 0 { 1.0 } else { 0.0 }).abs())
-            .fold(0.0, f64::max);
-        let det = det3(&r);
-        // Written so that NaN entries fail too.
-        let proper = ortho <= ORTHO_TOL && det > 0.0;
-        if !proper {
-            return Err(Error::invalid(format!(
-                "{what}: pose {i} is not a rotation matrix (max |R·Rᵀ − I| = {ortho:.2e}, det = {det:.4})"
-            )));
+        if let Some(why) = crate::io::validate::rotation_violation(r) {
+            return Err(Error::invalid(format!("{what}: pose {i} is {why}")));
         }
     }
     Ok(())
