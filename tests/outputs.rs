@@ -346,3 +346,53 @@ fn simulate_leaves_no_file_of_an_earlier_run_beside_its_own() {
     assert!(ok, "{err}");
     assert_eq!(names(&out), ["particles.mrcs", "pose.pkl"]);
 }
+
+/// A real full disk: a 256 KiB tmpfs (in a user and mount namespace of its own, `unshare -rm`) holding an
+/// earlier run's chunks at D = 8 and a filler that leaves room for about one and a half chunks of the
+/// next run at D = 16, which therefore fails with ENOSPC after its first chunk is complete. The folder must
+/// hold exactly the earlier run's files afterwards.
+#[cfg(target_os = "linux")]
+#[test]
+fn downsample_on_a_full_disk_fails_all_or_nothing() {
+    let can = Command::new("unshare")
+        .args(["-rm", "sh", "-c", "mount -t tmpfs -o size=256k tmpfs /tmp"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !can {
+        eprintln!(
+            "skipped: cannot mount a tmpfs in a new user and mount namespace (unshare -rm) here"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"
+set -u
+mount -t tmpfs -o size=256k tmpfs "$DIR" || exit 90
+cd "$DIR"
+"$BIN" downsample "$IN" -D 8 --chunk 30 -o parts.mrcs 2>/dev/null || exit 91
+before=$(md5sum parts.* | sort)
+avail=$(df -k --output=avail . | tail -1)
+dd if=/dev/zero of=fill bs=1k count=$((avail - 48)) 2>/dev/null
+"$BIN" downsample "$IN" -D 16 --chunk 30 -o parts.mrcs 2>err.txt && exit 92
+grep -q "No space left" err.txt || { cat err.txt; exit 93; }
+after=$(md5sum parts.* | sort)
+[ "$before" = "$after" ] || { echo "changed: $before // $after"; exit 94; }
+left=$(ls -A | grep -v -e '^parts\.[0-3]\.mrcs$' -e '^parts\.txt$' -e '^fill$' -e '^err\.txt$')
+[ -z "$left" ] || { echo "left: $left"; exit 95; }
+echo ok
+"#;
+    let out = Command::new("unshare")
+        .args(["-rm", "sh", "-c", script])
+        .env("DIR", dir.path())
+        .env("BIN", env!("CARGO_BIN_EXE_cryofield"))
+        .env("IN", data("hand.mrcs"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim() == "ok",
+        "status {:?}: {stdout} {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
