@@ -23,6 +23,7 @@ use crate::io::atomic::write_bytes_atomic;
 use crate::io::npy::read_npy;
 use crate::io::pkl::read_pkl_all;
 use crate::train::checkpoint::{read_header, reconcile};
+use crate::train::Settings;
 
 /// Train a diffusion prior on latents.
 #[derive(Debug, clap::Args)]

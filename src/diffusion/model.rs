@@ -18,9 +18,8 @@ use crate::backend::{Activation, Backend};
 use crate::io::array::NdArray;
 use crate::io::npy::{read_npz, write_npz};
 use crate::nn::{Adam, Ema, Mlp};
-use crate::train::checkpoint::{reconcile, Checkpoint, Setting};
+use crate::train::checkpoint::{reconcile, Checkpoint, Setting, Settings};
 use crate::{Error, Result};
-use std::collections::BTreeMap;
 
 /// Width of the noise embedding `[c_noise, sin(2^k c_noise), cos(2^k c_noise)], k = 0..4`.
 pub const NOISE_EMB: usize = 9;
@@ -238,11 +237,11 @@ pub struct TrainConfig {
     pub seed: u64,
 }
 
-impl TrainConfig {
+impl Settings for TrainConfig {
     /// Visit every setting that changes the training's arithmetic, as (name, `prior-train`
     /// flag, value): those a run resumed from a training state must share with the run that
     /// wrote it (`steps`, the total, is not one).
-    pub fn each_setting(
+    fn each_setting(
         &mut self,
         f: &mut dyn FnMut(&'static str, &'static str, &mut dyn Setting) -> Result<()>,
     ) -> Result<()> {
@@ -253,16 +252,6 @@ impl TrainConfig {
         f("batch", "--batch", &mut self.batch)?;
         f("ema", "--ema", &mut self.ema)?;
         Ok(())
-    }
-
-    /// The settings of [`TrainConfig::each_setting`] as a training state records them.
-    pub fn settings(&self) -> BTreeMap<String, String> {
-        let mut m = BTreeMap::new();
-        let _ = self.clone().each_setting(&mut |key, _, v| {
-            m.insert(key.to_string(), v.text());
-            Ok(())
-        });
-        m
     }
 }
 

@@ -785,7 +785,7 @@ fn save(
     }
     let mut ck = checkpoint_of(&m.be, &m.store, &m.decoder, &m.adam, &m.rf_name, epoch)?;
     // The training settings, so that `--load` takes them from the checkpoint (train::adopt_settings).
-    ck.settings = tc.settings();
+    ck.settings = crate::train::Settings::settings(tc);
     ck.save(&name("weights", "safetensors"))?;
     let mut train = tc.clone();
     train.poses = tc.outdir.join("pose.pkl");

@@ -25,6 +25,25 @@ pub trait Setting {
     fn set_text(&mut self, text: &str) -> bool;
 }
 
+/// A configuration whose settings a checkpoint records: those that change a run's arithmetic.
+pub trait Settings: Clone {
+    /// Visit every setting as (its recorded name, its command-line flag, its value).
+    fn each_setting(
+        &mut self,
+        f: &mut dyn FnMut(&'static str, &'static str, &mut dyn Setting) -> Result<()>,
+    ) -> Result<()>;
+
+    /// The settings as a checkpoint records them (name → [`Setting::text`]).
+    fn settings(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        let _ = self.clone().each_setting(&mut |key, _, v| {
+            m.insert(key.to_string(), v.text());
+            Ok(())
+        });
+        m
+    }
+}
+
 macro_rules! setting_by_parse {
     ($($t:ty),*) => {$(
         impl Setting for $t {

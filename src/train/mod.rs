@@ -43,6 +43,7 @@ use crate::nn::{Adam, PeKind};
 use crate::simulate::dataset::xrot;
 use crate::{Error, Result};
 use checkpoint::Checkpoint;
+pub use checkpoint::Settings;
 use dataset::{prefetch, Batch, BatchMaker, ImageDataset};
 use rand::seq::SliceRandom;
 use rand::{rngs::StdRng, SeedableRng};
@@ -103,12 +104,12 @@ pub struct TrainConfig {
     pub amp: bool,
 }
 
-impl TrainConfig {
+impl Settings for TrainConfig {
     /// Visit every setting that changes the run's arithmetic, as (its `config.json` name, its
     /// command-line flag, its value): those a resumed run must share with the run that wrote
     /// its checkpoint. Paths, `--lazy`, `--checkpoint` and `-n` are not among them (they do not
     /// change the numbers; the data's size is checked against the parameters' shapes).
-    pub fn each_setting(
+    fn each_setting(
         &mut self,
         f: &mut dyn FnMut(&'static str, &'static str, &mut dyn checkpoint::Setting) -> Result<()>,
     ) -> Result<()> {
@@ -141,16 +142,6 @@ impl TrainConfig {
         f("amp", "--no-amp", &mut self.amp)?;
         f("tilt_deg", "--tilt-deg", &mut self.tilt_deg)?;
         Ok(())
-    }
-
-    /// The settings of [`TrainConfig::each_setting`] as a checkpoint records them.
-    pub fn settings(&self) -> BTreeMap<String, String> {
-        let mut m = BTreeMap::new();
-        let _ = self.clone().each_setting(&mut |key, _, v| {
-            m.insert(key.to_string(), v.text());
-            Ok(())
-        });
-        m
     }
 }
 
