@@ -120,3 +120,147 @@ fn kl_kliep_bad_input_names_the_file() {
     let (ok, _, err) = run(&["kl-kliep", z.to_str().unwrap()]);
     assert!(!ok && err.contains("--gmm"), "{err}");
 }
+
+/// A tiny VAE (zdim 2) and a homogeneous model trained on 48 noiseless images of a linear1d phantom.
+fn tiny_models(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let p = |x: &std::path::Path| x.to_str().unwrap().to_string();
+    let (ph, sim, vae, nn) = (
+        dir.join("ph"),
+        dir.join("sim"),
+        dir.join("vae"),
+        dir.join("nn"),
+    );
+    let steps: [Vec<String>; 4] = [
+        [
+            "phantom",
+            "--kind",
+            "linear1d",
+            "--n-states",
+            "8",
+            "-D",
+            "16",
+            "-o",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([p(&ph)])
+        .collect(),
+        vec![
+            "simulate".into(),
+            p(&ph.join("vols.txt")),
+            "-N".into(),
+            "48".into(),
+            "-o".into(),
+            p(&sim),
+            "--seed".into(),
+            "2".into(),
+        ],
+        [
+            "train-vae",
+            "--zdim",
+            "2",
+            "-n",
+            "2",
+            "--enc-dim",
+            "16",
+            "--enc-layers",
+            "1",
+            "--dec-dim",
+            "16",
+            "--dec-layers",
+            "1",
+            "--seed",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([
+            p(&sim.join("particles.mrcs")),
+            "--poses".into(),
+            p(&sim.join("pose.pkl")),
+            "-o".into(),
+            p(&vae),
+        ])
+        .collect(),
+        [
+            "train-nn", "-n", "1", "--dim", "16", "--layers", "1", "--seed", "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([
+            p(&sim.join("particles.mrcs")),
+            "--poses".into(),
+            p(&sim.join("pose.pkl")),
+            "-o".into(),
+            p(&nn),
+        ])
+        .collect(),
+    ];
+    for args in &steps {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, _, err) = run(&a);
+        assert!(ok, "{args:?}: {err}");
+    }
+    (vae, nn)
+}
+
+#[test]
+fn isometry_of_a_trained_vae_and_its_bad_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vae, nn) = tiny_models(dir.path());
+    let (w, c, z) = (
+        vae.join("weights.1.safetensors"),
+        vae.join("config.json"),
+        vae.join("z.1.pkl"),
+    );
+    let (w, c, z) = (
+        w.to_str().unwrap(),
+        c.to_str().unwrap(),
+        z.to_str().unwrap(),
+    );
+    let out = dir.path().join("iso.txt");
+    let (ok, stdout, err) = run(&[
+        "isometry",
+        w,
+        "-c",
+        c,
+        "--zfile",
+        z,
+        "-n",
+        "12",
+        "--top-k",
+        "1",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), stdout);
+    for key in ["r ", "r_top1 "] {
+        let r = value(&stdout, key);
+        assert!(r.is_finite() && (-1.0..=1.0).contains(&r), "{key}{r}");
+    }
+    // The same seed gives the same figures.
+    let (_, again, _) = run(&[
+        "isometry", w, "-c", c, "--zfile", z, "-n", "12", "--top-k", "1",
+    ]);
+    assert_eq!(again, stdout);
+    // --top-k beyond zdim, latents of another zdim, a homogeneous model.
+    let (ok, _, err) = run(&["isometry", w, "-c", c, "--zfile", z, "--top-k", "3"]);
+    assert!(!ok && err.contains("--top-k"), "{err}");
+    let other = data("zvals_het-8_4k.pkl");
+    let (ok, _, err) = run(&["isometry", w, "-c", c, "--zfile", other.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("zvals_het-8_4k.pkl") && err.contains("zdim 8"),
+        "{err}"
+    );
+    let (nw, nc) = (nn.join("weights.0.safetensors"), nn.join("config.json"));
+    let (ok, _, err) = run(&[
+        "isometry",
+        nw.to_str().unwrap(),
+        "-c",
+        nc.to_str().unwrap(),
+        "--zfile",
+        z,
+    ]);
+    assert!(!ok && err.contains("homogeneous"), "{err}");
+}

@@ -15,6 +15,7 @@ pub mod filter;
 pub mod fsc;
 pub mod graph_traversal;
 pub mod info;
+pub mod isometry;
 pub mod kl_kliep;
 pub mod parse_ctf;
 pub mod parse_pose;
@@ -92,6 +93,7 @@ pub enum Command {
     PriorEval(prior_eval::Args),
     #[command(alias = "kl_kliep")]
     KlKliep(kl_kliep::Args),
+    Isometry(isometry::Args),
     #[command(alias = "abinit_homo", alias = "abinit_homo_old")]
     AbinitHomo(abinit_homo::Args),
     #[command(alias = "abinit_het", alias = "abinit_het_old")]
@@ -136,6 +138,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::PriorLangevin(a) => prior_langevin::run(a),
         Command::PriorEval(a) => prior_eval::run(a),
         Command::KlKliep(a) => kl_kliep::run(a),
+        Command::Isometry(a) => isometry::run(a),
         Command::AbinitHomo(a) => abinit_homo::run(a),
         Command::AbinitHet(a) => abinit_het::run(a),
         Command::BackprojectVoxel(a) => backproject_voxel::run(a),
