@@ -718,7 +718,7 @@ fn abinit_homo_resume_takes_settings_from_the_checkpoint() {
         ctf.to_str().unwrap(),
         out.to_str().unwrap(),
     );
-    abinit_cli(&[
+    let model = [
         "abinit-homo",
         p,
         "--ctf",
@@ -729,34 +729,17 @@ fn abinit_homo_resume_takes_settings_from_the_checkpoint() {
         "16",
         "--layers",
         "1",
-    ]);
-    let w = out.join("weights.2.safetensors");
-    let w = w.to_str().unwrap();
-    // TINY without its -n and --seed.
-    let mut rest: Vec<&str> = Vec::new();
-    let mut i = 0;
-    while i < TINY.len() {
-        if matches!(TINY[i], "-n" | "--seed") {
-            i += 2;
-            continue;
-        }
-        rest.push(TINY[i]);
-        i += 1;
-    }
-    let base = [
-        "abinit-homo",
-        p,
-        "--ctf",
-        c,
-        "-o",
-        o,
-        "--dim",
-        "16",
-        "--layers",
-        "1",
-        "--load",
-        w,
     ];
+    abinit_cli(&model);
+    let w = out.join("weights.2.safetensors");
+    let base = [&model[..], &["--load", w.to_str().unwrap()]].concat();
+    // TINY (flag, value pairs) without its -n and --seed.
+    let rest: Vec<&str> = TINY
+        .chunks(2)
+        .filter(|f| !matches!(f[0], "-n" | "--seed"))
+        .flatten()
+        .copied()
+        .collect();
     let done = try_cli(&[&base[..], &["-n", "2"], &rest].concat()).unwrap_err();
     assert!(
         format!("{done:#}").contains("nothing left to train"),

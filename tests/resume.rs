@@ -183,36 +183,20 @@ fn conflicting_setting_on_load_is_an_error() {
     let ck = part.join("weights.1.safetensors");
     let before = std::fs::read(part.join("config.json")).unwrap();
     let out = tmp.path().join("other");
-    let e = format!(
-        "{:#}",
-        resume_vae(&sim, &out, &ck, "3", &["--seed", "6"]).unwrap_err()
-    );
-    assert!(
-        e.contains("weights.1.safetensors")
-            && e.contains("seed")
-            && e.contains('5')
-            && e.contains('6'),
-        "{e}"
-    );
-    let e = format!(
-        "{:#}",
-        resume_vae(&sim, &out, &ck, "3", &["-b", "4"]).unwrap_err()
-    );
-    assert!(
-        e.contains("weights.1.safetensors")
-            && e.contains("batch_size")
-            && e.contains('8')
-            && e.contains('4'),
-        "{e}"
-    );
-    let e = format!(
-        "{:#}",
-        resume_vae(&sim, &out, &ck, "3", &["--zdim", "3"]).unwrap_err()
-    );
-    assert!(
-        e.contains("zdim") && e.contains('2') && e.contains('3'),
-        "{e}"
-    );
+    for (flags, needles) in [
+        (
+            &["--seed", "6"][..],
+            &["weights.1.safetensors", "seed", "5", "6"][..],
+        ),
+        (
+            &["-b", "4"],
+            &["weights.1.safetensors", "batch_size", "8", "4"],
+        ),
+        (&["--zdim", "3"], &["zdim", "2", "3"]),
+    ] {
+        let e = format!("{:#}", resume_vae(&sim, &out, &ck, "3", flags).unwrap_err());
+        assert!(needles.iter().all(|n| e.contains(n)), "{flags:?}: {e}");
+    }
     assert!(!out.exists(), "a refused run must write nothing");
     // the same values given explicitly are fine
     resume_vae(&sim, &out, &ck, "3", &["--seed", "5", "-b", "8"]).unwrap();

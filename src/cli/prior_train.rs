@@ -22,8 +22,7 @@ use crate::diffusion::model::{load_state, train_checkpointed, TrainConfig};
 use crate::io::atomic::write_bytes_atomic;
 use crate::io::npy::read_npy;
 use crate::io::pkl::read_pkl_all;
-use crate::train::checkpoint::{read_header, reconcile};
-use crate::train::Settings;
+use crate::train::checkpoint::{read_header, reconcile_all};
 
 /// Train a diffusion prior on latents.
 #[derive(Debug, clap::Args)]
@@ -66,8 +65,8 @@ pub struct Args {
 }
 
 /// The training settings of `a`: the flags given, the checkpoint's (`--load`) for those not,
-/// else the defaults.
-fn settings(a: &Args) -> anyhow::Result<TrainConfig> {
+/// else the defaults; and with `--load`, the state's step count.
+fn settings(a: &Args) -> anyhow::Result<(TrainConfig, Option<usize>)> {
     let d = TrainConfig::default();
     let mut cfg = TrainConfig {
         nlayers: a.layers.unwrap_or(d.nlayers),
@@ -79,7 +78,7 @@ fn settings(a: &Args) -> anyhow::Result<TrainConfig> {
         seed: a.seed.unwrap_or(d.seed),
     };
     let Some(path) = &a.load else {
-        return Ok(cfg);
+        return Ok((cfg, None));
     };
     let head = read_header(path)?;
     if head.settings.is_empty() {
@@ -103,11 +102,10 @@ fn settings(a: &Args) -> anyhow::Result<TrainConfig> {
         ("batch", a.batch.is_some()),
         ("ema", a.ema.is_some()),
     ];
-    cfg.each_setting(&mut |key, flag, v| {
-        let g = given.iter().any(|&(k, g)| k == key && g);
-        reconcile(path, &head.settings, key, flag, v, g)
+    reconcile_all(&mut cfg, path, &head.settings, |key| {
+        given.iter().any(|&(k, g)| k == key && g)
     })?;
-    Ok(cfg)
+    Ok((cfg, Some(head.epoch)))
 }
 
 /// `loss.txt`: one `step loss` line per step, the first at step `offset`.
@@ -224,7 +222,7 @@ pub fn save_latents(path: &Path, z: &[f64], d: usize) -> anyhow::Result<()> {
 
 /// Run `prior-train`.
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let cfg = settings(&a)?;
+    let (cfg, done) = settings(&a)?;
     if cfg.batch == 0
         || cfg.hidden == 0
         || cfg.lr.is_nan()
@@ -234,8 +232,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     {
         bail!("--batch, --dim and --checkpoint must be positive, --lr > 0 and 0 ≤ --ema < 1");
     }
-    if let Some(p) = &a.load {
-        let done = read_header(p)?.epoch;
+    if let (Some(p), Some(done)) = (&a.load, done) {
         if done >= a.steps {
             bail!(
                 "{}: the state is at step {done} and --steps {} asks for {} steps in all (counted from the start of the run): \

@@ -245,28 +245,27 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     } else {
         staged.remove_on_commit("ctf.pkl");
     }
-    if n_states <= 1 {
-        staged.remove_on_commit("labels.pkl");
-    }
-    if truth.is_none() {
-        staged.remove_on_commit("truth.pkl");
-    }
     if n_states > 1 {
         let labels = NdArray::new(
             vec![a.n],
             ArrayData::I64(params.iter().map(|p| p.state as i64).collect()),
         )?;
         write_pkl(staged.path("labels.pkl")?, &PyValue::Array(labels))?;
+    } else {
+        staged.remove_on_commit("labels.pkl");
     }
-    if let Some((t, dim)) = &truth {
-        let per: Vec<f32> = params
-            .iter()
-            .flat_map(|p| t[p.state * dim..(p.state + 1) * dim].iter().copied())
-            .collect();
-        write_pkl(
-            staged.path("truth.pkl")?,
-            &PyValue::Array(NdArray::from_f32(vec![a.n, *dim], per)?),
-        )?;
+    match &truth {
+        Some((t, dim)) => {
+            let per: Vec<f32> = params
+                .iter()
+                .flat_map(|p| t[p.state * dim..(p.state + 1) * dim].iter().copied())
+                .collect();
+            write_pkl(
+                staged.path("truth.pkl")?,
+                &PyValue::Array(NdArray::from_f32(vec![a.n, *dim], per)?),
+            )?;
+        }
+        None => staged.remove_on_commit("truth.pkl"),
     }
     staged.commit()?;
     eprintln!(

@@ -86,17 +86,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
     }
     cfg.tilt = a.tilt;
-    crate::train::adopt_settings(&mut cfg, &given)?;
-    if let (None, Some(load)) = (a.zdim, &cfg.load) {
-        if !crate::train::checkpoint::read_header(load)?
-            .settings
-            .contains_key("zdim")
-        {
-            anyhow::bail!(
-                "{}: the checkpoint does not record its zdim (written by an older cryofield); give --zdim",
-                load.display()
-            );
-        }
+    let recorded = crate::train::adopt_settings(&mut cfg, &given)?;
+    if let (None, Some(load), false) = (a.zdim, &cfg.load, recorded) {
+        anyhow::bail!(
+            "{}: the checkpoint does not record its zdim (written by an older cryofield); give --zdim",
+            load.display()
+        );
     }
     let history = super::train_nn::train_on(a.common.device, &cfg)?;
     if let Some(last) = history.last() {

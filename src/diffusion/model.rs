@@ -18,7 +18,7 @@ use crate::backend::{Activation, Backend};
 use crate::io::array::NdArray;
 use crate::io::npy::{read_npz, write_npz};
 use crate::nn::{Adam, Ema, Mlp};
-use crate::train::checkpoint::{reconcile, Checkpoint, Setting, Settings};
+use crate::train::checkpoint::{reconcile_all, Checkpoint, Setting, Settings};
 use crate::{Error, Result};
 
 /// Width of the noise embedding `[c_noise, sin(2^k c_noise), cos(2^k c_noise)], k = 0..4`.
@@ -338,8 +338,7 @@ fn step_rng(seed: u64, step: usize) -> rand::rngs::StdRng {
 /// recorded settings (written before they were) is taken as made with `cfg`'s.
 pub fn load_state(path: &Path, z: &[f64], d: usize, cfg: &TrainConfig) -> Result<Checkpoint> {
     let head = crate::train::checkpoint::read_header(path)?;
-    cfg.clone()
-        .each_setting(&mut |key, flag, v| reconcile(path, &head.settings, key, flag, v, true))?;
+    reconcile_all(&mut cfg.clone(), path, &head.settings, |_| true)?;
     let (mean, sigma_data) = latent_stats(z, d)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
     let m = MlpDenoiser::new(

@@ -79,21 +79,20 @@ fn leftover_pid(name: &str) -> Option<u32> {
 /// `.cryofield-stage-<pid>-<n>` staging folders whose process no longer runs. A process that is
 /// alive (or a system where liveness cannot be told) keeps its files. Each folder is swept once per
 /// process; failures to list or remove are ignored (the leftovers are never read: every reader opens
-/// the final names only). Returns the number of entries removed.
-pub fn sweep_stale(dir: &Path) -> usize {
+/// the final names only).
+pub fn sweep_stale(dir: &Path) {
     static SWEPT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
     let key = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     {
         let mut swept = SWEPT.lock().unwrap_or_else(|p| p.into_inner());
         if swept.contains(&key) {
-            return 0;
+            return;
         }
         swept.push(key);
     }
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
+        return;
     };
-    let mut removed = 0;
     for e in entries.flatten() {
         let name = e.file_name();
         let Some(pid) = name.to_str().and_then(leftover_pid) else {
@@ -103,14 +102,12 @@ pub fn sweep_stale(dir: &Path) -> usize {
             continue;
         }
         let p = e.path();
-        let gone = match e.file_type() {
-            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&p).is_ok(),
-            Ok(_) => std::fs::remove_file(&p).is_ok(),
-            Err(_) => false,
+        let _ = match e.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&p),
+            Ok(_) => std::fs::remove_file(&p),
+            Err(e) => Err(e),
         };
-        removed += usize::from(gone);
     }
-    removed
 }
 
 /// The folder a path lives in (`.` for a bare file name).
@@ -162,7 +159,7 @@ impl Staged {
         })
     }
 
-    /// Stage the files of `path`'s folder that `f` writes: a convenience for outputs named by a path.
+    /// Stage files for the folder that holds `path` (`.` for a bare file name).
     pub fn for_file(path: &Path) -> Result<Self> {
         Self::new(parent_dir(path))
     }
@@ -189,11 +186,6 @@ impl Staged {
         self.removals.push(name.as_ref().to_os_string());
     }
 
-    /// The destination folder.
-    pub fn dest(&self) -> &Path {
-        &self.dest
-    }
-
     /// Move every staged file into place, all or nothing (see the type's doc).
     pub fn commit(self) -> Result<()> {
         for name in &self.names {
@@ -208,43 +200,8 @@ impl Staged {
         let aside = self.stage.join(".replaced");
         std::fs::create_dir(&aside).at(&aside)?;
         // Undo log: (final name, whether an earlier file was moved aside, whether a new file went in).
-        let mut done: Vec<(&std::ffi::OsStr, bool, bool)> = Vec::new();
-        let steps = self.names.iter().map(|n| (n, true)).chain(
-            self.removals
-                .iter()
-                .filter(|r| !self.names.contains(r))
-                .map(|n| (n, false)),
-        );
-        let mut res = Ok(());
-        for (name, new) in steps {
-            let dst = self.dest.join(name);
-            let had = match std::fs::symlink_metadata(&dst) {
-                // A folder in the way is not moved: the rename onto it fails and everything is undone.
-                Ok(m) if m.is_dir() => Ok(false),
-                Ok(_) => std::fs::rename(&dst, aside.join(name))
-                    .at(&dst)
-                    .map(|()| true),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-                Err(e) => Err(Error::io(&dst, e)),
-            };
-            let had = match had {
-                Ok(h) => h,
-                Err(e) => {
-                    res = Err(e);
-                    break;
-                }
-            };
-            done.push((name, had, false));
-            if new {
-                if let Err(e) = std::fs::rename(self.stage.join(name), &dst).at(&dst) {
-                    res = Err(e);
-                    break;
-                }
-                if let Some(last) = done.last_mut() {
-                    last.2 = true;
-                }
-            }
-        }
+        let mut done = Vec::new();
+        let res = self.move_into_place(&aside, &mut done);
         if res.is_err() {
             for (name, had, put) in done.into_iter().rev() {
                 let dst = self.dest.join(name);
@@ -259,6 +216,44 @@ impl Staged {
         res
         // Dropping `self` removes the staging folder with the replaced files (or, after a failure,
         // the new ones).
+    }
+}
+
+impl Staged {
+    /// The renames of [`Staged::commit`]: each earlier file moved into `aside`, each staged file onto
+    /// its name, each removal moved into `aside`; every step done is logged in `done` for the undo.
+    fn move_into_place<'a>(
+        &'a self,
+        aside: &Path,
+        done: &mut Vec<(&'a std::ffi::OsStr, bool, bool)>,
+    ) -> Result<()> {
+        let steps = self.names.iter().map(|n| (n, true)).chain(
+            self.removals
+                .iter()
+                .filter(|r| !self.names.contains(r))
+                .map(|n| (n, false)),
+        );
+        for (name, new) in steps {
+            let dst = self.dest.join(name);
+            let had = match std::fs::symlink_metadata(&dst) {
+                // A folder in the way is not moved: the rename onto it fails and everything is undone.
+                Ok(m) if m.is_dir() => false,
+                Ok(_) => {
+                    std::fs::rename(&dst, aside.join(name)).at(&dst)?;
+                    true
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Err(e) => return Err(Error::io(&dst, e)),
+            };
+            done.push((name, had, false));
+            if new {
+                std::fs::rename(self.stage.join(name), &dst).at(&dst)?;
+                if let Some(last) = done.last_mut() {
+                    last.2 = true;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -318,11 +313,7 @@ mod tests {
             std::fs::write(d.join(k), b"keep").unwrap();
         }
         write_bytes_atomic(d.join("out.bin"), b"new").unwrap();
-        let mut left: Vec<String> = std::fs::read_dir(d)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        left.sort();
+        let left = names(d);
         let mut want: Vec<String> = keep.to_vec();
         want.push("out.bin".into());
         want.sort();

@@ -211,11 +211,7 @@ impl Poses {
                 rows.box_size("rlnImageSize", &star_column(star, "rlnImageSize", "-D")?)? as f64
             }
         };
-        let finite_column = |c: &str| -> Result<Vec<f64>> {
-            let v = star.particle_f64(c)?;
-            rows.check(c, &v, 1, Rule::Finite)?;
-            Ok(v)
-        };
+        let finite_column = |c: &str| checked_column(star, c, Rule::Finite);
         let rot = finite_column("rlnAngleRot")?;
         let tilt = finite_column("rlnAngleTilt")?;
         let psi = finite_column("rlnAnglePsi")?;
@@ -367,6 +363,13 @@ fn per_particle(
     Ok(v)
 }
 
+/// The value of `column` for each particle, each satisfying `rule` (the error names the row).
+fn checked_column(star: &StarFile, column: &str, rule: Rule) -> Result<Vec<f64>> {
+    let v = star.particle_f64(column)?;
+    Rows::star(&star.path).check(column, &v, 1, rule)?;
+    Ok(v)
+}
+
 /// Values that replace (or stand in for) a STAR file's optics columns.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CtfOverrides {
@@ -425,9 +428,11 @@ impl CtfParams {
         for (k, (name, rule)) in CTF_COLUMNS.iter().enumerate() {
             let col: Vec<f64> = v.iter().skip(k).step_by(9).map(|&x| f64::from(x)).collect();
             let field = format!("column {k} ({name})");
-            rows.check(&field, &col, 1, *rule)?;
             if k == 0 && !col.is_empty() {
+                // valid box sizes, and one size for every row
                 rows.box_size(&field, &col)?;
+            } else {
+                rows.check(&field, &col, 1, *rule)?;
             }
         }
         Ok(CtfParams {
@@ -480,17 +485,12 @@ impl CtfParams {
             Some(d) => d,
             None => rows.box_size("rlnImageSize", &star_column(star, "rlnImageSize", "-D")?)?,
         };
-        let column = |c: &str, rule: Rule| -> Result<Vec<f64>> {
-            let v = star.particle_f64(c)?;
-            rows.check(c, &v, 1, rule)?;
-            Ok(v)
-        };
         let mut cols = vec![
             vec![d as f64; n],
             per_particle(star, "rlnImagePixelSize", apix, n, "--Apix", Rule::Positive)?,
         ];
         for c in ["rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle"] {
-            cols.push(column(c, Rule::Finite)?);
+            cols.push(checked_column(star, c, Rule::Finite)?);
         }
         for (c, o, rule) in [
             ("rlnVoltage", kv, Rule::Positive),
@@ -499,13 +499,13 @@ impl CtfParams {
         ] {
             cols.push(match o {
                 Some(v) => vec![v; n],
-                None => column(c, rule)?,
+                None => checked_column(star, c, rule)?,
             });
         }
         cols.push(match ps {
             Some(v) => vec![v; n],
             None if star.has_particle_column("rlnPhaseShift") => {
-                column("rlnPhaseShift", Rule::Finite)?
+                checked_column(star, "rlnPhaseShift", Rule::Finite)?
             }
             None => vec![0.0; n],
         });

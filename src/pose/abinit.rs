@@ -273,6 +273,7 @@ pub fn abinit(cfg: &AbinitConfig, progress: bool) -> Result<AbinitResult> {
     let mut start = 0;
     let mut poses: Option<PoseArrays> = None;
     if let Some(path) = &tc.load {
+        crate::train::check_resume(tc, path, progress)?;
         start = restore(
             &m.be,
             &mut m.store,
@@ -281,16 +282,6 @@ pub fn abinit(cfg: &AbinitConfig, progress: bool) -> Result<AbinitResult> {
             &m.rf_name,
             path,
         )? + 1;
-        if start >= tc.num_epochs {
-            return Err(Error::format(
-                path,
-                format!(
-                    "the checkpoint has {start} epochs done and -n {n} asks for {n} epochs in all (counted from the start of the run): \
-                     nothing left to train; give -n greater than {start}",
-                    n = tc.num_epochs
-                ),
-            ));
-        }
     }
     // With --load: the poses of the resumed run. Alone: the initial poses of a new run (e.g.
     // abinit-homo's, for abinit-het): no random-pose pretraining, and the first epoch trains

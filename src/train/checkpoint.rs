@@ -144,6 +144,17 @@ pub fn reconcile(
     Ok(())
 }
 
+/// [`reconcile`] every setting of `cfg` with those `recorded` in the checkpoint at `path`;
+/// `given(key)` says whether the command line gave the setting `key`.
+pub fn reconcile_all<S: Settings>(
+    cfg: &mut S,
+    path: &Path,
+    recorded: &BTreeMap<String, String>,
+    given: impl Fn(&str) -> bool,
+) -> Result<()> {
+    cfg.each_setting(&mut |key, flag, v| reconcile(path, recorded, key, flag, v, given(key)))
+}
+
 /// The metadata of a checkpoint, read without its tensors.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Header {

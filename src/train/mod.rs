@@ -151,10 +151,10 @@ impl Settings for TrainConfig {
 /// checkpoint, the setting and both values. A checkpoint that records no settings (written
 /// before they were recorded) needs `seed` given (the default seed is drawn at random); the
 /// others are then used as given ([`check_resume`] prints a warning). Nothing to do without
-/// `cfg.load`.
-pub fn adopt_settings(cfg: &mut TrainConfig, given: &[&str]) -> Result<()> {
+/// `cfg.load`. Returns whether the checkpoint records its settings (`false` without `cfg.load`).
+pub fn adopt_settings(cfg: &mut TrainConfig, given: &[&str]) -> Result<bool> {
     let Some(path) = cfg.load.clone() else {
-        return Ok(());
+        return Ok(false);
     };
     let head = checkpoint::read_header(&path)?;
     if head.settings.is_empty() {
@@ -171,11 +171,10 @@ pub fn adopt_settings(cfg: &mut TrainConfig, given: &[&str]) -> Result<()> {
             ));
         }
         // check_resume prints the warning
-        return Ok(());
+        return Ok(false);
     }
-    cfg.each_setting(&mut |key, flag, v| {
-        checkpoint::reconcile(&path, &head.settings, key, flag, v, given.contains(&key))
-    })
+    checkpoint::reconcile_all(cfg, &path, &head.settings, |key| given.contains(&key))?;
+    Ok(true)
 }
 
 /// The seed in the `config.json` beside the checkpoint at `path`, if there is one to read.
@@ -212,9 +211,7 @@ pub fn check_resume(cfg: &TrainConfig, path: &Path, progress: bool) -> Result<us
             );
         }
     } else {
-        cfg.clone().each_setting(&mut |key, flag, v| {
-            checkpoint::reconcile(path, &head.settings, key, flag, v, true)
-        })?;
+        checkpoint::reconcile_all(&mut cfg.clone(), path, &head.settings, |_| true)?;
     }
     Ok(head.epoch)
 }

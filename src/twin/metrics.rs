@@ -15,6 +15,7 @@
 //! b over the pairs (r = 1 for a decoder that is a scaled isometry). With directions drawn in the top-k
 //! principal subspace of the latents, unused latent dimensions do not dilute it.
 
+use super::sq_dist;
 use crate::analysis::stats::pearson;
 use crate::{Error, Result};
 use rand::seq::SliceRandom;
@@ -50,10 +51,6 @@ pub struct KliepFit {
     pub kl: f64,
     /// Kernel width σ chosen by cross-validation.
     pub sigma: f64,
-}
-
-fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
 }
 
 /// Kernel matrix (n, b) of the rows of `x` against the centres.

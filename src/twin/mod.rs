@@ -14,3 +14,8 @@ pub mod metrics;
 pub mod pathway;
 pub mod prior;
 pub mod rate;
+
+/// `‖a − b‖²`.
+pub(crate) fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+}

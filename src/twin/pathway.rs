@@ -14,6 +14,7 @@
 //! has K + 1 points.
 
 use super::gmm::Gmm;
+use super::sq_dist;
 use crate::{Error, Result};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Gamma};
@@ -97,12 +98,7 @@ impl Gmm {
                     }
                 }
                 let cand = self.ridgeline_point(&alpha);
-                let dist = cand
-                    .iter()
-                    .zip(prev)
-                    .map(|(a, b)| (a - b) * (a - b))
-                    .sum::<f64>()
-                    .sqrt();
+                let dist = sq_dist(&cand, prev).sqrt();
                 // dist / p(z), compared in log space.
                 let cost = dist.ln() - self.log_density(&cand);
                 if cost.is_nan() {
@@ -127,11 +123,7 @@ impl Gmm {
                 if k == 0 {
                     0.0
                 } else {
-                    z[k].iter()
-                        .zip(&z[k - 1])
-                        .map(|(a, b)| (a - b) * (a - b))
-                        .sum::<f64>()
-                        .sqrt()
+                    sq_dist(&z[k], &z[k - 1]).sqrt()
                 }
             })
             .collect();
