@@ -336,6 +336,7 @@ fn config(dir: &Path, out: &str, zdim: Option<usize>, epochs: usize) -> TrainCon
         lazy: false,
         seed: 11,
         amp: false,
+        twin: None,
         checkpoint: 1,
         load: None,
         tilt: None,

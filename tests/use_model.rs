@@ -58,6 +58,7 @@ fn config(dir: &Path, out: &str, epochs: usize, lr: f64) -> TrainConfig {
         lazy: false,
         seed: 11,
         amp: false,
+        twin: None,
         checkpoint: 1,
         load: None,
         tilt: None,

@@ -32,6 +32,7 @@ pub mod prior_train;
 pub mod progress;
 pub mod simulate;
 pub mod train_nn;
+pub mod train_twin;
 pub mod train_vae;
 pub mod view_header;
 
@@ -75,6 +76,8 @@ pub enum Command {
     TrainNn(train_nn::Args),
     #[command(alias = "train_vae")]
     TrainVae(train_vae::Args),
+    #[command(alias = "train_twin")]
+    TrainTwin(train_twin::Args),
     #[command(alias = "pc_traversal")]
     PcTraversal(pc_traversal::Args),
     #[command(alias = "graph_traversal")]
@@ -126,6 +129,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::EvalAccuracy(a) => eval_accuracy::run(a),
         Command::TrainNn(a) => train_nn::run(a),
         Command::TrainVae(a) => train_vae::run(a),
+        Command::TrainTwin(a) => train_twin::run(a),
         Command::PcTraversal(a) => pc_traversal::run(a),
         Command::GraphTraversal(a) => graph_traversal::run(a),
         Command::DirectTraversal(a) => direct_traversal::run(a),

@@ -157,6 +157,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         lazy: false,
         seed: 0,
         amp: false,
+        twin: None,
         checkpoint: 1,
         load: None,
         tilt: None,

@@ -153,6 +153,7 @@ impl RunArgs {
             lazy: self.lazy,
             seed: self.seed.unwrap_or_else(|| rand::random::<u64>() % 100_000),
             amp: !self.no_amp,
+            twin: None,
             checkpoint: self.checkpoint,
             load: t.load.map(abs),
             tilt: None,

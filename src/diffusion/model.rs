@@ -17,7 +17,7 @@ use crate::backend::cpu::CpuBackend;
 use crate::backend::{Activation, Backend};
 use crate::io::array::NdArray;
 use crate::io::npy::{read_npz, write_npz};
-use crate::nn::{Adam, Ema, Mlp};
+use crate::nn::{Adam, Ema, Mlp, Optimizer};
 use crate::train::checkpoint::{reconcile_all, Checkpoint, Setting, Settings};
 use crate::{Error, Result};
 

@@ -32,7 +32,8 @@ impl std::str::FromStr for EncodeMode {
     }
 }
 
-/// An encoder producing (μ, log σ²) (B, zdim) each from masked images (B, in_dim).
+/// An encoder producing two heads from masked images (B, in_dim): z or μ (B, zdim) and a second
+/// head (B, aux): log σ² (aux = zdim) for the VAE, the GMM responsibility logits (aux = C) for cryoTWIN.
 #[derive(Clone, Debug)]
 pub struct Encoder {
     pub mode: EncodeMode,
@@ -41,12 +42,14 @@ pub struct Encoder {
     /// `encoder2` of the tilt-pair encoder.
     pub net2: Option<Mlp>,
     pub zdim: usize,
+    /// Width of the second head.
+    pub aux: usize,
     pub in_dim: usize,
 }
 
 impl Encoder {
     /// A new encoder with parameters `encoder.main.*` (`tilt`: `encoder.encoder1.main.*`,
-    /// `encoder.encoder2.main.*`), torch's state-dict names.
+    /// `encoder.encoder2.main.*`), torch's state-dict names; its output is zdim + aux wide.
     #[allow(clippy::too_many_arguments)]
     pub fn new<B: Backend>(
         be: &B,
@@ -56,6 +59,7 @@ impl Encoder {
         layers: usize,
         dim: usize,
         zdim: usize,
+        aux: usize,
         act: Activation,
         rng: &mut impl Rng,
     ) -> Result<Self> {
@@ -71,7 +75,7 @@ impl Encoder {
                     in_dim,
                     layers,
                     dim,
-                    2 * zdim,
+                    zdim + aux,
                     act,
                     rng,
                 )?,
@@ -85,7 +89,7 @@ impl Encoder {
                     in_dim,
                     layers,
                     dim,
-                    2 * zdim,
+                    zdim + aux,
                     act,
                     rng,
                 )?,
@@ -110,7 +114,7 @@ impl Encoder {
                     2 * dim,
                     2,
                     dim,
-                    2 * zdim,
+                    zdim + aux,
                     act,
                     rng,
                 )?),
@@ -121,12 +125,13 @@ impl Encoder {
             net,
             net2,
             zdim,
+            aux,
             in_dim,
         })
     }
 
-    /// (μ, log σ²), each (B, zdim), from x (B, in_dim) and, for `tilt`, the tilted image
-    /// x_tilt (B, in_dim).
+    /// The two heads, (B, zdim) and (B, aux) — (μ, log σ²) for the VAE — from x (B, in_dim) and,
+    /// for `tilt`, the tilted image x_tilt (B, in_dim).
     pub fn forward<B: Backend>(
         &self,
         t: &mut Tape<'_, B>,
@@ -153,7 +158,7 @@ impl Encoder {
             }
         };
         let mu = t.slice(h, 0, self.zdim)?;
-        let logvar = t.slice(h, self.zdim, self.zdim)?;
+        let logvar = t.slice(h, self.zdim, self.aux)?;
         Ok((mu, logvar))
     }
 }

@@ -16,5 +16,5 @@ pub mod resnet;
 
 pub use linear::Linear;
 pub use mlp::Mlp;
-pub use optim::{Adam, Ema, RAdam};
+pub use optim::{Adam, Ema, Optimizer, RAdam};
 pub use posenc::{PeKind, PositionalEncoding};

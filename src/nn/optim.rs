@@ -67,38 +67,6 @@ impl<B: Backend> Adam<B> {
         }
     }
 
-    /// The step count and the moments (m, v) of every parameter in store order, on the host
-    /// (empty before the first step) — for checkpoints.
-    #[allow(clippy::type_complexity)]
-    pub fn state(&self, be: &B) -> Result<(u64, Vec<Vec<B::Elem>>, Vec<Vec<B::Elem>>)> {
-        let Some(mom) = &self.mom else {
-            return Ok((self.step, Vec::new(), Vec::new()));
-        };
-        let m = mom.m.iter().map(|b| be.to_vec(b)).collect::<Result<_>>()?;
-        let v = mom.v.iter().map(|b| be.to_vec(b)).collect::<Result<_>>()?;
-        Ok((self.step, m, v))
-    }
-
-    /// Restore a [`Adam::state`] (empty moments: none yet).
-    pub fn set_state(
-        &mut self,
-        be: &B,
-        step: u64,
-        m: &[Vec<B::Elem>],
-        v: &[Vec<B::Elem>],
-    ) -> Result<()> {
-        self.step = step;
-        self.mom = if m.is_empty() {
-            None
-        } else {
-            Some(Moments {
-                m: m.iter().map(|x| be.upload(x)).collect::<Result<_>>()?,
-                v: v.iter().map(|x| be.upload(x)).collect::<Result<_>>()?,
-            })
-        };
-        Ok(())
-    }
-
     /// One step over every parameter of `store` that has a gradient in `grads`.
     pub fn step(&mut self, be: &B, store: &mut ParamStore<B>, grads: &Grads<B>) -> Result<()> {
         Moments::ensure(be, &mut self.mom, store)?;
@@ -175,6 +143,74 @@ impl<B: Backend> RAdam<B> {
         apply(be, store, grads, self.mom.as_mut().expect("ensured"), c)
     }
 }
+
+/// An optimizer whose state a checkpoint stores: one step over every parameter of a store that has
+/// a gradient, and its step count and moments (m, v) of every parameter in store order, on the host.
+pub trait Optimizer<B: Backend> {
+    /// One step over every parameter of `store` that has a gradient in `grads`.
+    fn step(&mut self, be: &B, store: &mut ParamStore<B>, grads: &Grads<B>) -> Result<()>;
+    /// The step count and moments (empty before the first step) — for checkpoints.
+    #[allow(clippy::type_complexity)]
+    fn state(&self, be: &B) -> Result<(u64, Vec<Vec<B::Elem>>, Vec<Vec<B::Elem>>)>;
+    /// Restore a [`Optimizer::state`] (empty moments: none yet).
+    fn set_state(
+        &mut self,
+        be: &B,
+        step: u64,
+        m: &[Vec<B::Elem>],
+        v: &[Vec<B::Elem>],
+    ) -> Result<()>;
+}
+
+impl<B: Backend> Moments<B> {
+    #[allow(clippy::type_complexity)]
+    fn state(be: &B, slot: &Option<Self>) -> Result<(Vec<Vec<B::Elem>>, Vec<Vec<B::Elem>>)> {
+        let Some(mom) = slot else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let m = mom.m.iter().map(|b| be.to_vec(b)).collect::<Result<_>>()?;
+        let v = mom.v.iter().map(|b| be.to_vec(b)).collect::<Result<_>>()?;
+        Ok((m, v))
+    }
+
+    fn restore(be: &B, m: &[Vec<B::Elem>], v: &[Vec<B::Elem>]) -> Result<Option<Self>> {
+        if m.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Moments {
+            m: m.iter().map(|x| be.upload(x)).collect::<Result<_>>()?,
+            v: v.iter().map(|x| be.upload(x)).collect::<Result<_>>()?,
+        }))
+    }
+}
+
+/// The [`Optimizer`] impl of a type with `step`, `mom` fields and an inherent `step` method.
+macro_rules! optimizer_impl {
+    ($t:ident) => {
+        impl<B: Backend> Optimizer<B> for $t<B> {
+            fn step(&mut self, be: &B, store: &mut ParamStore<B>, grads: &Grads<B>) -> Result<()> {
+                $t::step(self, be, store, grads)
+            }
+            fn state(&self, be: &B) -> Result<(u64, Vec<Vec<B::Elem>>, Vec<Vec<B::Elem>>)> {
+                let (m, v) = Moments::state(be, &self.mom)?;
+                Ok((self.step, m, v))
+            }
+            fn set_state(
+                &mut self,
+                be: &B,
+                step: u64,
+                m: &[Vec<B::Elem>],
+                v: &[Vec<B::Elem>],
+            ) -> Result<()> {
+                self.step = step;
+                self.mom = Moments::restore(be, m, v)?;
+                Ok(())
+            }
+        }
+    };
+}
+optimizer_impl!(Adam);
+optimizer_impl!(RAdam);
 
 /// Exponential moving average of parameters: avg = decay·avg + (1 − decay)·p (the EDM
 /// denoiser's evaluation weights).

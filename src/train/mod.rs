@@ -39,7 +39,7 @@ use crate::io::pkl::{write_pkls, PyValue};
 use crate::meta::{load_indices, CtfParams, Poses};
 use crate::model::vae::{gen_loss, reparameterize, vae_loss, KlWeight};
 use crate::model::{parse_activation, Decoder, DecoderConfig, EncodeMode, Encoder};
-use crate::nn::{Adam, PeKind};
+use crate::nn::{Adam, Optimizer, PeKind};
 use crate::simulate::dataset::xrot;
 use crate::{Error, Result};
 use checkpoint::Checkpoint;
@@ -102,6 +102,10 @@ pub struct TrainConfig {
     /// where the CPU has them (f32 elsewhere). Configs written before this field existed were f32.
     #[serde(default)]
     pub amp: bool,
+    /// cryoTWIN (`train-twin`): its rate–distortion and GMM-prior settings; None for train-nn/train-vae.
+    /// Its presence is what makes config.json's model a twin model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub twin: Option<crate::twin::train::TwinParams>,
 }
 
 impl Settings for TrainConfig {
@@ -141,6 +145,9 @@ impl Settings for TrainConfig {
         f("norm", "--norm", &mut self.norm)?;
         f("amp", "--no-amp", &mut self.amp)?;
         f("tilt_deg", "--tilt-deg", &mut self.tilt_deg)?;
+        if let Some(tw) = &mut self.twin {
+            tw.each_setting(f)?;
+        }
         Ok(())
     }
 }
@@ -157,6 +164,7 @@ pub fn adopt_settings(cfg: &mut TrainConfig, given: &[&str]) -> Result<bool> {
         return Ok(false);
     };
     let head = checkpoint::read_header(&path)?;
+    check_model_kind(cfg, &path, &head)?;
     if head.settings.is_empty() {
         if !given.contains(&"seed") {
             let hint = recorded_seed(&path)
@@ -177,6 +185,23 @@ pub fn adopt_settings(cfg: &mut TrainConfig, given: &[&str]) -> Result<bool> {
     Ok(true)
 }
 
+/// A twin checkpoint (it records `n_comp`) resumes only with train-twin, and the others only without.
+fn check_model_kind(cfg: &TrainConfig, path: &Path, head: &checkpoint::Header) -> Result<()> {
+    let twin_ck = head.settings.contains_key("n_comp");
+    if twin_ck != cfg.twin.is_some() {
+        let (ck, cmd) = if twin_ck {
+            ("a train-twin", "train-twin")
+        } else {
+            ("not a train-twin", "the command that wrote it")
+        };
+        return Err(Error::format(
+            path,
+            format!("{ck} checkpoint: resume it with {cmd}"),
+        ));
+    }
+    Ok(())
+}
+
 /// The seed in the `config.json` beside the checkpoint at `path`, if there is one to read.
 fn recorded_seed(path: &Path) -> Option<u64> {
     let json = std::fs::read(path.parent()?.join("config.json")).ok()?;
@@ -189,6 +214,7 @@ fn recorded_seed(path: &Path) -> Option<u64> {
 /// leave epochs to train before `num_epochs`. Returns the checkpoint's epoch.
 pub fn check_resume(cfg: &TrainConfig, path: &Path, progress: bool) -> Result<usize> {
     let head = checkpoint::read_header(path)?;
+    check_model_kind(cfg, path, &head)?;
     if head.epoch + 1 >= cfg.num_epochs {
         return Err(Error::format(
             path,
@@ -400,6 +426,7 @@ pub(crate) fn build_model<B: Backend>(
             cfg.enc_layers,
             cfg.enc_dim,
             z,
+            cfg.twin.as_ref().map_or(z, |tw| tw.n_comp),
             act,
             &mut rng,
         )?),
@@ -676,12 +703,12 @@ pub(crate) fn write_z(
 }
 
 /// The checkpoint of a model at `epoch`: its parameters, the decoder's random positional-encoding
-/// frequencies (saved as `rf_name`) and Adam's state.
+/// frequencies (saved as `rf_name`) and the optimizer's state.
 pub(crate) fn checkpoint_of<B: Backend<Elem = f32>>(
     be: &B,
     store: &ParamStore<B>,
     decoder: &Decoder,
-    adam: &Adam<B>,
+    adam: &impl Optimizer<B>,
     rf_name: &str,
     epoch: usize,
 ) -> Result<Checkpoint> {
@@ -760,7 +787,7 @@ pub(crate) fn restore<B: Backend<Elem = f32>>(
     be: &B,
     store: &mut ParamStore<B>,
     decoder: &mut Decoder,
-    adam: &mut Adam<B>,
+    adam: &mut impl Optimizer<B>,
     rf_name: &str,
     path: &Path,
 ) -> Result<usize> {
@@ -867,7 +894,7 @@ fn step_loss<B: Backend<Elem = f32>>(
 }
 
 /// z_mu, z_logvar (N, zdim) for every particle in dataset order (inference: no sampling).
-fn eval_z<B: Backend<Elem = f32>>(
+pub(crate) fn eval_z<B: Backend<Elem = f32>>(
     be: &B,
     store: &ParamStore<B>,
     enc: &Encoder,

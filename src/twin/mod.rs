@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod pathway;
 pub mod prior;
 pub mod rate;
+pub mod train;
 
 /// `‖a − b‖²`.
 pub(crate) fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
