@@ -264,3 +264,260 @@ fn isometry_of_a_trained_vae_and_its_bad_inputs() {
     ]);
     assert!(!ok && err.contains("homogeneous"), "{err}");
 }
+
+/// Simulated data (linear1d phantom, 48 noiseless 16² images) and `train-twin` on it with tiny networks:
+/// `extra` flags appended; returns the output folder.
+fn tiny_twin(dir: &std::path::Path, out: &str, extra: &[&str]) -> (PathBuf, bool, String) {
+    let sim = dir.join("sim");
+    if !sim.join("particles.mrcs").exists() {
+        let ph = dir.join("ph");
+        let (ok, _, err) = run(&[
+            "phantom",
+            "--kind",
+            "linear1d",
+            "--n-states",
+            "8",
+            "-D",
+            "16",
+            "-o",
+            ph.to_str().unwrap(),
+        ]);
+        assert!(ok, "{err}");
+        let (ok, _, err) = run(&[
+            "simulate",
+            ph.join("vols.txt").to_str().unwrap(),
+            "-N",
+            "48",
+            "--seed",
+            "2",
+            "-o",
+            sim.to_str().unwrap(),
+        ]);
+        assert!(ok, "{err}");
+    }
+    let o = dir.join(out);
+    let (particles, poses) = (sim.join("particles.mrcs"), sim.join("pose.pkl"));
+    let mut args = vec![
+        "train-twin",
+        particles.to_str().unwrap(),
+        "--poses",
+        poses.to_str().unwrap(),
+        "--zdim",
+        "2",
+        "--enc-dim",
+        "16",
+        "--enc-layers",
+        "1",
+        "--dec-dim",
+        "16",
+        "--dec-layers",
+        "1",
+        "-b",
+        "8",
+        "-o",
+        o.to_str().unwrap(),
+    ];
+    // defaults that `extra` may replace
+    for (flag, v) in [("--n-comp", "4"), ("--seed", "3")] {
+        if !extra.contains(&flag) {
+            args.extend([flag, v]);
+        }
+    }
+    args.extend_from_slice(extra);
+    let (ok, _, err) = run(&args);
+    (o, ok, err)
+}
+
+fn f32_array(v: &cryofield::io::pkl::PyValue) -> (Vec<usize>, Vec<f32>) {
+    let a = v.as_array().expect("a numpy array");
+    (
+        a.shape.clone(),
+        a.to_f64().iter().map(|&x| x as f32).collect(),
+    )
+}
+
+#[test]
+fn train_twin_writes_its_outputs_deterministically_and_resumes_exactly() {
+    use cryofield::io::pkl::read_pkl_all;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, ok, err) = tiny_twin(dir.path(), "a", &["-n", "3"]);
+    assert!(ok, "{err}");
+    // z.N.pkl: one (n, zdim) pickle, as cryoDRGN's analyze reads it; γ on the simplex; the prior's file.
+    let zs = read_pkl_all(a.join("z.2.pkl")).unwrap();
+    assert_eq!(zs.len(), 1);
+    let (shape, z) = f32_array(&zs[0]);
+    assert_eq!(shape, vec![48, 2]);
+    assert!(z.iter().all(|v| v.is_finite()));
+    let (gshape, g) = f32_array(&read_pkl_all(a.join("gamma.2.pkl")).unwrap()[0]);
+    assert_eq!(gshape, vec![48, 4]);
+    for row in g.chunks(4) {
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-4, "{row:?}");
+    }
+    let gmm = Gmm::read(a.join("gmm.2.npz")).unwrap();
+    assert_eq!((gmm.d, gmm.n_comp()), (2, 4));
+    assert!((gmm.pi.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    let loss = std::fs::read_to_string(a.join("loss.txt")).unwrap();
+    assert_eq!(loss.lines().filter(|l| !l.starts_with('#')).count(), 3);
+    assert!(a.join("loss.png").exists() && a.join("z.pkl").exists());
+    let cfg = std::fs::read_to_string(a.join("config.json")).unwrap();
+    assert!(
+        cfg.contains("\"twin\"") && cfg.contains("\"n_comp\": 4"),
+        "{cfg}"
+    );
+
+    // The same seed gives bit-identical latents; resuming from epoch 0 gives the uninterrupted run's.
+    let (b, ok, err) = tiny_twin(dir.path(), "b", &["-n", "3"]);
+    assert!(ok, "{err}");
+    let same = |x: &std::path::Path, y: &std::path::Path, f: &str| {
+        assert_eq!(
+            std::fs::read(x.join(f)).unwrap(),
+            std::fs::read(y.join(f)).unwrap(),
+            "{f}"
+        )
+    };
+    same(&a, &b, "z.2.pkl");
+    same(&a, &b, "gmm.2.npz");
+    let (c, ok, err) = tiny_twin(dir.path(), "c", &["-n", "1"]);
+    assert!(ok, "{err}");
+    let w0 = c.join("weights.0.safetensors");
+    let (c2, ok, err) = tiny_twin(
+        dir.path(),
+        "c",
+        &["-n", "3", "--load", w0.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    same(&a, &c2, "z.2.pkl");
+    same(&a, &c2, "gmm.2.npz");
+    assert_eq!(
+        std::fs::read_to_string(c2.join("loss.txt"))
+            .unwrap()
+            .lines()
+            .count(),
+        4
+    );
+
+    // A different seed is a different run.
+    let (d, ok, err) = tiny_twin(dir.path(), "d", &["-n", "1", "--seed", "4"]);
+    assert!(ok, "{err}");
+    assert_ne!(
+        std::fs::read(a.join("z.0.pkl")).unwrap(),
+        std::fs::read(d.join("z.0.pkl")).unwrap()
+    );
+
+    // eval-images on the training data gives the run's latents (no noise at evaluation) and γ.
+    let sim = dir.path().join("sim");
+    let ez = dir.path().join("ez.pkl");
+    let eg = dir.path().join("eg.pkl");
+    let el = dir.path().join("el.pkl");
+    let (ok, _, err) = run(&[
+        "eval-images",
+        sim.join("particles.mrcs").to_str().unwrap(),
+        a.join("weights.2.safetensors").to_str().unwrap(),
+        "-c",
+        a.join("config.json").to_str().unwrap(),
+        "--poses",
+        sim.join("pose.pkl").to_str().unwrap(),
+        "-o",
+        ez.to_str().unwrap(),
+        "--out-gamma",
+        eg.to_str().unwrap(),
+        "--out-losses",
+        el.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    // (training ran the networks in bf16 where the CPU has it; evaluation is f32)
+    let (_, ze) = f32_array(&read_pkl_all(&ez).unwrap()[0]);
+    for (x, y) in ze.iter().zip(&z) {
+        assert!((x - y).abs() < 1e-2 * (1.0 + y.abs()), "{x} vs {y}");
+    }
+    let (_, ge) = f32_array(&read_pkl_all(&eg).unwrap()[0]);
+    for (x, y) in ge.iter().zip(&g) {
+        assert!((x - y).abs() < 1e-2, "{x} vs {y}");
+    }
+    let (lshape, l) = f32_array(&read_pkl_all(&el).unwrap()[0]);
+    assert_eq!(lshape, vec![48, 3]);
+    for r in l.chunks(3) {
+        assert!(r[1] > 0.0 && r[2] >= 0.0 && r[0] >= r[1], "{r:?}");
+    }
+
+    // analyze and eval-vol take twin runs.
+    let (ok, _, err) = run(&["analyze", a.to_str().unwrap(), "2", "--ksample", "2"]);
+    assert!(ok, "{err}");
+    let vol = dir.path().join("v.mrc");
+    let (ok, _, err) = run(&[
+        "eval-vol",
+        a.join("weights.2.safetensors").to_str().unwrap(),
+        "-c",
+        a.join("config.json").to_str().unwrap(),
+        "-z",
+        "0.1",
+        "-0.2",
+        "-o",
+        vol.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(vol.exists());
+}
+
+#[test]
+fn train_twin_refuses_other_checkpoints_and_bad_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, ok, err) = tiny_twin(dir.path(), "a", &["-n", "1"]);
+    assert!(ok, "{err}");
+    // More components than particles.
+    let (_, ok, err) = tiny_twin(dir.path(), "b", &["-n", "1", "--n-comp", "100"]);
+    assert!(!ok && err.contains("--n-comp 100"), "{err}");
+    // A twin checkpoint does not resume train-vae, and a VAE's does not resume train-twin.
+    let sim = dir.path().join("sim");
+    let w0 = a.join("weights.0.safetensors");
+    let vae = dir.path().join("vae");
+    let vae_args = |extra: &[&str]| {
+        let mut v: Vec<String> = [
+            "train-vae",
+            sim.join("particles.mrcs").to_str().unwrap(),
+            "--poses",
+            sim.join("pose.pkl").to_str().unwrap(),
+            "--enc-dim",
+            "16",
+            "--enc-layers",
+            "1",
+            "--dec-dim",
+            "16",
+            "--dec-layers",
+            "1",
+            "--seed",
+            "3",
+            "-o",
+            vae.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let args = vae_args(&["-n", "2", "--load", w0.to_str().unwrap()]);
+    let (ok, _, err) = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        !ok && err.contains("weights.0.safetensors") && err.contains("train-twin"),
+        "{err}"
+    );
+    let args = vae_args(&["-n", "1", "--zdim", "2"]);
+    let (ok, _, err) = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{err}");
+    let vw = vae.join("weights.0.safetensors");
+    let (_, ok, err) = tiny_twin(
+        dir.path(),
+        "e",
+        &["-n", "2", "--load", vw.to_str().unwrap()],
+    );
+    assert!(!ok && err.contains("not a train-twin"), "{err}");
+    // Resuming without the gmm file beside the weights names it.
+    std::fs::remove_file(a.join("gmm.0.npz")).unwrap();
+    let (_, ok, err) = tiny_twin(
+        dir.path(),
+        "a",
+        &["-n", "2", "--load", w0.to_str().unwrap()],
+    );
+    assert!(!ok && err.contains("gmm.0.npz"), "{err}");
+}

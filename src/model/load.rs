@@ -39,10 +39,13 @@ pub struct LoadedModel {
 }
 
 /// Per-image results of [`LoadedModel::encode`]: z_mu and z_logvar (N, zdim), and per image
-/// (total loss, reconstruction MSE, KL) with z = z_mu (the reference's eval mode).
+/// (total loss, reconstruction MSE, KL) with z = z_mu (the reference's eval mode). For a twin model:
+/// z (N, zdim), the GMM responsibilities γ (N, C) in `gamma` (`logvar` empty), and per image
+/// (distortion + β·rate, ramp-weighted distortion, rate −log Q(z)) without latent noise.
 pub struct Encoded {
     pub mu: Vec<f32>,
     pub logvar: Vec<f32>,
+    pub gamma: Vec<f32>,
     pub losses: Vec<[f64; 3]>,
 }
 
@@ -220,9 +223,26 @@ impl LoadedModel {
         let beta = cfg.beta.unwrap_or(1.0 / self.zdim as f64);
         let be = &self.be;
         let zd = enc.zdim;
+        // twin: the ramp weights, the prior (gmm.N.npz beside the weights) and its T, β
+        let twin = match &cfg.twin {
+            Some(tp) => {
+                let gpath = crate::twin::train::gmm_beside(&self.weights);
+                let stats = crate::twin::train::read_stats(&gpath, tp.n_comp, zd)?;
+                let mix = stats
+                    .mixture(tp.gmm_eps)
+                    .map_err(|e| Error::format(&gpath, e.to_string()))?;
+                Some((
+                    crate::twin::train::ramp_weights(&coords, d),
+                    mix,
+                    tp.clone(),
+                ))
+            }
+            None => None,
+        };
         let mut out = Encoded {
             mu: Vec::with_capacity(n * zd),
-            logvar: Vec::with_capacity(n * zd),
+            logvar: Vec::new(),
+            gamma: Vec::new(),
             losses: Vec::with_capacity(n),
         };
         for batch in prefetch(maker, (0..n).collect(), batch_size.max(1)) {
@@ -243,11 +263,20 @@ impl LoadedModel {
             let mu = t.to_vec(mu)?;
             let lv = t.to_vec(lv)?;
             for b in 0..nb {
-                let mut se = 0.0f64;
+                let (mut se, mut wse) = (0.0f64, 0.0f64);
                 for k in 0..p {
                     let c = batch.ctf.as_ref().map(|c| c[b * p + k]).unwrap_or(1.0);
                     let r = (yr[b * p + k] * c - batch.y[b * p + k]) as f64;
                     se += r * r;
+                    if let Some((ramp, _, _)) = &twin {
+                        wse += r * r * ramp[k] as f64;
+                    }
+                }
+                if let Some((_, mix, tp)) = &twin {
+                    let z: Vec<f64> = mu[b * zd..(b + 1) * zd].iter().map(|&v| v as f64).collect();
+                    let rate = mix.rate_grad(&z, tp.noise_width).rate;
+                    out.losses.push([wse + tp.beta * rate, wse, rate]);
+                    continue;
                 }
                 let gen = se / p as f64;
                 let kld: f64 = (0..zd)
@@ -259,7 +288,17 @@ impl LoadedModel {
                 out.losses.push([gen + beta * kld / p as f64, gen, kld]);
             }
             out.mu.extend(mu);
-            out.logvar.extend(lv);
+            if let Some((_, mix, _)) = &twin {
+                let c = mix.n_comp();
+                for row in lv.chunks(c) {
+                    let mx = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                    let e: Vec<f32> = row.iter().map(|&v| (v - mx).exp()).collect();
+                    let s: f32 = e.iter().sum();
+                    out.gamma.extend(e.iter().map(|v| v / s));
+                }
+            } else {
+                out.logvar.extend(lv);
+            }
         }
         Ok(out)
     }
