@@ -96,6 +96,7 @@ fn setup(h: usize) -> Setup {
         LAYERS,
         h,
         ZDIM,
+        ZDIM,
         Activation::Relu,
         &mut rng,
     )

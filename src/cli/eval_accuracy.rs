@@ -117,7 +117,9 @@ pub struct Accuracy {
     pub angstrom: bool,
 }
 
-fn read_list(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+/// The volume paths in a list file (one per line, relative to the list's folder; blank lines and
+/// `#` comments skipped), as `phantom` writes `vols.txt`.
+pub(crate) fn read_list(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let base = path.parent().unwrap_or(Path::new("."));

@@ -19,6 +19,7 @@ pub mod isometry;
 pub mod kl_kliep;
 pub mod parse_ctf;
 pub mod parse_pose;
+pub mod pathway;
 pub mod pc_traversal;
 pub mod pdb2mrc;
 pub mod phantom;
@@ -34,6 +35,7 @@ pub mod simulate;
 pub mod train_nn;
 pub mod train_twin;
 pub mod train_vae;
+pub mod twin_analyze;
 pub mod view_header;
 
 use clap::{Parser, Subcommand};
@@ -97,6 +99,9 @@ pub enum Command {
     #[command(alias = "kl_kliep")]
     KlKliep(kl_kliep::Args),
     Isometry(isometry::Args),
+    Pathway(pathway::Args),
+    #[command(alias = "twin_analyze")]
+    TwinAnalyze(twin_analyze::Args),
     #[command(alias = "abinit_homo", alias = "abinit_homo_old")]
     AbinitHomo(abinit_homo::Args),
     #[command(alias = "abinit_het", alias = "abinit_het_old")]
@@ -143,6 +148,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::PriorEval(a) => prior_eval::run(a),
         Command::KlKliep(a) => kl_kliep::run(a),
         Command::Isometry(a) => isometry::run(a),
+        Command::Pathway(a) => pathway::run(a),
+        Command::TwinAnalyze(a) => twin_analyze::run(a),
         Command::AbinitHomo(a) => abinit_homo::run(a),
         Command::AbinitHet(a) => abinit_het::run(a),
         Command::BackprojectVoxel(a) => backproject_voxel::run(a),

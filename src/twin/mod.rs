@@ -1,5 +1,5 @@
 //! cryoTWIN (Yamazaki et al., MICCAI 2023; `../shared/specs/cryotwin.md`): an isometric autoencoder with a
-//! trainable GMM prior and automatic conformational pathways. Issue 23; built so far: the rate term, the pathway (Algorithm 1) and the trainable prior's update with its backward pass, the KLIEP and isometry metrics, as library functions (no command yet).
+//! trainable GMM prior and automatic conformational pathways. Issue 23; built so far: the rate term, the pathway (Algorithm 1) and the trainable prior's update with its backward pass, the KLIEP and isometry metrics, and training; their commands are `train-twin`, `pathway`, `twin-analyze`, `kl-kliep` and `isometry` (`src/cli/`).
 //!
 //! | module | what it holds |
 //! |---|---|

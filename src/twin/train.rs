@@ -93,12 +93,14 @@ impl TwinParams {
 
     fn check(&self) -> Result<()> {
         let pos = |v: f64| v > 0.0 && v.is_finite();
-        if self.n_comp == 0
-            || !pos(self.noise_width)
-            || !(self.beta >= 0.0 && self.beta.is_finite())
-            || !(self.gmm_momentum > 0.0 && self.gmm_momentum <= 1.0)
-            || !pos(self.gmm_eps)
-        {
+        let ok = self.n_comp > 0
+            && pos(self.noise_width)
+            && self.beta >= 0.0
+            && self.beta.is_finite()
+            && self.gmm_momentum > 0.0
+            && self.gmm_momentum <= 1.0
+            && pos(self.gmm_eps);
+        if !ok {
             return Err(Error::invalid(format!(
                 "train-twin needs --n-comp ≥ 1, --noise-width > 0, --beta ≥ 0, --gmm-momentum in (0, 1] and --gmm-eps > 0; \
                  got {} / {} / {} / {} / {}",
@@ -252,10 +254,10 @@ pub fn init_stats(
         s2: vec![0.0; c * d],
     };
     for k in 0..c {
-        for j in 0..d {
+        for (j, vj) in var.iter().enumerate() {
             let mu = km.centers[k * d + j];
             s.s1[k * d + j] = nc * mu;
-            s.s2[k * d + j] = nc * (mu * mu + var[j]);
+            s.s2[k * d + j] = nc * (mu * mu + vj);
         }
     }
     Ok(s)
@@ -472,8 +474,8 @@ pub fn train_twin<B: Backend<Elem = f32>>(
         let arr = |v: Vec<f32>, k: usize| -> Result<PyValue> {
             Ok(PyValue::Array(NdArray::new(vec![n, k], ArrayData::F32(v))?))
         };
-        write_pkls(&name("z", "pkl"), &[arr(z, zdim)?])?;
-        write_pkls(&name("gamma", "pkl"), &[arr(gamma, c)?])?;
+        write_pkls(name("z", "pkl"), &[arr(z, zdim)?])?;
+        write_pkls(name("gamma", "pkl"), &[arr(gamma, c)?])?;
         write_gmm(&name("gmm", "npz"), stats, tp.gmm_eps)?;
         let mut ck = checkpoint_of(&be, store, &decoder, opt, &rf_name, epoch)?;
         ck.settings = settings.clone();
