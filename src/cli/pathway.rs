@@ -86,6 +86,10 @@ pub struct Args {
     /// Do not write volumes (paths, labels and plots only)
     #[arg(long = "no-volumes")]
     pub no_volumes: bool,
+    /// Compare decoded volumes with the truth as decoded (default: negated when the run inverted
+    /// its data, as eval-accuracy does, since simulated data are projections of positive densities)
+    #[arg(long = "no-sign-fix")]
+    pub no_sign_fix: bool,
     /// Latents (z.N.pkl) drawn behind the paths in the plots
     #[arg(long)]
     pub zfile: Option<PathBuf>,
@@ -103,6 +107,8 @@ struct Truth {
     vols: Vec<Vec<f64>>,
     /// box size
     d: usize,
+    /// −1 when decoded volumes are −density (the run inverted its data), else 1
+    sign: f64,
 }
 
 /// `v − mean(v)` scaled to unit norm; None for a constant volume.
@@ -115,7 +121,7 @@ fn normalised(v: &[f32]) -> Option<Vec<f64>> {
 }
 
 impl Truth {
-    fn load(list: &Path) -> anyhow::Result<Self> {
+    fn load(list: &Path, sign: f64) -> anyhow::Result<Self> {
         let paths = crate::cli::eval_accuracy::read_list(list)?;
         let mut vols = Vec::with_capacity(paths.len());
         let mut d = 0;
@@ -139,7 +145,7 @@ impl Truth {
             })?;
             vols.push(v);
         }
-        Ok(Truth { vols, d })
+        Ok(Truth { vols, d, sign })
     }
 
     /// The nearest true state of `v` and its correlation (None for a constant volume).
@@ -147,7 +153,7 @@ impl Truth {
         let x = normalised(v)?;
         self.vols
             .iter()
-            .map(|t| t.iter().zip(&x).map(|(a, b)| a * b).sum::<f64>())
+            .map(|t| self.sign * t.iter().zip(&x).map(|(a, b)| a * b).sum::<f64>())
             .enumerate()
             .max_by(|a, b| a.1.total_cmp(&b.1))
     }
@@ -280,7 +286,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             );
         }
     }
-    let truth = a.vols.as_deref().map(Truth::load).transpose()?;
+    // as eval-accuracy: a run that inverted its data decodes −density
+    let sign = if record.config.invert_data && !a.no_sign_fix {
+        -1.0
+    } else {
+        1.0
+    };
+    let truth = a
+        .vols
+        .as_deref()
+        .map(|v| Truth::load(v, sign))
+        .transpose()?;
     let model_d = record.d;
     let box_d = match (&truth, a.downsample) {
         (Some(t), Some(d)) if d != t.d => bail!(
@@ -689,6 +705,7 @@ mod tests {
         let t = Truth {
             vols: vec![normalised(&a).unwrap(), normalised(&b).unwrap()],
             d: 4,
+            sign: 1.0,
         };
         // Scaled and shifted copies keep their state; correlation 1.
         let b2: Vec<f32> = b.iter().map(|v| 3.0 * v + 7.0).collect();
@@ -697,5 +714,11 @@ mod tests {
         assert!((c - 1.0).abs() < 1e-9, "{c}");
         assert_eq!(t.nearest(&a).unwrap().0, 0);
         assert!(t.nearest(&[1.0; 64]).is_none());
+        // A model of inverted data decodes −density: with sign −1 the negated copy is state 1, corr 1.
+        let neg = Truth { sign: -1.0, ..t };
+        let b3: Vec<f32> = b.iter().map(|v| -v).collect();
+        let (s, c) = neg.nearest(&b3).unwrap();
+        assert_eq!(s, 1);
+        assert!((c - 1.0).abs() < 1e-9, "{c}");
     }
 }

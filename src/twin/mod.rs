@@ -8,6 +8,7 @@
 //! | [`pathway`] | Algorithm 1 (greedy high-density, short-step path between two components) |
 //! | [`prior`] | the trainable diagonal GMM prior: running sufficient statistics from (z, γ), the mixture, and the backward pass to z and γ |
 //! | [`rate`] | `−log Q(z)`: the GMM's probability mass in the box of side T around z (diagonal covariances, exact, log space) and its gradients |
+//! | [`train`] | `train-twin`: the training loop (Eq. 3), the rate's gradient into the tape, checkpoints with the prior's state |
 
 pub mod gmm;
 pub mod metrics;
