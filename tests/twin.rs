@@ -521,3 +521,64 @@ fn train_twin_refuses_other_checkpoints_and_bad_settings() {
     );
     assert!(!ok && err.contains("gmm.0.npz"), "{err}");
 }
+
+#[test]
+fn train_twin_with_full_covariances_resumes_exactly() {
+    use cryofield::io::npy::read_npz;
+    let dir = tempfile::tempdir().unwrap();
+    let full = ["--gmm-cov", "full", "--rate-mc", "8"];
+    let with = |n: &str, more: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = full.iter().map(|s| s.to_string()).collect();
+        v.extend(["-n".to_string(), n.to_string()]);
+        v.extend(more.iter().map(|s| s.to_string()));
+        v
+    };
+    let args = with("2", &[]);
+    let (a, ok, err) = tiny_twin(
+        dir.path(),
+        "a",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(ok, "{err}");
+    let stats = read_npz(a.join("gmm.1.npz")).unwrap();
+    let s2 = &stats.iter().find(|(n, _)| n == "stat_s2").unwrap().1;
+    assert_eq!(s2.shape, vec![4, 2, 2]);
+    let g = Gmm::read(a.join("gmm.1.npz")).unwrap();
+    assert!(g.cov.chunks(4).all(|c| (c[1] - c[2]).abs() < 1e-12));
+    let args = with("1", &[]);
+    let (b, ok, err) = tiny_twin(
+        dir.path(),
+        "b",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(ok, "{err}");
+    let w0 = b.join("weights.0.safetensors");
+    let args = with("2", &["--load", w0.to_str().unwrap()]);
+    let (b, ok, err) = tiny_twin(
+        dir.path(),
+        "b",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(ok, "{err}");
+    for f in ["z.1.pkl", "gmm.1.npz"] {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    // A resumed run may not switch the covariance model.
+    let (_, ok, err) = tiny_twin(
+        dir.path(),
+        "b",
+        &[
+            "-n",
+            "2",
+            "--gmm-cov",
+            "diag",
+            "--load",
+            w0.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok && err.contains("gmm_cov"), "{err}");
+}

@@ -6,7 +6,8 @@
 //! `loss.txt` (distortion, rate, total per epoch) and `loss.png`.
 //!
 //! Loss (Eq. 3): Σ over the masked lattice of (X − X̃)²·√(s² + t²) with the decoder at z + ε,
-//! ε ~ U[−T/2, T/2]^zdim, plus β·(−log Q(z)), Q the prior's mass in the box of side T around z. RAdam.
+//! ε ~ U[−T/2, T/2]^zdim, plus β·(−log Q(z)), Q the prior's mass in the box of side T around z (exact for
+//! the default diagonal covariances; Monte Carlo over --rate-mc box samples with --gmm-cov full). RAdam.
 //!
 //! Example: `cryofield train-twin particles.mrcs --poses pose.pkl --ctf ctf.pkl --zdim 8 -o out/ -n 20`
 
@@ -40,6 +41,13 @@ pub struct Args {
     /// Variance floor of the GMM components [default: 0.001]
     #[arg(long = "gmm-eps")]
     pub gmm_eps: Option<f64>,
+    /// GMM covariances: diag (exact rate) or full (Monte Carlo rate, --rate-mc box samples per step)
+    /// [default: diag]
+    #[arg(long = "gmm-cov", value_parser = ["diag", "full"])]
+    pub gmm_cov: Option<String>,
+    /// Box samples of the full-covariance rate's Monte Carlo estimate [default: 16]
+    #[arg(long = "rate-mc")]
+    pub rate_mc: Option<usize>,
     /// Hidden layers of the encoder [default: 3]
     #[arg(long = "enc-layers")]
     pub enc_layers: Option<usize>,
@@ -71,6 +79,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         beta: a.beta.unwrap_or(def.beta),
         gmm_momentum: a.gmm_momentum.unwrap_or(def.gmm_momentum),
         gmm_eps: a.gmm_eps.unwrap_or(def.gmm_eps),
+        gmm_cov: a.gmm_cov.clone().unwrap_or(def.gmm_cov),
+        rate_mc: a.rate_mc.unwrap_or(def.rate_mc),
     });
     cfg.enc_layers = a.enc_layers.unwrap_or(3);
     cfg.enc_dim = a.enc_dim.unwrap_or(1024);
@@ -86,6 +96,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ("twin_beta", a.beta.is_some()),
         ("gmm_momentum", a.gmm_momentum.is_some()),
         ("gmm_eps", a.gmm_eps.is_some()),
+        ("gmm_cov", a.gmm_cov.is_some()),
+        ("rate_mc", a.rate_mc.is_some()),
         ("enc_layers", a.enc_layers.is_some()),
         ("enc_dim", a.enc_dim.is_some()),
         ("encode_mode", a.encode_mode.is_some()),

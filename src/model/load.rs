@@ -227,14 +227,22 @@ impl LoadedModel {
         let twin = match &cfg.twin {
             Some(tp) => {
                 let gpath = crate::twin::train::gmm_beside(&self.weights);
-                let stats = crate::twin::train::read_stats(&gpath, tp.n_comp, zd)?;
-                let mix = stats
+                let prior = crate::twin::train::Prior::read(&gpath, tp.n_comp, zd, tp.full())?;
+                let mix = prior
                     .mixture(tp.gmm_eps)
                     .map_err(|e| Error::format(&gpath, e.to_string()))?;
+                // a full prior's Monte Carlo rate: one fixed set of box offsets for every image
+                let offs = crate::twin::train::box_offsets(
+                    &mut rand::SeedableRng::seed_from_u64(0),
+                    tp.rate_mc,
+                    zd,
+                    tp.noise_width,
+                );
                 Some((
                     crate::twin::train::ramp_weights(&coords, d),
                     mix,
                     tp.clone(),
+                    offs,
                 ))
             }
             None => None,
@@ -268,13 +276,13 @@ impl LoadedModel {
                     let c = batch.ctf.as_ref().map(|c| c[b * p + k]).unwrap_or(1.0);
                     let r = (yr[b * p + k] * c - batch.y[b * p + k]) as f64;
                     se += r * r;
-                    if let Some((ramp, _, _)) = &twin {
+                    if let Some((ramp, ..)) = &twin {
                         wse += r * r * ramp[k] as f64;
                     }
                 }
-                if let Some((_, mix, tp)) = &twin {
+                if let Some((_, mix, tp, offs)) = &twin {
                     let z: Vec<f64> = mu[b * zd..(b + 1) * zd].iter().map(|&v| v as f64).collect();
-                    let rate = mix.rate_grad(&z, tp.noise_width).rate;
+                    let rate = mix.rate(&z, tp.noise_width, offs);
                     out.losses.push([wse + tp.beta * rate, wse, rate]);
                     continue;
                 }
@@ -288,8 +296,8 @@ impl LoadedModel {
                 out.losses.push([gen + beta * kld / p as f64, gen, kld]);
             }
             out.mu.extend(mu);
-            if let Some((_, mix, _)) = &twin {
-                let c = mix.n_comp();
+            if let Some((_, _, tp, _)) = &twin {
+                let c = tp.n_comp;
                 for row in lv.chunks(c) {
                     let mx = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
                     let e: Vec<f32> = row.iter().map(|&v| (v - mx).exp()).collect();

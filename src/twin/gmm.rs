@@ -24,9 +24,9 @@ pub struct Gmm {
     /// Covariances (C, d, d), row-major, symmetric positive definite.
     pub cov: Vec<f64>,
     /// Precisions Σ_c⁻¹ (C, d, d).
-    prec: Vec<f64>,
+    pub(crate) prec: Vec<f64>,
     /// log det Σ_c (C).
-    log_det: Vec<f64>,
+    pub(crate) log_det: Vec<f64>,
     /// Cholesky factors of the covariances (C, d, d), lower, for sampling.
     chol: Vec<f64>,
 }

@@ -10,6 +10,7 @@
 //! | [`rate`] | `−log Q(z)`: the GMM's probability mass in the box of side T around z (diagonal covariances, exact, log space) and its gradients |
 //! | [`train`] | `train-twin`: the training loop (Eq. 3), the rate's gradient into the tape, checkpoints with the prior's state |
 
+pub mod full;
 pub mod gmm;
 pub mod metrics;
 pub mod pathway;

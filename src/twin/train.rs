@@ -25,8 +25,10 @@
 //! that `--load` resumes exactly), `z.N.pkl` ((n, d) f32, one pickle, as cryoDRGN's `analyze` reads it),
 //! `gamma.N.pkl` ((n, C) f32), `config.json`; `loss.txt` and `loss.png` every epoch.
 
+use super::full::{mc_rate_grad, FullStats};
 use super::gmm::Gmm;
 use super::prior::GmmStats;
+use super::rate::DiagGmm;
 use crate::analysis::kmeans::kmeans;
 use crate::analysis::plot::{line_plot, LineOptions, PlotStyle, Series};
 use crate::autodiff::{ParamStore, Tape, Tensor, Var};
@@ -63,6 +65,20 @@ pub struct TwinParams {
     pub gmm_momentum: f64,
     /// Variance floor ε of the components.
     pub gmm_eps: f64,
+    /// `diag` (exact rate) or `full` covariances (Monte Carlo rate).
+    #[serde(default = "diag")]
+    pub gmm_cov: String,
+    /// Box samples S of the full prior's Monte Carlo rate per step.
+    #[serde(default = "rate_mc")]
+    pub rate_mc: usize,
+}
+
+fn diag() -> String {
+    "diag".into()
+}
+
+fn rate_mc() -> usize {
+    16
 }
 
 impl Default for TwinParams {
@@ -73,6 +89,8 @@ impl Default for TwinParams {
             beta: 0.125,
             gmm_momentum: 0.01,
             gmm_eps: 1e-3,
+            gmm_cov: diag(),
+            rate_mc: rate_mc(),
         }
     }
 }
@@ -88,7 +106,14 @@ impl TwinParams {
         f("twin_beta", "--beta", &mut self.beta)?;
         f("gmm_momentum", "--gmm-momentum", &mut self.gmm_momentum)?;
         f("gmm_eps", "--gmm-eps", &mut self.gmm_eps)?;
+        f("gmm_cov", "--gmm-cov", &mut self.gmm_cov)?;
+        f("rate_mc", "--rate-mc", &mut self.rate_mc)?;
         Ok(())
+    }
+
+    /// Whether the prior has full covariances (`--gmm-cov full`).
+    pub fn full(&self) -> bool {
+        self.gmm_cov == "full"
     }
 
     fn check(&self) -> Result<()> {
@@ -99,12 +124,14 @@ impl TwinParams {
             && self.beta.is_finite()
             && self.gmm_momentum > 0.0
             && self.gmm_momentum <= 1.0
-            && pos(self.gmm_eps);
+            && pos(self.gmm_eps)
+            && self.rate_mc > 0
+            && matches!(self.gmm_cov.as_str(), "diag" | "full");
         if !ok {
             return Err(Error::invalid(format!(
-                "train-twin needs --n-comp ≥ 1, --noise-width > 0, --beta ≥ 0, --gmm-momentum in (0, 1] and --gmm-eps > 0; \
-                 got {} / {} / {} / {} / {}",
-                self.n_comp, self.noise_width, self.beta, self.gmm_momentum, self.gmm_eps
+                "train-twin needs --n-comp ≥ 1, --noise-width > 0, --beta ≥ 0, --gmm-momentum in (0, 1], --gmm-eps > 0, \
+                 --gmm-cov diag or full and --rate-mc ≥ 1; got {} / {} / {} / {} / {} / {} / {}",
+                self.n_comp, self.noise_width, self.beta, self.gmm_momentum, self.gmm_eps, self.gmm_cov, self.rate_mc
             )));
         }
         Ok(())
@@ -134,7 +161,7 @@ pub struct TwinTrained<B: Backend> {
     pub decoder: Decoder,
     pub encoder: Encoder,
     /// The prior's running statistics after the last step.
-    pub stats: GmmStats,
+    pub stats: Prior,
     pub history: Vec<TwinEpoch>,
 }
 
@@ -151,116 +178,201 @@ pub fn gmm_beside(weights: &Path) -> PathBuf {
     weights.with_file_name(format!("gmm{tag}.npz"))
 }
 
-/// The full-covariance form of a diagonal mixture, for `gmm.N.npz`.
-fn stats_gmm(stats: &GmmStats, eps: f64) -> Result<Gmm> {
-    let mix = stats.mixture(eps)?;
-    let (c, d) = (mix.n_comp(), mix.d);
-    let mut cov = vec![0.0; c * d * d];
-    for k in 0..c {
-        for j in 0..d {
-            cov[k * d * d + j * d + j] = (2.0 * mix.log_sigma[k * d + j]).exp();
+/// The trainable prior's running statistics: diagonal (exact rate) or full covariances (Monte Carlo rate).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Prior {
+    Diag(GmmStats),
+    Full(FullStats),
+}
+
+/// A prior's mixture, for evaluating the rate.
+pub enum Mixture {
+    Diag(DiagGmm),
+    Full(Gmm),
+}
+
+impl Mixture {
+    /// `−log Q(z)` for a box of side `t`; the full mixture's Monte Carlo estimate uses the offsets `offs`
+    /// (S, d).
+    pub fn rate(&self, z: &[f64], t: f64, offs: &[f64]) -> f64 {
+        match self {
+            Mixture::Diag(g) => g.rate_grad(z, t).rate,
+            Mixture::Full(g) => mc_rate_grad(g, z, t, offs).rate,
         }
     }
-    Gmm::new(
-        d,
-        mix.log_pi.iter().map(|v| v.exp()).collect(),
-        mix.mu.clone(),
-        cov,
-    )
 }
 
-fn write_gmm(path: &Path, stats: &GmmStats, eps: f64) -> Result<()> {
-    let g = stats_gmm(stats, eps)?;
-    let (c, d) = (g.n_comp(), g.d);
-    let arr = |shape: Vec<usize>, v: &[f64]| NdArray::new(shape, ArrayData::F64(v.to_vec()));
-    crate::io::npy::write_npz(
-        path,
-        &[
-            ("pi".into(), arr(vec![c], &g.pi)?),
-            ("mu".into(), arr(vec![c, d], &g.mu)?),
-            ("cov".into(), arr(vec![c, d, d], &g.cov)?),
-            ("stat_n".into(), arr(vec![c], &stats.n)?),
-            ("stat_s1".into(), arr(vec![c, d], &stats.s1)?),
-            ("stat_s2".into(), arr(vec![c, d], &stats.s2)?),
-        ],
-    )
+/// `s` box offsets ε ~ U[−t/2, t/2]^d (S, d) from `rng`.
+pub fn box_offsets(rng: &mut StdRng, s: usize, d: usize, t: f64) -> Vec<f64> {
+    (0..s * d)
+        .map(|_| rng.random_range(-t / 2.0..t / 2.0))
+        .collect()
 }
 
-/// The running statistics saved in a `gmm.N.npz` for a (C, d) prior.
-pub fn read_stats(path: &Path, c: usize, d: usize) -> Result<GmmStats> {
-    let arrays = crate::io::npy::read_npz(path)?;
-    let get = |name: &str, shape: &[usize]| -> Result<Vec<f64>> {
-        let a = arrays
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, a)| a)
-            .ok_or_else(|| {
-                Error::format(
-                    path,
-                    format!("no array `{name}`: not a gmm.N.npz written by train-twin, which resuming needs"),
-                )
-            })?;
-        if a.shape != shape {
-            return Err(Error::format(
-                path,
-                format!(
-                    "`{name}` has shape {:?}, the model needs {shape:?}",
-                    a.shape
-                ),
-            ));
+impl Prior {
+    /// Latent dimension d.
+    pub fn d(&self) -> usize {
+        match self {
+            Prior::Diag(s) => s.d,
+            Prior::Full(s) => s.d,
         }
-        Ok(a.to_f64())
-    };
-    Ok(GmmStats {
-        d,
-        n: get("stat_n", &[c])?,
-        s1: get("stat_s1", &[c, d])?,
-        s2: get("stat_s2", &[c, d])?,
-    })
-}
-
-/// The prior's initial statistics from latents z (n, d): k-means (k-means++ seeding, `seed`) for the means,
-/// the latents' variance per dimension for every component, uniform weights; scaled to `m` samples.
-pub fn init_stats(
-    z: &[f32],
-    n: usize,
-    d: usize,
-    c: usize,
-    m: usize,
-    seed: u64,
-) -> Result<GmmStats> {
-    if c > n {
-        return Err(Error::invalid(format!(
-            "--n-comp {c} is more than the {n} particles"
-        )));
     }
-    let km = kmeans(z, n, d, c, 20, seed)?;
-    let mean: Vec<f64> = (0..d)
-        .map(|j| (0..n).map(|i| z[i * d + j] as f64).sum::<f64>() / n as f64)
-        .collect();
-    let var: Vec<f64> = (0..d)
-        .map(|j| {
-            (0..n)
-                .map(|i| (z[i * d + j] as f64 - mean[j]).powi(2))
-                .sum::<f64>()
-                / n as f64
+
+    /// Number of components C.
+    pub fn n_comp(&self) -> usize {
+        match self {
+            Prior::Diag(s) => s.n.len(),
+            Prior::Full(s) => s.n.len(),
+        }
+    }
+
+    /// The mixture of these statistics with variance floor `eps`.
+    pub fn mixture(&self, eps: f64) -> Result<Mixture> {
+        Ok(match self {
+            Prior::Diag(s) => Mixture::Diag(s.mixture(eps)?),
+            Prior::Full(s) => Mixture::Full(s.mixture(eps)?),
         })
-        .collect();
-    let nc = m as f64 / c as f64;
-    let mut s = GmmStats {
-        d,
-        n: vec![nc; c],
-        s1: vec![0.0; c * d],
-        s2: vec![0.0; c * d],
-    };
-    for k in 0..c {
-        for (j, vj) in var.iter().enumerate() {
-            let mu = km.centers[k * d + j];
-            s.s1[k * d + j] = nc * mu;
-            s.s2[k * d + j] = nc * (mu * mu + vj);
+    }
+
+    /// The mixture as a full-covariance [`Gmm`] (what `gmm.N.npz` holds).
+    fn gmm(&self, eps: f64) -> Result<Gmm> {
+        match self.mixture(eps)? {
+            Mixture::Full(g) => Ok(g),
+            Mixture::Diag(mix) => {
+                let (c, d) = (mix.n_comp(), mix.d);
+                let mut cov = vec![0.0; c * d * d];
+                for k in 0..c {
+                    for j in 0..d {
+                        cov[k * d * d + j * d + j] = (2.0 * mix.log_sigma[k * d + j]).exp();
+                    }
+                }
+                Gmm::new(
+                    d,
+                    mix.log_pi.iter().map(|v| v.exp()).collect(),
+                    mix.mu.clone(),
+                    cov,
+                )
+            }
         }
     }
-    Ok(s)
+
+    /// Write `gmm.N.npz`: the mixture (`pi`, `mu`, `cov`, f64) and the running statistics (`stat_n`,
+    /// `stat_s1`, `stat_s2`: (C, d) for a diagonal prior, (C, d, d) for a full one), atomically.
+    pub fn write(&self, path: &Path, eps: f64) -> Result<()> {
+        let g = self.gmm(eps)?;
+        let (c, d) = (g.n_comp(), g.d);
+        let arr = |shape: Vec<usize>, v: &[f64]| NdArray::new(shape, ArrayData::F64(v.to_vec()));
+        let (n, s1, s2, s2_shape) = match self {
+            Prior::Diag(s) => (&s.n, &s.s1, &s.s2, vec![c, d]),
+            Prior::Full(s) => (&s.n, &s.s1, &s.s2, vec![c, d, d]),
+        };
+        crate::io::npy::write_npz(
+            path,
+            &[
+                ("pi".into(), arr(vec![c], &g.pi)?),
+                ("mu".into(), arr(vec![c, d], &g.mu)?),
+                ("cov".into(), arr(vec![c, d, d], &g.cov)?),
+                ("stat_n".into(), arr(vec![c], n)?),
+                ("stat_s1".into(), arr(vec![c, d], s1)?),
+                ("stat_s2".into(), arr(s2_shape, s2)?),
+            ],
+        )
+    }
+
+    /// The running statistics saved in a `gmm.N.npz` for a (C, d) prior, diagonal or `full`.
+    pub fn read(path: &Path, c: usize, d: usize, full: bool) -> Result<Prior> {
+        let arrays = crate::io::npy::read_npz(path)?;
+        let get = |name: &str, shape: &[usize]| -> Result<Vec<f64>> {
+            let a = arrays
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, a)| a)
+                .ok_or_else(|| {
+                    Error::format(
+                        path,
+                        format!("no array `{name}`: not a gmm.N.npz written by train-twin, which resuming and evaluating a twin model need"),
+                    )
+                })?;
+            if a.shape != shape {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "`{name}` has shape {:?}, the model needs {shape:?}",
+                        a.shape
+                    ),
+                ));
+            }
+            Ok(a.to_f64())
+        };
+        let (n, s1) = (get("stat_n", &[c])?, get("stat_s1", &[c, d])?);
+        Ok(if full {
+            Prior::Full(FullStats {
+                d,
+                n,
+                s1,
+                s2: get("stat_s2", &[c, d, d])?,
+            })
+        } else {
+            Prior::Diag(GmmStats {
+                d,
+                n,
+                s1,
+                s2: get("stat_s2", &[c, d])?,
+            })
+        })
+    }
+
+    /// The prior's initial statistics from latents z (n, d): k-means (k-means++ seeding, `seed`) for the
+    /// means, the latents' variance per dimension for every component (a diagonal covariance, also for a
+    /// full prior), uniform weights; scaled to `m` samples.
+    pub fn init(
+        z: &[f32],
+        n: usize,
+        d: usize,
+        c: usize,
+        m: usize,
+        seed: u64,
+        full: bool,
+    ) -> Result<Prior> {
+        if c > n {
+            return Err(Error::invalid(format!(
+                "--n-comp {c} is more than the {n} particles"
+            )));
+        }
+        let km = kmeans(z, n, d, c, 20, seed)?;
+        let mean: Vec<f64> = (0..d)
+            .map(|j| (0..n).map(|i| z[i * d + j] as f64).sum::<f64>() / n as f64)
+            .collect();
+        let var: Vec<f64> = (0..d)
+            .map(|j| {
+                (0..n)
+                    .map(|i| (z[i * d + j] as f64 - mean[j]).powi(2))
+                    .sum::<f64>()
+                    / n as f64
+            })
+            .collect();
+        let nc = m as f64 / c as f64;
+        let mu = |k: usize, j: usize| km.centers[k * d + j];
+        let n_v = vec![nc; c];
+        let s1: Vec<f64> = (0..c * d).map(|i| nc * km.centers[i]).collect();
+        Ok(if full {
+            let mut s2 = vec![0.0; c * d * d];
+            for k in 0..c {
+                for a in 0..d {
+                    for b in 0..d {
+                        let v = if a == b { var[a] } else { 0.0 };
+                        s2[(k * d + a) * d + b] = nc * (mu(k, a) * mu(k, b) + v);
+                    }
+                }
+            }
+            Prior::Full(FullStats { d, n: n_v, s1, s2 })
+        } else {
+            let s2: Vec<f64> = (0..c * d)
+                .map(|i| nc * (mu(i / d, i % d).powi(2) + var[i % d]))
+                .collect();
+            Prior::Diag(GmmStats { d, n: n_v, s1, s2 })
+        })
+    }
 }
 
 /// Row-wise softmax of logits (m, c) in f64.
@@ -282,36 +394,63 @@ pub struct RatePart {
     pub rate: f64,
     pub gz: Vec<f64>,
     pub gw: Vec<f64>,
-    pub blended: GmmStats,
+    pub blended: Prior,
 }
 
-/// [`RatePart`] of latents z (m, d) and logits w (m, C) against the running statistics `running`.
-pub fn rate_part(z: &[f64], w: &[f32], running: &GmmStats, tp: &TwinParams) -> Result<RatePart> {
-    let d = running.d;
-    let c = running.n.len();
+/// Sum `b` into `a`.
+fn acc(a: &mut [f64], b: &[f64]) {
+    a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+}
+
+/// [`RatePart`] of latents z (m, d) and logits w (m, C) against the running statistics `running`; a full
+/// prior draws its Monte Carlo box offsets (`tp.rate_mc` per step, shared by the batch) from `rng`.
+pub fn rate_part(
+    z: &[f64],
+    w: &[f32],
+    running: &Prior,
+    tp: &TwinParams,
+    rng: &mut StdRng,
+) -> Result<RatePart> {
+    let (d, c) = (running.d(), running.n_comp());
     let m = z.len() / d;
     let gamma = softmax_rows(w, c);
-    let batch = GmmStats::from_batch(z, &gamma, d)?;
-    let blended = running.blend(&batch, tp.gmm_momentum);
-    let mix = blended.mixture(tp.gmm_eps)?;
+    let (eta, t) = (tp.gmm_momentum, tp.noise_width);
     let mut rate = 0.0;
     let mut dz = vec![0.0; m * d];
-    let (mut dmu, mut dls, mut dlp) = (vec![0.0; c * d], vec![0.0; c * d], vec![0.0; c]);
-    for i in 0..m {
-        let g = mix.rate_grad(&z[i * d..(i + 1) * d], tp.noise_width);
-        rate += g.rate;
-        dz[i * d..(i + 1) * d].copy_from_slice(&g.dz);
-        for (a, b) in dmu.iter_mut().zip(&g.dmu) {
-            *a += b;
+    let (sg, blended) = match running {
+        Prior::Diag(run) => {
+            let blended = run.blend(&GmmStats::from_batch(z, &gamma, d)?, eta);
+            let mix = blended.mixture(tp.gmm_eps)?;
+            let (mut dmu, mut dls, mut dlp) = (vec![0.0; c * d], vec![0.0; c * d], vec![0.0; c]);
+            for i in 0..m {
+                let g = mix.rate_grad(&z[i * d..(i + 1) * d], t);
+                rate += g.rate;
+                dz[i * d..(i + 1) * d].copy_from_slice(&g.dz);
+                acc(&mut dmu, &g.dmu);
+                acc(&mut dls, &g.dlog_sigma);
+                acc(&mut dlp, &g.dlog_pi);
+            }
+            let sg = blended.backward(z, &gamma, eta, tp.gmm_eps, &dlp, &dmu, &dls);
+            (sg, Prior::Diag(blended))
         }
-        for (a, b) in dls.iter_mut().zip(&g.dlog_sigma) {
-            *a += b;
+        Prior::Full(run) => {
+            let blended = run.blend(&FullStats::from_batch(z, &gamma, d)?, eta);
+            let mix = blended.mixture(tp.gmm_eps)?;
+            let offs = box_offsets(rng, tp.rate_mc, d, t);
+            let (mut dmu, mut dcov, mut dlp) =
+                (vec![0.0; c * d], vec![0.0; c * d * d], vec![0.0; c]);
+            for i in 0..m {
+                let g = mc_rate_grad(&mix, &z[i * d..(i + 1) * d], t, &offs);
+                rate += g.rate;
+                dz[i * d..(i + 1) * d].copy_from_slice(&g.dz);
+                acc(&mut dmu, &g.dmu);
+                acc(&mut dcov, &g.dcov);
+                acc(&mut dlp, &g.dlog_pi);
+            }
+            let sg = blended.backward(z, &gamma, eta, &dlp, &dmu, &dcov);
+            (sg, Prior::Full(blended))
         }
-        for (a, b) in dlp.iter_mut().zip(&g.dlog_pi) {
-            *a += b;
-        }
-    }
-    let sg = blended.backward(z, &gamma, tp.gmm_momentum, tp.gmm_eps, &dlp, &dmu, &dls);
+    };
     let scale = tp.beta / m as f64;
     let gz: Vec<f64> = dz
         .iter()
@@ -445,11 +584,14 @@ pub fn train_twin<B: Backend<Elem = f32>>(
         Some(path) => {
             let e = restore(&be, &mut store, &mut decoder, &mut opt, &rf_name, path)?;
             let gpath = gmm_beside(path);
-            (e + 1, read_stats(&gpath, c, zdim)?)
+            (e + 1, Prior::read(&gpath, c, zdim, tp.full())?)
         }
         None => {
             let (z, _) = eval_z(&be, &store, &encoder, &maker, n)?;
-            (0, init_stats(&z, n, zdim, c, cfg.batch_size, cfg.seed)?)
+            (
+                0,
+                Prior::init(&z, n, zdim, c, cfg.batch_size, cfg.seed, tp.full())?,
+            )
         }
     };
     let settings = cfg.settings();
@@ -465,7 +607,7 @@ pub fn train_twin<B: Backend<Elem = f32>>(
                 epoch: usize,
                 store: &ParamStore<B>,
                 opt: &RAdam<B>,
-                stats: &GmmStats|
+                stats: &Prior|
      -> Result<f64> {
         let name = |stem: &str, ext: &str| output_name(&cfg.outdir, stem, tag, ext);
         let (z, w) = eval_z(&be, store, &encoder, &maker, n)?;
@@ -476,7 +618,7 @@ pub fn train_twin<B: Backend<Elem = f32>>(
         };
         write_pkls(name("z", "pkl"), &[arr(z, zdim)?])?;
         write_pkls(name("gamma", "pkl"), &[arr(gamma, c)?])?;
-        write_gmm(&name("gmm", "npz"), stats, tp.gmm_eps)?;
+        stats.write(&name("gmm", "npz"), tp.gmm_eps)?;
         let mut ck = checkpoint_of(&be, store, &decoder, opt, &rf_name, epoch)?;
         ck.settings = settings.clone();
         ck.save(&name("weights", "safetensors"))?;
@@ -599,7 +741,7 @@ fn twin_step<B: Backend<Elem = f32>>(
     ramp: &[f32],
     p: usize,
     tp: &TwinParams,
-    stats: &mut GmmStats,
+    stats: &mut Prior,
     rng: &mut StdRng,
 ) -> Result<(f64, f64)> {
     let nb = batch.idx.len();
@@ -608,7 +750,7 @@ fn twin_step<B: Backend<Elem = f32>>(
     let (dist, z, w) = twin_forward(&mut t, batch, decoder, encoder, coords, ramp, p, tp, rng)?;
     let zv: Vec<f64> = t.to_vec(z)?.iter().map(|&v| v as f64).collect();
     let wv = t.to_vec(w)?;
-    let rp = rate_part(&zv, &wv, stats, tp)?;
+    let rp = rate_part(&zv, &wv, stats, tp, rng)?;
     // The optimizer sees (distortion + β·rate)/P: the same minimiser, and RAdam's first steps (plain
     // momentum, not scale-free) as small as with train-vae's per-pixel mean loss.
     let inv_p = 1.0 / p as f64;
@@ -767,47 +909,66 @@ mod tests {
     }
 
     /// The host-side gradients of β·mean rate (direct and through the blended prior, and through the
-    /// softmax to the logits) against central differences of the same function in f64.
+    /// softmax to the logits) against central differences of the same function in f64, for the diagonal
+    /// prior (exact rate) and the full one (Monte Carlo rate with the same box offsets).
     #[test]
     fn rate_part_gradients_match_finite_differences() {
         let (m, d, c) = (3, 2, 4);
-        let tp = TwinParams {
-            n_comp: c,
-            noise_width: 1.5,
-            beta: 0.7,
-            gmm_momentum: 0.3,
-            gmm_eps: 1e-2,
-        };
-        let mut rng = StdRng::seed_from_u64(5);
-        let z: Vec<f64> = (0..m * d).map(|_| rng.random_range(-2.0..2.0)).collect();
-        let w: Vec<f32> = (0..m * c).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let zs: Vec<f32> = (0..40).map(|_| rng.random_range(-2.0..2.0)).collect();
-        let running = init_stats(&zs, 20, d, c, 8, 1).unwrap();
-        let rp = rate_part(&z, &w, &running, &tp).unwrap();
-        let f = |z: &[f64], w: &[f32]| tp.beta * rate_part(z, w, &running, &tp).unwrap().rate;
-        let h = 1e-5;
-        for k in 0..z.len() {
-            let (mut a, mut b) = (z.clone(), z.clone());
-            a[k] += h;
-            b[k] -= h;
-            let fd = (f(&a, &w) - f(&b, &w)) / (2.0 * h);
+        for cov in ["diag", "full"] {
+            let tp = TwinParams {
+                n_comp: c,
+                noise_width: 1.5,
+                beta: 0.7,
+                gmm_momentum: 0.3,
+                gmm_eps: 1e-2,
+                gmm_cov: cov.into(),
+                rate_mc: 8,
+            };
+            let mut rng = StdRng::seed_from_u64(5);
+            let z: Vec<f64> = (0..m * d).map(|_| rng.random_range(-2.0..2.0)).collect();
+            let w: Vec<f32> = (0..m * c).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let zs: Vec<f32> = (0..40).map(|_| rng.random_range(-2.0..2.0)).collect();
+            let running = Prior::init(&zs, 20, d, c, 8, 1, tp.full()).unwrap();
+            let rng0 = StdRng::seed_from_u64(0);
+            let rp = rate_part(&z, &w, &running, &tp, &mut rng0.clone()).unwrap();
+            assert!(matches!(
+                (&rp.blended, tp.full()),
+                (Prior::Full(_), true) | (Prior::Diag(_), false)
+            ));
+            let f = |z: &[f64], w: &[f32]| {
+                tp.beta
+                    * rate_part(z, w, &running, &tp, &mut rng0.clone())
+                        .unwrap()
+                        .rate
+            };
+            let h = 1e-5;
+            for k in 0..z.len() {
+                let (mut a, mut b) = (z.clone(), z.clone());
+                a[k] += h;
+                b[k] -= h;
+                let fd = (f(&a, &w) - f(&b, &w)) / (2.0 * h);
+                assert!(
+                    (fd - rp.gz[k]).abs() < 1e-6 * (1.0 + fd.abs()),
+                    "{cov} z[{k}]: fd {fd} vs {}",
+                    rp.gz[k]
+                );
+            }
+            // w is f32 in the tape: larger steps, looser tolerance.
+            let hw = 1e-3f32;
+            for k in 0..w.len() {
+                let (mut a, mut b) = (w.clone(), w.clone());
+                a[k] += hw;
+                b[k] -= hw;
+                let fd = (f(&z, &a) - f(&z, &b)) / (2.0 * hw as f64);
+                assert!(
+                    (fd - rp.gw[k]).abs() < 1e-4 * (1.0 + fd.abs()),
+                    "{cov} w[{k}]: fd {fd} vs {}",
+                    rp.gw[k]
+                );
+            }
             assert!(
-                (fd - rp.gz[k]).abs() < 1e-6 * (1.0 + fd.abs()),
-                "z[{k}]: fd {fd} vs {}",
-                rp.gz[k]
-            );
-        }
-        // w is f32 in the tape; differentiate a f64 copy through the same softmax by scaling steps.
-        let hw = 1e-3f32;
-        for k in 0..w.len() {
-            let (mut a, mut b) = (w.clone(), w.clone());
-            a[k] += hw;
-            b[k] -= hw;
-            let fd = (f(&z, &a) - f(&z, &b)) / (2.0 * hw as f64);
-            assert!(
-                (fd - rp.gw[k]).abs() < 1e-4 * (1.0 + fd.abs()),
-                "w[{k}]: fd {fd} vs {}",
-                rp.gw[k]
+                rp.gw.iter().any(|v| v.abs() > 1e-6),
+                "{cov}: w gets no gradient"
             );
         }
     }
@@ -823,7 +984,9 @@ mod tests {
     #[test]
     fn initial_prior_has_kmeans_means_and_the_latent_variance() {
         let z: Vec<f32> = [0.0f32, 0.1, -0.1, 10.0, 10.1, 9.9].to_vec();
-        let s = init_stats(&z, 6, 1, 2, 8, 0).unwrap();
+        let Prior::Diag(s) = Prior::init(&z, 6, 1, 2, 8, 0, false).unwrap() else {
+            panic!("a diagonal prior")
+        };
         let mix = s.mixture(0.0).unwrap();
         let mut mus = mix.mu.clone();
         mus.sort_by(f64::total_cmp);
