@@ -18,8 +18,8 @@ B=${CRYOFIELD_BIN:-$(dirname "$0")/../target/release/cryofield}
 mkdir -p "$OUT"; cd "$OUT"
 NET="--enc-dim 128 --dec-dim 128 --lr 1e-3 -b 8 -n 20 --seed $SEED"
 sim() { # kind n_states out
-  "$B" phantom --kind "$1" ${2:+--n-states $2} -D 32 --Apix 4.0 --seed "$SEED" -o "ph_$3" > /dev/null
-  "$B" simulate "ph_$3/vols.txt" -N 3000 --snr 1 --t-extent 2 --defocus 10000 20000 --seed "$SEED" -o "sim_$3" > /dev/null
+  "$B" phantom --kind "$1" ${2:+--n-states $2} -D 32 --Apix 4.0 --seed "$SEED" -o "ph_$3" > /dev/null 2>&1
+  "$B" simulate "ph_$3/vols.txt" -N 3000 --snr 1 --t-extent 2 --defocus 10000 20000 --seed "$SEED" -o "sim_$3" > /dev/null 2>&1
 }
 train() { # program data zdim out
   "$B" "train-$1" "sim_$2/particles.mrcs" --poses "sim_$2/pose.pkl" --ctf "sim_$2/ctf.pkl" --zdim "$3" $NET -o "$4" > "$4.log" 2>&1
