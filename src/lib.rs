@@ -23,6 +23,8 @@
 //! | [`train`] | `train-nn` / `train-vae`: ImageDataset preprocessing, prefetched batches, Adam, safetensors checkpoints, exact resume |
 //! | [`pose`] | branch-and-bound pose search with frequency marching (`Backend::pose_scores`), slice models, ab initio reconstruction (`abinit-homo`, `abinit-het`), `pose-search` against a fixed volume, pose accuracy (`pose-error`) |
 //! | [`diffusion`] | latent diffusion prior (EDM): preconditioning, residual-MLP denoiser + training, Euler–Maruyama/Heun samplers, Dormand–Prince ODE encode/decode, PC1 TVD evaluation |
+//! | [`assignment`] | exact linear sum assignment (Hungarian / Jonker–Volgenant shortest augmenting paths, rectangular, as scipy's) |
+//! | [`disentangle`] | disentanglement metrics (issue 24, in progress): MCC (Spearman/Pearson correlation matrix + assignment), circular pose alignment |
 //! | [`twin`] | cryoTWIN (issue 23, in progress): the GMM box-mass rate term and its gradients, the full-covariance GMM (`gmm.npz`), pathways (Algorithm 1), KLIEP and isometry metrics |
 //! | [`cli`] | one module per subcommand of the `cryofield` binary |
 //!
@@ -32,10 +34,12 @@
 //! `[D, Apix, dfU (Å), dfV (Å), dfAng (deg), kV, Cs (mm), w, phase (deg)]`.
 
 pub mod analysis;
+pub mod assignment;
 pub mod autodiff;
 pub mod backend;
 pub mod cli;
 pub mod diffusion;
+pub mod disentangle;
 pub mod error;
 pub mod fourier;
 pub mod geometry;
