@@ -7,6 +7,7 @@ pub mod analyze;
 pub mod backproject_voxel;
 pub mod demo;
 pub mod direct_traversal;
+pub mod disentangle;
 pub mod downsample;
 pub mod eval_accuracy;
 pub mod eval_images;
@@ -99,6 +100,7 @@ pub enum Command {
     #[command(alias = "kl_kliep")]
     KlKliep(kl_kliep::Args),
     Isometry(isometry::Args),
+    Disentangle(disentangle::Args),
     Pathway(pathway::Args),
     #[command(alias = "twin_analyze")]
     TwinAnalyze(twin_analyze::Args),
@@ -148,6 +150,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::PriorEval(a) => prior_eval::run(a),
         Command::KlKliep(a) => kl_kliep::run(a),
         Command::Isometry(a) => isometry::run(a),
+        Command::Disentangle(a) => disentangle::run(a),
         Command::Pathway(a) => pathway::run(a),
         Command::TwinAnalyze(a) => twin_analyze::run(a),
         Command::AbinitHomo(a) => abinit_homo::run(a),

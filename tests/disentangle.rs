@@ -1,0 +1,157 @@
+//! `cryofield disentangle mcc` end to end on small pickles: MCC is 1 for truth that is a permuted,
+//! scaled and sign-flipped copy of the latents, and a row-count mismatch is an error naming the file.
+
+use cryofield::io::array::{ArrayData, NdArray};
+use cryofield::io::pkl::{write_pkl, PyValue};
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+use std::path::Path;
+use std::process::Command;
+
+/// Run the binary; (success, stdout, stderr).
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cryofield"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write(path: &Path, shape: Vec<usize>, data: ArrayData) {
+    write_pkl(path, &PyValue::Array(NdArray::new(shape, data).unwrap())).unwrap();
+}
+
+#[test]
+fn mcc_is_one_for_permuted_scaled_flipped_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let (n, k) = (300, 3);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let z: Vec<f32> = (0..n * k)
+        .map(|_| StandardNormal.sample(&mut rng))
+        .collect();
+    // truth[:, j] = scale[j] · z[:, perm[j]], plus a constant column 3 (no information)
+    let perm = [2, 0, 1];
+    let scale = [-2.5, 0.25, 4.0];
+    let truth: Vec<f64> = (0..n)
+        .flat_map(|i| {
+            let zi = &z[i * k..(i + 1) * k];
+            (0..k)
+                .map(move |j| scale[j] * zi[perm[j]] as f64)
+                .chain([1.0])
+        })
+        .collect();
+    let zp = dir.path().join("z.pkl");
+    let tp = dir.path().join("truth.pkl");
+    write(&zp, vec![n, k], ArrayData::F32(z));
+    write(&tp, vec![n, k + 1], ArrayData::F64(truth));
+    let out = dir.path().join("mcc.json");
+    let (ok, stdout, stderr) = run(&[
+        "disentangle",
+        "mcc",
+        "--z",
+        zp.to_str().unwrap(),
+        "--truth",
+        tp.to_str().unwrap(),
+        "--conf-cols",
+        "1,2",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stdout}\n{stderr}");
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(j["n"], 300);
+    assert_eq!(j["k_truth"], 4);
+    for method in ["spearman", "pearson"] {
+        let m = &j[method];
+        let mcc = m["mcc"].as_f64().unwrap();
+        assert!((mcc - 1.0).abs() < 1e-9, "{method}: {mcc}");
+        // latent i is matched to the truth column holding it
+        assert_eq!(m["assignment"]["latent"], serde_json::json!([0, 1, 2]));
+        assert_eq!(m["assignment"]["factor"], serde_json::json!([1, 2, 0]));
+        let signs: Vec<f64> = m["assignment"]["corr"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_f64().unwrap().signum())
+            .collect();
+        assert_eq!(signs, vec![1.0, 1.0, -1.0]);
+        assert_eq!(m["matrix"].as_array().unwrap().len(), 3);
+        assert_eq!(m["matrix"][0].as_array().unwrap().len(), 4);
+        assert_eq!(m["matrix"][0][3], 0.0);
+        // 3 matched of 4 true factors: the average over the truth counts the constant one as 0
+        assert!((m["mcc_over_truth"].as_f64().unwrap() - 0.75).abs() < 1e-9);
+        // MCC_conf against truth columns 1, 2 (= z0, z1): two latents matched exactly
+        let c = &m["conf"];
+        assert!((c["mcc"].as_f64().unwrap() - 1.0).abs() < 1e-9, "{c}");
+        assert_eq!(c["truth_cols"], serde_json::json!([1, 2]));
+        assert_eq!(c["assignment"]["latent"], serde_json::json!([0, 1]));
+    }
+    assert!(stdout.contains("MCC (spearman) = 1.0000"), "{stdout}");
+}
+
+#[test]
+fn mcc_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let zp = dir.path().join("z.pkl");
+    let tp = dir.path().join("short_truth.pkl");
+    write(
+        &zp,
+        vec![10, 2],
+        ArrayData::F32((0..20).map(|v| v as f32).collect()),
+    );
+    write(
+        &tp,
+        vec![9],
+        ArrayData::F64((0..9).map(f64::from).collect()),
+    );
+    let out = dir.path().join("mcc.json");
+    let args = |t: &Path| {
+        vec![
+            "disentangle".to_string(),
+            "mcc".into(),
+            "--z".into(),
+            zp.display().to_string(),
+            "--truth".into(),
+            t.display().to_string(),
+            "-o".into(),
+            out.display().to_string(),
+        ]
+    };
+    let a = args(&tp);
+    let (ok, _, stderr) = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!ok);
+    assert!(
+        stderr.contains("short_truth.pkl") && stderr.contains("[9]"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+    // a non-finite truth value
+    let bad = dir.path().join("nan_truth.pkl");
+    let mut t: Vec<f64> = (0..10).map(f64::from).collect();
+    t[4] = f64::NAN;
+    write(&bad, vec![10], ArrayData::F64(t));
+    let a = args(&bad);
+    let (ok, _, stderr) = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!ok);
+    assert!(
+        stderr.contains("nan_truth.pkl") && stderr.contains("not finite"),
+        "{stderr}"
+    );
+    // --conf-cols out of range
+    let good = dir.path().join("truth.pkl");
+    write(
+        &good,
+        vec![10],
+        ArrayData::F64((0..10).map(f64::from).collect()),
+    );
+    let mut a = args(&good);
+    a.extend(["--conf-cols".into(), "3".into()]);
+    let (ok, _, stderr) = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!ok);
+    assert!(stderr.contains("--conf-cols 3"), "{stderr}");
+}
