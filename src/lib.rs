@@ -36,6 +36,7 @@ pub mod autodiff;
 pub mod backend;
 pub mod cli;
 pub mod diffusion;
+pub mod disentangle;
 pub mod error;
 pub mod fourier;
 pub mod geometry;
