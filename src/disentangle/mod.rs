@@ -1,5 +1,12 @@
-//! Disentanglement metrics (issue 24, in progress; spec: `disentanglement.md` §4): the mean
-//! correlation coefficient (MCC) between learned latents and true generative factors, with the
-//! circular alignment of a predicted pose angle to its truth.
+//! Disentangling pose from conformation (issue 24, in progress; Klindt et al. 2024, spec:
+//! `disentanglement.md`). Built so far, as tested library pieces:
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`mcc`] | the mean correlation coefficient (MCC) between learned latents and true factors (Spearman / Pearson matrix + assignment), circular pose alignment |
+//! | [`slow`] | SlowVAE's temporal Laplace prior: cross-entropy of a Gaussian posterior with a Laplace around the previous mean, its gradients; pair transitions for simulated pairs |
+//! | [`rot90`] | the Edelberg–Lederman 90° test's image rotation (an exact pixel permutation: the image at Rz(k·90°)·R) |
 
 pub mod mcc;
+pub mod rot90;
+pub mod slow;
