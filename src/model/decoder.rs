@@ -178,6 +178,79 @@ impl Decoder {
             }
         }
         let x = t.constant(Tensor::from_slice(&be, &x, &[nb * ne, 3])?);
+        self.forward_points(t, x, &sign, nb, p, z)
+    }
+
+    /// The decoder on the masked lattice `coords` (P, 3, host) rotated by `rot` (B, 9) row-major, a
+    /// tape variable: the same values as [`Decoder::forward`], with gradients reaching `rot` (through the
+    /// rotated coordinates and the positional encoding) as well as z and the weights. The points are
+    /// v = c·R (row vector, the convention of [`Decoder::forward_unfused`]); for the Fourier domain the
+    /// half-lattice points with v_z > 0 are negated (a constant sign taken from the current values, so the
+    /// gradient is exact away from v_z = 0). The differentiable pose op of learned poses (PoseVAE) and
+    /// pose refinement: composed from primitive ops (gathers, products, sums), not fused.
+    pub fn forward_posed<B: Backend>(
+        &self,
+        t: &mut Tape<'_, B>,
+        coords: &[[f64; 3]],
+        rot: Var,
+        z: Option<Var>,
+    ) -> Result<Var> {
+        let be = t.backend().clone();
+        let sr = t.shape(rot).to_vec();
+        if sr.len() != 2 || sr[1] != 9 {
+            return Err(Error::Shape {
+                what: "forward_posed: rot".into(),
+                expected: "(B, 9)".into(),
+                got: format!("{sr:?}"),
+            });
+        }
+        let (p, nb) = (coords.len(), sr[0]);
+        let ne = self.domain.n_eval(p);
+        // Rᵀ row-major: column 3j + i holds R[i][j], so that v_j = Σ_i c_i R[i][j] sums 3 adjacent columns.
+        let cols: Vec<Var> = (0..9)
+            .map(|k| t.slice(rot, (k % 3) * 3 + k / 3, 1))
+            .collect::<Result<_>>()?;
+        let rt = t.concat(&cols)?;
+        let idx: Vec<u32> = (0..nb)
+            .flat_map(|b| std::iter::repeat_n(b as u32, ne))
+            .collect();
+        let rg = t.gather_rows(rt, &idx)?; // (B·ne, 9)
+        let cst: Vec<B::Elem> = (0..nb)
+            .flat_map(|_| coords[..ne].iter())
+            .flat_map(|c| (0..3).flat_map(move |_| c.iter().map(|&v| B::Elem::c(v))))
+            .collect();
+        let cst = t.constant(Tensor::from_slice(&be, &cst, &[nb * ne, 9])?);
+        let prod = t.mul(rg, cst)?;
+        let prod = t.reshape(prod, &[nb * ne * 3, 3])?;
+        let v = t.sum_cols(prod, 1.0)?;
+        let v = t.reshape(v, &[nb * ne, 3])?;
+        let vals = t.to_vec(v)?;
+        let sign: Vec<B::Elem> = vals
+            .chunks(3)
+            .map(|c| {
+                let flip = self.domain == Domain::Fourier && c[2].f64() > 0.0;
+                B::Elem::c(if flip { -1.0 } else { 1.0 })
+            })
+            .collect();
+        let s3: Vec<B::Elem> = sign.iter().flat_map(|&s| [s, s, s]).collect();
+        let s3 = t.constant(Tensor::from_slice(&be, &s3, &[nb * ne, 3])?);
+        let x = t.mul(v, s3)?;
+        self.forward_points(t, x, &sign, nb, p, z)
+    }
+
+    /// The network on rotated (and, for Fourier, sign-flipped) points x (B·ne, 3) with their signs,
+    /// and the Hermitian completion of the Fourier half lattice: (B, P).
+    fn forward_points<B: Backend>(
+        &self,
+        t: &mut Tape<'_, B>,
+        x: Var,
+        sign: &[B::Elem],
+        nb: usize,
+        p: usize,
+        z: Option<Var>,
+    ) -> Result<Var> {
+        let be = t.backend().clone();
+        let ne = self.domain.n_eval(p);
         let coords_z = match z {
             Some(z) => {
                 let idx: Vec<u32> = (0..nb)
@@ -195,7 +268,7 @@ impl Decoder {
             Domain::Fourier => {
                 let re = t.slice(y, 0, 1)?;
                 let im = t.slice(y, 1, 1)?;
-                let s = t.constant(Tensor::from_slice(&be, &sign, &[nb * ne, 1])?);
+                let s = t.constant(Tensor::from_slice(&be, sign, &[nb * ne, 1])?);
                 let im = t.mul(im, s)?;
                 let top = t.sub(re, im)?;
                 let top = t.reshape(top, &[nb, ne])?;
