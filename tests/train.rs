@@ -337,6 +337,7 @@ fn config(dir: &Path, out: &str, zdim: Option<usize>, epochs: usize) -> TrainCon
         seed: 11,
         amp: false,
         twin: None,
+        learned_pose: None,
         checkpoint: 1,
         load: None,
         tilt: None,

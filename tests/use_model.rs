@@ -59,6 +59,7 @@ fn config(dir: &Path, out: &str, epochs: usize, lr: f64) -> TrainConfig {
         seed: 11,
         amp: false,
         twin: None,
+        learned_pose: None,
         checkpoint: 1,
         load: None,
         tilt: None,

@@ -158,6 +158,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         seed: 0,
         amp: false,
         twin: None,
+        learned_pose: None,
         checkpoint: 1,
         load: None,
         tilt: None,

@@ -154,6 +154,7 @@ impl RunArgs {
             seed: self.seed.unwrap_or_else(|| rand::random::<u64>() % 100_000),
             amp: !self.no_amp,
             twin: None,
+            learned_pose: None,
             checkpoint: self.checkpoint,
             load: t.load.map(abs),
             tilt: None,

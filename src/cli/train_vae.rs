@@ -46,6 +46,18 @@ pub struct Args {
     /// Tilt angle about x between the pair (degrees) [default: 45]
     #[arg(long = "tilt-deg")]
     pub tilt_deg: Option<f64>,
+    /// Where the decoder's rotations come from: `known` (the --poses file) or `encoder` (a pose head on
+    /// the encoder; --poses then gives only the shifts) [default: known]
+    #[arg(long = "pose-source", value_parser = ["known", "encoder"])]
+    pub pose_source: Option<String>,
+    /// The pose head with --pose-source encoder: `inplane` (an angle about the viewing axis) or `so3`
+    /// (6-D Gram–Schmidt) [default: inplane]
+    #[arg(long = "pose-head", value_parser = ["inplane", "so3"])]
+    pub pose_head: Option<String>,
+    /// PoseVAE's intervention loss weight with --pose-source encoder (Klindt et al. 2024, Eq. 2: poses
+    /// permuted within the batch, decoded and re-encoded) [default: 0]
+    #[arg(long = "intervention-weight")]
+    pub intervention_weight: Option<f64>,
 }
 
 /// Run `train-vae`.
@@ -86,6 +98,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
     }
     cfg.tilt = a.tilt;
+    let learned = a.pose_source.as_deref() == Some("encoder");
+    if !learned && (a.pose_head.is_some() || a.intervention_weight.is_some()) {
+        anyhow::bail!("--pose-head and --intervention-weight need --pose-source encoder");
+    }
+    if learned {
+        cfg.learned_pose = Some(crate::disentangle::intervention::LearnedPose {
+            kind: a.pose_head.clone().unwrap_or_else(|| "inplane".into()),
+            intervention_weight: a.intervention_weight.unwrap_or(0.0),
+        });
+        given.extend(a.pose_head.as_ref().map(|_| "pose_head"));
+        given.extend(a.intervention_weight.map(|_| "intervention_weight"));
+    }
     let recorded = crate::train::adopt_settings(&mut cfg, &given)?;
     if let (None, Some(load), false) = (a.zdim, &cfg.load, recorded) {
         anyhow::bail!(

@@ -60,6 +60,46 @@ impl PoseKind {
     }
 }
 
+/// `train-vae --pose-source encoder`: poses from a head of the encoder (issue 24), with PoseVAE's
+/// intervention loss at weight `intervention_weight` (0: a plain VAE with a pose head). `config.json`'s
+/// `learned_pose`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct LearnedPose {
+    /// `inplane` (an angle about the viewing axis) or `so3` (6-D Gram–Schmidt).
+    pub kind: String,
+    pub intervention_weight: f64,
+}
+
+impl LearnedPose {
+    /// The head's parametrisation.
+    pub fn pose_kind(&self) -> Result<PoseKind> {
+        match self.kind.as_str() {
+            "inplane" => Ok(PoseKind::InPlane),
+            "so3" => Ok(PoseKind::SixD),
+            k => Err(Error::invalid(format!(
+                "unknown --pose-head `{k}` (inplane or so3)"
+            ))),
+        }
+    }
+
+    /// Visit the settings a checkpoint records.
+    pub fn each_setting(
+        &mut self,
+        f: &mut dyn FnMut(
+            &'static str,
+            &'static str,
+            &mut dyn crate::train::checkpoint::Setting,
+        ) -> Result<()>,
+    ) -> Result<()> {
+        f("pose_head", "--pose-head", &mut self.kind)?;
+        f(
+            "intervention_weight",
+            "--intervention-weight",
+            &mut self.intervention_weight,
+        )
+    }
+}
+
 /// The loss's parts: total, the z term and the pose term (each a mean over the batch).
 pub struct Intervention {
     pub loss: Var,

@@ -269,7 +269,11 @@ impl LoadedModel {
             let yr = self.decoder.forward(&mut t, cv, rv, Some(mu))?;
             let yr = t.to_vec(yr)?;
             let mu = t.to_vec(mu)?;
-            let lv = t.to_vec(lv)?;
+            let mut lv = t.to_vec(lv)?;
+            if let Some(lp) = &cfg.learned_pose {
+                // the second head carries (log σ², pose): keep log σ²
+                lv = crate::train::split_pose_head(&lv, zd, lp.pose_kind()?.width()).0;
+            }
             for b in 0..nb {
                 let (mut se, mut wse) = (0.0f64, 0.0f64);
                 for k in 0..p {

@@ -463,6 +463,7 @@ pub fn abinit(cfg: &AbinitConfig, progress: bool) -> Result<AbinitResult> {
                 coords,
                 p,
                 &mut eps_rng,
+                None,
             )?;
             sum_loss += loss * nb as f64;
             sum_gen += gen * nb as f64;

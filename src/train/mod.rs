@@ -106,6 +106,22 @@ pub struct TrainConfig {
     /// Its presence is what makes config.json's model a twin model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub twin: Option<crate::twin::train::TwinParams>,
+    /// Learned poses (`train-vae --pose-source encoder`, issue 24): a pose head on the encoder, the decoder
+    /// on the lattice rotated by the predicted pose, PoseVAE's intervention loss. None: the poses file's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learned_pose: Option<crate::disentangle::intervention::LearnedPose>,
+}
+
+impl TrainConfig {
+    /// Width of the encoder's second head: C for a twin, zdim (log σ²) plus the pose head's width for a VAE.
+    pub fn aux_width(&self) -> Result<usize> {
+        let z = self.zdim.unwrap_or(0);
+        Ok(match (&self.twin, &self.learned_pose) {
+            (Some(tw), _) => tw.n_comp,
+            (None, Some(lp)) => z + lp.pose_kind()?.width(),
+            (None, None) => z,
+        })
+    }
 }
 
 impl Settings for TrainConfig {
@@ -147,6 +163,9 @@ impl Settings for TrainConfig {
         f("tilt_deg", "--tilt-deg", &mut self.tilt_deg)?;
         if let Some(tw) = &mut self.twin {
             tw.each_setting(f)?;
+        }
+        if let Some(lp) = &mut self.learned_pose {
+            lp.each_setting(f)?;
         }
         Ok(())
     }
@@ -197,6 +216,17 @@ fn check_model_kind(cfg: &TrainConfig, path: &Path, head: &checkpoint::Header) -
         return Err(Error::format(
             path,
             format!("{ck} checkpoint: resume it with {cmd}"),
+        ));
+    }
+    let learned_ck = head.settings.contains_key("pose_head");
+    if !head.settings.is_empty() && learned_ck != cfg.learned_pose.is_some() {
+        return Err(Error::format(
+            path,
+            if learned_ck {
+                "the checkpoint's run learned its poses: resume it with --pose-source encoder"
+            } else {
+                "the checkpoint's run used known poses: resume it without --pose-source encoder"
+            },
         ));
     }
     Ok(())
@@ -426,7 +456,7 @@ pub(crate) fn build_model<B: Backend>(
             cfg.enc_layers,
             cfg.enc_dim,
             z,
-            cfg.twin.as_ref().map_or(z, |tw| tw.n_comp),
+            cfg.aux_width()?,
             act,
             &mut rng,
         )?),
@@ -572,6 +602,36 @@ pub fn train_with<B: Backend<Elem = f32>>(
     });
     let p = mask.len();
     let coords_t = || Tensor::from_slice(&be, &coords, &[p, 3]);
+    let pose_step = match &cfg.learned_pose {
+        Some(lp) => {
+            if cfg.zdim.is_none() || cfg.tilt.is_some() || cfg.twin.is_some() {
+                return Err(Error::invalid(
+                    "--pose-source encoder needs a VAE (--zdim) without tilt pairs",
+                ));
+            }
+            if lp.intervention_weight > 0.0 && in_dim != p {
+                return Err(Error::invalid(format!(
+                    "--intervention-weight re-encodes decoded slices, so the encoder must read the decoder's {p} pixels \
+                     (the default --enc-mask); it reads {in_dim}"
+                )));
+            }
+            if !(lp.intervention_weight >= 0.0 && lp.intervention_weight.is_finite()) {
+                return Err(Error::invalid(format!(
+                    "--intervention-weight must be ≥ 0, got {}",
+                    lp.intervention_weight
+                )));
+            }
+            Some(PoseStep {
+                kind: lp.pose_kind()?,
+                weight: lp.intervention_weight,
+                coords: coords
+                    .chunks(3)
+                    .map(|c| [c[0] as f64, c[1] as f64, c[2] as f64])
+                    .collect(),
+            })
+        }
+        None => None,
+    };
 
     // Apix of reconstruct.*.mrc as the reference: the CTF's pixel size, else 1.
     let apix = maker
@@ -591,7 +651,15 @@ pub fn train_with<B: Backend<Elem = f32>>(
         let name = |stem: &str, ext: &str| output_name(&cfg.outdir, stem, tag, ext);
         match &encoder {
             Some(enc) => {
-                let (mu, logvar) = eval_z(&be, store, enc, &maker, n)?;
+                let (mu, aux) = eval_z(&be, store, enc, &maker, n)?;
+                let logvar = match &pose_step {
+                    Some(ps) => {
+                        let (lv, pose) = split_pose_head(&aux, enc.zdim, ps.kind.width());
+                        write_pose_pred(&name("pose_pred", "pkl"), &pose, n, ps.kind)?;
+                        lv
+                    }
+                    None => aux,
+                };
                 write_z(&name("z", "pkl"), mu, logvar, n, enc.zdim)?;
             }
             None => {
@@ -630,6 +698,7 @@ pub fn train_with<B: Backend<Elem = f32>>(
                 coords_t()?,
                 p,
                 &mut eps_rng,
+                pose_step.as_ref(),
             )?;
             sum_loss += loss * nb as f64;
             sum_gen += gen * nb as f64;
@@ -674,6 +743,59 @@ pub fn train_with<B: Backend<Elem = f32>>(
 
 fn crate_progress(n: u64, what: &str) -> indicatif::ProgressBar {
     crate::cli::progress::bar(n, what)
+}
+
+/// Rows (zdim + k) of the encoder's second head split into log σ² (n, zdim) and pose parameters (n, k).
+pub(crate) fn split_pose_head(aux: &[f32], zdim: usize, k: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut lv = Vec::with_capacity(aux.len() / (zdim + k) * zdim);
+    let mut pose = Vec::with_capacity(aux.len() / (zdim + k) * k);
+    for row in aux.chunks(zdim + k) {
+        lv.extend_from_slice(&row[..zdim]);
+        pose.extend_from_slice(&row[zdim..]);
+    }
+    (lv, pose)
+}
+
+/// `pose_pred.N.pkl`: the predicted poses — in-plane angles ψ = atan2(b, a) (n,) f64, or SO(3) rotations
+/// (n, 3, 3) f64 by Gram–Schmidt of the 6-D head (the rows of [`crate::model::pose::sixd`]).
+fn write_pose_pred(
+    path: &Path,
+    pose: &[f32],
+    n: usize,
+    kind: crate::disentangle::intervention::PoseKind,
+) -> Result<()> {
+    use crate::disentangle::intervention::PoseKind;
+    let arr = match kind {
+        PoseKind::InPlane => NdArray::new(
+            vec![n],
+            ArrayData::F64(
+                pose.chunks(2)
+                    .map(|r| (r[1] as f64).atan2(r[0] as f64))
+                    .collect(),
+            ),
+        )?,
+        PoseKind::SixD => {
+            let mut out = Vec::with_capacity(n * 9);
+            for r in pose.chunks(6) {
+                let a1: Vec<f64> = r[..3].iter().map(|&v| v as f64).collect();
+                let a2: Vec<f64> = r[3..].iter().map(|&v| v as f64).collect();
+                let n1 = a1.iter().map(|v| v * v).sum::<f64>().sqrt();
+                let b1: Vec<f64> = a1.iter().map(|v| v / n1).collect();
+                let d: f64 = b1.iter().zip(&a2).map(|(x, y)| x * y).sum();
+                let r2: Vec<f64> = a2.iter().zip(&b1).map(|(y, x)| y - d * x).collect();
+                let n2 = r2.iter().map(|v| v * v).sum::<f64>().sqrt();
+                let b2: Vec<f64> = r2.iter().map(|v| v / n2).collect();
+                let b3 = [
+                    b1[1] * b2[2] - b1[2] * b2[1],
+                    b1[2] * b2[0] - b1[0] * b2[2],
+                    b1[0] * b2[1] - b1[1] * b2[0],
+                ];
+                out.extend(b1.iter().chain(&b2).chain(&b3));
+            }
+            NdArray::new(vec![n, 3, 3], ArrayData::F64(out))?
+        }
+    };
+    write_pkls(path, &[PyValue::Array(arr)])
 }
 
 /// `outdir/stem.tag.ext`, or `outdir/stem.ext` for the empty tag (the final outputs).
@@ -810,9 +932,10 @@ pub(crate) fn train_step<B: Backend<Elem = f32>>(
     coords: Tensor<B>,
     p: usize,
     rng: &mut StdRng,
+    pose: Option<&PoseStep>,
 ) -> Result<(f64, f64, f64)> {
     let mut t = Tape::new(be, store);
-    let (l, g, k) = step_loss(&mut t, batch, decoder, encoder, kl, coords, p, rng)?;
+    let (l, g, k) = step_loss(&mut t, batch, decoder, encoder, kl, coords, p, rng, pose)?;
     let vals = (
         t.to_vec(l)?[0] as f64,
         t.to_vec(g)?[0] as f64,
@@ -839,6 +962,7 @@ fn step_loss<B: Backend<Elem = f32>>(
     coords: Tensor<B>,
     p: usize,
     eps_rng: &mut StdRng,
+    pose: Option<&PoseStep>,
 ) -> Result<(
     crate::autodiff::Var,
     crate::autodiff::Var,
@@ -853,6 +977,7 @@ fn step_loss<B: Backend<Elem = f32>>(
         Some(c) => Some(t.constant(Tensor::from_slice(&be, c, &[nb, p])?)),
         None => None,
     };
+    let mut pose_params = None;
     let (z, mu_lv) = match (encoder, &batch.enc) {
         (Some(enc), Some(x)) => {
             let q = x.len() / nb;
@@ -861,7 +986,14 @@ fn step_loss<B: Backend<Elem = f32>>(
                 Some((_, et, _)) => Some(t.constant(Tensor::from_slice(&be, et, &[nb, q])?)),
                 None => None,
             };
-            let (mu, logvar) = enc.forward(t, xv, xt)?;
+            let (mu, aux) = enc.forward(t, xv, xt)?;
+            let logvar = match pose {
+                Some(ps) => {
+                    pose_params = Some(t.slice(aux, enc.zdim, ps.kind.width())?);
+                    t.slice(aux, 0, enc.zdim)?
+                }
+                None => aux,
+            };
             let eps: Vec<f32> = (0..nb * enc.zdim)
                 .map(|_| StandardNormal.sample(eps_rng))
                 .collect();
@@ -873,7 +1005,13 @@ fn step_loss<B: Backend<Elem = f32>>(
         }
         _ => (None, None),
     };
-    let yr = decoder.forward(t, coords, rot, z)?;
+    let yr = match (pose, pose_params) {
+        (Some(ps), Some(pp)) => {
+            let r = ps.kind.rotation(t, pp)?;
+            decoder.forward_posed(t, &ps.coords, r, z)?
+        }
+        _ => decoder.forward(t, coords, rot, z)?,
+    };
     let mut gen = gen_loss(t, yr, ctf, y)?;
     if let Some((yt, _, rt)) = &batch.tilt {
         // Tilt pairs: gen = ½·MSE(untilted) + ½·MSE(tilted), the tilted slice at tilt·R.
@@ -887,10 +1025,33 @@ fn step_loss<B: Backend<Elem = f32>>(
     match (kl, mu_lv) {
         (Some(w), Some((mu, lv))) => {
             let parts = vae_loss(t, gen, mu, lv, w, p)?;
-            Ok((parts.loss, parts.gen, parts.kld))
+            let mut loss = parts.loss;
+            if let (Some(ps), Some(pp), Some(enc)) = (pose, pose_params, encoder) {
+                if ps.weight > 0.0 {
+                    // PoseVAE: the first encoding (μ, pose) as given latents, poses permuted in the batch
+                    let z0 = t.to_vec(mu)?;
+                    let p0 = t.to_vec(pp)?;
+                    let mut perm: Vec<u32> = (0..nb as u32).collect();
+                    perm.shuffle(eps_rng);
+                    let iv = crate::disentangle::intervention::intervention_loss(
+                        t, enc, decoder, &ps.coords, &z0, &p0, &perm, ps.kind,
+                    )?;
+                    let wl = t.affine(iv.loss, ps.weight, 0.0)?;
+                    loss = t.add(loss, wl)?;
+                }
+            }
+            Ok((loss, parts.gen, parts.kld))
         }
         _ => Ok((gen, gen, None)),
     }
+}
+
+/// Learned poses in a training step: the head's parametrisation, the intervention loss's weight, and the
+/// decoder's masked lattice on the host (for [`Decoder::forward_posed`]).
+pub struct PoseStep {
+    pub kind: crate::disentangle::intervention::PoseKind,
+    pub weight: f64,
+    pub coords: Vec<[f64; 3]>,
 }
 
 /// z_mu, z_logvar (N, zdim) for every particle in dataset order (inference: no sampling).
