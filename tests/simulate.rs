@@ -511,6 +511,10 @@ fn pairs_are_sparse_grid_transitions_with_pose_bins() {
         pose_moves += (bins[2 * k] != bins[2 * k + 1]) as usize;
     }
     let mean = steps.iter().sum::<f64>() / steps.len() as f64;
+    eprintln!(
+        "mean |Δ| of the grid factors {mean:.3}, {pose_moves} of {} pairs move the pose bin",
+        n / 2
+    );
     // two independent uniform levels on 0..10 are E|i − j| = (g² − 1)/(3g) = 3.3 apart; the Laplace
     // moves of scale ln 10 ≈ 2.3 steps give ≈ 1.8 (standard error ≈ 0.12 over 200 steps)
     assert!(mean < 2.5, "mean |Δ| of the grid factors {mean}");

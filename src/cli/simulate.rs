@@ -190,7 +190,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         bail!("--oversample must be 1..=4");
     }
     if a.pairs {
-        if a.n % 2 != 0 {
+        if !a.n.is_multiple_of(2) {
             bail!(
                 "--pairs needs an even -N (images 2k and 2k+1 form a pair), got {}",
                 a.n
@@ -281,8 +281,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let (params, angles) = match &grid {
         None => draw_params_with(a.n, n_states, &spec),
         Some(g) => {
-            let (params, angles, _) = draw_pair_params(a.n, g, a.data_rate, &spec)?;
-            (params, angles)
+            let draws = draw_pair_params(a.n, g, a.data_rate, &spec)?;
+            (draws.params, draws.angles)
         }
     };
     let proj = Projector::new(

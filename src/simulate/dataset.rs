@@ -244,11 +244,9 @@ impl Grid {
                 .iter()
                 .map(|&f| f as f64 / (g - 1) as f64)
                 .collect();
-            if row
-                .iter()
-                .zip(&expected)
-                .any(|(&t, e)| !((t as f64 - e).abs() <= 1e-5))
-            {
+            // written so that a NaN in the truth fails too
+            let matches = |t: f32, e: f64| (t as f64 - e).abs() <= 1e-5;
+            if !row.iter().zip(&expected).all(|(&t, &e)| matches(t, e)) {
                 return Err(Error::invalid(format!(
                     "not a row-major {} grid of {g} levels in [0, 1] (a linear1d or linear2d \
                      phantom's truth): state {i} is {row:?}, the grid has {expected:?} there",
@@ -289,6 +287,17 @@ pub fn pose_bin_angle(b: usize) -> f64 {
     (b as f64 + 0.5) * TAU / PAIR_POSE_BINS as f64
 }
 
+/// The draws of [`draw_pair_params`]: images 2k and 2k+1 form pair k.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairDraws {
+    /// per-image parameters, `state` a grid index (`(n,)`)
+    pub params: Vec<ImageParams>,
+    /// the angles ψ (rad, `(n,)`) of a one-angle pose law, bin centres; `None` for so3
+    pub angles: Option<Vec<f64>>,
+    /// each image's pose bin in `0..36` (`(n,)`; all 0 for so3)
+    pub pose_bins: Vec<usize>,
+}
+
 /// The parameters of `n` images (n even) forming SlowVAE pairs (2k, 2k+1) (spec `disentanglement.md`
 /// §3): the first image's state uniform over `grid` and, with a one-angle pose law, its pose bin
 /// uniform over the 36 bins of 10°, ψ the bin centre ([`pose_bin_angle`]); the second image's state
@@ -297,15 +306,14 @@ pub fn pose_bin_angle(b: usize) -> f64 {
 /// no part in the transition: both images share one uniform rotation and a factor always changes.
 /// Translations and CTF are drawn per image as in [`draw_params_with`].
 ///
-/// Returns the parameters (`state` a grid index), the angles ψ (rad, `(n,)`, one-angle laws) and each
-/// image's pose bin (`(n,)`, all 0 for so3). Errors on odd `n` and on what [`pair_transition`] rejects.
+/// Errors on odd `n` and on what [`pair_transition`] rejects.
 pub fn draw_pair_params(
     n: usize,
     grid: &Grid,
     data_rate: f64,
     spec: &DrawSpec,
-) -> Result<(Vec<ImageParams>, Option<Vec<f64>>, Vec<usize>)> {
-    if n % 2 != 0 {
+) -> Result<PairDraws> {
+    if !n.is_multiple_of(2) {
         return Err(Error::invalid(format!(
             "pairs need an even number of images, got {n}"
         )));
@@ -342,7 +350,11 @@ pub fn draw_pair_params(
         }
     };
     let params = finish_params(rots, spec, &mut rng, |_, i| states[i]);
-    Ok((params, angles, bins))
+    Ok(PairDraws {
+        params,
+        angles,
+        pose_bins: bins,
+    })
 }
 
 /// The rotation about x by `deg` degrees (the reference's `utils.xrot`): a tilt image's pose is
