@@ -289,3 +289,255 @@ fn fourier_slice_and_real_space_projection_agree() {
     eprintln!("relative L2 difference {rel}");
     assert!(rel < 0.04, "relative L2 difference {rel}");
 }
+
+/// A `phantom` of `kind` at D = 16 with `n` states in `dir/name`; returns its vols.txt.
+fn small_phantom(dir: &Path, name: &str, kind: &str, n: usize) -> PathBuf {
+    let ph = dir.join(name);
+    cryofield(&[
+        "phantom",
+        "--kind",
+        kind,
+        "--n-states",
+        &n.to_string(),
+        "-D",
+        "16",
+        "-o",
+        p(&ph),
+    ]);
+    ph.join("vols.txt")
+}
+
+/// A pickled array's shape and values as f64.
+fn read_array(path: &Path) -> (Vec<usize>, Vec<f64>) {
+    match cryofield::io::pkl::read_pkl(path).unwrap() {
+        cryofield::io::pkl::PyValue::Array(a) => (a.shape.clone(), a.to_f64()),
+        other => panic!("{} holds {other:?}", path.display()),
+    }
+}
+
+/// `cryofield simulate ARGS`, expected to fail: its stderr.
+fn simulate_fails(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_cryofield"))
+        .arg("simulate")
+        .args(args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "simulate {args:?} succeeded");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+#[test]
+fn pose_dist_inplane_and_axis_are_rotations_about_z_and_x_by_pose_angle() {
+    let dir = tempfile::tempdir().unwrap();
+    let vols = small_phantom(dir.path(), "ph", "linear2d", 4);
+    for (dist, fixed) in [("inplane", 8), ("axis", 0)] {
+        let sim = dir.path().join(dist);
+        cryofield(&[
+            "simulate",
+            p(&vols),
+            "-N",
+            "30",
+            "--pose-dist",
+            dist,
+            "--seed",
+            "4",
+            "-o",
+            p(&sim),
+        ]);
+        let poses = Poses::load(sim.join("pose.pkl")).unwrap();
+        let (shape, psi) = read_array(&sim.join("pose_angle.pkl"));
+        assert_eq!(shape, vec![30]);
+        assert_eq!(poses.rots.len(), 30);
+        // Rz(ψ) = [[c, −s, 0], [s, c, 0], [0, 0, 1]], Rx(ψ) = [[1, 0, 0], [0, c, −s], [0, s, c]]
+        let (c_at, s_at) = if dist == "inplane" {
+            ([0, 4], [3, 1])
+        } else {
+            ([4, 8], [7, 5])
+        };
+        for (r, &a) in poses.rots.iter().zip(&psi) {
+            assert!((0.0..std::f64::consts::TAU).contains(&a), "ψ = {a}");
+            let (s, c) = (a as f32).sin_cos();
+            assert_eq!(r[fixed], 1.0, "{dist}: {r:?}");
+            for (k, &v) in r.iter().enumerate() {
+                let want = if k == fixed {
+                    1.0
+                } else if c_at.contains(&k) {
+                    c
+                } else if k == s_at[0] {
+                    s
+                } else if k == s_at[1] {
+                    -s
+                } else {
+                    0.0
+                };
+                assert!((v - want).abs() < 1e-6, "{dist} ψ {a}: R = {r:?}");
+            }
+        }
+        // the angles cover the circle, not one point
+        let spread = psi.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
+            - psi.iter().cloned().fold(f64::INFINITY, f64::min);
+        assert!(spread > 3.0, "{dist}: ψ spread {spread}");
+    }
+    // so3 writes no pose_angle.pkl, and removes an earlier run's
+    let sim = dir.path().join("inplane");
+    cryofield(&["simulate", p(&vols), "-N", "4", "-o", p(&sim)]);
+    assert!(!sim.join("pose_angle.pkl").exists());
+}
+
+#[test]
+fn pose_dist_so3_is_the_default_and_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let vols = small_phantom(dir.path(), "ph", "linear2d", 100);
+    let common = [
+        "-N",
+        "20",
+        "--seed",
+        "3",
+        "--t-extent",
+        "1",
+        "--defocus",
+        "10000",
+        "20000",
+        "--snr",
+        "1",
+    ];
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let mut args = vec!["simulate", p(&vols), "-o", p(&a)];
+    args.extend(common);
+    cryofield(&args);
+    let mut args = vec!["simulate", p(&vols), "-o", p(&b), "--pose-dist", "so3"];
+    args.extend(common);
+    cryofield(&args);
+    let mut names: Vec<String> = std::fs::read_dir(&a)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "ctf.pkl",
+            "labels.pkl",
+            "particles.mrcs",
+            "pose.pkl",
+            "truth.pkl"
+        ]
+    );
+    for n in &names {
+        assert_eq!(
+            std::fs::read(a.join(n)).unwrap(),
+            std::fs::read(b.join(n)).unwrap(),
+            "{n} differs"
+        );
+    }
+    // the draws made before --pose-dist existed (this configuration's outputs were byte-identical to
+    // the previous build's, sha256-checked when the flag was added): pinned
+    let (_, labels) = read_array(&a.join("labels.pkl"));
+    let pinned = [
+        94, 93, 99, 81, 35, 46, 59, 39, 87, 11, 40, 73, 98, 50, 43, 54, 92, 84, 10, 56,
+    ];
+    assert_eq!(labels, pinned.map(f64::from).to_vec());
+    let poses = Poses::load(a.join("pose.pkl")).unwrap();
+    let rot0 = [
+        0.18840213f32,
+        -0.7984828,
+        0.5717778,
+        -0.9391687,
+        -0.31672454,
+        -0.13284478,
+        0.28717032,
+        -0.5119676,
+        -0.80958164,
+    ];
+    assert_eq!(poses.rots[0], rot0);
+}
+
+#[test]
+fn pairs_are_sparse_grid_transitions_with_pose_bins() {
+    let dir = tempfile::tempdir().unwrap();
+    let vols = small_phantom(dir.path(), "ph", "linear2d", 100);
+    let sim = dir.path().join("pairs");
+    let n = 200;
+    cryofield(&[
+        "simulate",
+        p(&vols),
+        "-N",
+        &n.to_string(),
+        "--pose-dist",
+        "inplane",
+        "--pairs",
+        "--seed",
+        "2",
+        "-o",
+        p(&sim),
+    ]);
+    let (shape, pairs) = read_array(&sim.join("pairs.pkl"));
+    assert_eq!(shape, vec![n / 2, 2]);
+    let want: Vec<f64> = (0..n).map(|i| i as f64).collect();
+    assert_eq!(pairs, want);
+    let (_, labels) = read_array(&sim.join("labels.pkl"));
+    let (tshape, truth) = read_array(&sim.join("truth.pkl"));
+    let (_, state_truth) = read_array(&vols.with_file_name("truth.pkl"));
+    assert_eq!(tshape, vec![n, 2]);
+    let (_, psi) = read_array(&sim.join("pose_angle.pkl"));
+    let poses = Poses::load(sim.join("pose.pkl")).unwrap();
+    let bin_width = std::f64::consts::TAU / 36.0;
+    let mut bins = Vec::new();
+    for i in 0..n {
+        let s = labels[i] as usize;
+        assert_eq!(truth[2 * i..2 * i + 2], state_truth[2 * s..2 * s + 2]);
+        // ψ is the centre of its 10° bin, and the pose is Rz(ψ)
+        let b = (psi[i] / bin_width).floor();
+        assert!(
+            (psi[i] - (b + 0.5) * bin_width).abs() < 1e-12,
+            "ψ {}",
+            psi[i]
+        );
+        assert!((poses.rots[i][3] - psi[i].sin() as f32).abs() < 1e-6);
+        bins.push(b as i64);
+    }
+    // grid factors: state = 10·f0 + f1 (row-major, first factor slowest)
+    let f = |s: f64| [(s as i64) / 10, (s as i64) % 10];
+    let (mut steps, mut pose_moves) = (Vec::new(), 0);
+    for k in 0..n / 2 {
+        let (a, b) = (labels[2 * k], labels[2 * k + 1]);
+        assert!(
+            a != b || bins[2 * k] != bins[2 * k + 1],
+            "pair {k}: nothing changes"
+        );
+        steps.extend((0..2).map(|c| (f(a)[c] - f(b)[c]).abs() as f64));
+        pose_moves += (bins[2 * k] != bins[2 * k + 1]) as usize;
+    }
+    let mean = steps.iter().sum::<f64>() / steps.len() as f64;
+    eprintln!(
+        "mean |Δ| of the grid factors {mean:.3}, {pose_moves} of {} pairs move the pose bin",
+        n / 2
+    );
+    // two independent uniform levels on 0..10 are E|i − j| = (g² − 1)/(3g) = 3.3 apart; the Laplace
+    // moves of scale ln 10 ≈ 2.3 steps give ≈ 1.8 (standard error ≈ 0.12 over 200 steps)
+    assert!(mean < 2.5, "mean |Δ| of the grid factors {mean}");
+    assert!(mean > 0.5, "mean |Δ| of the grid factors {mean}");
+    assert!(
+        pose_moves > 0 && pose_moves < n / 2,
+        "{pose_moves} pose moves"
+    );
+}
+
+#[test]
+fn pairs_reject_odd_n_and_non_grid_phantoms() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = small_phantom(dir.path(), "grid", "linear2d", 4);
+    let out = dir.path().join("out");
+    let err = simulate_fails(&[p(&grid), "-N", "21", "--pairs", "-o", p(&out)]);
+    assert!(err.contains("even") && err.contains("21"), "{err}");
+    let circ = small_phantom(dir.path(), "circ", "circular1d", 8);
+    let err = simulate_fails(&[p(&circ), "-N", "20", "--pairs", "-o", p(&out)]);
+    let truth = circ.with_file_name("truth.pkl");
+    assert!(err.contains(p(&truth)) && err.contains("grid"), "{err}");
+    let one = circ.with_file_name("vol_000.mrc");
+    let err = simulate_fails(&[p(&one), "-N", "20", "--pairs", "-o", p(&out)]);
+    assert!(err.contains(p(&one)) && err.contains("vols.txt"), "{err}");
+    assert!(!out.exists(), "a failed run left {}", out.display());
+}

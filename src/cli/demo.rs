@@ -111,6 +111,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         tilt_deg: None,
         oversample: 2,
         real_space: false,
+        pose_dist: simulate::PoseDistArg::So3,
+        pairs: false,
+        data_rate: 1.0,
         seed: a.seed,
     })?;
     eprintln!(

@@ -4,7 +4,17 @@
 //! `labels.pkl` (which volume made each image, with several volumes), `truth.pkl` (each image's true latent
 //! coordinate, when the volumes come from `cryofield phantom`) and `particles_tilt.mrcs` (with `--tilt-deg`).
 //!
+//! `--pose-dist inplane` draws rotations about the viewing axis only, `R = Rz(ψ)` (ψ the image-plane
+//! angle), and `--pose-dist axis` rotations about the fixed x axis, `R = Rx(ψ)`, ψ uniform in [0, 2π);
+//! both write `pose_angle.pkl` (float64 `(N,)`, ψ in radians). `--pairs` makes SlowVAE pairs on a
+//! phantom's state grid (a linear2d or linear1d `vols.txt` with its `truth.pkl`): images 2k and 2k+1
+//! form a pair, the first state uniform, the second a sparse Laplace move of it (data rate
+//! `--data-rate`), and with inplane/axis poses ψ moves between 36 bins of 10° (ψ the bin centre);
+//! writes `pairs.pkl` (int64 `(N/2, 2)`).
+//!
 //! Example: `cryofield simulate phantom/vols.txt -N 5000 --snr 0.1 --t-extent 4 --defocus 10000 25000 -o sim`
+//!
+//! Example (SlowVAE pairs): `cryofield simulate linear2d/vols.txt -N 2000 --pose-dist inplane --pairs -o pairs`
 
 use crate::cli::progress;
 use crate::fourier::slice::HartleyVolume;
@@ -14,7 +24,8 @@ use crate::io::mrc::{MrcFile, MrcStackWriter};
 use crate::io::pkl::{read_pkl, write_pkl, PyValue};
 use crate::meta::{CtfParams, Poses};
 use crate::simulate::dataset::{
-    add_noise, draw_params, variance, xrot, CtfSpec, Projection, Projector,
+    add_noise, draw_pair_params, draw_params_with, variance, xrot, CtfSpec, DrawSpec, Grid,
+    PoseDist, Projection, Projector,
 };
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
@@ -64,9 +75,41 @@ pub struct Args {
     /// Project by rotating and integrating in real space (slow; the Fourier slice theorem's oracle)
     #[arg(long = "real-space")]
     pub real_space: bool,
+    /// Rotations: so3 (uniform), inplane (R = Rz(ψ), about the viewing axis) or axis (R = Rx(ψ),
+    /// about the x axis); inplane and axis write pose_angle.pkl (ψ, rad)
+    #[arg(long = "pose-dist", value_enum, default_value_t = PoseDistArg::So3)]
+    pub pose_dist: PoseDistArg,
+    /// SlowVAE pairs (images 2k, 2k+1) on the state grid of a phantom's vols.txt (linear2d,
+    /// linear1d); writes pairs.pkl. N must be even
+    #[arg(long)]
+    pub pairs: bool,
+    /// Pair transition rate λ: each grid factor moves by a discrete Laplace of scale ln(g)/λ
+    #[arg(long = "data-rate", default_value_t = 1.0, requires = "pairs")]
+    pub data_rate: f64,
     /// Random seed
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+/// `--pose-dist` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PoseDistArg {
+    /// uniform over SO(3)
+    So3,
+    /// R = Rz(ψ), ψ uniform in [0, 2π): in-plane rotations only
+    Inplane,
+    /// R = Rx(ψ), ψ uniform in [0, 2π): rotations about the x axis
+    Axis,
+}
+
+impl From<PoseDistArg> for PoseDist {
+    fn from(a: PoseDistArg) -> Self {
+        match a {
+            PoseDistArg::So3 => PoseDist::So3,
+            PoseDistArg::Inplane => PoseDist::Inplane,
+            PoseDistArg::Axis => PoseDist::Axis,
+        }
+    }
 }
 
 /// The volumes of a .mrc or .txt input, with their paths.
@@ -108,6 +151,31 @@ fn state_truth(input: &Path, k: usize) -> anyhow::Result<Option<(Vec<f32>, usize
     }
 }
 
+/// The state grid of `--pairs`: the phantom's states (`truth`, from `truth.pkl` beside the `input`
+/// list) must be a row-major g×…×g grid with coordinates in [0, 1] (see [`Grid::from_truth`]).
+fn pair_grid(input: &Path, truth: Option<&(Vec<f32>, usize)>, k: usize) -> anyhow::Result<Grid> {
+    let p = input.with_file_name("truth.pkl");
+    match truth {
+        _ if input.extension().and_then(|e| e.to_str()) != Some("txt") => bail!(
+            "{}: --pairs needs a phantom's vols.txt (states on a grid, with truth.pkl beside it), \
+             not a single volume",
+            input.display()
+        ),
+        None => bail!(
+            "{}: not found; --pairs needs the phantom's truth.pkl beside {} to know each state's \
+             grid position",
+            p.display(),
+            input.display()
+        ),
+        Some((t, dim)) => Grid::from_truth(t, k, *dim).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: --pairs needs states on a grid (as phantom --kind linear2d writes them): {e}",
+                p.display()
+            )
+        }),
+    }
+}
+
 /// Run `simulate`.
 pub fn run(a: Args) -> anyhow::Result<()> {
     if a.n == 0 {
@@ -120,6 +188,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     if a.oversample == 0 || a.oversample > 4 {
         bail!("--oversample must be 1..=4");
+    }
+    if a.pairs {
+        if !a.n.is_multiple_of(2) {
+            bail!(
+                "--pairs needs an even -N (images 2k and 2k+1 form a pair), got {}",
+                a.n
+            );
+        }
+        if !(a.data_rate > 0.0 && a.data_rate.is_finite()) {
+            bail!("--data-rate must be positive, got {}", a.data_rate);
+        }
     }
     let t0 = std::time::Instant::now();
     let paths = volume_paths(&a.input)?;
@@ -181,12 +260,31 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let n_states = paths.len();
     let truth = state_truth(&a.input, n_states)?;
+    let grid = if a.pairs {
+        Some(pair_grid(&a.input, truth.as_ref(), n_states)?)
+    } else {
+        None
+    };
     // Every output lands together when all are written (a failure part-way leaves the folder as it
     // was); optional outputs this run does not make are removed, so no earlier run's file sits
     // beside them.
     let mut staged = Staged::new(&a.o)?;
 
-    let params = draw_params(a.n, n_states, d, apix, a.t_extent, &ctf, a.seed);
+    let spec = DrawSpec {
+        d,
+        apix,
+        t_extent_px: a.t_extent,
+        ctf: &ctf,
+        pose: a.pose_dist.into(),
+        seed: a.seed,
+    };
+    let (params, angles) = match &grid {
+        None => draw_params_with(a.n, n_states, &spec),
+        Some(g) => {
+            let draws = draw_pair_params(a.n, g, a.data_rate, &spec)?;
+            (draws.params, draws.angles)
+        }
+    };
     let proj = Projector::new(
         if a.real_space {
             Projection::Real(&reals)
@@ -266,6 +364,22 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             )?;
         }
         None => staged.remove_on_commit("truth.pkl"),
+    }
+    match angles {
+        Some(psi) => write_pkl(
+            staged.path("pose_angle.pkl")?,
+            &PyValue::Array(NdArray::new(vec![a.n], ArrayData::F64(psi))?),
+        )?,
+        None => staged.remove_on_commit("pose_angle.pkl"),
+    }
+    if grid.is_some() {
+        let pairs: Vec<i64> = (0..a.n as i64).collect();
+        write_pkl(
+            staged.path("pairs.pkl")?,
+            &PyValue::Array(NdArray::from_i64(vec![a.n / 2, 2], pairs)?),
+        )?;
+    } else {
+        staged.remove_on_commit("pairs.pkl");
     }
     staged.commit()?;
     eprintln!(

@@ -7,6 +7,7 @@
 //! value, a fraction of D), multiplied by the CTF. Noise: white Gaussian with variance
 //! `var(signal) / SNR`, the signal variance taken over whole images of the dataset.
 
+use crate::disentangle::slow::pair_transition;
 use crate::error::{Error, Result};
 use crate::fourier::ctf::{compute_ctf_into, lattice_freqs_angstrom, Ctf};
 use crate::fourier::fft::{ht2_center, iht2_center, symmetrize_ht};
@@ -18,6 +19,7 @@ use crate::geometry::rotation::{matmul3, Mat3};
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 use rayon::prelude::*;
+use std::f64::consts::TAU;
 
 /// The per-image truth of a simulated dataset.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,7 +51,57 @@ pub enum CtfSpec {
     },
 }
 
-/// Draw the parameters of `n` images over `n_states` volumes, reproducibly from `seed`.
+/// How image rotations are drawn (`simulate --pose-dist`).
+///
+/// With poses acting on row vectors, `(x, y, z)·R` (see [`crate::fourier::slice`]), the image at
+/// `Rz(ψ)` is the image at the identity turned by ψ counterclockwise in the `(x, y) = (column, row)`
+/// frame, so ψ is the image-plane angle (the rotation [`crate::disentangle::rot90`] applies for
+/// ψ = k·90°).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PoseDist {
+    /// Uniform over SO(3) (Haar measure).
+    #[default]
+    So3,
+    /// `R = Rz(ψ)`, a rotation about the viewing axis z only, ψ uniform in [0, 2π).
+    Inplane,
+    /// `R = Rx(ψ)`, a rotation about the fixed x axis (the tilt axis of [`xrot`]), ψ uniform in
+    /// [0, 2π): the view moves out of the image plane along one great circle.
+    Axis,
+}
+
+impl PoseDist {
+    /// The rotation at angle `psi` (rad) of a one-angle distribution, row-major:
+    /// `Rz(ψ) = [[c, −s, 0], [s, c, 0], [0, 0, 1]]` (inplane), `Rx(ψ) = [[1, 0, 0], [0, c, −s],
+    /// [0, s, c]]` (axis); `None` for so3, which has no angle.
+    pub fn rotation_at(self, psi: f64) -> Option<Mat3> {
+        let (s, c) = psi.sin_cos();
+        match self {
+            PoseDist::So3 => None,
+            PoseDist::Inplane => Some([c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0]),
+            PoseDist::Axis => Some([1.0, 0.0, 0.0, 0.0, c, -s, 0.0, s, c]),
+        }
+    }
+}
+
+/// What every simulated image shares: box, pixel size, translations, CTF, pose law and seed.
+#[derive(Debug, Clone, Copy)]
+pub struct DrawSpec<'a> {
+    /// box size D (pixels)
+    pub d: usize,
+    /// pixel size (Å)
+    pub apix: f32,
+    /// translations uniform in [−T, T] pixels along x and y (none when 0)
+    pub t_extent_px: f32,
+    /// how CTF parameters are drawn
+    pub ctf: &'a CtfSpec,
+    /// how rotations are drawn
+    pub pose: PoseDist,
+    /// random seed
+    pub seed: u64,
+}
+
+/// Draw the parameters of `n` images over `n_states` volumes with uniform SO(3) rotations,
+/// reproducibly from `seed` ([`draw_params_with`] with [`PoseDist::So3`]).
 pub fn draw_params(
     n: usize,
     n_states: usize,
@@ -59,12 +111,56 @@ pub fn draw_params(
     ctf: &CtfSpec,
     seed: u64,
 ) -> Vec<ImageParams> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let rots = random_rotations(n, &mut rng);
+    let spec = DrawSpec {
+        d,
+        apix,
+        t_extent_px,
+        ctf,
+        pose: PoseDist::So3,
+        seed,
+    };
+    draw_params_with(n, n_states, &spec).0
+}
+
+/// Draw the parameters of `n` images over `n_states` volumes (each image's state uniform), with
+/// rotations from `spec.pose`. Returns the parameters and, for a one-angle pose law, each image's
+/// angle ψ (rad, `(n,)`). For [`PoseDist::So3`] the draws are those `simulate` has always made.
+pub fn draw_params_with(
+    n: usize,
+    n_states: usize,
+    spec: &DrawSpec,
+) -> (Vec<ImageParams>, Option<Vec<f64>>) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(spec.seed);
+    let (rots, angles) = match spec.pose {
+        PoseDist::So3 => (random_rotations(n, &mut rng), None),
+        one_angle => {
+            let psi: Vec<f64> = (0..n).map(|_| rng.random_range(0.0..TAU)).collect();
+            let rots = psi
+                .iter()
+                .filter_map(|&a| one_angle.rotation_at(a))
+                .collect();
+            (rots, Some(psi))
+        }
+    };
+    let params = finish_params(rots, spec, &mut rng, |rng, _| {
+        rng.random_range(0..n_states.max(1))
+    });
+    (params, angles)
+}
+
+/// Per-image parameters from rotations: for each image in order its state (`state_of(rng, i)`),
+/// translation and CTF, from `rng`.
+fn finish_params(
+    rots: Vec<Mat3>,
+    spec: &DrawSpec,
+    rng: &mut rand::rngs::StdRng,
+    mut state_of: impl FnMut(&mut rand::rngs::StdRng, usize) -> usize,
+) -> Vec<ImageParams> {
+    let (d, apix, t_extent_px) = (spec.d, spec.apix, spec.t_extent_px);
     rots.into_iter()
         .enumerate()
         .map(|(i, r)| {
-            let state = rng.random_range(0..n_states.max(1));
+            let state = state_of(rng, i);
             let trans_px = if t_extent_px > 0.0 {
                 [
                     rng.random_range(-t_extent_px..=t_extent_px),
@@ -73,7 +169,7 @@ pub fn draw_params(
             } else {
                 [0.0, 0.0]
             };
-            let ctf = match ctf {
+            let ctf = match spec.ctf {
                 CtfSpec::None => None,
                 CtfSpec::Rows(rows) => Some(rows[i % rows.len()]),
                 CtfSpec::Defocus {
@@ -111,6 +207,154 @@ pub fn draw_params(
             }
         })
         .collect()
+}
+
+/// A regular grid of states: `n_factors` factors with `g` levels each, state index row-major with the
+/// first factor slowest (`index = Σ_c f_c·g^(n_factors−1−c)`), as `phantom --kind linear2d` (and
+/// linear1d) orders its states, whose truth row is `(f_0/(g−1), …)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grid {
+    /// levels per factor (≥ 2)
+    pub g: usize,
+    /// number of factors
+    pub n_factors: usize,
+}
+
+impl Grid {
+    /// The grid whose states have the truth rows `truth` (`(k, dim)` row-major): `k = g^dim` with
+    /// g ≥ 2, and row i equal to `(f_0/(g−1), …, f_{dim−1}/(g−1))` with `(f_0, …)` the base-g digits
+    /// of i, first factor slowest, to 1e-5 (the truth is float32). Errors say which row differs.
+    pub fn from_truth(truth: &[f32], k: usize, dim: usize) -> Result<Grid> {
+        if dim == 0 || truth.len() != k * dim {
+            return Err(Error::invalid(format!(
+                "expected a (K, dim) truth with K = {k} states, found {} values",
+                truth.len()
+            )));
+        }
+        let g = (k as f64).powf(1.0 / dim as f64).round() as usize;
+        if g < 2 || g.checked_pow(dim as u32) != Some(k) {
+            return Err(Error::invalid(format!(
+                "{k} states are not a g^{dim} grid with g ≥ 2 (a linear1d or linear2d phantom's states)"
+            )));
+        }
+        let grid = Grid { g, n_factors: dim };
+        for (i, row) in truth.chunks_exact(dim).enumerate() {
+            let expected: Vec<f64> = grid
+                .factors(i)
+                .iter()
+                .map(|&f| f as f64 / (g - 1) as f64)
+                .collect();
+            // written so that a NaN in the truth fails too
+            let matches = |t: f32, e: f64| (t as f64 - e).abs() <= 1e-5;
+            if !row.iter().zip(&expected).all(|(&t, &e)| matches(t, e)) {
+                return Err(Error::invalid(format!(
+                    "not a row-major {} grid of {g} levels in [0, 1] (a linear1d or linear2d \
+                     phantom's truth): state {i} is {row:?}, the grid has {expected:?} there",
+                    vec![g.to_string(); dim].join("×")
+                )));
+            }
+        }
+        Ok(grid)
+    }
+
+    /// Number of states, `g^n_factors`.
+    pub fn n_states(&self) -> usize {
+        self.g.pow(self.n_factors as u32)
+    }
+
+    /// The factor levels of state `index` (its base-g digits, first factor slowest).
+    pub fn factors(&self, index: usize) -> Vec<usize> {
+        let mut f = vec![0; self.n_factors];
+        let mut r = index;
+        for v in f.iter_mut().rev() {
+            *v = r % self.g;
+            r /= self.g;
+        }
+        f
+    }
+
+    /// The state index of factor levels `factors` (inverse of [`Grid::factors`]).
+    pub fn index(&self, factors: &[usize]) -> usize {
+        factors.iter().fold(0, |acc, &f| acc * self.g + f)
+    }
+}
+
+/// Number of pose bins of SlowVAE pairs with a one-angle pose law: 36 bins of 10°.
+pub const PAIR_POSE_BINS: usize = 36;
+
+/// The pose angle ψ (rad) of pose bin `b` of [`PAIR_POSE_BINS`]: the bin centre, `(b + ½)·10°`.
+pub fn pose_bin_angle(b: usize) -> f64 {
+    (b as f64 + 0.5) * TAU / PAIR_POSE_BINS as f64
+}
+
+/// The draws of [`draw_pair_params`]: images 2k and 2k+1 form pair k.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairDraws {
+    /// per-image parameters, `state` a grid index (`(n,)`)
+    pub params: Vec<ImageParams>,
+    /// the angles ψ (rad, `(n,)`) of a one-angle pose law, bin centres; `None` for so3
+    pub angles: Option<Vec<f64>>,
+    /// each image's pose bin in `0..36` (`(n,)`; all 0 for so3)
+    pub pose_bins: Vec<usize>,
+}
+
+/// The parameters of `n` images (n even) forming SlowVAE pairs (2k, 2k+1) (spec `disentanglement.md`
+/// §3): the first image's state uniform over `grid` and, with a one-angle pose law, its pose bin
+/// uniform over the 36 bins of 10°, ψ the bin centre ([`pose_bin_angle`]); the second image's state
+/// and bin by [`pair_transition`] with data rate `data_rate` (each factor moves by a truncated discrete
+/// Laplace of scale ln(g)/λ, the bin wraps, at least one changes). With [`PoseDist::So3`] the pose takes
+/// no part in the transition: both images share one uniform rotation and a factor always changes.
+/// Translations and CTF are drawn per image as in [`draw_params_with`].
+///
+/// Errors on odd `n` and on what [`pair_transition`] rejects.
+pub fn draw_pair_params(
+    n: usize,
+    grid: &Grid,
+    data_rate: f64,
+    spec: &DrawSpec,
+) -> Result<PairDraws> {
+    if !n.is_multiple_of(2) {
+        return Err(Error::invalid(format!(
+            "pairs need an even number of images, got {n}"
+        )));
+    }
+    let n_bins = match spec.pose {
+        PoseDist::So3 => 1,
+        _ => PAIR_POSE_BINS,
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(spec.seed);
+    let mut states = Vec::with_capacity(n);
+    let mut bins = Vec::with_capacity(n);
+    for _ in 0..n / 2 {
+        let s0 = rng.random_range(0..grid.n_states());
+        let b0 = rng.random_range(0..n_bins);
+        let (f1, b1) = pair_transition(&grid.factors(s0), grid.g, b0, n_bins, data_rate, &mut rng)?;
+        states.extend([s0, grid.index(&f1)]);
+        bins.extend([b0, b1]);
+    }
+    let (rots, angles) = match spec.pose {
+        PoseDist::So3 => (
+            random_rotations(n / 2, &mut rng)
+                .into_iter()
+                .flat_map(|r| [r, r])
+                .collect(),
+            None,
+        ),
+        one_angle => {
+            let psi: Vec<f64> = bins.iter().map(|&b| pose_bin_angle(b)).collect();
+            let rots = psi
+                .iter()
+                .filter_map(|&a| one_angle.rotation_at(a))
+                .collect();
+            (rots, Some(psi))
+        }
+    };
+    let params = finish_params(rots, spec, &mut rng, |_, i| states[i]);
+    Ok(PairDraws {
+        params,
+        angles,
+        pose_bins: bins,
+    })
 }
 
 /// The rotation about x by `deg` degrees (the reference's `utils.xrot`): a tilt image's pose is
