@@ -322,6 +322,757 @@ pub fn modularity(s: &Sample) -> Result<ModularityScore> {
     })
 }
 
+/// Errors unless `a` and `b` have the same codes and factors.
+fn same_layout(a: &Sample, b: &Sample, what: &str) -> Result<()> {
+    if a.d() != b.d() || a.num_values != b.num_values {
+        return Err(Error::Shape {
+            what: format!("{what}: test sample layout"),
+            expected: format!("d = {}, num_values = {:?} (as train)", a.d(), a.num_values),
+            got: format!("d = {}, num_values = {:?}", b.d(), b.num_values),
+        });
+    }
+    Ok(())
+}
+
+/// The 1-D classifier of [`sap`], as in its `notes`.
+const SAP_NOTES: &str =
+    "1-D classifier: nearest class mean of the code (equal-prior LDA with shared variance) \
+     instead of disentanglement_lib's LinearSVC(C=0.01, class_weight=\"balanced\")";
+
+/// Separated attribute predictability and its accuracy matrix.
+#[derive(Clone, Debug, Serialize)]
+pub struct SapScore {
+    /// SAP = mean_k (top1 − top2) of the accuracies of factor k over codes.
+    pub sap: f64,
+    /// Test accuracy (d, K) of the 1-D classifier of factor k from code i.
+    pub accuracy: Vec<Vec<f64>>,
+    /// The classifier used in place of DL's.
+    pub notes: String,
+}
+
+/// SAP: 1-D classifiers fitted on `train`, accuracies on `test` (DL `compute_sap` with discrete
+/// factors; needs d ≥ 2).
+pub fn sap(train: &Sample, test: &Sample) -> Result<SapScore> {
+    same_layout(train, test, "sap")?;
+    if train.d() < 2 {
+        return Err(Error::Invalid(format!(
+            "sap: needs at least 2 codes for a gap, got d = {}",
+            train.d()
+        )));
+    }
+    let accuracy: Vec<Vec<f64>> = (0..train.d())
+        .map(|j| {
+            let (xtr, xte) = (train.code(j), test.code(j));
+            (0..train.k())
+                .map(|k| {
+                    let (ytr, yte) = (train.factor(k), test.factor(k));
+                    let m = train.num_values[k];
+                    let (mut sum, mut cnt) = (vec![0.0; m], vec![0usize; m]);
+                    for (&x, &y) in xtr.iter().zip(&ytr) {
+                        sum[y] += x;
+                        cnt[y] += 1;
+                    }
+                    let means: Vec<(usize, f64)> = (0..m)
+                        .filter(|&c| cnt[c] > 0)
+                        .map(|c| (c, sum[c] / cnt[c] as f64))
+                        .collect();
+                    let correct = xte
+                        .iter()
+                        .zip(&yte)
+                        .filter(|&(&x, &y)| {
+                            let best = means
+                                .iter()
+                                .min_by(|a, b| (x - a.1).abs().total_cmp(&(x - b.1).abs()));
+                            best.map(|b| b.0) == Some(y)
+                        })
+                        .count();
+                    correct as f64 / xte.len() as f64
+                })
+                .collect()
+        })
+        .collect();
+    let sap = (0..train.k())
+        .map(|k| {
+            let (a, b) = top_two(accuracy.iter().map(|row| row[k]));
+            a - b
+        })
+        .sum::<f64>()
+        / train.k() as f64;
+    Ok(SapScore {
+        sap,
+        accuracy,
+        notes: SAP_NOTES.into(),
+    })
+}
+
+/// A source of representations for the metrics that define their own sampling (BetaVAE, FactorVAE):
+/// the caller's factor distribution, image generator and encoder.
+pub trait Generator {
+    /// Values per factor (K); factor k takes `0..num_values()[k]`.
+    fn num_values(&self) -> &[usize];
+    /// Number of codes d.
+    fn dim(&self) -> usize;
+    /// Representations (batch, d), row-major, of `batch` independent factor draws, with factor
+    /// `fixed.0` set to the value `fixed.1` in every draw when given.
+    fn sample(&mut self, fixed: Option<(usize, usize)>, batch: usize) -> Result<Vec<f64>>;
+}
+
+/// Checks a generator's layout: d ≥ 1, K ≥ 1, every factor with ≥ 2 values.
+fn check_generator(g: &dyn Generator, what: &str) -> Result<()> {
+    if g.dim() == 0 || g.num_values().is_empty() {
+        return Err(Error::Invalid(format!(
+            "{what}: generator has d = {} codes and K = {} factors (need ≥ 1 each)",
+            g.dim(),
+            g.num_values().len()
+        )));
+    }
+    if let Some(f) = g.num_values().iter().position(|&m| m < 2) {
+        return Err(Error::Invalid(format!(
+            "{what}: factor {f} has {} value(s); every factor needs at least 2",
+            g.num_values()[f]
+        )));
+    }
+    Ok(())
+}
+
+/// `g.sample`, with its length and finiteness checked.
+fn draw_checked(
+    g: &mut dyn Generator,
+    fixed: Option<(usize, usize)>,
+    batch: usize,
+    what: &str,
+) -> Result<Vec<f64>> {
+    let d = g.dim();
+    let x = g.sample(fixed, batch)?;
+    if x.len() != batch * d {
+        return Err(Error::Shape {
+            what: format!("{what}: generator output"),
+            expected: format!("batch·d = {batch}·{d} = {}", batch * d),
+            got: x.len().to_string(),
+        });
+    }
+    if x.iter().any(|v| !v.is_finite()) {
+        return Err(Error::Invalid(format!(
+            "{what}: generator returned a non-finite code"
+        )));
+    }
+    Ok(x)
+}
+
+/// Per-code variances (ddof 1) of the rows of `x` (n, d), n ≥ 2.
+fn variances(x: &[f64], d: usize) -> Vec<f64> {
+    let n = (x.len() / d) as f64;
+    (0..d)
+        .map(|j| {
+            let mean = x.iter().skip(j).step_by(d).sum::<f64>() / n;
+            x.iter()
+                .skip(j)
+                .step_by(d)
+                .map(|v| (v - mean) * (v - mean))
+                .sum::<f64>()
+                / (n - 1.0)
+        })
+        .collect()
+}
+
+/// FactorVAE-metric settings (defaults: DL's and K20's counts).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct FactorVaeConfig {
+    /// Draws per vote, sharing the fixed factor (64).
+    pub batch: usize,
+    /// Training votes (10000).
+    pub train: usize,
+    /// Evaluation votes (5000).
+    pub eval: usize,
+    /// Draws for the global variances (10000).
+    pub variance_samples: usize,
+    /// Seed of the factor and value choices.
+    pub seed: u64,
+}
+
+impl Default for FactorVaeConfig {
+    fn default() -> Self {
+        FactorVaeConfig {
+            batch: 64,
+            train: 10000,
+            eval: 5000,
+            variance_samples: 10000,
+            seed: 0,
+        }
+    }
+}
+
+/// Std below which DL prunes a code from the FactorVAE votes.
+pub const PRUNE_STD: f64 = 0.05;
+
+/// The FactorVAE metric (Kim & Mnih 2018, as DL).
+#[derive(Clone, Debug, Serialize)]
+pub struct FactorVaeScore {
+    /// Accuracy of the majority-vote classifier on the training votes.
+    pub train_accuracy: f64,
+    /// Accuracy on fresh evaluation votes (the score).
+    pub eval_accuracy: f64,
+    /// Global per-code variances (d).
+    pub global_variance: Vec<f64>,
+    /// Codes with std ≥ 0.05, the only ones that vote.
+    pub active_codes: Vec<usize>,
+    /// Training votes (K, active codes): how often fixing factor k made active code a the argmin.
+    pub votes: Vec<Vec<usize>>,
+    /// Per active code, the factor it is classified as.
+    pub classifier: Vec<usize>,
+    /// Deviations from DL.
+    pub notes: String,
+}
+
+/// FactorVAE metric: global variances, pruning, train and eval votes, majority vote (DL
+/// `compute_factor_vae`).
+pub fn factor_vae(g: &mut dyn Generator, cfg: &FactorVaeConfig) -> Result<FactorVaeScore> {
+    check_generator(g, "factor_vae")?;
+    if cfg.batch < 2 || cfg.variance_samples < 2 || cfg.train == 0 || cfg.eval == 0 {
+        return Err(Error::Invalid(format!(
+            "factor_vae: need batch ≥ 2, variance_samples ≥ 2, train ≥ 1, eval ≥ 1; got {cfg:?}"
+        )));
+    }
+    let (d, nv) = (g.dim(), g.num_values().to_vec());
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let x = draw_checked(g, None, cfg.variance_samples, "factor_vae")?;
+    let gv = variances(&x, d);
+    let active: Vec<usize> = (0..d).filter(|&j| gv[j].sqrt() >= PRUNE_STD).collect();
+    let notes =
+        "the fixed factor's value is drawn uniformly (DL copies the first draw's value)".into();
+    if active.is_empty() {
+        return Ok(FactorVaeScore {
+            train_accuracy: 0.0,
+            eval_accuracy: 0.0,
+            global_variance: gv,
+            active_codes: active,
+            votes: vec![Vec::new(); nv.len()],
+            classifier: Vec::new(),
+            notes,
+        });
+    }
+    let mut votes = |count: usize, g: &mut dyn Generator| -> Result<Vec<Vec<usize>>> {
+        let mut v = vec![vec![0usize; active.len()]; nv.len()];
+        for _ in 0..count {
+            let k = rng.random_range(0..nv.len());
+            let value = rng.random_range(0..nv[k]);
+            let x = draw_checked(g, Some((k, value)), cfg.batch, "factor_vae")?;
+            let lv = variances(&x, d);
+            let a = (0..active.len())
+                .min_by(|&a, &b| {
+                    let (ja, jb) = (active[a], active[b]);
+                    (lv[ja] / gv[ja]).total_cmp(&(lv[jb] / gv[jb]))
+                })
+                .unwrap_or(0);
+            v[k][a] += 1;
+        }
+        Ok(v)
+    };
+    let train = votes(cfg.train, g)?;
+    let eval = votes(cfg.eval, g)?;
+    // np.argmax: the first factor with the most votes.
+    let classifier: Vec<usize> = (0..active.len())
+        .map(|a| {
+            (0..nv.len()).fold(0, |best, k| {
+                if train[k][a] > train[best][a] {
+                    k
+                } else {
+                    best
+                }
+            })
+        })
+        .collect();
+    let accuracy = |v: &[Vec<usize>]| {
+        let right: usize = classifier.iter().enumerate().map(|(a, &k)| v[k][a]).sum();
+        let all: usize = v.iter().flatten().sum();
+        right as f64 / all as f64
+    };
+    Ok(FactorVaeScore {
+        train_accuracy: accuracy(&train),
+        eval_accuracy: accuracy(&eval),
+        global_variance: gv,
+        active_codes: active,
+        votes: train,
+        classifier,
+        notes,
+    })
+}
+
+/// BetaVAE-metric settings (defaults: DL's and K20's counts; the regression as in the module doc).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct BetaVaeConfig {
+    /// Pairs per point (64).
+    pub batch: usize,
+    /// Training points (10000).
+    pub train: usize,
+    /// Evaluation points (5000).
+    pub eval: usize,
+    /// Gradient-descent steps of the logistic regression (1000).
+    pub iterations: usize,
+    /// Inverse L2 strength C of the logistic regression (1, sklearn's default).
+    pub c: f64,
+    /// Seed of the factor and value choices.
+    pub seed: u64,
+}
+
+impl Default for BetaVaeConfig {
+    fn default() -> Self {
+        BetaVaeConfig {
+            batch: 64,
+            train: 10000,
+            eval: 5000,
+            iterations: 1000,
+            c: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+/// The BetaVAE metric (Higgins et al. 2017, as DL).
+#[derive(Clone, Debug, Serialize)]
+pub struct BetaVaeScore {
+    /// Accuracy of the logistic regression on its training points.
+    pub train_accuracy: f64,
+    /// Accuracy on the evaluation points (the score).
+    pub eval_accuracy: f64,
+    /// Deviations from DL.
+    pub notes: String,
+}
+
+/// A multinomial logistic regression on standardised features (the module doc's replacement for
+/// sklearn's `LogisticRegression()`).
+struct Softmax {
+    mean: Vec<f64>,
+    std: Vec<f64>,
+    /// Weights (classes, d + 1), the bias last.
+    w: Vec<f64>,
+    classes: usize,
+}
+
+impl Softmax {
+    /// Standardised features with a trailing 1 (d + 1).
+    fn features(&self, x: &[f64]) -> Vec<f64> {
+        let mut z: Vec<f64> = x
+            .iter()
+            .zip(self.mean.iter().zip(&self.std))
+            .map(|(v, (m, s))| (v - m) / s)
+            .collect();
+        z.push(1.0);
+        z
+    }
+
+    /// Class logits of one standardised row (d + 1).
+    fn logits(&self, z: &[f64]) -> Vec<f64> {
+        self.w
+            .chunks(z.len())
+            .map(|w| w.iter().zip(z).map(|(a, b)| a * b).sum())
+            .collect()
+    }
+
+    /// Fits on x (n, d) with labels in `0..classes`: minimises mean CE + ‖W‖²/(2Cn) by gradient
+    /// descent with step 1/L, L = (d + 1)/2 + 1/(Cn) bounding the Hessian.
+    fn fit(x: &[f64], d: usize, y: &[usize], classes: usize, c: f64, iterations: usize) -> Self {
+        let n = y.len();
+        let cols: Vec<Vec<f64>> = (0..d)
+            .map(|j| x.iter().skip(j).step_by(d).copied().collect())
+            .collect();
+        let mean: Vec<f64> = cols
+            .iter()
+            .map(|c| c.iter().sum::<f64>() / n as f64)
+            .collect();
+        let std: Vec<f64> = cols
+            .iter()
+            .zip(&mean)
+            .map(|(c, m)| {
+                let s = (c.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / n as f64).sqrt();
+                if s > 1e-12 {
+                    s
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        let mut model = Softmax {
+            mean,
+            std,
+            w: vec![0.0; classes * (d + 1)],
+            classes,
+        };
+        let z: Vec<Vec<f64>> = x.chunks(d).map(|row| model.features(row)).collect();
+        let reg = 1.0 / (c * n as f64);
+        let step = 1.0 / ((d + 1) as f64 / 2.0 + reg);
+        for _ in 0..iterations {
+            let mut grad = vec![0.0; model.w.len()];
+            for (zi, &yi) in z.iter().zip(y) {
+                let p = softmax(&model.logits(zi));
+                for (cl, pc) in p.iter().enumerate() {
+                    let e = pc - if cl == yi { 1.0 } else { 0.0 };
+                    for (gw, zv) in grad[cl * (d + 1)..(cl + 1) * (d + 1)].iter_mut().zip(zi) {
+                        *gw += e * zv / n as f64;
+                    }
+                }
+            }
+            for (i, (w, gw)) in model.w.iter_mut().zip(&grad).enumerate() {
+                let penalty = if i % (d + 1) == d { 0.0 } else { reg * *w };
+                *w -= step * (gw + penalty);
+            }
+        }
+        model
+    }
+
+    /// Predicted class of a raw row (d).
+    fn predict(&self, x: &[f64]) -> usize {
+        let l = self.logits(&self.features(x));
+        (0..self.classes).fold(0, |b, c| if l[c] > l[b] { c } else { b })
+    }
+}
+
+/// Softmax of logits (numerically stable).
+fn softmax(l: &[f64]) -> Vec<f64> {
+    let m = l.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = l.iter().map(|v| (v - m).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.into_iter().map(|v| v / s).collect()
+}
+
+/// BetaVAE metric: points of mean |r₁ − r₂| over pairs sharing one factor, a logistic regression of
+/// the factor, train and eval accuracy (DL `compute_beta_vae_sklearn`).
+pub fn beta_vae(g: &mut dyn Generator, cfg: &BetaVaeConfig) -> Result<BetaVaeScore> {
+    check_generator(g, "beta_vae")?;
+    if cfg.batch == 0 || cfg.train == 0 || cfg.eval == 0 || cfg.iterations == 0 || cfg.c <= 0.0 {
+        return Err(Error::Invalid(format!(
+            "beta_vae: need batch, train, eval, iterations ≥ 1 and C > 0; got {cfg:?}"
+        )));
+    }
+    let (d, nv) = (g.dim(), g.num_values().to_vec());
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let mut points = |count: usize, g: &mut dyn Generator| -> Result<(Vec<f64>, Vec<usize>)> {
+        let (mut x, mut y) = (Vec::with_capacity(count * d), Vec::with_capacity(count));
+        for _ in 0..count {
+            let k = rng.random_range(0..nv.len());
+            let mut f = vec![0.0; d];
+            for _ in 0..cfg.batch {
+                let value = rng.random_range(0..nv[k]);
+                let pair = draw_checked(g, Some((k, value)), 2, "beta_vae")?;
+                for (j, fj) in f.iter_mut().enumerate() {
+                    *fj += (pair[j] - pair[d + j]).abs() / cfg.batch as f64;
+                }
+            }
+            x.extend(f);
+            y.push(k);
+        }
+        Ok((x, y))
+    };
+    let (xtr, ytr) = points(cfg.train, g)?;
+    let (xte, yte) = points(cfg.eval, g)?;
+    let model = Softmax::fit(&xtr, d, &ytr, nv.len(), cfg.c, cfg.iterations);
+    let accuracy = |x: &[f64], y: &[usize]| {
+        let right = x
+            .chunks(d)
+            .zip(y)
+            .filter(|&(row, &yi)| model.predict(row) == yi)
+            .count();
+        right as f64 / y.len() as f64
+    };
+    Ok(BetaVaeScore {
+        train_accuracy: accuracy(&xtr, &ytr),
+        eval_accuracy: accuracy(&xte, &yte),
+        notes: format!(
+            "logistic regression: standardised features, plain gradient descent ({} steps, C = {}) \
+             instead of sklearn's L-BFGS on raw features; shared factor value drawn uniformly per pair",
+            cfg.iterations, cfg.c
+        ),
+    })
+}
+
+/// DCI settings (the forest that replaces DL's gradient-boosted trees).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct DciConfig {
+    /// Trees per factor (10).
+    pub trees: usize,
+    /// Maximum depth of a tree (8).
+    pub max_depth: usize,
+    /// Seed of the bootstrap samples.
+    pub seed: u64,
+}
+
+impl Default for DciConfig {
+    fn default() -> Self {
+        DciConfig {
+            trees: 10,
+            max_depth: 8,
+            seed: 0,
+        }
+    }
+}
+
+/// DCI disentanglement, completeness and informativeness (Eastwood & Williams 2018, as DL).
+#[derive(Clone, Debug, Serialize)]
+pub struct DciScore {
+    /// D = Σ_i ρ_i (1 − H_K(P_i)).
+    pub disentanglement: f64,
+    /// C = Σ_k ρ_k (1 − H_d(P_k)).
+    pub completeness: f64,
+    /// Mean over factors of the forest's accuracy on the training sample.
+    pub informativeness_train: f64,
+    /// Mean over factors of the forest's accuracy on the test sample.
+    pub informativeness_test: f64,
+    /// Importance matrix R (d, K); each factor's column sums to 1 (or is all 0).
+    pub importance: Vec<Vec<f64>>,
+    /// Per code (d): 1 − H_K(P_i).
+    pub per_code: Vec<f64>,
+    /// Per factor (K): 1 − H_d(P_k).
+    pub per_factor: Vec<f64>,
+    /// The classifier used in place of DL's.
+    pub notes: String,
+}
+
+/// A node of a classification tree.
+#[derive(Clone, Debug)]
+enum Node {
+    /// Predicted class.
+    Leaf(usize),
+    /// `x[feature] <= threshold` goes to `left`, else `right` (node indices).
+    Split {
+        feature: usize,
+        threshold: f64,
+        left: usize,
+        right: usize,
+    },
+}
+
+/// Grows one Gini tree on the rows `idx` of x (n, d) with labels y in `0..classes`, adding each
+/// split's weighted impurity decrease (N_t·Gini_t − N_l·Gini_l − N_r·Gini_r) to `importance`.
+struct TreeGrower<'a> {
+    x: &'a [f64],
+    d: usize,
+    y: &'a [usize],
+    classes: usize,
+    max_depth: usize,
+    nodes: Vec<Node>,
+    importance: Vec<f64>,
+}
+
+impl TreeGrower<'_> {
+    /// Grows the subtree of the rows `idx` at `depth`; returns its node index.
+    fn grow(&mut self, idx: &mut [usize], depth: usize) -> usize {
+        let (x, d, y) = (self.x, self.d, self.y);
+        let m = idx.len();
+        let mut counts = vec![0usize; self.classes];
+        idx.iter().for_each(|&i| counts[y[i]] += 1);
+        let majority = (0..self.classes).fold(0, |b, c| if counts[c] > counts[b] { c } else { b });
+        let id = self.nodes.len();
+        self.nodes.push(Node::Leaf(majority));
+        let sq = |c: &[usize]| c.iter().map(|&v| (v * v) as f64).sum::<f64>();
+        // m·Gini = m − Σ c²/m.
+        let impurity = m as f64 - sq(&counts) / m as f64;
+        if depth >= self.max_depth || m < 2 || impurity <= 1e-12 {
+            return id;
+        }
+        let mut best: Option<(f64, usize, f64)> = None;
+        for f in 0..d {
+            idx.sort_by(|&a, &b| x[a * d + f].total_cmp(&x[b * d + f]));
+            let (mut cl, mut cr) = (vec![0usize; self.classes], counts.clone());
+            let (mut sl, mut sr) = (0.0, sq(&counts));
+            for p in 0..m - 1 {
+                let c = y[idx[p]];
+                sl += (2 * cl[c] + 1) as f64;
+                cl[c] += 1;
+                sr -= (2 * cr[c] - 1) as f64;
+                cr[c] -= 1;
+                let (xa, xb) = (x[idx[p] * d + f], x[idx[p + 1] * d + f]);
+                if xa == xb {
+                    continue;
+                }
+                let (ml, mr) = ((p + 1) as f64, (m - p - 1) as f64);
+                let child = ml - sl / ml + mr - sr / mr;
+                if best.is_none_or(|b| child < b.0 - 1e-12) {
+                    best = Some((child, f, 0.5 * (xa + xb)));
+                }
+            }
+        }
+        let Some((child, f, threshold)) = best else {
+            return id;
+        };
+        if impurity - child <= 1e-12 {
+            return id;
+        }
+        self.importance[f] += impurity - child;
+        idx.sort_by(|&a, &b| x[a * d + f].total_cmp(&x[b * d + f]));
+        let cut = idx.partition_point(|&i| x[i * d + f] <= threshold);
+        let (l, r) = idx.split_at_mut(cut);
+        let left = self.grow(l, depth + 1);
+        let right = self.grow(r, depth + 1);
+        self.nodes[id] = Node::Split {
+            feature: f,
+            threshold,
+            left,
+            right,
+        };
+        id
+    }
+}
+
+/// Class of a row under one tree.
+fn tree_predict(nodes: &[Node], row: &[f64]) -> usize {
+    let mut at = 0;
+    loop {
+        match &nodes[at] {
+            Node::Leaf(c) => return *c,
+            Node::Split {
+                feature,
+                threshold,
+                left,
+                right,
+            } => {
+                at = if row[*feature] <= *threshold {
+                    *left
+                } else {
+                    *right
+                }
+            }
+        }
+    }
+}
+
+/// Divides by the sum when it is positive.
+fn normalise(v: &mut [f64]) {
+    let s: f64 = v.iter().sum();
+    if s > 0.0 {
+        v.iter_mut().for_each(|x| *x /= s);
+    }
+}
+
+/// A bagged forest of Gini trees on x (n, d): the trees and the importances (d, summing to 1 or 0).
+fn forest(
+    x: &[f64],
+    d: usize,
+    y: &[usize],
+    classes: usize,
+    cfg: &DciConfig,
+    rng: &mut StdRng,
+) -> (Vec<Vec<Node>>, Vec<f64>) {
+    let n = y.len();
+    let mut importance = vec![0.0; d];
+    let trees = (0..cfg.trees)
+        .map(|_| {
+            let mut idx: Vec<usize> = (0..n).map(|_| rng.random_range(0..n)).collect();
+            let mut g = TreeGrower {
+                x,
+                d,
+                y,
+                classes,
+                max_depth: cfg.max_depth,
+                nodes: Vec::new(),
+                importance: vec![0.0; d],
+            };
+            g.grow(&mut idx, 0);
+            normalise(&mut g.importance);
+            importance
+                .iter_mut()
+                .zip(&g.importance)
+                .for_each(|(a, b)| *a += b);
+            g.nodes
+        })
+        .collect();
+    normalise(&mut importance);
+    (trees, importance)
+}
+
+/// Majority vote of the trees (ties to the lower class).
+fn forest_predict(trees: &[Vec<Node>], classes: usize, row: &[f64]) -> usize {
+    let mut votes = vec![0usize; classes];
+    trees.iter().for_each(|t| votes[tree_predict(t, row)] += 1);
+    (0..classes).fold(0, |b, c| if votes[c] > votes[b] { c } else { b })
+}
+
+/// 1 − entropy of p (normalised after adding DL's 1e-11) in base `base`.
+fn one_minus_entropy(p: &[f64], base: usize) -> f64 {
+    let q: Vec<f64> = p.iter().map(|v| v + 1e-11).collect();
+    let s: f64 = q.iter().sum();
+    let h: f64 = q.iter().map(|v| -(v / s) * (v / s).ln()).sum();
+    1.0 - h / (base as f64).ln()
+}
+
+/// DCI: one forest per factor fitted on `train` gives the importances, accuracies on `train` and
+/// `test` (DL `compute_dci`; needs d ≥ 2 and K ≥ 2 for the entropy bases).
+pub fn dci(train: &Sample, test: &Sample, cfg: &DciConfig) -> Result<DciScore> {
+    same_layout(train, test, "dci")?;
+    if train.d() < 2 || train.k() < 2 {
+        return Err(Error::Invalid(format!(
+            "dci: needs d ≥ 2 codes and K ≥ 2 factors (entropy bases), got d = {}, K = {}",
+            train.d(),
+            train.k()
+        )));
+    }
+    if cfg.trees == 0 || cfg.max_depth == 0 {
+        return Err(Error::Invalid(format!(
+            "dci: need trees ≥ 1 and max_depth ≥ 1; got {cfg:?}"
+        )));
+    }
+    let (d, kk) = (train.d(), train.k());
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let mut importance = vec![vec![0.0; kk]; d];
+    let (mut acc_train, mut acc_test) = (0.0, 0.0);
+    for k in 0..kk {
+        let classes = train.num_values[k];
+        let y = train.factor(k);
+        let (trees, imp) = forest(train.r, d, &y, classes, cfg, &mut rng);
+        for (row, v) in importance.iter_mut().zip(&imp) {
+            row[k] = *v;
+        }
+        let accuracy = |s: &Sample, y: &[usize]| {
+            let right =
+                s.r.chunks(d)
+                    .zip(y)
+                    .filter(|&(row, &yi)| forest_predict(&trees, classes, row) == yi)
+                    .count();
+            right as f64 / y.len() as f64
+        };
+        acc_train += accuracy(train, &y) / kk as f64;
+        acc_test += accuracy(test, &test.factor(k)) / kk as f64;
+    }
+    let per_code: Vec<f64> = importance
+        .iter()
+        .map(|r| one_minus_entropy(r, kk))
+        .collect();
+    let per_factor: Vec<f64> = (0..kk)
+        .map(|k| {
+            let col: Vec<f64> = importance.iter().map(|r| r[k]).collect();
+            one_minus_entropy(&col, d)
+        })
+        .collect();
+    let total: f64 = importance.iter().flatten().sum();
+    let (row_w, col_w): (Vec<f64>, Vec<f64>) = if total > 0.0 {
+        (
+            importance
+                .iter()
+                .map(|r| r.iter().sum::<f64>() / total)
+                .collect(),
+            (0..kk)
+                .map(|k| importance.iter().map(|r| r[k]).sum::<f64>() / total)
+                .collect(),
+        )
+    } else {
+        (vec![1.0 / d as f64; d], vec![1.0 / kk as f64; kk])
+    };
+    Ok(DciScore {
+        disentanglement: per_code.iter().zip(&row_w).map(|(a, b)| a * b).sum(),
+        completeness: per_factor.iter().zip(&col_w).map(|(a, b)| a * b).sum(),
+        informativeness_train: acc_train,
+        informativeness_test: acc_test,
+        importance,
+        per_code,
+        per_factor,
+        notes: format!(
+            "importances from a bagged forest per factor ({} Gini trees, depth ≤ {}, all features per \
+             split; mean normalised impurity decrease) instead of disentanglement_lib's \
+             GradientBoostingClassifier; informativeness is the forest's majority-vote accuracy",
+            cfg.trees, cfg.max_depth
+        ),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,5 +1191,173 @@ mod tests {
         assert!(mig(&s).is_err(), "constant factor");
         let s1 = Sample::new(&r, 1, &[0, 1, 0, 1], &[2]).unwrap();
         assert!(mig(&s1).is_err() && modularity(&s1).is_err());
+    }
+
+    /// The synthetic generator of the sampling metrics: uniform factors, [`encode`]d.
+    struct Synth {
+        kind: Kind,
+        rng: StdRng,
+    }
+
+    impl Generator for Synth {
+        fn num_values(&self) -> &[usize] {
+            &[M, M]
+        }
+        fn dim(&self) -> usize {
+            2
+        }
+        fn sample(&mut self, fixed: Option<(usize, usize)>, batch: usize) -> Result<Vec<f64>> {
+            let mut r = Vec::with_capacity(2 * batch);
+            for _ in 0..batch {
+                let mut f = [self.rng.random_range(0..M), self.rng.random_range(0..M)];
+                if let Some((k, value)) = fixed {
+                    f[k] = value;
+                }
+                r.extend(encode(self.kind, f[0], f[1], &mut self.rng));
+            }
+            Ok(r)
+        }
+    }
+
+    /// A generator-based score for each of [`KINDS`], printed.
+    fn generated(name: &str, f: impl Fn(&mut dyn Generator) -> f64) -> Vec<f64> {
+        KINDS
+            .iter()
+            .map(|&kind| {
+                let mut g = Synth {
+                    kind,
+                    rng: StdRng::seed_from_u64(5),
+                };
+                let x = f(&mut g);
+                println!("{name} {kind:?}: {x:.4}");
+                x
+            })
+            .collect()
+    }
+
+    /// A train/test score for each of [`KINDS`], printed.
+    fn split_scores(name: &str, n: usize, f: impl Fn(&Sample, &Sample) -> f64) -> Vec<f64> {
+        let nv = [M, M];
+        KINDS
+            .iter()
+            .map(|&kind| {
+                let (r1, v1) = draw(kind, n, 1);
+                let (r2, v2) = draw(kind, n / 2, 2);
+                let s1 = Sample::new(&r1, 2, &v1, &nv).unwrap();
+                let s2 = Sample::new(&r2, 2, &v2, &nv).unwrap();
+                let x = f(&s1, &s2);
+                println!("{name} {kind:?}: {x:.4}");
+                x
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sap_orders_identity_rotated_random() {
+        let s = split_scores("sap", 4000, |a, b| sap(a, b).unwrap().sap);
+        assert!(s[0] >= 0.8, "identity {}", s[0]);
+        assert!(s[0] > s[1] && s[1] > s[2] + 0.03, "{s:?}");
+        assert!(s[2].abs() < 0.03 && s[3].abs() < 0.03, "{s:?}");
+    }
+
+    #[test]
+    fn factor_vae_orders_identity_rotated_random() {
+        let cfg = FactorVaeConfig {
+            train: 400,
+            eval: 200,
+            variance_samples: 2000,
+            ..FactorVaeConfig::default()
+        };
+        let s = generated("factor_vae", |g| factor_vae(g, &cfg).unwrap().eval_accuracy);
+        assert!(s[0] >= 0.95 && s[0] >= s[1], "{s:?}");
+        // 45° and random: chance (1/K = 0.5).
+        assert!(
+            s[1] > s[2] + 0.2 && (s[2] - 0.5).abs() < 0.1 && (s[3] - 0.5).abs() < 0.1,
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn beta_vae_orders_identity_rotated_random() {
+        let cfg = BetaVaeConfig {
+            train: 300,
+            eval: 200,
+            iterations: 300,
+            ..BetaVaeConfig::default()
+        };
+        let s = generated("beta_vae", |g| beta_vae(g, &cfg).unwrap().eval_accuracy);
+        assert!(s[0] >= 0.95 && s[0] >= s[1], "{s:?}");
+        assert!(
+            s[1] > s[2] + 0.2 && (s[2] - 0.5).abs() < 0.1 && (s[3] - 0.5).abs() < 0.1,
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn dci_orders_identity_rotated_random() {
+        let cfg = DciConfig::default();
+        let all: Vec<DciScore> = KINDS
+            .iter()
+            .map(|&kind| {
+                let nv = [M, M];
+                let (r1, v1) = draw(kind, 3000, 1);
+                let (r2, v2) = draw(kind, 1500, 2);
+                let s1 = Sample::new(&r1, 2, &v1, &nv).unwrap();
+                let s2 = Sample::new(&r2, 2, &v2, &nv).unwrap();
+                let x = dci(&s1, &s2, &cfg).unwrap();
+                println!(
+                    "dci {kind:?}: D {:.4} C {:.4} I_test {:.4}",
+                    x.disentanglement, x.completeness, x.informativeness_test
+                );
+                x
+            })
+            .collect();
+        let dis: Vec<f64> = all.iter().map(|x| x.disentanglement).collect();
+        let com: Vec<f64> = all.iter().map(|x| x.completeness).collect();
+        let inf: Vec<f64> = all.iter().map(|x| x.informativeness_test).collect();
+        assert!(dis[0] >= 0.9 && com[0] >= 0.9 && inf[0] >= 0.95, "{all:?}");
+        // Axis-aligned trees need both codes as soon as the factors are rotated (at 20° already the
+        // importances split ≈ 55/45), so D and C drop to ≈ 0 for 20°, 45° and random alike.
+        assert!(
+            dis[0] > dis[1] + 0.8 && com[0] > com[1] + 0.8,
+            "{dis:?} {com:?}"
+        );
+        assert!(
+            dis[1..].iter().chain(&com[1..]).all(|&x| x < 0.1),
+            "{dis:?} {com:?}"
+        );
+        // Informativeness separates the rotated representation from the random one.
+        assert!(inf[2] > inf[3] + 0.3, "{inf:?}");
+    }
+
+    #[test]
+    fn generator_and_config_errors() {
+        struct Short;
+        impl Generator for Short {
+            fn num_values(&self) -> &[usize] {
+                &[M, M]
+            }
+            fn dim(&self) -> usize {
+                2
+            }
+            fn sample(&mut self, _: Option<(usize, usize)>, batch: usize) -> Result<Vec<f64>> {
+                Ok(vec![0.0; batch])
+            }
+        }
+        assert!(factor_vae(&mut Short, &FactorVaeConfig::default()).is_err());
+        assert!(beta_vae(&mut Short, &BetaVaeConfig::default()).is_err());
+        let mut g = Synth {
+            kind: Kind::Identity,
+            rng: StdRng::seed_from_u64(0),
+        };
+        let bad = FactorVaeConfig {
+            batch: 1,
+            ..FactorVaeConfig::default()
+        };
+        assert!(factor_vae(&mut g, &bad).is_err());
+        let (r, v) = draw(Kind::Identity, 10, 0);
+        let s = Sample::new(&r, 2, &v, &[M, M]).unwrap();
+        let s1 = Sample::new(&r, 1, &v[..20], &[M]).unwrap();
+        assert!(sap(&s, &s1).is_err() && dci(&s, &s1, &DciConfig::default()).is_err());
     }
 }
