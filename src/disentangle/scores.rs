@@ -14,7 +14,10 @@
 //! - **Modularity** ([`modularity`]): with m = I² (codes × factors), per code
 //!   `δ_i = (Σ_k m_ik − max_k m_ik)/(max_k m_ik·(K − 1))` and score `1 − δ_i`; a code whose max MI is
 //!   0 scores 0 and stays in the mean (DL sets `modularity_score[max == 0] = 0`, it does not skip it).
-//!   Explicitness (DL's logistic-regression ROC-AUC) is not implemented.
+//!   **Explicitness** ([`explicitness`]): per factor, a multinomial logistic regression of the factor
+//!   from all codes (the BetaVAE regression below, same deviation) fitted on train; its class
+//!   probabilities' macro one-vs-rest ROC-AUC on test, averaged over factors (classes absent from a
+//!   sample are left out of the macro average, where sklearn would raise).
 //! - **SAP** ([`sap`]): per (code, factor) the test accuracy of a 1-D classifier of the factor from the
 //!   code; SAP = mean_k (top1 − top2) over codes. **Deviation:** DL uses
 //!   `LinearSVC(C=0.01, class_weight="balanced")`; here the 1-D classifier is the nearest class mean
@@ -44,9 +47,18 @@
 //!   impurity decrease (sklearn's `feature_importances_`), and whose prediction is the trees' majority
 //!   vote. Every result also says this in its `notes`.
 //!
+//! ## What the synthetic tests show (K = 2 factors × 10 values, r = R(θ)·factors + N(0, 0.1²))
+//! Identity scores ≥ 0.9 on every metric but SAP (≈ 0.9: the other code's 1-D accuracy is chance,
+//! 0.1). At θ = 45° every code is equally informative about both factors, so every score that
+//! compares codes (MIG, modularity, SAP, FactorVAE, BetaVAE, DCI D and C) is at its chance level,
+//! the same as for codes independent of the factors (and below them for modularity); only the
+//! read-out scores (explicitness, DCI informativeness) separate 45° from random. θ = 20° lies in
+//! between for MIG, modularity and SAP, scores 1 on FactorVAE and BetaVAE, and ≈ 0 on DCI D/C.
+//!
 //! Shapes are row-major: `r[i·d + j]`, `v[i·K + k]`. Matrices in the results are `Vec` of rows, codes
 //! first: `mi[i][k]`, `accuracy[i][k]`, `importance[i][k]`.
 
+use crate::analysis::stats::ranks;
 use crate::{Error, Result};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -74,7 +86,7 @@ impl<'a> Sample<'a> {
                 "scores: the representation is empty (need n ≥ 1 rows of d ≥ 1 codes)".into(),
             ));
         }
-        if r.len() % d != 0 {
+        if !r.len().is_multiple_of(d) {
             return Err(Error::Shape {
                 what: "scores: representation length".into(),
                 expected: format!("a multiple of d = {d}"),
@@ -785,6 +797,89 @@ pub fn beta_vae(g: &mut dyn Generator, cfg: &BetaVaeConfig) -> Result<BetaVaeSco
     })
 }
 
+/// Explicitness (Ridgeway & Mozer 2018, as DL's `explicitness_per_factor`).
+#[derive(Clone, Debug, Serialize)]
+pub struct ExplicitnessScore {
+    /// Mean over factors of the training ROC-AUC.
+    pub explicitness_train: f64,
+    /// Mean over factors of the test ROC-AUC (the score).
+    pub explicitness_test: f64,
+    /// Per factor (K): test ROC-AUC, the macro average over its classes.
+    pub per_factor_test: Vec<f64>,
+    /// Deviations from DL.
+    pub notes: String,
+}
+
+/// ROC-AUC (Mann–Whitney, ties averaged) of `score` for the positives `pos`; `None` when one side is
+/// empty.
+fn auc(score: &[f64], pos: &[bool]) -> Option<f64> {
+    let np = pos.iter().filter(|&&p| p).count();
+    let nn = pos.len() - np;
+    if np == 0 || nn == 0 {
+        return None;
+    }
+    let r = ranks(score);
+    let sum: f64 = r.iter().zip(pos).filter(|(_, &p)| p).map(|(r, _)| r).sum();
+    // `ranks` is 0-based: the positives' rank sum exceeds its minimum np(np − 1)/2 by the number of
+    // (positive, negative) pairs in order, ties counting ½.
+    Some((sum - (np * (np - 1)) as f64 / 2.0) / (np as f64 * nn as f64))
+}
+
+/// Explicitness: per factor, a multinomial logistic regression of the factor from all codes (the
+/// [`beta_vae`] regression, C = `c`, `iterations` steps) fitted on `train`; the macro ROC-AUC of its
+/// class probabilities (one-vs-rest per class, classes absent from the sample skipped), averaged over
+/// factors (DL `compute_modularity_explicitness`'s explicitness).
+pub fn explicitness(
+    train: &Sample,
+    test: &Sample,
+    c: f64,
+    iterations: usize,
+) -> Result<ExplicitnessScore> {
+    same_layout(train, test, "explicitness")?;
+    if c <= 0.0 || iterations == 0 {
+        return Err(Error::Invalid(format!(
+            "explicitness: need C > 0 and iterations ≥ 1; got C = {c}, iterations = {iterations}"
+        )));
+    }
+    let d = train.d();
+    let macro_auc = |model: &Softmax, s: &Sample, y: &[usize], k: usize| -> Result<f64> {
+        let p: Vec<Vec<f64>> =
+            s.r.chunks(d)
+                .map(|row| softmax(&model.logits(&model.features(row))))
+                .collect();
+        let aucs: Vec<f64> = (0..model.classes)
+            .filter_map(|cl| {
+                let score: Vec<f64> = p.iter().map(|pi| pi[cl]).collect();
+                let pos: Vec<bool> = y.iter().map(|&yi| yi == cl).collect();
+                auc(&score, &pos)
+            })
+            .collect();
+        if aucs.is_empty() {
+            return Err(Error::Invalid(format!(
+                "explicitness: factor {k} takes a single value in the sample (no ROC-AUC)"
+            )));
+        }
+        Ok(aucs.iter().sum::<f64>() / aucs.len() as f64)
+    };
+    let (mut tr, mut te) = (0.0, Vec::with_capacity(train.k()));
+    for k in 0..train.k() {
+        let y = train.factor(k);
+        let model = Softmax::fit(train.r, d, &y, train.num_values[k], c, iterations);
+        tr += macro_auc(&model, train, &y, k)? / train.k() as f64;
+        te.push(macro_auc(&model, test, &test.factor(k), k)?);
+    }
+    Ok(ExplicitnessScore {
+        explicitness_train: tr,
+        explicitness_test: te.iter().sum::<f64>() / te.len() as f64,
+        per_factor_test: te,
+        notes: format!(
+            "logistic regression: standardised features, plain gradient descent ({iterations} steps, \
+             C = {c}) instead of sklearn's L-BFGS; classes absent from a sample are left out of the \
+             macro ROC-AUC"
+        ),
+    })
+}
+
 /// DCI settings (the forest that replaces DL's gradient-boosted trees).
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct DciConfig {
@@ -1173,8 +1268,9 @@ mod tests {
         let s = scores_of("modularity", 4000, |s| modularity(s).unwrap().modularity);
         assert!(s[0] >= 0.9, "identity {}", s[0]);
         assert!(s[0] > s[1] && s[1] > s[2] + 0.1, "{s:?}");
-        // At 45° each code carries equal MI on both factors: δ = 1, score ≈ 0.
-        assert!(s[2] < 0.1, "{s:?}");
+        // At 45° each code carries equal MI on both factors: δ = 1, score ≈ 0. Random codes score
+        // higher (≈ 0.4 here): modularity ignores how much a code knows, only how it is spread.
+        assert!(s[2] < 0.1 && s[3] > s[2], "{s:?}");
     }
 
     #[test]
@@ -1359,5 +1455,24 @@ mod tests {
         let s = Sample::new(&r, 2, &v, &[M, M]).unwrap();
         let s1 = Sample::new(&r, 1, &v[..20], &[M]).unwrap();
         assert!(sap(&s, &s1).is_err() && dci(&s, &s1, &DciConfig::default()).is_err());
+    }
+
+    #[test]
+    fn explicitness_orders_identity_rotated_random() {
+        let s = split_scores("explicitness", 2000, |a, b| {
+            explicitness(a, b, 1.0, 300).unwrap().explicitness_test
+        });
+        assert!(s[0] >= 0.9 && s[1] >= 0.9 && s[2] >= 0.9, "{s:?}");
+        // A linear read-out does not care about rotations; random codes are at chance (0.5).
+        assert!(s[2] > s[3] + 0.3 && (s[3] - 0.5).abs() < 0.05, "{s:?}");
+    }
+
+    #[test]
+    fn auc_of_perfect_reversed_and_tied_scores() {
+        let pos = [false, false, true, true];
+        assert_eq!(auc(&[0.1, 0.2, 0.3, 0.4], &pos), Some(1.0));
+        assert_eq!(auc(&[0.4, 0.3, 0.2, 0.1], &pos), Some(0.0));
+        assert_eq!(auc(&[0.5; 4], &pos), Some(0.5));
+        assert_eq!(auc(&[0.5; 4], &[true; 4]), None);
     }
 }
