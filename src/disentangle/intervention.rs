@@ -109,6 +109,7 @@ pub struct Intervention {
 
 /// Eq. 2 on the tape for a batch whose first encoding gave `z0` (B, zdim) and pose parameters `pose0`
 /// (B, k), with the poses permuted by `perm` (φ′_i = φ_perm[i]); `coords` the decoder's masked lattice.
+#[allow(clippy::too_many_arguments)]
 pub fn intervention_loss<B: Backend>(
     t: &mut Tape<'_, B>,
     encoder: &Encoder,

@@ -1,5 +1,6 @@
 //! Disentangling pose from conformation (issue 24, in progress; Klindt et al. 2024, spec:
-//! `disentanglement.md`). Built so far, as tested library pieces:
+//! `disentanglement.md`). Built so far: `train-vae --pose-source encoder --intervention-weight w` (PoseVAE),
+//! `simulate --pose-dist inplane --pairs`, `disentangle mcc`, and these library pieces:
 //!
 //! | module | what it holds |
 //! |---|---|
