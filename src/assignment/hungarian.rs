@@ -18,7 +18,7 @@ pub struct Assignment {
     pub rows: Vec<usize>,
     /// The column assigned to each entry of `rows`.
     pub cols: Vec<usize>,
-    /// Σ_k C[rows[k], cols[k]].
+    /// `Σ_k C[rows[k], cols[k]]`.
     pub cost: f64,
 }
 

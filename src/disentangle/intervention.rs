@@ -6,7 +6,7 @@
 //! The first encoding (z, φ) is given as constants ("given latents": no gradient reaches it); gradients
 //! flow through the decoder g, the second encoder pass and φ̂. The decoded slice (B, P) on the decoder's
 //! masked lattice is the encoder's input, so the encoder must read the same pixels in the same order (the
-//! default `--enc-mask`, a circle of radius D/2, is the decoder's mask) [I]. The pose distance d is chordal:
+//! default `--enc-mask`, a circle of radius D/2, is the decoder's mask) \[I\]. The pose distance d is chordal:
 //! in-plane ‖u − û‖² = 2 − 2 cos Δψ on the normalised 2-vectors; SO(3) ‖R − R̂‖²_F (= 4 − 4 cos θ) on the
 //! rotations [I: the paper names the geodesic distance as one choice].
 //!
@@ -108,7 +108,7 @@ pub struct Intervention {
 }
 
 /// Eq. 2 on the tape for a batch whose first encoding gave `z0` (B, zdim) and pose parameters `pose0`
-/// (B, k), with the poses permuted by `perm` (φ′_i = φ_perm[i]); `coords` the decoder's masked lattice.
+/// (B, k), with the poses permuted by `perm` (`φ′_i = φ_perm[i]`); `coords` the decoder's masked lattice.
 #[allow(clippy::too_many_arguments)]
 pub fn intervention_loss<B: Backend>(
     t: &mut Tape<'_, B>,

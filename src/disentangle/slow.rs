@@ -23,7 +23,7 @@
 //! ## Pairs
 //! Each grid factor `i ∈ 0..g` moves to `j` with `p(j|i) ∝ e^{−|j−i|/b}`, `b = ln(g)/λ` (λ the data rate),
 //! truncated to `0..g`; the pose bin `i ∈ 0..n` moves the same way with the circular distance
-//! `min(|j−i|, n−|j−i|)` and `b = ln(n)/λ` (our reading of "the same rule on 36 bins" [I]). Pairs in
+//! `min(|j−i|, n−|j−i|)` and `b = ln(n)/λ` (our reading of "the same rule on 36 bins" \[I\]). Pairs in
 //! which nothing changes are excluded (K20 redraws them; we sample that conditional law directly).
 
 use crate::{Error, Result};
