@@ -163,6 +163,50 @@ impl RunArgs {
     }
 }
 
+/// The network sizes of the models with an encoder (`train-vae`, `train-twin`): the reference's flags and
+/// defaults (3×1024 each; the encoder's mask radius D/2).
+#[derive(Debug, clap::Args)]
+pub struct NetArgs {
+    /// Hidden layers of the encoder [default: 3]
+    #[arg(long = "enc-layers")]
+    pub enc_layers: Option<usize>,
+    /// Hidden width of the encoder [default: 1024]
+    #[arg(long = "enc-dim")]
+    pub enc_dim: Option<usize>,
+    /// Encoder mask radius in pixels (default D/2; −1: no mask)
+    #[arg(long = "enc-mask", allow_hyphen_values = true)]
+    pub enc_mask: Option<i64>,
+    /// Hidden layers of the decoder [default: 3]
+    #[arg(long = "dec-layers")]
+    pub dec_layers: Option<usize>,
+    /// Hidden width of the decoder [default: 1024]
+    #[arg(long = "dec-dim")]
+    pub dec_dim: Option<usize>,
+}
+
+impl NetArgs {
+    /// Set these sizes in `cfg` (defaults where not given) and add the `config.json` names of those given
+    /// to `given`.
+    pub fn apply(&self, cfg: &mut TrainConfig, given: &mut Vec<&'static str>) {
+        cfg.enc_layers = self.enc_layers.unwrap_or(3);
+        cfg.enc_dim = self.enc_dim.unwrap_or(1024);
+        cfg.enc_mask = self.enc_mask;
+        cfg.dec_layers = self.dec_layers.unwrap_or(3);
+        cfg.dec_dim = self.dec_dim.unwrap_or(1024);
+        for (key, g) in [
+            ("enc_layers", self.enc_layers.is_some()),
+            ("enc_dim", self.enc_dim.is_some()),
+            ("enc_mask", self.enc_mask.is_some()),
+            ("dec_layers", self.dec_layers.is_some()),
+            ("dec_dim", self.dec_dim.is_some()),
+        ] {
+            if g {
+                given.push(key);
+            }
+        }
+    }
+}
+
 /// Flags shared by `train-nn` and `train-vae` (the reference's names and defaults).
 #[derive(Debug, clap::Args)]
 pub struct CommonArgs {

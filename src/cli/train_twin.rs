@@ -48,24 +48,11 @@ pub struct Args {
     /// Box samples of the full-covariance rate's Monte Carlo estimate [default: 16]
     #[arg(long = "rate-mc")]
     pub rate_mc: Option<usize>,
-    /// Hidden layers of the encoder [default: 3]
-    #[arg(long = "enc-layers")]
-    pub enc_layers: Option<usize>,
-    /// Hidden width of the encoder [default: 1024]
-    #[arg(long = "enc-dim")]
-    pub enc_dim: Option<usize>,
+    #[command(flatten)]
+    pub net: crate::cli::train_nn::NetArgs,
     /// Encoder architecture [default: resid]
     #[arg(long = "encode-mode", value_parser = ["resid", "mlp"])]
     pub encode_mode: Option<String>,
-    /// Encoder mask radius in pixels (default D/2; −1: no mask)
-    #[arg(long = "enc-mask", allow_hyphen_values = true)]
-    pub enc_mask: Option<i64>,
-    /// Hidden layers of the decoder [default: 3]
-    #[arg(long = "dec-layers")]
-    pub dec_layers: Option<usize>,
-    /// Hidden width of the decoder [default: 1024]
-    #[arg(long = "dec-dim")]
-    pub dec_dim: Option<usize>,
 }
 
 /// Run `train-twin`.
@@ -82,13 +69,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         gmm_cov: a.gmm_cov.clone().unwrap_or(def.gmm_cov),
         rate_mc: a.rate_mc.unwrap_or(def.rate_mc),
     });
-    cfg.enc_layers = a.enc_layers.unwrap_or(3);
-    cfg.enc_dim = a.enc_dim.unwrap_or(1024);
     cfg.encode_mode = a.encode_mode.clone().unwrap_or_else(|| "resid".into());
-    cfg.enc_mask = a.enc_mask;
-    cfg.dec_layers = a.dec_layers.unwrap_or(3);
-    cfg.dec_dim = a.dec_dim.unwrap_or(1024);
     let mut given = a.common.given();
+    a.net.apply(&mut cfg, &mut given);
     for (key, g) in [
         ("zdim", a.zdim.is_some()),
         ("n_comp", a.n_comp.is_some()),
@@ -98,12 +81,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ("gmm_eps", a.gmm_eps.is_some()),
         ("gmm_cov", a.gmm_cov.is_some()),
         ("rate_mc", a.rate_mc.is_some()),
-        ("enc_layers", a.enc_layers.is_some()),
-        ("enc_dim", a.enc_dim.is_some()),
         ("encode_mode", a.encode_mode.is_some()),
-        ("enc_mask", a.enc_mask.is_some()),
-        ("dec_layers", a.dec_layers.is_some()),
-        ("dec_dim", a.dec_dim.is_some()),
     ] {
         if g {
             given.push(key);

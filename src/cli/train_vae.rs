@@ -22,24 +22,11 @@ pub struct Args {
     /// KL-controlled loss γ·(β − KL)² with this γ
     #[arg(long = "beta-control")]
     pub beta_control: Option<f64>,
-    /// Hidden layers of the encoder [default: 3]
-    #[arg(long = "enc-layers")]
-    pub enc_layers: Option<usize>,
-    /// Hidden width of the encoder [default: 1024]
-    #[arg(long = "enc-dim")]
-    pub enc_dim: Option<usize>,
+    #[command(flatten)]
+    pub net: crate::cli::train_nn::NetArgs,
     /// Encoder architecture (`tilt` needs --tilt) [default: resid]
     #[arg(long = "encode-mode", value_parser = ["resid", "mlp", "tilt"])]
     pub encode_mode: Option<String>,
-    /// Encoder mask radius in pixels (default D/2; −1: no mask)
-    #[arg(long = "enc-mask", allow_hyphen_values = true)]
-    pub enc_mask: Option<i64>,
-    /// Hidden layers of the decoder [default: 3]
-    #[arg(long = "dec-layers")]
-    pub dec_layers: Option<usize>,
-    /// Hidden width of the decoder [default: 1024]
-    #[arg(long = "dec-dim")]
-    pub dec_dim: Option<usize>,
     /// Tilt-pair images (same order as the particles); implies --encode-mode tilt
     #[arg(long)]
     pub tilt: Option<PathBuf>,
@@ -70,27 +57,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     cfg.zdim = Some(a.zdim.unwrap_or(1));
     cfg.beta = a.beta;
     cfg.beta_control = a.beta_control;
-    cfg.enc_layers = a.enc_layers.unwrap_or(3);
-    cfg.enc_dim = a.enc_dim.unwrap_or(1024);
     cfg.encode_mode = match (&a.tilt, a.encode_mode.clone()) {
         (Some(_), _) => "tilt".into(),
         (None, m) => m.unwrap_or_else(|| "resid".into()),
     };
-    cfg.enc_mask = a.enc_mask;
-    cfg.dec_layers = a.dec_layers.unwrap_or(3);
-    cfg.dec_dim = a.dec_dim.unwrap_or(1024);
     cfg.tilt_deg = a.tilt_deg.unwrap_or(45.0);
     let mut given = a.common.given();
+    a.net.apply(&mut cfg, &mut given);
     for (key, g) in [
         ("zdim", a.zdim.is_some()),
         ("beta", a.beta.is_some()),
         ("beta_control", a.beta_control.is_some()),
-        ("enc_layers", a.enc_layers.is_some()),
-        ("enc_dim", a.enc_dim.is_some()),
         ("encode_mode", a.encode_mode.is_some() || a.tilt.is_some()),
-        ("enc_mask", a.enc_mask.is_some()),
-        ("dec_layers", a.dec_layers.is_some()),
-        ("dec_dim", a.dec_dim.is_some()),
         ("tilt_deg", a.tilt_deg.is_some()),
     ] {
         if g {

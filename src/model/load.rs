@@ -301,13 +301,8 @@ impl LoadedModel {
             }
             out.mu.extend(mu);
             if let Some((_, _, tp, _)) = &twin {
-                let c = tp.n_comp;
-                for row in lv.chunks(c) {
-                    let mx = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                    let e: Vec<f32> = row.iter().map(|&v| (v - mx).exp()).collect();
-                    let s: f32 = e.iter().sum();
-                    out.gamma.extend(e.iter().map(|v| v / s));
-                }
+                let g = crate::twin::train::softmax_rows(&lv, tp.n_comp);
+                out.gamma.extend(g.iter().map(|&v| v as f32));
             } else {
                 out.logvar.extend(lv);
             }

@@ -403,6 +403,82 @@ pub(crate) fn open_inputs(cfg: &TrainConfig) -> Result<Inputs> {
     })
 }
 
+/// The data side of a run with known poses, ready for training: the batch maker (images, poses after
+/// `--ind`, CTF, tilt pairs, the decoder's mask and the encoder's), the particle count N and image size D,
+/// the normalization, the masked lattice coordinates (P, 3) flat and the encoder's input width (0 without
+/// an encoder).
+pub(crate) struct RunData {
+    pub maker: Arc<BatchMaker>,
+    pub n: usize,
+    pub d: usize,
+    pub norm: Norm,
+    pub coords: Vec<f32>,
+    pub in_dim: usize,
+}
+
+/// [`open_inputs`] plus the poses file of `cfg`, checked against the particle count and selected by `--ind`.
+pub(crate) fn open_run(cfg: &TrainConfig) -> Result<RunData> {
+    let Inputs {
+        n_all,
+        ind,
+        images: data,
+        ctf,
+        tilt: tilt_data,
+        lattice,
+        mask,
+        coords,
+        enc_mask,
+        tilt_rot,
+    } = open_inputs(cfg)?;
+    let (n, d) = (data.n, data.d);
+    let mut poses = Poses::load(&cfg.poses)?;
+    check_count(&cfg.poses, "poses", poses.len(), n_all)?;
+    if let Some(ind) = &ind {
+        poses = poses.select(ind);
+    }
+    let in_dim = enc_mask.as_ref().map_or(0, Vec::len);
+    let norm = data.norm;
+    let maker = Arc::new(BatchMaker {
+        data,
+        tilt_data,
+        tilt_rot,
+        poses,
+        ctf,
+        lattice,
+        mask,
+        enc_mask,
+    });
+    Ok(RunData {
+        maker,
+        n,
+        d,
+        norm,
+        coords,
+        in_dim,
+    })
+}
+
+/// Write the run's `config.json` ([`RunRecord`] at `epoch`) atomically into `cfg.outdir`.
+pub(crate) fn write_record(
+    cfg: &TrainConfig,
+    d: usize,
+    n: usize,
+    norm: Norm,
+    epoch: usize,
+) -> Result<()> {
+    let record = RunRecord {
+        config: cfg.clone(),
+        d,
+        n,
+        norm: [norm.mean, norm.std],
+        epoch,
+        cryofield_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let json = serde_json::to_string_pretty(&record)
+        .map_err(|e| Error::invalid(format!("config.json: {e}")))?;
+    write_bytes_atomic(cfg.outdir.join("config.json"), json.as_bytes())
+}
+
 /// The decoder domain of `--domain`.
 pub(crate) fn parse_domain(s: &str) -> Result<Domain> {
     match s {
@@ -539,36 +615,14 @@ pub fn train_with<B: Backend<Elem = f32>>(
     }
 
     // ---- data ----
-    let Inputs {
-        n_all,
-        ind,
-        images: data,
-        ctf,
-        tilt: tilt_data,
-        lattice,
-        mask,
+    let RunData {
+        maker,
+        n,
+        d,
+        norm,
         coords,
-        enc_mask,
-        tilt_rot,
-    } = open_inputs(cfg)?;
-    let (n, d) = (data.n, data.d);
-    let mut poses = Poses::load(&cfg.poses)?;
-    check_count(&cfg.poses, "poses", poses.len(), n_all)?;
-    if let Some(ind) = &ind {
-        poses = poses.select(ind);
-    }
-    let in_dim = enc_mask.as_ref().map(|m: &Vec<usize>| m.len()).unwrap_or(0);
-    let norm = data.norm;
-    let maker = Arc::new(BatchMaker {
-        data,
-        tilt_data,
-        tilt_rot,
-        poses,
-        ctf,
-        lattice,
-        mask: mask.clone(),
-        enc_mask,
-    });
+        in_dim,
+    } = open_run(cfg)?;
 
     // ---- model ----
     let (mut store, encoder, mut decoder, prefix) =
@@ -585,14 +639,6 @@ pub fn train_with<B: Backend<Elem = f32>>(
         path: cfg.outdir.clone(),
         err,
     })?;
-    let record = |epoch: usize| RunRecord {
-        config: cfg.clone(),
-        d,
-        n,
-        norm: [norm.mean, norm.std],
-        epoch,
-        cryofield_version: env!("CARGO_PKG_VERSION").to_string(),
-    };
     let kl = cfg.zdim.map(|z| {
         let beta = cfg.beta.unwrap_or(1.0 / z as f64);
         match cfg.beta_control {
@@ -600,7 +646,7 @@ pub fn train_with<B: Backend<Elem = f32>>(
             None => KlWeight::Beta(beta),
         }
     });
-    let p = mask.len();
+    let p = maker.mask.len();
     let coords_t = || Tensor::from_slice(&be, &coords, &[p, 3]);
     let pose_step = match &cfg.learned_pose {
         Some(lp) => {
@@ -670,9 +716,7 @@ pub fn train_with<B: Backend<Elem = f32>>(
         let mut ck = checkpoint_of(&be, store, decoder, adam, &rf_name, epoch)?;
         ck.settings = settings.clone();
         ck.save(&name("weights", "safetensors"))?;
-        let json = serde_json::to_string_pretty(&record(epoch))
-            .map_err(|e| Error::invalid(format!("config.json: {e}")))?;
-        write_bytes_atomic(cfg.outdir.join("config.json"), json.as_bytes())
+        write_record(cfg, d, n, norm, epoch)
     };
     let mut history = Vec::new();
     for epoch in start..cfg.num_epochs {
@@ -775,24 +819,14 @@ fn write_pose_pred(
             ),
         )?,
         PoseKind::SixD => {
-            let mut out = Vec::with_capacity(n * 9);
-            for r in pose.chunks(6) {
-                let a1: Vec<f64> = r[..3].iter().map(|&v| v as f64).collect();
-                let a2: Vec<f64> = r[3..].iter().map(|&v| v as f64).collect();
-                let n1 = a1.iter().map(|v| v * v).sum::<f64>().sqrt();
-                let b1: Vec<f64> = a1.iter().map(|v| v / n1).collect();
-                let d: f64 = b1.iter().zip(&a2).map(|(x, y)| x * y).sum();
-                let r2: Vec<f64> = a2.iter().zip(&b1).map(|(y, x)| y - d * x).collect();
-                let n2 = r2.iter().map(|v| v * v).sum::<f64>().sqrt();
-                let b2: Vec<f64> = r2.iter().map(|v| v / n2).collect();
-                let b3 = [
-                    b1[1] * b2[2] - b1[2] * b2[1],
-                    b1[2] * b2[0] - b1[0] * b2[2],
-                    b1[0] * b2[1] - b1[1] * b2[0],
-                ];
-                out.extend(b1.iter().chain(&b2).chain(&b3));
-            }
-            NdArray::new(vec![n, 3, 3], ArrayData::F64(out))?
+            // the head's own Gram–Schmidt (model::pose::sixd) on an f64 inference tape
+            let be = CpuBackend::<f64>::new();
+            let store = ParamStore::new();
+            let mut t = Tape::inference(&be, &store);
+            let a: Vec<f64> = pose.iter().map(|&v| v as f64).collect();
+            let a = t.constant(Tensor::from_slice(&be, &a, &[n, 6])?);
+            let r = crate::model::pose::sixd(&mut t, a)?;
+            NdArray::new(vec![n, 3, 3], ArrayData::F64(t.to_vec(r)?))?
         }
     };
     write_pkls(path, &[PyValue::Array(arr)])

@@ -17,9 +17,9 @@
 //! then `∂/∂γ_ic = η (g_N_c + g_S1_c·z_i + z_iᵀ g_S2_c z_i)` and `∂/∂z_i = η Σ_c γ_ic (g_S1_c + 2 g_S2_c z_i)`.
 
 use super::gmm::Gmm;
-use super::prior::{StatsGrad, N_MIN};
+use super::prior::{batch_dims, blend_vec, StatsGrad, N_MIN};
 use super::rate::logsumexp;
-use crate::{Error, Result};
+use crate::Result;
 
 /// Sufficient statistics of a full-covariance GMM: counts (C), first (C, d) and second (C, d, d) moments.
 #[derive(Clone, Debug, PartialEq)]
@@ -47,20 +47,7 @@ pub struct FullRateGrad {
 impl FullStats {
     /// The statistics of a batch: z (m, d), γ (m, C).
     pub fn from_batch(z: &[f64], gamma: &[f64], d: usize) -> Result<Self> {
-        if d == 0 || z.is_empty() || !z.len().is_multiple_of(d) {
-            return Err(Error::invalid(format!(
-                "GMM batch latents: {} values is not (m, {d})",
-                z.len()
-            )));
-        }
-        let m = z.len() / d;
-        if gamma.is_empty() || !gamma.len().is_multiple_of(m) {
-            return Err(Error::invalid(format!(
-                "GMM batch responsibilities: {} values is not (m = {m}, C)",
-                gamma.len()
-            )));
-        }
-        let c = gamma.len() / m;
+        let (m, c) = batch_dims(z, gamma, d)?;
         let mut s = FullStats {
             d,
             n: vec![0.0; c],
@@ -85,17 +72,11 @@ impl FullStats {
 
     /// `(1 − η)·self + η·batch`.
     pub fn blend(&self, batch: &FullStats, eta: f64) -> FullStats {
-        let mix = |a: &[f64], b: &[f64]| -> Vec<f64> {
-            a.iter()
-                .zip(b)
-                .map(|(x, y)| (1.0 - eta) * x + eta * y)
-                .collect()
-        };
         FullStats {
             d: self.d,
-            n: mix(&self.n, &batch.n),
-            s1: mix(&self.s1, &batch.s1),
-            s2: mix(&self.s2, &batch.s2),
+            n: blend_vec(&self.n, &batch.n, eta),
+            s1: blend_vec(&self.s1, &batch.s1, eta),
+            s2: blend_vec(&self.s2, &batch.s2, eta),
         }
     }
 

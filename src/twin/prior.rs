@@ -40,25 +40,38 @@ pub struct StatsGrad {
     pub dgamma: Vec<f64>,
 }
 
+/// The batch size m and component count C of latents z (m, d) and responsibilities γ (m, C), checked.
+pub(crate) fn batch_dims(z: &[f64], gamma: &[f64], d: usize) -> Result<(usize, usize)> {
+    if d == 0 || z.is_empty() || !z.len().is_multiple_of(d) {
+        return Err(Error::Shape {
+            what: "GMM batch latents".into(),
+            expected: format!("(m, {d}) values, m > 0"),
+            got: format!("{}", z.len()),
+        });
+    }
+    let m = z.len() / d;
+    if gamma.is_empty() || !gamma.len().is_multiple_of(m) {
+        return Err(Error::Shape {
+            what: "GMM batch responsibilities".into(),
+            expected: format!("(m = {m}, C) values"),
+            got: format!("{}", gamma.len()),
+        });
+    }
+    Ok((m, gamma.len() / m))
+}
+
+/// `(1 − η)·a + η·b`, elementwise: the running statistics' update.
+pub(crate) fn blend_vec(a: &[f64], b: &[f64], eta: f64) -> Vec<f64> {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (1.0 - eta) * x + eta * y)
+        .collect()
+}
+
 impl GmmStats {
     /// The statistics of a batch: z (m, d), γ (m, C) with rows on the simplex.
     pub fn from_batch(z: &[f64], gamma: &[f64], d: usize) -> Result<Self> {
-        if d == 0 || z.is_empty() || !z.len().is_multiple_of(d) {
-            return Err(Error::Shape {
-                what: "GMM batch latents".into(),
-                expected: format!("(m, {d}) values, m > 0"),
-                got: format!("{}", z.len()),
-            });
-        }
-        let m = z.len() / d;
-        if gamma.is_empty() || !gamma.len().is_multiple_of(m) {
-            return Err(Error::Shape {
-                what: "GMM batch responsibilities".into(),
-                expected: format!("(m = {m}, C) values"),
-                got: format!("{}", gamma.len()),
-            });
-        }
-        let c = gamma.len() / m;
+        let (m, c) = batch_dims(z, gamma, d)?;
         let mut s = GmmStats {
             d,
             n: vec![0.0; c],
@@ -81,17 +94,11 @@ impl GmmStats {
 
     /// `(1 − η)·self + η·batch`.
     pub fn blend(&self, batch: &GmmStats, eta: f64) -> GmmStats {
-        let mix = |a: &[f64], b: &[f64]| -> Vec<f64> {
-            a.iter()
-                .zip(b)
-                .map(|(x, y)| (1.0 - eta) * x + eta * y)
-                .collect()
-        };
         GmmStats {
             d: self.d,
-            n: mix(&self.n, &batch.n),
-            s1: mix(&self.s1, &batch.s1),
-            s2: mix(&self.s2, &batch.s2),
+            n: blend_vec(&self.n, &batch.n, eta),
+            s1: blend_vec(&self.s1, &batch.s1, eta),
+            s2: blend_vec(&self.s2, &batch.s2, eta),
         }
     }
 

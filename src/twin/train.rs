@@ -36,21 +36,19 @@ use crate::backend::{Backend, UnaryOp};
 use crate::io::array::{ArrayData, NdArray};
 use crate::io::atomic::write_bytes_atomic;
 use crate::io::pkl::{write_pkls, PyValue};
-use crate::meta::Poses;
 use crate::model::{parse_activation, Decoder, EncodeMode, Encoder};
 use crate::nn::{PeKind, RAdam};
 use crate::train::checkpoint::{Setting, Settings};
-use crate::train::dataset::{prefetch, Batch, BatchMaker};
+use crate::train::dataset::{prefetch, Batch};
 use crate::train::{
-    build_model, check_count, check_resume, checkpoint_of, epoch_seed, eval_z, open_inputs,
-    output_name, parse_domain, restore, Inputs, RunRecord, TrainConfig,
+    build_model, check_resume, checkpoint_of, epoch_seed, eval_z, open_run, output_name,
+    parse_domain, restore, write_record, RunData, TrainConfig,
 };
 use crate::{Error, Result};
 use rand::seq::SliceRandom;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// cryoTWIN's settings (the paper's C, T, β and the prior update's η, ε); `config.json`'s `twin`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -376,7 +374,7 @@ impl Prior {
 }
 
 /// Row-wise softmax of logits (m, c) in f64.
-fn softmax_rows(w: &[f32], c: usize) -> Vec<f64> {
+pub(crate) fn softmax_rows(w: &[f32], c: usize) -> Vec<f64> {
     let mut out = Vec::with_capacity(w.len());
     for row in w.chunks(c) {
         let mx = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
@@ -537,42 +535,20 @@ pub fn train_twin<B: Backend<Elem = f32>>(
         check_resume(cfg, path, progress)?;
     }
 
-    let Inputs {
-        n_all,
-        ind,
-        images: data,
-        ctf,
-        tilt: _,
-        lattice,
-        mask,
+    let RunData {
+        maker,
+        n,
+        d,
+        norm,
         coords,
-        enc_mask,
-        tilt_rot,
-    } = open_inputs(cfg)?;
-    let (n, d) = (data.n, data.d);
+        in_dim,
+    } = open_run(cfg)?;
     if tp.n_comp > n {
         return Err(Error::invalid(format!(
             "--n-comp {} is more than the {n} particles",
             tp.n_comp
         )));
     }
-    let mut poses = Poses::load(&cfg.poses)?;
-    check_count(&cfg.poses, "poses", poses.len(), n_all)?;
-    if let Some(ind) = &ind {
-        poses = poses.select(ind);
-    }
-    let in_dim = enc_mask.as_ref().map_or(0, Vec::len);
-    let norm = data.norm;
-    let maker = Arc::new(BatchMaker {
-        data,
-        tilt_data: None,
-        tilt_rot,
-        poses,
-        ctf,
-        lattice,
-        mask: mask.clone(),
-        enc_mask,
-    });
 
     let (mut store, encoder, mut decoder, prefix) =
         build_model(&be, cfg, d, in_dim, encode_mode, domain, pe, act)?;
@@ -599,7 +575,7 @@ pub fn train_twin<B: Backend<Elem = f32>>(
         path: cfg.outdir.clone(),
         err,
     })?;
-    let p = mask.len();
+    let p = maker.mask.len();
     let ramp = ramp_weights(&coords, d);
     let mut history = read_loss_table(&cfg.outdir.join("loss.txt"), start);
 
@@ -622,17 +598,7 @@ pub fn train_twin<B: Backend<Elem = f32>>(
         let mut ck = checkpoint_of(&be, store, &decoder, opt, &rf_name, epoch)?;
         ck.settings = settings.clone();
         ck.save(&name("weights", "safetensors"))?;
-        let record = RunRecord {
-            config: cfg.clone(),
-            d,
-            n,
-            norm: [norm.mean, norm.std],
-            epoch,
-            cryofield_version: env!("CARGO_PKG_VERSION").to_string(),
-        };
-        let json = serde_json::to_string_pretty(&record)
-            .map_err(|e| Error::invalid(format!("config.json: {e}")))?;
-        write_bytes_atomic(cfg.outdir.join("config.json"), json.as_bytes())?;
+        write_record(cfg, d, n, norm, epoch)?;
         Ok(z_rms)
     };
 
