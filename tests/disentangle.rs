@@ -251,6 +251,125 @@ fn posevae_trains_resumes_and_refuses_mismatches() {
     // resuming a learned-pose run without the flag, and the flags without --pose-source encoder
     let (_, ok, err) = train("c", &["-n", "2", "--load", &p(&w0)]);
     assert!(!ok && err.contains("--pose-source encoder"), "{err}");
-    let (_, ok, err) = train("c", &["-n", "1", "--intervention-weight", "1"]);
+    let (_, ok, err) = train("c", &["-n", "1", "--pose-head", "so3"]);
     assert!(!ok && err.contains("--pose-source encoder"), "{err}");
+    // the known-pose variant: trains with a positive intervention loss in losses.csv
+    let (k, ok, err) = train("k", &["-n", "1", "--intervention-weight", "1"]);
+    assert!(ok, "{err}");
+    let row = last_losses_row(&k);
+    assert!(row["intervention"] > 0.0 && row["slow"] == 0.0, "{row:?}");
+}
+
+/// The last row of a run's losses.csv, by column name.
+fn last_losses_row(out: &Path) -> std::collections::HashMap<String, f64> {
+    let text = std::fs::read_to_string(out.join("losses.csv")).unwrap();
+    let mut lines = text.lines();
+    let head: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let last = lines.last().unwrap();
+    head.iter()
+        .zip(last.split(','))
+        .map(|(h, v)| (h.to_string(), v.parse().unwrap()))
+        .collect()
+}
+
+/// `train-vae --pairs` (SlowVAE) on `simulate --pairs` data: it trains with a positive transition term,
+/// resumes exactly, and refuses an odd batch, `--ind`, the slow flags without `--pairs`, a resume
+/// without `--pairs`, and a pairs file with an index out of range (naming the file).
+#[test]
+fn slowvae_trains_resumes_and_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |x: &Path| x.to_str().unwrap().to_string();
+    let (ph, sim) = (dir.path().join("ph"), dir.path().join("sim"));
+    let (ok, _, err) = run(&[
+        "phantom",
+        "--kind",
+        "linear2d",
+        "--n-states",
+        "16",
+        "-D",
+        "16",
+        "-o",
+        &p(&ph),
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&[
+        "simulate",
+        &p(&ph.join("vols.txt")),
+        "-N",
+        "24",
+        "--pose-dist",
+        "inplane",
+        "--pairs",
+        "--seed",
+        "2",
+        "-o",
+        &p(&sim),
+    ]);
+    assert!(ok, "{err}");
+    let pairs = p(&sim.join("pairs.pkl"));
+    let train = |out: &str, extra: &[&str]| {
+        let o = dir.path().join(out);
+        let mut args: Vec<String> = [
+            "train-vae",
+            &p(&sim.join("particles.mrcs")),
+            "--poses",
+            &p(&sim.join("pose.pkl")),
+            "--zdim",
+            "2",
+            "--enc-dim",
+            "16",
+            "--enc-layers",
+            "1",
+            "--dec-dim",
+            "16",
+            "--dec-layers",
+            "1",
+            "--seed",
+            "5",
+            "-o",
+            &p(&o),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if !extra.contains(&"-b") {
+            args.extend(["-b".to_string(), "8".to_string()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, _, err) = run(&a);
+        (o, ok, err)
+    };
+    let (a, ok, err) = train("a", &["--pairs", &pairs, "-n", "2"]);
+    assert!(ok, "{err}");
+    let row = last_losses_row(&a);
+    assert!(row["slow"] > 0.0 && row["intervention"] == 0.0, "{row:?}");
+    // the total is the sum of its parts (recon + β·KL/P + slow; β = 1/zdim here)
+    assert!(row["loss"] > row["recon"] + row["slow"], "{row:?}");
+    let (b, ok, err) = train("b", &["--pairs", &pairs, "-n", "1"]);
+    assert!(ok, "{err}");
+    let w0 = b.join("weights.0.safetensors");
+    let (b, ok, err) = train("b", &["--pairs", &pairs, "-n", "2", "--load", &p(&w0)]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        std::fs::read(a.join("z.1.pkl")).unwrap(),
+        std::fs::read(b.join("z.1.pkl")).unwrap()
+    );
+    let (_, ok, err) = train("c", &["-n", "2", "--load", &p(&w0)]);
+    assert!(!ok && err.contains("--pairs"), "{err}");
+    let (_, ok, err) = train("c", &["--pairs", &pairs, "-n", "1", "-b", "7"]);
+    assert!(!ok && err.contains("even"), "{err}");
+    let (_, ok, err) = train("c", &["-n", "1", "--slow-gamma", "3"]);
+    assert!(!ok && err.contains("--pairs"), "{err}");
+    let ind = dir.path().join("ind.pkl");
+    write(&ind, vec![4], ArrayData::I64(vec![0, 1, 2, 3]));
+    let (_, ok, err) = train("c", &["--pairs", &pairs, "-n", "1", "--ind", &p(&ind)]);
+    assert!(!ok && err.contains("--ind"), "{err}");
+    let bad = dir.path().join("bad_pairs.pkl");
+    write(&bad, vec![2, 2], ArrayData::I64(vec![0, 1, 2, 24]));
+    let (_, ok, err) = train("c", &["--pairs", &p(&bad), "-n", "1"]);
+    assert!(
+        !ok && err.contains("bad_pairs.pkl") && err.contains("0..24"),
+        "{err}"
+    );
 }

@@ -338,6 +338,8 @@ fn config(dir: &Path, out: &str, zdim: Option<usize>, epochs: usize) -> TrainCon
         amp: false,
         twin: None,
         learned_pose: None,
+        slow: None,
+        known_intervention: None,
         checkpoint: 1,
         load: None,
         tilt: None,

@@ -60,6 +60,8 @@ fn config(dir: &Path, out: &str, epochs: usize, lr: f64) -> TrainConfig {
         amp: false,
         twin: None,
         learned_pose: None,
+        slow: None,
+        known_intervention: None,
         checkpoint: 1,
         load: None,
         tilt: None,

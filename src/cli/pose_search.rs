@@ -159,6 +159,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         amp: false,
         twin: None,
         learned_pose: None,
+        slow: None,
+        known_intervention: None,
         checkpoint: 1,
         load: None,
         tilt: None,

@@ -155,6 +155,8 @@ impl RunArgs {
             amp: !self.no_amp,
             twin: None,
             learned_pose: None,
+            slow: None,
+            known_intervention: None,
             checkpoint: self.checkpoint,
             load: t.load.map(abs),
             tilt: None,

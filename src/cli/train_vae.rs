@@ -41,10 +41,25 @@ pub struct Args {
     /// (6-D Gram–Schmidt) [default: inplane]
     #[arg(long = "pose-head", value_parser = ["inplane", "so3"])]
     pub pose_head: Option<String>,
-    /// PoseVAE's intervention loss weight with --pose-source encoder (Klindt et al. 2024, Eq. 2: poses
-    /// permuted within the batch, decoded and re-encoded) [default: 0]
+    /// PoseVAE's intervention loss weight (Klindt et al. 2024, Eq. 2: poses permuted within the batch,
+    /// decoded and re-encoded; with --pose-source encoder the pose head's target too, with known poses
+    /// the z term only) [default: 0]
     #[arg(long = "intervention-weight")]
     pub intervention_weight: Option<f64>,
+    /// SlowVAE (Klindt et al. 2020/2024): pairs of temporally adjacent images (a pairs.pkl of (P, 2)
+    /// particle indices, as `simulate --pairs` writes it); adds the Laplace transition prior. Needs an
+    /// even --batch-size; trains on the paired images
+    #[arg(long)]
+    pub pairs: Option<PathBuf>,
+    /// SlowVAE: weight γ of the transition term [default: 10]
+    #[arg(long = "slow-gamma")]
+    pub slow_gamma: Option<f64>,
+    /// SlowVAE: rate λ′ of the Laplace prior on latent transitions [default: 10]
+    #[arg(long = "slow-rate")]
+    pub slow_rate: Option<f64>,
+    /// SlowVAE: apply the transition term both ways (t+1 around t and t around t+1)
+    #[arg(long = "slow-symmetric")]
+    pub slow_symmetric: bool,
 }
 
 /// Run `train-vae`.
@@ -77,8 +92,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     cfg.tilt = a.tilt;
     let learned = a.pose_source.as_deref() == Some("encoder");
-    if !learned && (a.pose_head.is_some() || a.intervention_weight.is_some()) {
-        anyhow::bail!("--pose-head and --intervention-weight need --pose-source encoder");
+    if !learned && a.pose_head.is_some() {
+        anyhow::bail!("--pose-head needs --pose-source encoder");
+    }
+    if !learned {
+        // the known-pose variant of the intervention loss (z only)
+        cfg.known_intervention = a.intervention_weight;
+        given.extend(a.intervention_weight.map(|_| "known_intervention_weight"));
     }
     if learned {
         cfg.learned_pose = Some(crate::disentangle::intervention::LearnedPose {
@@ -87,6 +107,22 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         });
         given.extend(a.pose_head.as_ref().map(|_| "pose_head"));
         given.extend(a.intervention_weight.map(|_| "intervention_weight"));
+    }
+    if a.pairs.is_none() && (a.slow_gamma.is_some() || a.slow_rate.is_some() || a.slow_symmetric) {
+        anyhow::bail!("--slow-gamma, --slow-rate and --slow-symmetric need --pairs");
+    }
+    if let Some(pairs) = &a.pairs {
+        cfg.slow = Some(crate::disentangle::slow::SlowParams {
+            pairs: pairs.clone(),
+            gamma: a.slow_gamma.unwrap_or(10.0),
+            rate: a.slow_rate.unwrap_or(10.0),
+            symmetric: a.slow_symmetric,
+        });
+        given.extend(a.slow_gamma.map(|_| "slow_gamma"));
+        given.extend(a.slow_rate.map(|_| "slow_rate"));
+        if a.slow_symmetric {
+            given.push("slow_symmetric");
+        }
     }
     let recorded = crate::train::adopt_settings(&mut cfg, &given)?;
     if let (None, Some(load), false) = (a.zdim, &cfg.load, recorded) {

@@ -213,6 +213,141 @@ pub fn pair_transition(
     Ok((factors.to_vec(), pose[0]))
 }
 
+/// `train-vae --pairs P --slow-gamma γ --slow-rate λ′ [--slow-symmetric]`: SlowVAE's temporal prior in
+/// training (`config.json`'s `slow`). Images `pairs[j][0]` and `pairs[j][1]` are consecutive time steps;
+/// every batch holds whole pairs, and the loss gains `γ·Σ_pairs [CE(q_{t+1}, Lap(m_t, 1/λ′)) − H(q_{t+1})]`
+/// (and the reverse direction with `symmetric`), normalised like the KL term (see [`slow_batch`]).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct SlowParams {
+    /// The pairs file (`pairs.pkl`, (P, 2) particle indices, as `simulate --pairs` writes it).
+    pub pairs: std::path::PathBuf,
+    /// γ, the weight of the transition term (the paper's 10).
+    pub gamma: f64,
+    /// λ′, the Laplace rate of the prior on transitions (the paper's 10).
+    pub rate: f64,
+    /// Apply the term both ways (t+1 around t and t around t+1), as K20's code does.
+    pub symmetric: bool,
+}
+
+impl SlowParams {
+    /// Checks γ ≥ 0 and λ′ > 0, both finite.
+    pub fn check(&self) -> Result<()> {
+        if !(self.gamma >= 0.0 && self.gamma.is_finite()) {
+            return Err(Error::invalid(format!(
+                "--slow-gamma must be ≥ 0 and finite, got {}",
+                self.gamma
+            )));
+        }
+        if !(self.rate > 0.0 && self.rate.is_finite()) {
+            return Err(Error::invalid(format!(
+                "--slow-rate must be > 0 and finite, got {}",
+                self.rate
+            )));
+        }
+        Ok(())
+    }
+
+    /// Visit the settings a checkpoint records.
+    pub fn each_setting(
+        &mut self,
+        f: &mut dyn FnMut(
+            &'static str,
+            &'static str,
+            &mut dyn crate::train::checkpoint::Setting,
+        ) -> Result<()>,
+    ) -> Result<()> {
+        f("slow_gamma", "--slow-gamma", &mut self.gamma)?;
+        f("slow_rate", "--slow-rate", &mut self.rate)?;
+        f("slow_symmetric", "--slow-symmetric", &mut self.symmetric)
+    }
+}
+
+/// The pairs of a `pairs.pkl`-style array: `flat` holds (P, 2) particle indices row-major (any integer
+/// type, converted by the caller to i64); each must lie in `0..n`, and a pair's two images must differ.
+/// `path` names the file in errors.
+pub fn check_pairs(flat: &[i64], n: usize, path: &std::path::Path) -> Result<Vec<[usize; 2]>> {
+    if flat.is_empty() || !flat.len().is_multiple_of(2) {
+        return Err(Error::format(
+            path,
+            format!(
+                "expected a (P, 2) array of particle index pairs with P ≥ 1, got {} values",
+                flat.len()
+            ),
+        ));
+    }
+    flat.chunks_exact(2)
+        .enumerate()
+        .map(|(j, r)| {
+            let ok = |v: i64| v >= 0 && (v as u64) < n as u64;
+            if !ok(r[0]) || !ok(r[1]) {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "pair {j} is ({}, {}): indices must lie in 0..{n} (the particle count)",
+                        r[0], r[1]
+                    ),
+                ));
+            }
+            if r[0] == r[1] {
+                return Err(Error::format(
+                    path,
+                    format!("pair {j} pairs image {} with itself", r[0]),
+                ));
+            }
+            Ok([r[0] as usize, r[1] as usize])
+        })
+        .collect()
+}
+
+/// The transition term of a batch whose rows `2j, 2j + 1` are a pair (t, t+1): with `mu`, `logvar`
+/// (B, zdim) the encoder's posterior means and log variances, returns the sum over pairs and dimensions
+/// of `CE(q_{t+1}, Lap(m_t, 1/rate)) − H(q_{t+1})` (plus the reverse direction when `symmetric`), and
+/// its gradients with respect to `mu` and `logvar` (B, zdim; ∂/∂log σ² = ½ ∂/∂log s). `m_t` is not
+/// detached: it receives the `dmu` gradient (spec §3, as K20).
+///
+/// Training adds `γ·value/(B·P)` (P the decoder's pixel count): the KL enters cryoDRGN's loss as
+/// `β·mean_batch KL / P`, so this is K20's per-pair `γ·term` on the same per-image, per-pixel scale.
+pub fn slow_batch(
+    mu: &[f32],
+    logvar: &[f32],
+    zdim: usize,
+    rate: f64,
+    symmetric: bool,
+) -> Result<(f64, Vec<f64>, Vec<f64>)> {
+    if zdim == 0 || mu.len() != logvar.len() || !mu.len().is_multiple_of(2 * zdim) {
+        return Err(Error::Shape {
+            what: "SlowVAE batch (pairs of rows)".into(),
+            expected: format!(
+                "μ and log σ² of equal length, a multiple of 2·zdim = {}",
+                2 * zdim
+            ),
+            got: format!("{} and {}", mu.len(), logvar.len()),
+        });
+    }
+    let mut value = 0.0;
+    let mut gm = vec![0.0; mu.len()];
+    let mut gl = vec![0.0; mu.len()];
+    let mut one = |from: usize, to: usize, value: &mut f64| {
+        // q_to around the mean of `from`
+        for k in 0..zdim {
+            let (a, b) = (from * zdim + k, to * zdim + k);
+            let s = (0.5 * logvar[b] as f64).exp();
+            let g = slow_term_grad(mu[b] as f64, s, mu[a] as f64, rate);
+            *value += g.value;
+            gm[b] += g.dm;
+            gl[b] += 0.5 * g.dlog_s;
+            gm[a] += g.dmu;
+        }
+    };
+    for j in 0..mu.len() / (2 * zdim) {
+        one(2 * j, 2 * j + 1, &mut value);
+        if symmetric {
+            one(2 * j + 1, 2 * j, &mut value);
+        }
+    }
+    Ok((value, gm, gl))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,5 +556,65 @@ mod tests {
         assert!(pair_transition(&[0, 0], 1, 0, 1, 1.0, &mut rng).is_err());
         // Moves underflow.
         assert!(pair_transition(&[0], 2, 0, 1, 1e4, &mut rng).is_err());
+    }
+
+    /// `slow_batch`'s gradients against central differences of its value, one way and symmetric; the
+    /// first row of a pair gets a gradient (m_t not detached).
+    #[test]
+    fn slow_batch_gradients_match_finite_differences() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let zdim = 3;
+        let mu: Vec<f32> = (0..4 * zdim).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let lv: Vec<f32> = (0..4 * zdim).map(|_| rng.random_range(-3.0..0.5)).collect();
+        for sym in [false, true] {
+            let (v0, gm, gl) = slow_batch(&mu, &lv, zdim, 10.0, sym).unwrap();
+            assert!(v0.is_finite());
+            let f = |m: &[f32], l: &[f32]| slow_batch(m, l, zdim, 10.0, sym).unwrap().0;
+            let h = 1e-3f32;
+            for i in 0..mu.len() {
+                let (mut a, mut b) = (mu.clone(), mu.clone());
+                a[i] += h;
+                b[i] -= h;
+                let fd = (f(&a, &lv) - f(&b, &lv)) / (2.0 * h as f64);
+                assert!(
+                    (fd - gm[i]).abs() < 2e-2 * (1.0 + gm[i].abs()),
+                    "dμ[{i}] {fd} vs {}",
+                    gm[i]
+                );
+                let (mut a, mut b) = (lv.clone(), lv.clone());
+                a[i] += h;
+                b[i] -= h;
+                let fd = (f(&mu, &a) - f(&mu, &b)) / (2.0 * h as f64);
+                assert!(
+                    (fd - gl[i]).abs() < 2e-2 * (1.0 + gl[i].abs()),
+                    "dlogvar[{i}] {fd} vs {}",
+                    gl[i]
+                );
+            }
+            // the first image of pair 0 is a Laplace location: its mean gets a gradient
+            assert!(gm[..zdim].iter().any(|g| g.abs() > 1e-3));
+            // one way: its log variance does not enter; symmetric: it does
+            assert_eq!(gl[..zdim].iter().all(|g| *g == 0.0), !sym);
+        }
+        assert!(slow_batch(&mu[..5], &lv[..5], zdim, 10.0, false).is_err());
+    }
+
+    /// Pair files: out-of-range, self pairs and odd lengths are errors naming the file.
+    #[test]
+    fn check_pairs_refuses_bad_pairs() {
+        let p = std::path::Path::new("pairs.pkl");
+        assert_eq!(
+            check_pairs(&[0, 1, 3, 2], 4, p).unwrap(),
+            vec![[0, 1], [3, 2]]
+        );
+        for (bad, what) in [
+            (&[0i64, 4][..], "0..4"),
+            (&[0, -1][..], "0..4"),
+            (&[2, 2][..], "itself"),
+            (&[0, 1, 2][..], "(P, 2)"),
+        ] {
+            let e = check_pairs(bad, 4, p).unwrap_err().to_string();
+            assert!(e.contains("pairs.pkl") && e.contains(what), "{e}");
+        }
     }
 }

@@ -452,7 +452,7 @@ pub fn abinit(cfg: &AbinitConfig, progress: bool) -> Result<AbinitResult> {
             let bt: Vec<[f32; 2]> = idx.iter().map(|&i| trans[i]).collect();
             let batch = data.batch(idx, &l, &br, &bt);
             let coords = Tensor::from_slice(&m.be, &data.coords, &[p, 3])?;
-            let (loss, gen, kld) = train_step(
+            let crate::train::StepValues { loss, gen, kld, .. } = train_step(
                 &m.be,
                 &mut m.store,
                 &mut m.adam,
@@ -464,6 +464,8 @@ pub fn abinit(cfg: &AbinitConfig, progress: bool) -> Result<AbinitResult> {
                 p,
                 &mut eps_rng,
                 None,
+                None,
+                0.0,
             )?;
             sum_loss += loss * nb as f64;
             sum_gen += gen * nb as f64;
@@ -481,6 +483,8 @@ pub fn abinit(cfg: &AbinitConfig, progress: bool) -> Result<AbinitResult> {
             loss: sum_loss / n as f64,
             gen: sum_gen / n as f64,
             kld: sum_kld / n as f64,
+            intervention: 0.0,
+            slow: 0.0,
             seconds: t0.elapsed().as_secs_f64(),
         };
         if progress {

@@ -110,6 +110,13 @@ pub struct TrainConfig {
     /// on the lattice rotated by the predicted pose, PoseVAE's intervention loss. None: the poses file's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learned_pose: Option<crate::disentangle::intervention::LearnedPose>,
+    /// SlowVAE (`train-vae --pairs`, issue 24): the temporal Laplace prior on pairs of images. None: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow: Option<crate::disentangle::slow::SlowParams>,
+    /// The known-pose variant of PoseVAE's intervention loss (`train-vae --intervention-weight w` with a
+    /// poses file): its weight. None: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_intervention: Option<f64>,
 }
 
 impl TrainConfig {
@@ -166,6 +173,12 @@ impl Settings for TrainConfig {
         }
         if let Some(lp) = &mut self.learned_pose {
             lp.each_setting(f)?;
+        }
+        if let Some(sl) = &mut self.slow {
+            sl.each_setting(f)?;
+        }
+        if let Some(w) = &mut self.known_intervention {
+            f("known_intervention_weight", "--intervention-weight", w)?;
         }
         Ok(())
     }
@@ -226,6 +239,17 @@ fn check_model_kind(cfg: &TrainConfig, path: &Path, head: &checkpoint::Header) -
                 "the checkpoint's run learned its poses: resume it with --pose-source encoder"
             } else {
                 "the checkpoint's run used known poses: resume it without --pose-source encoder"
+            },
+        ));
+    }
+    let slow_ck = head.settings.contains_key("slow_gamma");
+    if !head.settings.is_empty() && slow_ck != cfg.slow.is_some() {
+        return Err(Error::format(
+            path,
+            if slow_ck {
+                "the checkpoint's run trained SlowVAE pairs: resume it with --pairs"
+            } else {
+                "the checkpoint's run had no SlowVAE pairs: resume it without --pairs"
             },
         ));
     }
@@ -294,6 +318,10 @@ pub struct EpochStats {
     pub loss: f64,
     pub gen: f64,
     pub kld: f64,
+    /// Mean over images of PoseVAE's intervention loss (Eq. 2, unweighted; 0 when off).
+    pub intervention: f64,
+    /// Mean over images of SlowVAE's weighted transition term γ·term/P (0 when off).
+    pub slow: f64,
     pub seconds: f64,
 }
 
@@ -678,6 +706,34 @@ pub fn train_with<B: Backend<Elem = f32>>(
         }
         None => None,
     };
+    let known_iv = match cfg.known_intervention {
+        Some(w) => {
+            if cfg.zdim.is_none() || cfg.tilt.is_some() || cfg.twin.is_some() {
+                return Err(Error::invalid(
+                    "--intervention-weight needs a VAE (--zdim) without tilt pairs",
+                ));
+            }
+            if !(w >= 0.0 && w.is_finite()) {
+                return Err(Error::invalid(format!(
+                    "--intervention-weight must be ≥ 0, got {w}"
+                )));
+            }
+            if w > 0.0 && in_dim != p {
+                return Err(Error::invalid(format!(
+                    "--intervention-weight re-encodes decoded slices, so the encoder must read the decoder's {p} pixels \
+                     (the default --enc-mask); it reads {in_dim}"
+                )));
+            }
+            w
+        }
+        None => 0.0,
+    };
+    let slow_step = match &cfg.slow {
+        Some(sl) => Some(open_slow(cfg, sl, n)?),
+        None => None,
+    };
+    // images per epoch: every particle, or with pairs every image of a pair
+    let n_epoch = slow_step.as_ref().map_or(n, |s| 2 * s.pairs.len());
 
     // Apix of reconstruct.*.mrc as the reference: the CTF's pixel size, else 1.
     let apix = maker
@@ -721,17 +777,40 @@ pub fn train_with<B: Backend<Elem = f32>>(
     let mut history = Vec::new();
     for epoch in start..cfg.num_epochs {
         let t0 = std::time::Instant::now();
-        let mut order: Vec<usize> = (0..n).collect();
-        order.shuffle(&mut StdRng::seed_from_u64(epoch_seed(cfg.seed, epoch, 1)));
+        let mut shuffle_rng = StdRng::seed_from_u64(epoch_seed(cfg.seed, epoch, 1));
+        let order: Vec<usize> = match &slow_step {
+            // whole pairs in shuffled order: with an even batch size every batch holds whole pairs
+            Some(sl) => {
+                let mut pairs = sl.pairs.clone();
+                pairs.shuffle(&mut shuffle_rng);
+                pairs.into_iter().flatten().collect()
+            }
+            None => {
+                let mut order: Vec<usize> = (0..n).collect();
+                order.shuffle(&mut shuffle_rng);
+                order
+            }
+        };
         let mut eps_rng = StdRng::seed_from_u64(epoch_seed(cfg.seed, epoch, 2));
         let rx = prefetch(maker.clone(), order, cfg.batch_size);
-        let pb = progress
-            .then(|| crate_progress(n as u64, &format!("epoch {}/{}", epoch + 1, cfg.num_epochs)));
+        let pb = progress.then(|| {
+            crate_progress(
+                n_epoch as u64,
+                &format!("epoch {}/{}", epoch + 1, cfg.num_epochs),
+            )
+        });
         let (mut sum_loss, mut sum_gen, mut sum_kld) = (0.0, 0.0, 0.0);
+        let (mut sum_int, mut sum_slow) = (0.0, 0.0);
         for batch in rx {
             let batch = batch?;
             let nb = batch.idx.len();
-            let (loss, gen, kld) = train_step(
+            let StepValues {
+                loss,
+                gen,
+                kld,
+                intervention,
+                slow,
+            } = train_step(
                 &be,
                 &mut store,
                 &mut adam,
@@ -743,10 +822,14 @@ pub fn train_with<B: Backend<Elem = f32>>(
                 p,
                 &mut eps_rng,
                 pose_step.as_ref(),
+                slow_step.as_ref(),
+                known_iv,
             )?;
             sum_loss += loss * nb as f64;
             sum_gen += gen * nb as f64;
             sum_kld += kld * nb as f64;
+            sum_int += intervention * nb as f64;
+            sum_slow += slow * nb as f64;
             if let Some(pb) = &pb {
                 pb.inc(nb as u64);
             }
@@ -754,18 +837,31 @@ pub fn train_with<B: Backend<Elem = f32>>(
         if let Some(pb) = pb {
             pb.finish_and_clear();
         }
+        let ne = n_epoch as f64;
         let st = EpochStats {
             epoch,
-            loss: sum_loss / n as f64,
-            gen: sum_gen / n as f64,
-            kld: sum_kld / n as f64,
+            loss: sum_loss / ne,
+            gen: sum_gen / ne,
+            kld: sum_kld / ne,
+            intervention: sum_int / ne,
+            slow: sum_slow / ne,
             seconds: t0.elapsed().as_secs_f64(),
         };
         if progress {
+            let mut extra = String::new();
+            if pose_step.as_ref().is_some_and(|p| p.weight > 0.0) || known_iv > 0.0 {
+                extra.push_str(&format!(", intervention = {:.6}", st.intervention));
+            }
+            if slow_step.is_some() {
+                extra.push_str(&format!(", slow = {:.6}", st.slow));
+            }
             eprintln!(
-                "# =====> Epoch: {} Average gen loss = {:.6}, KLD = {:.4}, total loss = {:.6}; {:.2} s",
+                "# =====> Epoch: {} Average gen loss = {:.6}, KLD = {:.4}{extra}, total loss = {:.6}; {:.2} s",
                 epoch + 1, st.gen, st.kld, st.loss, st.seconds
             );
+        }
+        if pose_step.is_some() || slow_step.is_some() || known_iv > 0.0 {
+            append_losses_csv(&cfg.outdir, &st, epoch == start)?;
         }
         history.push(st);
         if epoch.is_multiple_of(cfg.checkpoint) {
@@ -967,17 +1063,38 @@ pub(crate) fn train_step<B: Backend<Elem = f32>>(
     p: usize,
     rng: &mut StdRng,
     pose: Option<&PoseStep>,
-) -> Result<(f64, f64, f64)> {
+    slow: Option<&SlowStep>,
+    known_intervention: f64,
+) -> Result<StepValues> {
     let mut t = Tape::new(be, store);
-    let (l, g, k) = step_loss(&mut t, batch, decoder, encoder, kl, coords, p, rng, pose)?;
-    let vals = (
-        t.to_vec(l)?[0] as f64,
-        t.to_vec(g)?[0] as f64,
-        match k {
-            Some(k) => t.to_vec(k)?[0] as f64,
+    let parts = step_loss(
+        &mut t,
+        batch,
+        decoder,
+        encoder,
+        kl,
+        coords,
+        p,
+        rng,
+        pose,
+        slow,
+        known_intervention,
+    )?;
+    let scalar = |t: &Tape<'_, B>, v: Option<crate::autodiff::Var>| -> Result<f64> {
+        Ok(match v {
+            Some(v) => t.to_vec(v)?[0] as f64,
             None => 0.0,
-        },
-    );
+        })
+    };
+    let vals = StepValues {
+        // the tape's loss carries SlowVAE's term as a linear surrogate: report its value instead
+        loss: scalar(&t, Some(parts.loss))? + parts.slow_correction,
+        gen: scalar(&t, Some(parts.gen))?,
+        kld: scalar(&t, parts.kld)?,
+        intervention: scalar(&t, parts.intervention)?,
+        slow: parts.slow_value,
+    };
+    let l = parts.loss;
     let grads = t.backward(l)?;
     drop(t);
     adam.step(be, store, &grads)?;
@@ -985,7 +1102,116 @@ pub(crate) fn train_step<B: Backend<Elem = f32>>(
     Ok(vals)
 }
 
-/// Record one training step's loss on `t`: (loss, reconstruction loss, KL).
+/// One training step's values, each a mean over the batch's images.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StepValues {
+    /// The total loss.
+    pub loss: f64,
+    /// Reconstruction loss.
+    pub gen: f64,
+    /// KL (0 without an encoder).
+    pub kld: f64,
+    /// PoseVAE's intervention loss, unweighted (0 when off).
+    pub intervention: f64,
+    /// SlowVAE's weighted transition term γ·Σ term/(B·P) (0 when off).
+    pub slow: f64,
+}
+
+/// The loss of one step as recorded on the tape.
+struct StepParts {
+    loss: crate::autodiff::Var,
+    gen: crate::autodiff::Var,
+    kld: Option<crate::autodiff::Var>,
+    intervention: Option<crate::autodiff::Var>,
+    /// SlowVAE's term enters the tape as `Σ μ⊙G_μ + Σ log σ²⊙G_lv` (the right gradient, not the right
+    /// value): the term's value, and what to add to the tape's loss value to report the true loss.
+    slow_value: f64,
+    slow_correction: f64,
+}
+
+/// SlowVAE in a training run: its settings and the pairs (particle indices, after checks).
+pub struct SlowStep {
+    pub params: crate::disentangle::slow::SlowParams,
+    pub pairs: Vec<[usize; 2]>,
+}
+
+/// Reads and checks `--pairs` for a run over `n` particles.
+fn open_slow(
+    cfg: &TrainConfig,
+    sl: &crate::disentangle::slow::SlowParams,
+    n: usize,
+) -> Result<SlowStep> {
+    sl.check()?;
+    if cfg.zdim.is_none() || cfg.tilt.is_some() || cfg.twin.is_some() {
+        return Err(Error::invalid(
+            "--pairs (SlowVAE) needs a VAE (--zdim) without tilt pairs",
+        ));
+    }
+    if cfg.ind.is_some() {
+        return Err(Error::invalid(
+            "--pairs indexes the whole particle stack; it cannot be combined with --ind",
+        ));
+    }
+    if !cfg.batch_size.is_multiple_of(2) {
+        return Err(Error::invalid(format!(
+            "--pairs needs an even --batch-size (whole pairs per batch), got {}",
+            cfg.batch_size
+        )));
+    }
+    let v = crate::io::pkl::read_pkl(&sl.pairs)?;
+    let a = v
+        .as_array()
+        .ok_or_else(|| Error::format(&sl.pairs, "not a numpy array (expected (P, 2) indices)"))?;
+    if a.shape.len() != 2 || a.shape[1] != 2 {
+        return Err(Error::format(
+            &sl.pairs,
+            format!("shape {:?}, expected (P, 2) particle index pairs", a.shape),
+        ));
+    }
+    let flat = a
+        .to_i64()
+        .map_err(|e| Error::format(&sl.pairs, format!("pair indices must be integers: {e}")))?;
+    let pairs = crate::disentangle::slow::check_pairs(&flat, n, &sl.pairs)?;
+    Ok(SlowStep {
+        params: sl.clone(),
+        pairs,
+    })
+}
+
+/// Appends one epoch's row to `losses.csv` in `outdir` (recon, KL, the intervention loss, SlowVAE's
+/// term); `fresh` starts the file with its header (the first epoch of this process).
+fn append_losses_csv(outdir: &Path, st: &EpochStats, fresh: bool) -> Result<()> {
+    use std::io::Write;
+    let path = outdir.join("losses.csv");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(!fresh)
+        .write(true)
+        .truncate(fresh)
+        .open(&path)
+        .map_err(|err| Error::Io {
+            path: path.clone(),
+            err,
+        })?;
+    let mut text = String::new();
+    if fresh {
+        text.push_str("epoch,loss,recon,kld,intervention,slow,seconds\n");
+    }
+    text.push_str(&format!(
+        "{},{},{},{},{},{},{:.3}\n",
+        st.epoch + 1,
+        st.loss,
+        st.gen,
+        st.kld,
+        st.intervention,
+        st.slow,
+        st.seconds
+    ));
+    f.write_all(text.as_bytes())
+        .map_err(|err| Error::Io { path, err })
+}
+
+/// Record one training step's loss on `t`.
 #[allow(clippy::too_many_arguments)]
 fn step_loss<B: Backend<Elem = f32>>(
     t: &mut Tape<'_, B>,
@@ -997,11 +1223,9 @@ fn step_loss<B: Backend<Elem = f32>>(
     p: usize,
     eps_rng: &mut StdRng,
     pose: Option<&PoseStep>,
-) -> Result<(
-    crate::autodiff::Var,
-    crate::autodiff::Var,
-    Option<crate::autodiff::Var>,
-)> {
+    slow: Option<&SlowStep>,
+    known_intervention: f64,
+) -> Result<StepParts> {
     let be = t.backend().clone();
     let nb = batch.idx.len();
     let coords = t.constant(coords);
@@ -1060,6 +1284,8 @@ fn step_loss<B: Backend<Elem = f32>>(
         (Some(w), Some((mu, lv))) => {
             let parts = vae_loss(t, gen, mu, lv, w, p)?;
             let mut loss = parts.loss;
+            let mut intervention = None;
+            let (mut slow_value, mut slow_correction) = (0.0, 0.0);
             if let (Some(ps), Some(pp), Some(enc)) = (pose, pose_params, encoder) {
                 if ps.weight > 0.0 {
                     // PoseVAE: the first encoding (μ, pose) as given latents, poses permuted in the batch
@@ -1072,11 +1298,68 @@ fn step_loss<B: Backend<Elem = f32>>(
                     )?;
                     let wl = t.affine(iv.loss, ps.weight, 0.0)?;
                     loss = t.add(loss, wl)?;
+                    intervention = Some(iv.loss);
                 }
             }
-            Ok((loss, parts.gen, parts.kld))
+            if let (None, Some(enc), true) = (pose, encoder, known_intervention > 0.0) {
+                // the known-pose variant: z decoded at a permuted known rotation, re-encoded
+                let z0 = t.to_vec(mu)?;
+                let mut perm: Vec<u32> = (0..nb as u32).collect();
+                perm.shuffle(eps_rng);
+                let iv = crate::disentangle::intervention::intervention_loss_known(
+                    t, enc, decoder, coords, p, &z0, &batch.rot, &perm,
+                )?;
+                let wl = t.affine(iv, known_intervention, 0.0)?;
+                loss = t.add(loss, wl)?;
+                intervention = Some(iv);
+            }
+            if let (Some(sl), Some(enc)) = (slow, encoder) {
+                // SlowVAE: rows 2j, 2j+1 of the batch are a pair; gradients from the host, in f64
+                let (m, l) = (t.to_vec(mu)?, t.to_vec(lv)?);
+                let (value, gm, gl) = crate::disentangle::slow::slow_batch(
+                    &m,
+                    &l,
+                    enc.zdim,
+                    sl.params.rate,
+                    sl.params.symmetric,
+                )?;
+                let scale = sl.params.gamma / (nb as f64 * p as f64);
+                let gm: Vec<f32> = gm.iter().map(|g| (g * scale) as f32).collect();
+                let gl: Vec<f32> = gl.iter().map(|g| (g * scale) as f32).collect();
+                let surrogate: f64 = m
+                    .iter()
+                    .zip(&gm)
+                    .chain(l.iter().zip(&gl))
+                    .map(|(a, b)| *a as f64 * *b as f64)
+                    .sum();
+                slow_value = scale * value;
+                slow_correction = slow_value - surrogate;
+                let gmv = t.constant(Tensor::from_slice(&be, &gm, &[nb, enc.zdim])?);
+                let glv = t.constant(Tensor::from_slice(&be, &gl, &[nb, enc.zdim])?);
+                let a = t.mul(mu, gmv)?;
+                let b = t.mul(lv, glv)?;
+                let a = t.sum_all(a, 1.0)?;
+                let b = t.sum_all(b, 1.0)?;
+                let s = t.add(a, b)?;
+                loss = t.add(loss, s)?;
+            }
+            Ok(StepParts {
+                loss,
+                gen: parts.gen,
+                kld: parts.kld,
+                intervention,
+                slow_value,
+                slow_correction,
+            })
         }
-        _ => Ok((gen, gen, None)),
+        _ => Ok(StepParts {
+            loss: gen,
+            gen,
+            kld: None,
+            intervention: None,
+            slow_value: 0.0,
+            slow_correction: 0.0,
+        }),
     }
 }
 
