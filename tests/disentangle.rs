@@ -373,3 +373,78 @@ fn slowvae_trains_resumes_and_refuses_bad_input() {
         "{err}"
     );
 }
+
+/// `mcc --pose-pred --pose-true`: a reflected, offset copy of the true angle is aligned back (sign −1,
+/// the offset recovered, error ≈ 0) and joins MCC_all as a perfectly ranked column; MCC_conf keeps the
+/// conformational latents only; a prediction with a wrong row count is an error naming its file.
+#[test]
+fn mcc_aligns_a_reflected_offset_pose() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 400;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let z: Vec<f32> = (0..n * 2)
+        .map(|_| StandardNormal.sample(&mut rng))
+        .collect();
+    let truth: Vec<f64> = z.iter().map(|&v| 3.0 * v as f64).collect();
+    let psi: Vec<f64> = (0..n)
+        .map(|i| (i as f64 * 2.399_963).rem_euclid(std::f64::consts::TAU))
+        .collect();
+    // ψ̂ = −ψ + 1 (wrapped): aligned by sign −1, offset 1 rad
+    let pred: Vec<f64> = psi
+        .iter()
+        .map(|p| (1.0 - p).rem_euclid(std::f64::consts::TAU) - std::f64::consts::PI)
+        .collect();
+    let f = |name: &str| dir.path().join(name);
+    write(&f("z.pkl"), vec![n, 2], ArrayData::F32(z));
+    write(&f("t.pkl"), vec![n, 2], ArrayData::F64(truth));
+    write(&f("psi.pkl"), vec![n], ArrayData::F64(psi));
+    write(&f("pred.pkl"), vec![n], ArrayData::F64(pred));
+    write(
+        &f("short.pkl"),
+        vec![n - 1],
+        ArrayData::F64(vec![0.0; n - 1]),
+    );
+    let s = |p: std::path::PathBuf| p.to_str().unwrap().to_string();
+    let args = |pred: &str| {
+        vec![
+            "disentangle".to_string(),
+            "mcc".into(),
+            "--z".into(),
+            s(f("z.pkl")),
+            "--truth".into(),
+            s(f("t.pkl")),
+            "--conf-cols".into(),
+            "0,1".into(),
+            "--pose-pred".into(),
+            s(f(pred)),
+            "--pose-true".into(),
+            s(f("psi.pkl")),
+            "-o".into(),
+            s(f("m.json")),
+        ]
+    };
+    let a = args("pred.pkl");
+    let (ok, stdout, stderr) = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{stdout}\n{stderr}");
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(f("m.json")).unwrap()).unwrap();
+    assert_eq!(j["pose"]["sign"], -1.0);
+    let off = j["pose"]["offset_deg"].as_f64().unwrap();
+    // −ψ + 1 − π wrapped: offset 1 − π rad
+    assert!(
+        (off - (1.0 - std::f64::consts::PI).to_degrees()).abs() < 1e-6,
+        "{off}"
+    );
+    assert!(j["pose"]["median_error_deg"].as_f64().unwrap() < 1e-6);
+    assert_eq!(j["k_truth"], 3);
+    assert_eq!(j["zdim"], 2);
+    let m = j["spearman"]["mcc"].as_f64().unwrap();
+    assert!((m - 1.0).abs() < 1e-9, "{m}");
+    assert_eq!(
+        j["spearman"]["conf"]["assignment"]["latent"],
+        serde_json::json!([0, 1])
+    );
+    let a = args("short.pkl");
+    let (ok, _, stderr) = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!ok && stderr.contains("short.pkl"), "{stderr}");
+}

@@ -57,6 +57,14 @@ pub struct MccArgs {
     /// Truth columns (0-based, comma-separated) for MCC_conf, e.g. the conformational factors
     #[arg(long = "conf-cols", value_delimiter = ',')]
     pub conf_cols: Vec<usize>,
+    /// Predicted in-plane angles (pose_pred.N.pkl of a `--pose-source encoder` run, (N,) radians): aligned
+    /// to --pose-true as ±ψ̂ + c and added as a latent column, for MCC_all over (z, ψ)
+    #[arg(long = "pose-pred", requires = "pose_true")]
+    pub pose_pred: Option<PathBuf>,
+    /// True in-plane angles ((N,) radians, pose_angle.pkl from `simulate --pose-dist inplane`); added as
+    /// a truth column (the last)
+    #[arg(long = "pose-true", requires = "pose_pred")]
+    pub pose_true: Option<PathBuf>,
     /// Output JSON
     #[arg(short = 'o')]
     pub o: PathBuf,
@@ -122,9 +130,79 @@ fn run_mcc(a: MccArgs) -> anyhow::Result<()> {
     if n < 2 {
         bail!("{}: {n} latent row(s), need at least 2", a.z.display());
     }
-    let z: Vec<f64> = lat.z.iter().map(|&v| v as f64).collect();
-    let (truth, k2) = load_truth(&a.truth, n)
+    let mut z: Vec<f64> = lat.z.iter().map(|&v| v as f64).collect();
+    let (mut truth, mut k2) = load_truth(&a.truth, n)
         .with_context(|| format!("reading the truth for latents {}", a.z.display()))?;
+    // MCC_conf compares the conformational latents only (without an appended pose column)
+    let (z_lat, zdim) = (z.clone(), k1);
+    let mut k1 = k1;
+    let mut pose_entry = None;
+    if let (Some(pp), Some(pt)) = (&a.pose_pred, &a.pose_true) {
+        let angles = |path: &Path| -> anyhow::Result<Vec<f64>> {
+            let (v, k) = load_truth(path, n)?;
+            if k != 1 {
+                bail!(
+                    "{}: expected (N,) in-plane angles in radians, got {k} columns",
+                    path.display()
+                );
+            }
+            Ok(v)
+        };
+        let (pred, true_psi) = (angles(pp)?, angles(pt)?);
+        let al = crate::disentangle::mcc::align_angle(&pred, &true_psi)?;
+        // the aligned angle unwrapped next to the truth, so that ranks compare like with like
+        let unwrapped: Vec<f64> = al
+            .aligned
+            .iter()
+            .zip(&true_psi)
+            .map(|(a, t)| t + crate::disentangle::mcc::wrap_angle(a - t))
+            .collect();
+        let mut errs: Vec<f64> = al
+            .aligned
+            .iter()
+            .zip(&true_psi)
+            .map(|(a, t)| {
+                crate::disentangle::mcc::wrap_angle(a - t)
+                    .abs()
+                    .to_degrees()
+            })
+            .collect();
+        errs.sort_by(f64::total_cmp);
+        let spearman = mcc(&unwrapped, &true_psi, n, 1, 1, Method::Spearman)?.value;
+        println!(
+            "pose: aligned as {}ψ̂ + {:.1}°, median error {:.2}°, Spearman {:.4}",
+            if al.sign > 0.0 { "+" } else { "−" },
+            al.offset.to_degrees(),
+            errs[n / 2],
+            spearman
+        );
+        pose_entry = Some(json!({
+            "pose_pred": pp.display().to_string(),
+            "pose_true": pt.display().to_string(),
+            "sign": al.sign,
+            "offset_deg": al.offset.to_degrees(),
+            "median_error_deg": errs[n / 2],
+            "mean_error_deg": al.mean_abs_error.to_degrees(),
+            "circular_error": al.circular_error,
+            "spearman": spearman,
+        }));
+        z = (0..n)
+            .flat_map(|i| {
+                let mut r = z[i * k1..(i + 1) * k1].to_vec();
+                r.push(unwrapped[i]);
+                r
+            })
+            .collect();
+        truth = (0..n)
+            .flat_map(|i| {
+                let mut r = truth[i * k2..(i + 1) * k2].to_vec();
+                r.push(true_psi[i]);
+                r
+            })
+            .collect();
+        k1 += 1;
+        k2 += 1;
+    }
     if let Some(&c) = a.conf_cols.iter().find(|&&c| c >= k2) {
         bail!(
             "--conf-cols {c}: {} has only {k2} column(s)",
@@ -150,14 +228,17 @@ fn run_mcc(a: MccArgs) -> anyhow::Result<()> {
     out.insert("z".into(), json!(a.z.display().to_string()));
     out.insert("truth".into(), json!(a.truth.display().to_string()));
     out.insert("n".into(), json!(n));
-    out.insert("zdim".into(), json!(k1));
+    out.insert("zdim".into(), json!(zdim));
     out.insert("k_truth".into(), json!(k2));
+    if let Some(p) = pose_entry {
+        out.insert("pose".into(), p);
+    }
     for &method in methods {
         let m = mcc(&z, &truth, n, k1, k2, method)?;
         let mut entry = mcc_json(&m);
         let mut line = format!("MCC ({}) = {:.4}", method.name(), m.value);
         if !a.conf_cols.is_empty() {
-            let c = mcc(&z, &conf, n, k1, a.conf_cols.len(), method)?;
+            let c = mcc(&z_lat, &conf, n, zdim, a.conf_cols.len(), method)?;
             let mut cj = mcc_json(&c);
             cj["truth_cols"] = json!(a.conf_cols);
             entry["conf"] = cj;
