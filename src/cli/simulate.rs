@@ -98,6 +98,8 @@ pub enum PoseDistArg {
     So3,
     /// R = Rz(ψ), ψ uniform in [0, 2π): in-plane rotations only
     Inplane,
+    /// R = Rz(ψ)·Rx(90°): in-plane rotations of the view along the molecule's y axis
+    InplaneY,
     /// R = Rx(ψ), ψ uniform in [0, 2π): rotations about the x axis
     Axis,
 }
@@ -107,6 +109,7 @@ impl From<PoseDistArg> for PoseDist {
         match a {
             PoseDistArg::So3 => PoseDist::So3,
             PoseDistArg::Inplane => PoseDist::Inplane,
+            PoseDistArg::InplaneY => PoseDist::InplaneY,
             PoseDistArg::Axis => PoseDist::Axis,
         }
     }

@@ -64,6 +64,11 @@ pub enum PoseDist {
     So3,
     /// `R = Rz(ψ)`, a rotation about the viewing axis z only, ψ uniform in [0, 2π).
     Inplane,
+    /// `R = Rz(ψ)·Rx(90°)`: in-plane rotations of the view along the molecule's y axis (the image plane
+    /// holds its x and z axes, `(x, y, 0)·Rx(90°) = (x, 0, −y)`), ψ uniform in [0, 2π). Still in-plane:
+    /// the image at `Rz(ψ)·R0` is the image at `R0` turned by ψ. For phantoms whose motions lie along z
+    /// (linear2d's second domain), which views along z hide.
+    InplaneY,
     /// `R = Rx(ψ)`, a rotation about the fixed x axis (the tilt axis of [`xrot`]), ψ uniform in
     /// [0, 2π): the view moves out of the image plane along one great circle.
     Axis,
@@ -78,6 +83,8 @@ impl PoseDist {
         match self {
             PoseDist::So3 => None,
             PoseDist::Inplane => Some([c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0]),
+            // Rz(ψ)·Rx(90°), Rx(90°) = [[1, 0, 0], [0, 0, −1], [0, 1, 0]]
+            PoseDist::InplaneY => Some([c, 0.0, s, s, 0.0, -c, 0.0, 1.0, 0.0]),
             PoseDist::Axis => Some([1.0, 0.0, 0.0, 0.0, c, -s, 0.0, s, c]),
         }
     }
@@ -475,4 +482,37 @@ pub fn add_noise(imgs: &mut [f32], dd: usize, first: usize, sigma: f32, seed: u6
         );
         img.iter_mut().for_each(|v| *v += normal.sample(&mut rng));
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `inplane-y` is `Rz(ψ)·Rx(90°)`: a rotation whose image plane `(x, y, 0)·R` has no y component (the
+    /// view looks along the molecule's y axis), and whose images at ψ and ψ + 90° differ by `Rz(90°)` on
+    /// the left (an in-plane turn, the relation the 90° test uses).
+    #[test]
+    fn inplane_y_views_along_y_and_turns_in_plane() {
+        let rx90 = xrot(90.0);
+        for psi in [0.0, 0.7, 2.0, 4.5] {
+            let r = PoseDist::InplaneY.rotation_at(psi).unwrap();
+            let rz = PoseDist::Inplane.rotation_at(psi).unwrap();
+            let want = matmul3(&rz, &rx90);
+            for k in 0..9 {
+                assert!((r[k] - want[k]).abs() < 1e-12, "ψ {psi}: {r:?} vs {want:?}");
+            }
+            // row-vector lattice points (x, y, 0)·R: the y component is x·R01 + y·R11
+            assert!(r[1].abs() < 1e-12 && r[4].abs() < 1e-12, "{r:?}");
+            let turned = PoseDist::InplaneY
+                .rotation_at(psi + std::f64::consts::FRAC_PI_2)
+                .unwrap();
+            let rz90 = PoseDist::Inplane
+                .rotation_at(std::f64::consts::FRAC_PI_2)
+                .unwrap();
+            let left = matmul3(&rz90, &r);
+            for k in 0..9 {
+                assert!((turned[k] - left[k]).abs() < 1e-12);
+            }
+        }
+    }
 }
