@@ -70,9 +70,18 @@ fn identity_scores_high_and_dump_is_complete() {
     assert!(ok, "{stdout}\n{stderr}");
     println!("{stdout}");
     assert_eq!(stdout.lines().count(), 7, "one line per metric:\n{stdout}");
-    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let scores = j["scores"].as_object().unwrap();
-    for name in ["betavae", "factorvae", "mig", "dci", "modularity", "sap", "mcc"] {
+    for name in [
+        "betavae",
+        "factorvae",
+        "mig",
+        "dci",
+        "modularity",
+        "sap",
+        "mcc",
+    ] {
         let x = scores[name].as_f64().unwrap_or(f64::NAN);
         assert!((0.0..=1.0).contains(&x), "{name} = {x}");
     }
@@ -117,13 +126,22 @@ fn metrics_flag_selects() {
     let (rp, vp) = identity_arrays(dir.path(), 500);
     let out = dir.path().join("scores.json");
     let mut args = vec![
-        "disentangle", "scores", "--repr", s(&rp), "--factors", s(&vp), "--metrics", "mig,mcc", "-o",
+        "disentangle",
+        "scores",
+        "--repr",
+        s(&rp),
+        "--factors",
+        s(&vp),
+        "--metrics",
+        "mig,mcc",
+        "-o",
         s(&out),
     ];
     args.extend(SMALL);
     let (ok, stdout, stderr) = run(&args);
     assert!(ok, "{stdout}\n{stderr}");
-    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let keys: Vec<&String> = j["scores"].as_object().unwrap().keys().collect();
     assert_eq!(keys.len(), 2, "{keys:?}");
     assert!(j["report"]["betavae"].is_null());
@@ -139,7 +157,14 @@ fn bad_inputs_name_the_file() {
     let out = dir.path().join("scores.json");
     let try_factors = |vp: &Path| {
         let mut args = vec![
-            "disentangle", "scores", "--repr", s(&rp), "--factors", s(vp), "-o", s(&out),
+            "disentangle",
+            "scores",
+            "--repr",
+            s(&rp),
+            "--factors",
+            s(vp),
+            "-o",
+            s(&out),
         ];
         args.extend(SMALL);
         let (ok, stdout, stderr) = run(&args);
@@ -150,19 +175,34 @@ fn bad_inputs_name_the_file() {
     let frac = dir.path().join("frac.npy");
     let mut v = vec![1.0f64; 200];
     v[77] = 2.5;
-    write_npy(&frac, &NdArray::new(vec![100, 2], ArrayData::F64(v)).unwrap()).unwrap();
+    write_npy(
+        &frac,
+        &NdArray::new(vec![100, 2], ArrayData::F64(v)).unwrap(),
+    )
+    .unwrap();
     let e = try_factors(&frac);
-    assert!(e.contains("frac.npy") && e.contains("2.5") && e.contains("[38, 1]"), "{e}");
+    assert!(
+        e.contains("frac.npy") && e.contains("2.5") && e.contains("[38, 1]"),
+        "{e}"
+    );
     // Negative factor values (pickle).
     let neg = dir.path().join("neg.pkl");
     let mut v = vec![1i64; 200];
     v[4] = -1;
-    write_pkl(&neg, &PyValue::Array(NdArray::new(vec![100, 2], ArrayData::I64(v)).unwrap())).unwrap();
+    write_pkl(
+        &neg,
+        &PyValue::Array(NdArray::new(vec![100, 2], ArrayData::I64(v)).unwrap()),
+    )
+    .unwrap();
     let e = try_factors(&neg);
     assert!(e.contains("neg.pkl") && e.contains("non-negative"), "{e}");
     // Row-count mismatch.
     let short = dir.path().join("short.npy");
-    write_npy(&short, &NdArray::new(vec![99, 2], ArrayData::I64(vec![0; 198])).unwrap()).unwrap();
+    write_npy(
+        &short,
+        &NdArray::new(vec![99, 2], ArrayData::I64(vec![0; 198])).unwrap(),
+    )
+    .unwrap();
     let e = try_factors(&short);
     assert!(e.contains("short.npy") && e.contains("100"), "{e}");
     // Missing file.
@@ -170,7 +210,14 @@ fn bad_inputs_name_the_file() {
     let e = try_factors(&missing);
     assert!(e.contains("missing.npy"), "{e}");
     let mut args = vec![
-        "disentangle", "scores", "--repr", s(&missing), "--factors", s(&short), "-o", s(&out),
+        "disentangle",
+        "scores",
+        "--repr",
+        s(&missing),
+        "--factors",
+        s(&short),
+        "-o",
+        s(&out),
     ];
     args.extend(SMALL);
     let (ok, _, e) = run(&args);

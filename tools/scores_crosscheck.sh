@@ -30,7 +30,8 @@ if [ -z "${PY:-}" ]; then
   PY=tools/.venv-scores/bin/python
 fi
 
-cargo build -q --bin cryofield
+# The test profile (opt-level 2, what `cargo test` builds) rather than the unoptimised dev one.
+cargo build -q --profile test --bin cryofield
 BIN=target/debug/cryofield
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT

@@ -13,7 +13,9 @@
 //! Example: `cryofield disentangle scores --repr out/z.npy --factors data/factors.npy --scale 0.1 -o out/scores.json`
 
 use crate::analysis::latent::load_z;
-use crate::disentangle::report::{all_scores, LabelledGenerator, Metric, RowGenerator, ScoresConfig};
+use crate::disentangle::report::{
+    all_scores, LabelledGenerator, Metric, RowGenerator, ScoresConfig,
+};
 use crate::io::atomic::write_bytes_atomic;
 use crate::io::npy::read_npy;
 use crate::io::pkl::read_pkl;
@@ -75,7 +77,10 @@ fn load_repr(path: &Path) -> anyhow::Result<(Vec<f64>, usize, usize)> {
         (z.z.iter().map(|&v| v as f64).collect(), z.n, z.zdim)
     };
     if n < 2 || d == 0 {
-        bail!("{}: {n} row(s) of {d} code(s); need n ≥ 2 and d ≥ 1", path.display());
+        bail!(
+            "{}: {n} row(s) of {d} code(s); need n ≥ 2 and d ≥ 1",
+            path.display()
+        );
     }
     if let Some(p) = r.iter().position(|x| !x.is_finite()) {
         bail!(
@@ -161,7 +166,11 @@ pub fn run(a: ScoresArgs) -> anyhow::Result<()> {
                 a.factors.display()
             );
         }
-        if let Some(p) = v.iter().enumerate().position(|(p, &x)| x >= a.num_values[p % k]) {
+        if let Some(p) = v
+            .iter()
+            .enumerate()
+            .position(|(p, &x)| x >= a.num_values[p % k])
+        {
             bail!(
                 "{}: factor value [{}, {}] = {} is outside --num-values 0..{}",
                 a.factors.display(),
