@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
     about = "The seven Fig 4 disentanglement scores (BetaVAE, FactorVAE, MIG, DCI, modularity, SAP, MCC) of a representation against discrete factors"
 )]
 pub struct ScoresArgs {
-    /// Representation R (n, d): .npy, .pkl (first pickle) or whitespace-separated text
+    /// Representation R (n, d): .npy (read as f64), .pkl (first pickle) or whitespace-separated text (both read as f32, as latents are)
     #[arg(long = "repr")]
     pub repr: PathBuf,
     /// Discrete factors V (n, K) or (n,): .npy or .pkl, non-negative integers, rows as in --repr
