@@ -29,6 +29,7 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 pub enum Sub {
     Mcc(MccArgs),
+    Scores(crate::cli::disentangle_scores::ScoresArgs),
 }
 
 /// Which correlation(s) `mcc` reports.
@@ -74,6 +75,7 @@ pub struct MccArgs {
 pub fn run(a: Args) -> anyhow::Result<()> {
     match a.command {
         Sub::Mcc(m) => run_mcc(m),
+        Sub::Scores(s) => crate::cli::disentangle_scores::run(s),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod backproject_voxel;
 pub mod demo;
 pub mod direct_traversal;
 pub mod disentangle;
+pub mod disentangle_scores;
 pub mod downsample;
 pub mod eval_accuracy;
 pub mod eval_images;

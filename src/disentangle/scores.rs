@@ -536,9 +536,27 @@ pub struct FactorVaeScore {
     pub notes: String,
 }
 
+/// Every vote of a FactorVAE run: `(factor k that was fixed, argmin code)`, the code as an index into
+/// `0..d` (always an active code). Empty when no code is active.
+#[derive(Clone, Debug, Default)]
+pub struct FactorVaeVotes {
+    /// Training votes, in the order drawn.
+    pub train: Vec<(usize, usize)>,
+    /// Evaluation votes, in the order drawn.
+    pub eval: Vec<(usize, usize)>,
+}
+
 /// FactorVAE metric: global variances, pruning, train and eval votes, majority vote (DL
 /// `compute_factor_vae`).
 pub fn factor_vae(g: &mut dyn Generator, cfg: &FactorVaeConfig) -> Result<FactorVaeScore> {
+    factor_vae_with_votes(g, cfg).map(|(s, _)| s)
+}
+
+/// [`factor_vae`], also returning every vote it cast (for an external recomputation).
+pub fn factor_vae_with_votes(
+    g: &mut dyn Generator,
+    cfg: &FactorVaeConfig,
+) -> Result<(FactorVaeScore, FactorVaeVotes)> {
     check_generator(g, "factor_vae")?;
     if cfg.batch < 2 || cfg.variance_samples < 2 || cfg.train == 0 || cfg.eval == 0 {
         return Err(Error::Invalid(format!(
@@ -553,7 +571,7 @@ pub fn factor_vae(g: &mut dyn Generator, cfg: &FactorVaeConfig) -> Result<Factor
     let notes =
         "the fixed factor's value is drawn uniformly (DL copies the first draw's value)".into();
     if active.is_empty() {
-        return Ok(FactorVaeScore {
+        let score = FactorVaeScore {
             train_accuracy: 0.0,
             eval_accuracy: 0.0,
             global_variance: gv,
@@ -561,10 +579,12 @@ pub fn factor_vae(g: &mut dyn Generator, cfg: &FactorVaeConfig) -> Result<Factor
             votes: vec![Vec::new(); nv.len()],
             classifier: Vec::new(),
             notes,
-        });
+        };
+        return Ok((score, FactorVaeVotes::default()));
     }
-    let mut votes = |count: usize, g: &mut dyn Generator| -> Result<Vec<Vec<usize>>> {
-        let mut v = vec![vec![0usize; active.len()]; nv.len()];
+    // Votes as (factor, index into `active`).
+    let mut votes = |count: usize, g: &mut dyn Generator| -> Result<Vec<(usize, usize)>> {
+        let mut v = Vec::with_capacity(count);
         for _ in 0..count {
             let k = rng.random_range(0..nv.len());
             let value = rng.random_range(0..nv[k]);
@@ -576,12 +596,18 @@ pub fn factor_vae(g: &mut dyn Generator, cfg: &FactorVaeConfig) -> Result<Factor
                     (lv[ja] / gv[ja]).total_cmp(&(lv[jb] / gv[jb]))
                 })
                 .unwrap_or(0);
-            v[k][a] += 1;
+            v.push((k, a));
         }
         Ok(v)
     };
-    let train = votes(cfg.train, g)?;
-    let eval = votes(cfg.eval, g)?;
+    let train_votes = votes(cfg.train, g)?;
+    let eval_votes = votes(cfg.eval, g)?;
+    let tally = |votes: &[(usize, usize)]| {
+        let mut t = vec![vec![0usize; active.len()]; nv.len()];
+        votes.iter().for_each(|&(k, a)| t[k][a] += 1);
+        t
+    };
+    let (train, eval) = (tally(&train_votes), tally(&eval_votes));
     // np.argmax: the first factor with the most votes.
     let classifier: Vec<usize> = (0..active.len())
         .map(|a| {
@@ -599,7 +625,12 @@ pub fn factor_vae(g: &mut dyn Generator, cfg: &FactorVaeConfig) -> Result<Factor
         let all: usize = v.iter().flatten().sum();
         right as f64 / all as f64
     };
-    Ok(FactorVaeScore {
+    let as_codes = |v: Vec<(usize, usize)>| v.into_iter().map(|(k, a)| (k, active[a])).collect();
+    let all_votes = FactorVaeVotes {
+        train: as_codes(train_votes),
+        eval: as_codes(eval_votes),
+    };
+    let score = FactorVaeScore {
         train_accuracy: accuracy(&train),
         eval_accuracy: accuracy(&eval),
         global_variance: gv,
@@ -607,7 +638,8 @@ pub fn factor_vae(g: &mut dyn Generator, cfg: &FactorVaeConfig) -> Result<Factor
         votes: train,
         classifier,
         notes,
-    })
+    };
+    Ok((score, all_votes))
 }
 
 /// BetaVAE-metric settings (defaults: DL's and K20's counts; the regression as in the module doc).
@@ -747,9 +779,31 @@ fn softmax(l: &[f64]) -> Vec<f64> {
     e.into_iter().map(|v| v / s).collect()
 }
 
+/// The feature points of a BetaVAE run: features (n, d) row-major, each the mean |r₁ − r₂| over the
+/// batch, and the factor k held fixed for it (n).
+#[derive(Clone, Debug, Default)]
+pub struct BetaVaePoints {
+    /// Training features (train, d).
+    pub train_x: Vec<f64>,
+    /// Training labels (train).
+    pub train_y: Vec<usize>,
+    /// Evaluation features (eval, d).
+    pub eval_x: Vec<f64>,
+    /// Evaluation labels (eval).
+    pub eval_y: Vec<usize>,
+}
+
 /// BetaVAE metric: points of mean |r₁ − r₂| over pairs sharing one factor, a logistic regression of
 /// the factor, train and eval accuracy (DL `compute_beta_vae_sklearn`).
 pub fn beta_vae(g: &mut dyn Generator, cfg: &BetaVaeConfig) -> Result<BetaVaeScore> {
+    beta_vae_with_points(g, cfg).map(|(s, _)| s)
+}
+
+/// [`beta_vae`], also returning the feature points it classified (for an external recomputation).
+pub fn beta_vae_with_points(
+    g: &mut dyn Generator,
+    cfg: &BetaVaeConfig,
+) -> Result<(BetaVaeScore, BetaVaePoints)> {
     check_generator(g, "beta_vae")?;
     if cfg.batch == 0 || cfg.train == 0 || cfg.eval == 0 || cfg.iterations == 0 || cfg.c <= 0.0 {
         return Err(Error::Invalid(format!(
@@ -786,7 +840,7 @@ pub fn beta_vae(g: &mut dyn Generator, cfg: &BetaVaeConfig) -> Result<BetaVaeSco
             .count();
         right as f64 / y.len() as f64
     };
-    Ok(BetaVaeScore {
+    let score = BetaVaeScore {
         train_accuracy: accuracy(&xtr, &ytr),
         eval_accuracy: accuracy(&xte, &yte),
         notes: format!(
@@ -794,7 +848,14 @@ pub fn beta_vae(g: &mut dyn Generator, cfg: &BetaVaeConfig) -> Result<BetaVaeSco
              instead of sklearn's L-BFGS on raw features; shared factor value drawn uniformly per pair",
             cfg.iterations, cfg.c
         ),
-    })
+    };
+    let points = BetaVaePoints {
+        train_x: xtr,
+        train_y: ytr,
+        eval_x: xte,
+        eval_y: yte,
+    };
+    Ok((score, points))
 }
 
 /// Explicitness (Ridgeway & Mozer 2018, as DL's `explicitness_per_factor`).
