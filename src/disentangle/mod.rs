@@ -8,10 +8,16 @@
 //! | [`mcc`] | the mean correlation coefficient (MCC) between learned latents and true factors (Spearman / Pearson matrix + assignment), circular pose alignment |
 //! | [`slow`] | SlowVAE's temporal Laplace prior: cross-entropy of a Gaussian posterior with a Laplace around the previous mean, its gradients; pair transitions for simulated pairs |
 //! | [`scores`] | the Fig 4 scores of Locatello et al. 2019 (disentanglement_lib): MIG, modularity, SAP, FactorVAE, BetaVAE, DCI, with every deviation in the module doc |
+//! | [`probe`] | a trained model as functions of in-memory data (`Probe`: encode images, decode (z, R)) and the true generator of a phantom (`World`) |
+//! | [`interventions`] | the six intervention metrics (App. A) over an abstract h = f ∘ g, with affine / angle alignment for truth mode |
+//! | [`equivariance`] | the 90° test's measures over any encoder: Δz_rot and the in-plane equivariance error |
 //! | [`rot90`] | the Edelberg–Lederman 90° test's image rotation (an exact pixel permutation: the image at Rz(k·90°)·R) |
 
+pub mod equivariance;
 pub mod intervention;
+pub mod interventions;
 pub mod mcc;
+pub mod probe;
 pub mod rot90;
 pub mod scores;
 pub mod slow;
