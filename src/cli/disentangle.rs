@@ -29,6 +29,9 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 pub enum Sub {
     Mcc(MccArgs),
+    Interventions(crate::cli::disentangle_interventions::InterventionsArgs),
+    Rot90(crate::cli::disentangle_rot90::Rot90Args),
+    Plots(crate::cli::disentangle_plots::PlotsArgs),
 }
 
 /// Which correlation(s) `mcc` reports.
@@ -66,6 +69,9 @@ pub struct MccArgs {
 pub fn run(a: Args) -> anyhow::Result<()> {
     match a.command {
         Sub::Mcc(m) => run_mcc(m),
+        Sub::Interventions(m) => crate::cli::disentangle_interventions::run(m),
+        Sub::Rot90(m) => crate::cli::disentangle_rot90::run(m),
+        Sub::Plots(m) => crate::cli::disentangle_plots::run(m),
     }
 }
 

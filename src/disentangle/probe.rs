@@ -310,6 +310,191 @@ impl Probe {
     }
 }
 
+/// Fig 3B's quantities on a held-out particle set ([`Probe::held_out`]), each a mean over images.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeldOut {
+    /// number of images
+    pub n: usize,
+    /// Eq. 2 with the model frozen: z term + pose term (known-pose models: the z term only)
+    pub eq2: f64,
+    /// its z term, mean ‖z − ẑ‖²
+    pub eq2_z: f64,
+    /// its pose term (chordal); None for a known-pose model
+    pub eq2_pose: Option<f64>,
+    /// reconstruction MSE per pixel at z = μ, the pose the model decodes with (the head's for a learned
+    /// pose, the given pose otherwise), times the CTF
+    pub mse: f64,
+    /// KL(q(z|x) ‖ N(0, I)) per image
+    pub kl: f64,
+}
+
+impl Probe {
+    /// Eq. 2, reconstruction MSE and KL of the frozen model on a particle stack with its `poses`
+    /// (pose.pkl: rotations used by known-pose models, translations by all) and optional CTF, in batches
+    /// of `batch` whose poses are permuted by a random permutation each (seeded), as in training.
+    /// Learned-pose models use [`intervention_loss`] on an inference tape; known-pose models its z-only
+    /// variant (decode μ at the permuted true rotations, re-encode).
+    ///
+    /// [`intervention_loss`]: crate::disentangle::intervention::intervention_loss
+    pub fn held_out(
+        &self,
+        particles: &Path,
+        poses: &Path,
+        ctf: Option<&Path>,
+        batch: usize,
+        seed: u64,
+    ) -> Result<HeldOut> {
+        use crate::meta::{CtfParams, Poses};
+        use crate::train::dataset::{prefetch, BatchMaker, ImageDataset};
+        use rand::seq::SliceRandom;
+        let enc = self
+            .model
+            .encoder
+            .as_ref()
+            .ok_or_else(|| Error::invalid("probe: the model has no encoder"))?;
+        let cfg = &self.model.record.config;
+        let d = self.d();
+        let data = ImageDataset::open(
+            particles,
+            None,
+            None,
+            cfg.window.then_some(cfg.window_r),
+            cfg.invert_data,
+            Some(self.model.norm),
+            false,
+        )?;
+        if data.d != d {
+            return Err(Error::format(
+                particles,
+                format!("images are {0}×{0} but the model was trained on {d}×{d}", data.d),
+            ));
+        }
+        let n = data.n;
+        let poses_v = Poses::load(poses)?;
+        if poses_v.len() != n {
+            return Err(Error::format(
+                poses,
+                format!("{} poses but the particle stack has {n} images", poses_v.len()),
+            ));
+        }
+        let ctf_v = match ctf {
+            Some(p) => {
+                let c = CtfParams::load(p)?;
+                if c.len() != n {
+                    return Err(Error::format(
+                        p,
+                        format!("{} CTF rows but the particle stack has {n} images", c.len()),
+                    ));
+                }
+                Some(c)
+            }
+            None => None,
+        };
+        let maker = std::sync::Arc::new(BatchMaker {
+            data,
+            tilt_data: None,
+            tilt_rot: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+            poses: poses_v,
+            ctf: ctf_v,
+            lattice: Lattice::for_image(d, true)?,
+            mask: self.dec_mask.clone(),
+            enc_mask: Some(self.enc_mask.clone()),
+        });
+        let be = &self.model.be;
+        let (p, zd) = (self.dec_mask.len(), enc.zdim);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let (mut s_z, mut s_pose, mut s_mse, mut s_kl) = (0.0, 0.0, 0.0, 0.0);
+        for b in prefetch(maker, (0..n).collect(), batch.max(2)) {
+            let b = b?;
+            let nb = b.idx.len();
+            let x = b
+                .enc
+                .as_ref()
+                .ok_or_else(|| Error::invalid("encoder input missing"))?;
+            let q = x.len() / nb;
+            let mut perm: Vec<u32> = (0..nb as u32).collect();
+            perm.shuffle(&mut rng);
+            let mut t = Tape::inference(be, &self.model.store);
+            let xv = t.constant(Tensor::from_slice(be, x, &[nb, q])?);
+            let (mu, aux) = enc.forward(&mut t, xv, None)?;
+            let mu_h = t.to_vec(mu)?;
+            let aux_h = t.to_vec(aux)?;
+            let w = aux_h.len() / nb;
+            let lv: Vec<f32> = aux_h.chunks(w).flat_map(|r| r[..zd].to_vec()).collect();
+            // the decoded slice at μ with the model's pose
+            let yr = match self.kind {
+                Some(kind) => {
+                    let pp = t.slice(aux, zd, kind.width())?;
+                    let r = kind.rotation(&mut t, pp)?;
+                    self.model.decoder.forward_posed(&mut t, &self.coords64, r, Some(mu))?
+                }
+                None => {
+                    let cv = t.constant(Tensor::from_slice(be, &self.coords, &[p, 3])?);
+                    let rv = t.constant(Tensor::from_slice(be, &b.rot, &[nb, 3, 3])?);
+                    self.model.decoder.forward(&mut t, cv, rv, Some(mu))?
+                }
+            };
+            let yr = t.to_vec(yr)?;
+            for i in 0..nb {
+                let mut se = 0.0f64;
+                for k in 0..p {
+                    let c = b.ctf.as_ref().map_or(1.0, |c| c[i * p + k]);
+                    let r = (yr[i * p + k] * c - b.y[i * p + k]) as f64;
+                    se += r * r;
+                }
+                s_mse += se / p as f64;
+                s_kl += (0..zd)
+                    .map(|j| {
+                        let (m, l) = (mu_h[i * zd + j] as f64, lv[i * zd + j] as f64);
+                        -0.5 * (1.0 + l - m * m - l.exp())
+                    })
+                    .sum::<f64>();
+            }
+            match self.kind {
+                Some(kind) => {
+                    let pose0: Vec<f32> = aux_h.chunks(w).flat_map(|r| r[zd..].to_vec()).collect();
+                    let mut t2 = Tape::inference(be, &self.model.store);
+                    let iv = crate::disentangle::intervention::intervention_loss(
+                        &mut t2,
+                        enc,
+                        &self.model.decoder,
+                        &self.coords64,
+                        &mu_h,
+                        &pose0,
+                        &perm,
+                        kind,
+                    )?;
+                    s_z += t2.to_vec(iv.z_term)?[0] as f64 * nb as f64;
+                    s_pose += t2.to_vec(iv.pose_term)?[0] as f64 * nb as f64;
+                }
+                None => {
+                    let z: Vec<f64> = mu_h.iter().map(|&v| v as f64).collect();
+                    let rots: Vec<Mat3> = perm
+                        .iter()
+                        .map(|&j| {
+                            let r = &b.rot[9 * j as usize..9 * j as usize + 9];
+                            std::array::from_fn(|i| r[i] as f64)
+                        })
+                        .collect();
+                    let y = self.decode(&z, &rots)?;
+                    let e = self.encode_inputs(&y)?;
+                    s_z += e.mu.iter().zip(&z).map(|(a, b)| (a - b) * (a - b)).sum::<f64>();
+                }
+            }
+        }
+        let nf = n as f64;
+        let eq2_pose = self.kind.map(|_| s_pose / nf);
+        Ok(HeldOut {
+            n,
+            eq2: (s_z + s_pose) / nf,
+            eq2_z: s_z / nf,
+            eq2_pose,
+            mse: s_mse / nf,
+            kl: s_kl / nf,
+        })
+    }
+}
+
 /// The rotations (n, 9) of pose-head parameters (n, k), by the head's own ops on an f64 inference tape.
 pub fn pose_rotations(kind: PoseKind, params: &[f64]) -> Result<Vec<Mat3>> {
     let k = kind.width();
