@@ -15,8 +15,8 @@
 //!
 //! Example: `cryofield disentangle interventions out/weights.19.safetensors -c out/config.json --phantom ph --mode truth --snr 1 -o out/interventions.json`
 
-use crate::disentangle::interventions::{evaluate, Coded, Design, Metrics, PoseSpace, ZTerm};
 use crate::disentangle::intervention::PoseKind;
+use crate::disentangle::interventions::{evaluate, Coded, Design, Metrics, PoseSpace, ZTerm};
 use crate::disentangle::probe::{Encoding, ImageOpts, Probe, World};
 use crate::io::atomic::write_bytes_atomic;
 use crate::io::source::ParticleSource;
@@ -44,7 +44,9 @@ pub enum PoseDistArg {
 
 /// The six intervention metrics of a trained model.
 #[derive(Debug, clap::Args)]
-#[command(about = "Intervention metrics LVC, LVI, LCC, LCI, LPC, LPI (App. A) and held-out Eq. 2, recon, KL")]
+#[command(
+    about = "Intervention metrics LVC, LVI, LCC, LCI, LPC, LPI (App. A) and held-out Eq. 2, recon, KL"
+)]
 pub struct InterventionsArgs {
     /// Model weights (weights.N.safetensors of train-vae)
     pub weights: PathBuf,
@@ -92,7 +94,10 @@ pub struct InterventionsArgs {
 fn pose_out(e: &Encoding, space: PoseSpace) -> Option<Vec<f64>> {
     match space {
         PoseSpace::InPlane => e.psi.clone(),
-        PoseSpace::So3 => e.rots.as_ref().map(|r| r.iter().flatten().copied().collect()),
+        PoseSpace::So3 => e
+            .rots
+            .as_ref()
+            .map(|r| r.iter().flatten().copied().collect()),
     }
 }
 
@@ -148,14 +153,18 @@ pub fn run(a: InterventionsArgs) -> anyhow::Result<()> {
     let sigma = match (a.sigma, a.snr, &world) {
         (Some(s), _, _) => s,
         (None, Some(snr), Some(w)) => w.sigma_for_snr(snr, a.seed ^ 0x5117)?,
-        (None, Some(_), None) => bail!("--snr needs --phantom (the signal variance); or give --sigma"),
+        (None, Some(_), None) => {
+            bail!("--snr needs --phantom (the signal variance); or give --sigma")
+        }
         (None, None, _) => 0.0,
     };
     let kind = probe.pose_kind();
     let space = match (kind, a.pose_dist) {
         (Some(PoseKind::InPlane), None | Some(PoseDistArg::Inplane)) => PoseSpace::InPlane,
         (Some(PoseKind::SixD), None | Some(PoseDistArg::So3)) => PoseSpace::So3,
-        (Some(k), Some(d)) => bail!("--pose-dist {d:?} does not match the model's pose head ({k:?})"),
+        (Some(k), Some(d)) => {
+            bail!("--pose-dist {d:?} does not match the model's pose head ({k:?})")
+        }
         (None, None | Some(PoseDistArg::Inplane)) => PoseSpace::InPlane,
         (None, Some(PoseDistArg::So3)) => PoseSpace::So3,
     };
@@ -214,7 +223,9 @@ pub fn run(a: InterventionsArgs) -> anyhow::Result<()> {
         }
         _ => {
             let w = world.as_ref().context("no phantom")?;
-            let states: Vec<usize> = (0..a.n).map(|_| rng.random_range(0..w.n_states())).collect();
+            let states: Vec<usize> = (0..a.n)
+                .map(|_| rng.random_range(0..w.n_states()))
+                .collect();
             let rots = space.rotations(&space.sample(a.n, &mut rng));
             let params = w.params(&states, &rots)?;
             w.encode(&probe, &params, sigma, a.seed ^ 0xE1C0)?.mu
@@ -263,7 +274,9 @@ pub fn run(a: InterventionsArgs) -> anyhow::Result<()> {
         (ModeArg::Truth, Some(w)) => {
             let k = w.n_factors();
             let g = w.grid.g;
-            let states: Vec<usize> = (0..a.n).map(|_| rng.random_range(0..w.n_states())).collect();
+            let states: Vec<usize> = (0..a.n)
+                .map(|_| rng.random_range(0..w.n_states()))
+                .collect();
             let z_true: Vec<f64> = states
                 .iter()
                 .flat_map(|&s| w.coords_of(s).iter().map(|&v| v as f64).collect::<Vec<_>>())

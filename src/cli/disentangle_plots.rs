@@ -65,7 +65,11 @@ fn load_rows(path: &Path, n: usize, what: &str) -> anyhow::Result<(Vec<f64>, usi
 
 /// A colour for `t` ∈ \[0, 1\]: a viridis-like ramp, or a hue circle when `cyclic`.
 fn colour(t: f64, cyclic: bool) -> RGBColor {
-    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     if cyclic {
         let h = t * 6.0;
         let x = 1.0 - ((h % 2.0) - 1.0).abs();
@@ -113,7 +117,9 @@ fn colour_scatter(
 ) -> crate::Result<()> {
     let (lo, hi) = c
         .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
     let span = if hi > lo { hi - lo } else { 1.0 };
     let xr = auto_range(x.iter());
     let yr = auto_range(y.iter());
@@ -158,7 +164,10 @@ pub fn run(a: PlotsArgs) -> anyhow::Result<()> {
         Some(p) => {
             let (v, w) = load_rows(p, n, "(N,) true angles")?;
             if w != 1 {
-                bail!("{}: expected (N,) true angles, found {w} columns", p.display());
+                bail!(
+                    "{}: expected (N,) true angles, found {w} columns",
+                    p.display()
+                );
             }
             Some(v)
         }
@@ -191,7 +200,16 @@ pub fn run(a: PlotsArgs) -> anyhow::Result<()> {
             al.circular_error,
             al.mean_abs_error.to_degrees()
         );
-        colour_scatter(&path, &xs, &ys, &xs, true, &title, "true ψ* (deg)", "aligned learned ψ (deg)")?;
+        colour_scatter(
+            &path,
+            &xs,
+            &ys,
+            &xs,
+            true,
+            &title,
+            "true ψ* (deg)",
+            "aligned learned ψ (deg)",
+        )?;
         listed.push(json!({
             "file": "angle.png",
             "shows": "aligned learned vs true in-plane angle",
@@ -204,7 +222,12 @@ pub fn run(a: PlotsArgs) -> anyhow::Result<()> {
 
     // the z plane
     let (px, py, xl, yl): (Vec<f64>, Vec<f64>, String, String) = if zdim == 1 {
-        (lat.z.iter().map(|&v| v as f64).collect(), Vec::new(), "z0".to_string(), String::new())
+        (
+            lat.z.iter().map(|&v| v as f64).collect(),
+            Vec::new(),
+            "z0".to_string(),
+            String::new(),
+        )
     } else if zdim == 2 {
         (
             lat.z.iter().step_by(2).map(|&v| v as f64).collect(),
@@ -223,12 +246,20 @@ pub fn run(a: PlotsArgs) -> anyhow::Result<()> {
         )
     };
     let mut colourings: Vec<(String, Vec<f64>, bool)> = (0..k)
-        .map(|j| (format!("t{}", j + 1), (0..n).map(|i| truth[i * k + j]).collect(), false))
+        .map(|j| {
+            (
+                format!("t{}", j + 1),
+                (0..n).map(|i| truth[i * k + j]).collect(),
+                false,
+            )
+        })
         .collect();
     if let Some(p) = &psi_true {
         colourings.push((
             "psi".into(),
-            p.iter().map(|v| v.rem_euclid(std::f64::consts::TAU)).collect(),
+            p.iter()
+                .map(|v| v.rem_euclid(std::f64::consts::TAU))
+                .collect(),
             true,
         ));
     }
@@ -252,7 +283,10 @@ pub fn run(a: PlotsArgs) -> anyhow::Result<()> {
         "plots": listed,
     });
     let jp = a.o.join("plots.json");
-    write_bytes_atomic(&jp, format!("{}\n", serde_json::to_string_pretty(&out)?).as_bytes())?;
+    write_bytes_atomic(
+        &jp,
+        format!("{}\n", serde_json::to_string_pretty(&out)?).as_bytes(),
+    )?;
     eprintln!("wrote {} plot(s) and {}", listed_len(&out), jp.display());
     Ok(())
 }

@@ -123,14 +123,19 @@ pub fn run(a: Rot90Args) -> anyhow::Result<()> {
         Some(p) => {
             let c = CtfParams::load(p)?;
             if c.len() != total {
-                bail!("{}: {} CTF rows for {total} particles", p.display(), c.len());
+                bail!(
+                    "{}: {} CTF rows for {total} particles",
+                    p.display(),
+                    c.len()
+                );
             }
             Some(idx.iter().map(|&i| c.rows[i]).collect())
         }
         None => None,
     };
-    let trans_rot: Option<Vec<[f32; 2]>> =
-        trans.as_ref().map(|t| t.iter().map(|&v| turn(v, a.k)).collect());
+    let trans_rot: Option<Vec<[f32; 2]>> = trans
+        .as_ref()
+        .map(|t| t.iter().map(|&v| turn(v, a.k)).collect());
     let ctf_rot: Option<Vec<[f32; 9]>> = ctf.as_ref().map(|c| {
         c.iter()
             .map(|r| {
@@ -166,8 +171,12 @@ pub fn run(a: Rot90Args) -> anyhow::Result<()> {
         json!({"best": j(&best), "other": j(&other)})
     });
     let pose_note = match probe.pose_kind() {
-        None => "known-pose model: x′ is the image at Rz(k·90°)·R; no pose head, no equivariance error",
-        Some(crate::disentangle::intervention::PoseKind::InPlane) => "in-plane head: equivariance error of ψ̂",
+        None => {
+            "known-pose model: x′ is the image at Rz(k·90°)·R; no pose head, no equivariance error"
+        }
+        Some(crate::disentangle::intervention::PoseKind::InPlane) => {
+            "in-plane head: equivariance error of ψ̂"
+        }
         Some(_) => "SO(3) head: equivariance error not computed (in-plane heads only)",
     };
     let out = json!({
@@ -183,14 +192,23 @@ pub fn run(a: Rot90Args) -> anyhow::Result<()> {
         "equivariance": eq,
         "pose": pose_note,
     });
-    write_bytes_atomic(&a.o, format!("{}\n", serde_json::to_string_pretty(&out)?).as_bytes())?;
+    write_bytes_atomic(
+        &a.o,
+        format!("{}\n", serde_json::to_string_pretty(&out)?).as_bytes(),
+    )?;
     let eqs = r
         .equivariance
-        .map(|[b, _]| format!(", equivariance error (sign {:+}) median {:.2}°", b.sign, b.median_deg))
+        .map(|[b, _]| {
+            format!(
+                ", equivariance error (sign {:+}) median {:.2}°",
+                b.sign, b.median_deg
+            )
+        })
         .unwrap_or_default();
     println!(
         "Δz_rot = {}{eqs}",
-        r.delta_z_rot.map_or("undefined (all z equal)".into(), |v| format!("{v:.4}"))
+        r.delta_z_rot
+            .map_or("undefined (all z equal)".into(), |v| format!("{v:.4}"))
     );
     eprintln!("wrote {}", a.o.display());
     Ok(())

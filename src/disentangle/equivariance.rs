@@ -86,9 +86,7 @@ pub fn measure(
         .sum::<f64>()
         / n as f64;
     let equivariance = match (psi, psir) {
-        (Some(a), Some(b)) if a.len() == n && b.len() == n => {
-            Some(equivariance_errors(&a, &b, k))
-        }
+        (Some(a), Some(b)) if a.len() == n && b.len() == n => Some(equivariance_errors(&a, &b, k)),
         (None, None) => None,
         _ => {
             return Err(Error::invalid(
@@ -184,7 +182,12 @@ mod tests {
                     s[r2] += v as f64;
                     m[r2] += 1.0;
                 }
-                z.extend(s.iter().zip(&m).filter(|(_, &m)| m > 0.0).map(|(s, m)| s / m));
+                z.extend(
+                    s.iter()
+                        .zip(&m)
+                        .filter(|(_, &m)| m > 0.0)
+                        .map(|(s, m)| s / m),
+                );
             }
             Ok((z, None))
         };

@@ -67,7 +67,10 @@ impl PoseSpace {
     /// The rotations of poses (n, width): Rz(ψ) or the matrices themselves.
     pub fn rotations(self, poses: &[f64]) -> Vec<Mat3> {
         match self {
-            PoseSpace::InPlane => poses.iter().map(|&a| crate::disentangle::probe::rz(a)).collect(),
+            PoseSpace::InPlane => poses
+                .iter()
+                .map(|&a| crate::disentangle::probe::rz(a))
+                .collect(),
             PoseSpace::So3 => poses
                 .chunks_exact(9)
                 .map(|c| std::array::from_fn(|i| c[i]))
@@ -184,7 +187,12 @@ pub fn evaluate(
             )));
         }
         let se: f64 = (0..n)
-            .map(|i| sq_dist(&a.z[i * zc..(i + 1) * zc], &design.z[i * zdim..(i + 1) * zdim]))
+            .map(|i| {
+                sq_dist(
+                    &a.z[i * zc..(i + 1) * zc],
+                    &design.z[i * zdim..(i + 1) * zdim],
+                )
+            })
             .sum();
         z_term(se / n as f64, design.z, n, zdim)
     };
@@ -302,7 +310,11 @@ pub fn affine_fit(x: &[f64], y: &[f64], n: usize, kx: usize, ky: usize) -> Resul
     let mut a = vec![0.0; m * m];
     let mut b = vec![0.0; m * ky];
     for i in 0..n {
-        let row: Vec<f64> = x[i * kx..(i + 1) * kx].iter().copied().chain([1.0]).collect();
+        let row: Vec<f64> = x[i * kx..(i + 1) * kx]
+            .iter()
+            .copied()
+            .chain([1.0])
+            .collect();
         for p in 0..m {
             for q in 0..m {
                 a[p * m + q] += row[p] * row[q];

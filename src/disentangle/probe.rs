@@ -366,7 +366,10 @@ impl Probe {
         if data.d != d {
             return Err(Error::format(
                 particles,
-                format!("images are {0}×{0} but the model was trained on {d}×{d}", data.d),
+                format!(
+                    "images are {0}×{0} but the model was trained on {d}×{d}",
+                    data.d
+                ),
             ));
         }
         let n = data.n;
@@ -374,7 +377,10 @@ impl Probe {
         if poses_v.len() != n {
             return Err(Error::format(
                 poses,
-                format!("{} poses but the particle stack has {n} images", poses_v.len()),
+                format!(
+                    "{} poses but the particle stack has {n} images",
+                    poses_v.len()
+                ),
             ));
         }
         let ctf_v = match ctf {
@@ -426,7 +432,9 @@ impl Probe {
                 Some(kind) => {
                     let pp = t.slice(aux, zd, kind.width())?;
                     let r = kind.rotation(&mut t, pp)?;
-                    self.model.decoder.forward_posed(&mut t, &self.coords64, r, Some(mu))?
+                    self.model
+                        .decoder
+                        .forward_posed(&mut t, &self.coords64, r, Some(mu))?
                 }
                 None => {
                     let cv = t.constant(Tensor::from_slice(be, &self.coords, &[p, 3])?);
@@ -478,7 +486,11 @@ impl Probe {
                         .collect();
                     let y = self.decode(&z, &rots)?;
                     let e = self.encode_inputs(&y)?;
-                    s_z += e.mu.iter().zip(&z).map(|(a, b)| (a - b) * (a - b)).sum::<f64>();
+                    s_z +=
+                        e.mu.iter()
+                            .zip(&z)
+                            .map(|(a, b)| (a - b) * (a - b))
+                            .sum::<f64>();
                 }
             }
         }
