@@ -141,10 +141,15 @@ fn colour_scatter(
             .axis_desc_style((FONT, 20))
             .light_line_style(RGBColor(235, 235, 235))
             .draw()?;
-        chart.draw_series(x.iter().zip(y).zip(c).filter_map(|((&a, &b), &v)| {
-            (a.is_finite() && b.is_finite())
-                .then(|| Circle::new((a, b), r, colour((v - lo) / span, cyclic).mix(0.8).filled()))
-        }))?;
+        chart.draw_series(
+            x.iter()
+                .zip(y)
+                .zip(c)
+                .filter(|((a, b), _)| a.is_finite() && b.is_finite())
+                .map(|((&a, &b), &v)| {
+                    Circle::new((a, b), r, colour((v - lo) / span, cyclic).mix(0.8).filled())
+                }),
+        )?;
         Ok(())
     })
 }

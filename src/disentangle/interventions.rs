@@ -88,6 +88,9 @@ pub struct Coded {
     pub pose: Option<Vec<f64>>,
 }
 
+/// h = f ∘ g as a closure: (z (m, zdim), poses (m, width)) ↦ h's outputs for them.
+pub type Composition<'a> = dyn FnMut(&[f64], &[f64]) -> Result<Coded> + 'a;
+
 /// The sampling design of one evaluation.
 #[derive(Debug, Clone)]
 pub struct Design<'a> {
@@ -130,10 +133,7 @@ pub struct Metrics {
 /// Evaluate the metrics for h = f ∘ g over `design` (module doc). `h(z, poses)` takes z (m, zdim) and
 /// poses (m, width) and returns h's outputs for them; it is called three times, with (z, φ), (z, φ′) and
 /// (z_π, φ).
-pub fn evaluate(
-    h: &mut dyn FnMut(&[f64], &[f64]) -> Result<Coded>,
-    design: &Design<'_>,
-) -> Result<Metrics> {
+pub fn evaluate(h: &mut Composition<'_>, design: &Design<'_>) -> Result<Metrics> {
     let (zdim, space) = (design.zdim, design.space);
     if zdim == 0 || design.z.is_empty() || !design.z.len().is_multiple_of(zdim) {
         return Err(Error::Shape {
@@ -245,7 +245,7 @@ pub fn evaluate(
 
 /// h on (z, poses), its output shapes checked.
 fn call(
-    h: &mut dyn FnMut(&[f64], &[f64]) -> Result<Coded>,
+    h: &mut Composition<'_>,
     z: &[f64],
     poses: &[f64],
     n: usize,
