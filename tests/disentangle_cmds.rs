@@ -245,6 +245,39 @@ fn probe_matches_training_and_world_matches_simulate() {
     // factors → representation in one call: the noiseless encoding of the same images equals the probe's
     let enc = world.encode(&probe, &params, 0.0, 0).unwrap();
     assert!(maxdiff(&enc.mu, &e.mu) < 1e-4);
+    // by grid levels and angles: state s of the 3×3 grid is levels (s / 3, s % 3); the same images
+    // without shift and CTF
+    let angles = read_pkl(st.sim.join("pose_angle.pkl"))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .to_f64();
+    let levels: Vec<Vec<usize>> = labels
+        .iter()
+        .map(|&l| vec![l as usize / 3, l as usize % 3])
+        .collect();
+    let by_factors = world
+        .encode_factors(&probe, &levels, &angles, 0.0, 0)
+        .unwrap();
+    let plain: Vec<ImageParams> = params
+        .iter()
+        .map(|p| ImageParams {
+            trans_px: [0.0, 0.0],
+            ctf: None,
+            ..p.clone()
+        })
+        .collect();
+    let direct = world.encode(&probe, &plain, 0.0, 0).unwrap();
+    assert!(maxdiff(&by_factors.mu, &direct.mu) < 1e-6);
+    assert!(
+        maxdiff(
+            by_factors.psi.as_ref().unwrap(),
+            direct.psi.as_ref().unwrap()
+        ) < 1e-6
+    );
+    assert!(world
+        .encode_factors(&probe, &[vec![3, 0]], &[0.0], 0.0, 0)
+        .is_err());
 }
 
 /// interventions on a tiny PoseVAE (learned and truth mode, held-out set) and a known-pose VAE: the JSON

@@ -154,7 +154,7 @@ impl Probe {
     /// independent values of standard deviation D·σ, then training divides by the normalisation's std.
     /// (The soft window of training, when on, lowers the real noise near the edge; ignored.)
     pub fn slice_sigma(&self, sigma: f64) -> f64 {
-        sigma * self.d() as f64 / self.model.norm.std as f64
+        hartley_sigma(sigma, self.d(), self.model.norm.std as f64)
     }
 
     /// The encoder's inputs (n, Q) of real-space images (n, D, D): training's preprocessing (window,
@@ -531,6 +531,13 @@ pub fn pose_rotations(kind: PoseKind, params: &[f64]) -> Result<Vec<Mat3>> {
         .collect())
 }
 
+/// The standard deviation D·σ / `norm_std` of every value of the normalised centred Hartley transform of
+/// D×D white noise of standard deviation σ (each value is Re F − Im F of an unnormalised DFT, whose
+/// variance is D²σ², the Nyquist and DC values included).
+pub fn hartley_sigma(sigma: f64, d: usize, norm_std: f64) -> f64 {
+    sigma * d as f64 / norm_std
+}
+
 /// torch's `sign` (0 at 0).
 fn sign(x: f32) -> f32 {
     if x > 0.0 {
@@ -745,6 +752,27 @@ impl World {
         Ok((variance(&imgs) / snr).sqrt())
     }
 
+    /// Grid factor levels (n, each `n_factors` levels in 0..g) and in-plane angles ψ (rad, n) → the model's
+    /// representation: [`World::params_inplane`] then [`World::encode`] (no shift, no CTF).
+    pub fn encode_factors(
+        &self,
+        probe: &Probe,
+        factors: &[Vec<usize>],
+        psi: &[f64],
+        sigma: f64,
+        seed: u64,
+    ) -> Result<Encoding> {
+        if factors.len() != psi.len() {
+            return Err(Error::invalid(format!(
+                "world: {} factor rows but {} angles",
+                factors.len(),
+                psi.len()
+            )));
+        }
+        let params = self.params_inplane(factors, psi)?;
+        self.encode(probe, &params, sigma, seed)
+    }
+
     /// True factors → the model's representation in one call: render `params`, add noise σ (seeded),
     /// encode with the probe (CTF rows and shifts of `params` passed on, so the shift is undone as in
     /// training).
@@ -775,5 +803,41 @@ impl World {
                 trans_px: shifted.then_some(trans.as_slice()),
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fourier::window::Norm;
+    use rand_distr::{Distribution, Normal};
+
+    /// White noise through training's preprocessing (no window): the decoder-mask values have the
+    /// standard deviation [`hartley_sigma`] gives, to 2% (≈ 40000 values: the estimate's sd is 0.4%).
+    #[test]
+    fn hartley_noise_level() {
+        let (d, n, sigma, std) = (16, 200, 1.3f64, 5.0f64);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let nd = Normal::new(0.0f32, sigma as f32).unwrap();
+        let imgs: Vec<f32> = (0..n * d * d).map(|_| nd.sample(&mut rng)).collect();
+        let norm = Norm {
+            mean: 0.0,
+            std: std as f32,
+        };
+        let ht = preprocess_images(&imgs, d, None, true, norm);
+        let lattice = Lattice::for_image(d, true).unwrap();
+        let m = lattice.circular_mask((d / 2) as f32).unwrap();
+        let e = (d + 1) * (d + 1);
+        let vals: Vec<f64> = ht
+            .chunks_exact(e)
+            .flat_map(|h| (0..e).filter(|&k| m[k]).map(move |k| h[k] as f64))
+            .collect();
+        let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+        let sd = (vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len() as f64).sqrt();
+        let want = hartley_sigma(sigma, d, std);
+        assert!(
+            (sd / want - 1.0).abs() < 0.02,
+            "sd {sd} vs D·σ/std = {want}"
+        );
     }
 }
