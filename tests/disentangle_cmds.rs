@@ -235,6 +235,37 @@ fn probe_matches_training_and_world_matches_simulate() {
         err <= 1e-5 * scale,
         "render differs by {err} (scale {scale})"
     );
+    // the 90° turn of an image with shift and CTF is the image at Rz(90°)·R with the turned shift and
+    // CTF angle (what `disentangle rot90` encodes x′ with), inside the circle of radius D/2 − 1
+    {
+        use cryofield::disentangle::equivariance::{turned_ctf, turned_shift};
+        use cryofield::disentangle::rot90::{inside_circle, rot90};
+        use cryofield::geometry::rotation::matmul3;
+        let rz90 = cryofield::disentangle::probe::rz(std::f64::consts::FRAC_PI_2);
+        let turned: Vec<ImageParams> = params
+            .iter()
+            .map(|p| ImageParams {
+                state: p.state,
+                rot: matmul3(&rz90, &p.rot.map(f64::from)).map(|v| v as f32),
+                trans_px: turned_shift(p.trans_px, 1),
+                ctf: p.ctf.map(|c| turned_ctf(&c, 1)),
+            })
+            .collect();
+        let rt = world.render(&turned).unwrap();
+        let inside = inside_circle(16, 7.0);
+        let mut worst = 0f32;
+        for (a, b) in r.chunks_exact(256).zip(rt.chunks_exact(256)) {
+            let ra = rot90(a, 16, 1).unwrap();
+            for k in (0..256).filter(|&k| inside[k]) {
+                worst = worst.max((ra[k] - b[k]).abs());
+            }
+        }
+        assert!(
+            worst <= 2e-3 * scale,
+            "turned image differs by {worst} (scale {scale})"
+        );
+        eprintln!("turned render: max diff {worst} of scale {scale}");
+    }
     // noise: reproducible from the seed, σ as asked
     let a1 = world.images(&params, 0.5, 7).unwrap();
     let a2 = world.images(&params, 0.5, 7).unwrap();
@@ -417,22 +448,23 @@ fn interventions_json() {
     assert!(!good && err.contains("encoder mask"), "{err}");
 }
 
-/// rot90 on a tiny PoseVAE and a known-pose VAE: finite, non-negative Δz_rot; the pose head's
-/// equivariance errors are angles in [0°, 180°]; the known-pose model has none.
+/// rot90 on tiny PoseVAEs (in-plane and SO(3) heads) and a known-pose VAE: finite, non-negative Δz_rot;
+/// the in-plane head's equivariance errors and the SO(3) head's turn error are angles in [0°, 180°]; the
+/// known-pose model has none.
 #[test]
 fn rot90_json() {
     let dir = tempfile::tempdir().unwrap();
     let st = setup(dir.path(), 32, &[]);
     let pv = dir.path().join("pv");
     let kv = dir.path().join("kv");
+    let sv = dir.path().join("sv");
     train(&st, &pv, &POSEVAE);
     train(&st, &kv, &[]);
+    train(&st, &sv, &[&POSEVAE[..], &["--pose-head", "so3"]].concat());
     let parts = s(&st.sim.join("particles.mrcs"));
     let poses = s(&st.sim.join("pose.pkl"));
-    for (run_dir, head) in [(&pv, true), (&kv, false)] {
-        let o = dir
-            .path()
-            .join(if head { "r_pv.json" } else { "r_kv.json" });
+    for (run_dir, head) in [(&pv, "inplane"), (&kv, "known"), (&sv, "so3")] {
+        let o = dir.path().join(format!("r_{head}.json"));
         let out = ok(&[
             "disentangle",
             "rot90",
@@ -455,7 +487,7 @@ fn rot90_json() {
             assert!(v.is_finite() && v >= 0.0, "{k}: {v}");
         }
         assert!(j["mean_sq_pair"].as_f64().unwrap() > 0.0);
-        if head {
+        if head == "inplane" {
             for w in ["best", "other"] {
                 for q in ["median_deg", "mean_deg"] {
                     let v = j["equivariance"][w][q].as_f64().unwrap();
@@ -467,8 +499,18 @@ fn rot90_json() {
                 j["equivariance"]["other"]["median_deg"].as_f64().unwrap(),
             );
             assert!(b <= o);
+            assert!(j["so3_turn_error"].is_null());
         } else {
             assert!(j["equivariance"].is_null());
+        }
+        if head == "so3" {
+            for q in ["median_deg", "mean_deg"] {
+                let v = j["so3_turn_error"][q].as_f64().unwrap();
+                assert!((0.0..=180.0).contains(&v), "so3 {q}: {v}");
+            }
+        }
+        if head == "known" {
+            assert!(j["so3_turn_error"].is_null());
         }
     }
     // k = 4 is the identity: refused

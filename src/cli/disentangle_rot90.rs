@@ -5,7 +5,8 @@
 //! - Δz_rot = mean ‖f_z(x′) − f_z(x)‖² / mean over random pairs ‖f_z(x_i) − f_z(x_j)‖² (0: z ignores the
 //!   in-plane turn; ≈ 1: the turn moves z as far as another particle does);
 //! - for an in-plane pose head, the equivariance error |wrap(ψ̂(x′) − ψ̂(x) ∓ k·90°)| in degrees (median and
-//!   mean, both signs; the better-aligned sign is reported first).
+//!   mean, both signs; the better-aligned sign is reported first); for an SO(3) head, the error of the
+//!   relative rotation's angle, |angle(R̂(x′)·R̂(x)ᵀ) − k·90°| (free of the head's global frame).
 //!
 //! The encoder reads only the recentred image: with `--poses` the translation t is recentred as in
 //! training and, for x′, turned with the image (x′ is the image at Rz(k·90°)·R with t′ = Rz(k·90°)t); with
@@ -13,7 +14,9 @@
 //!
 //! Example: `cryofield disentangle rot90 sim/particles.mrcs out/weights.19.safetensors -c out/config.json --poses sim/pose.pkl -o out/rot90.json`
 
-use crate::disentangle::equivariance::{measure, Encoded};
+use crate::disentangle::equivariance::{
+    measure, so3_turn_errors, turned_ctf, turned_shift, Encoded,
+};
 use crate::disentangle::probe::{ImageOpts, Probe};
 use crate::io::atomic::write_bytes_atomic;
 use crate::io::source::ParticleSource;
@@ -52,15 +55,6 @@ pub struct Rot90Args {
     /// Output JSON
     #[arg(short = 'o')]
     pub o: PathBuf,
-}
-
-/// (x, y) turned by k quarter turns counterclockwise: (x, y) ↦ (−y, x) per turn.
-fn turn(t: [f32; 2], k: i64) -> [f32; 2] {
-    let mut v = t;
-    for _ in 0..k.rem_euclid(4) {
-        v = [-v[1], v[0]];
-    }
-    v
 }
 
 /// Run `disentangle rot90`.
@@ -135,18 +129,13 @@ pub fn run(a: Rot90Args) -> anyhow::Result<()> {
     };
     let trans_rot: Option<Vec<[f32; 2]>> = trans
         .as_ref()
-        .map(|t| t.iter().map(|&v| turn(v, a.k)).collect());
-    let ctf_rot: Option<Vec<[f32; 9]>> = ctf.as_ref().map(|c| {
-        c.iter()
-            .map(|r| {
-                let mut r = *r;
-                r[4] += 90.0 * a.k.rem_euclid(4) as f32;
-                r
-            })
-            .collect()
-    });
-    // the first call encodes x, the second x′
+        .map(|t| t.iter().map(|&v| turned_shift(v, a.k)).collect());
+    let ctf_rot: Option<Vec<[f32; 9]>> = ctf
+        .as_ref()
+        .map(|c| c.iter().map(|r| turned_ctf(r, a.k)).collect());
+    // the first call encodes x, the second x′; an SO(3) head's rotations are kept for its turn error
     let mut call = 0;
+    let mut head_rots: Vec<Vec<[f64; 9]>> = Vec::new();
     let mut f = |x: &[f32]| -> crate::Result<Encoded> {
         let opts = if call == 0 {
             ImageOpts {
@@ -161,6 +150,11 @@ pub fn run(a: Rot90Args) -> anyhow::Result<()> {
         };
         call += 1;
         let e = probe.encode_images(x, opts)?;
+        if e.psi.is_none() {
+            if let Some(r) = e.rots {
+                head_rots.push(r);
+            }
+        }
         Ok((e.mu, e.psi))
     };
     let r = measure(&imgs, d, a.k, &mut f, a.seed ^ 0x90)?;
@@ -170,6 +164,13 @@ pub fn run(a: Rot90Args) -> anyhow::Result<()> {
         };
         json!({"best": j(&best), "other": j(&other)})
     });
+    let so3 = match head_rots.as_slice() {
+        [r0, r1] => {
+            let (median, mean) = so3_turn_errors(r0, r1, a.k);
+            Some(json!({"median_deg": median, "mean_deg": mean}))
+        }
+        _ => None,
+    };
     let pose_note = match probe.pose_kind() {
         None => {
             "known-pose model: x′ is the image at Rz(k·90°)·R; no pose head, no equivariance error"
@@ -177,7 +178,10 @@ pub fn run(a: Rot90Args) -> anyhow::Result<()> {
         Some(crate::disentangle::intervention::PoseKind::InPlane) => {
             "in-plane head: equivariance error of ψ̂"
         }
-        Some(_) => "SO(3) head: equivariance error not computed (in-plane heads only)",
+        Some(_) => {
+            "SO(3) head: so3_turn_error = |angle(R̂(x′)R̂(x)ᵀ) − the turn's angle| (free of the \
+             head's global frame; the turn's axis is not checked)"
+        }
     };
     let out = json!({
         "particles": a.particles.display().to_string(),
@@ -190,6 +194,7 @@ pub fn run(a: Rot90Args) -> anyhow::Result<()> {
         "mean_sq_pair": r.pair,
         "delta_z_rot": r.delta_z_rot,
         "equivariance": eq,
+        "so3_turn_error": so3,
         "pose": pose_note,
     });
     write_bytes_atomic(

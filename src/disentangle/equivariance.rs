@@ -136,6 +136,69 @@ pub fn equivariance_errors(psi: &[f64], psi_rot: &[f64], k: i64) -> [SignError; 
     }
 }
 
+/// The shift (pixels, pose.pkl's `trans`·D, (x, y)) of the image turned by k·90° ([`rot90`]): the shift
+/// turns with the image, (x, y) ↦ (−y, x) per quarter turn.
+pub fn turned_shift(t: [f32; 2], k: i64) -> [f32; 2] {
+    let mut v = t;
+    for _ in 0..k.rem_euclid(4) {
+        v = [-v[1], v[0]];
+    }
+    v
+}
+
+/// The ctf.pkl row of the image turned by k·90°: the astigmatism angle (column 4, degrees) grows by
+/// k·90° (the CTF turns with the image; the astigmatism has period 180°, so the turn's direction does
+/// not matter for odd k); the other parameters are unchanged.
+pub fn turned_ctf(row: &[f32; 9], k: i64) -> [f32; 9] {
+    let mut r = *row;
+    r[4] += 90.0 * k.rem_euclid(4) as f32;
+    r
+}
+
+/// The rotation angle (degrees, in \[0, 180\]) of a 3×3 rotation (row-major): arccos((tr − 1)/2), clamped.
+pub fn rotation_angle_deg(r: &[f64; 9]) -> f64 {
+    ((r[0] + r[4] + r[8] - 1.0) / 2.0)
+        .clamp(-1.0, 1.0)
+        .acos()
+        .to_degrees()
+}
+
+/// An SO(3) head's equivariance error under k·90° turns, degrees: for each image the angle of the
+/// relative rotation R̂(x′)·R̂(x)ᵀ against the turn's angle (90° for odd k, 180° for k ≡ 2 mod 4). With
+/// R̂ = Q·R for any fixed Q (the head's free global frame), R̂(x′)R̂(x)ᵀ = Q·Rz(k·90°)·Qᵀ, a turn by the
+/// same angle, so the measure needs no alignment; it does not check the turn's axis. Returns
+/// (median, mean).
+pub fn so3_turn_errors(r: &[[f64; 9]], r_rot: &[[f64; 9]], k: i64) -> (f64, f64) {
+    let want = match k.rem_euclid(4) {
+        0 => 0.0,
+        2 => 180.0,
+        _ => 90.0,
+    };
+    let mut e: Vec<f64> = r
+        .iter()
+        .zip(r_rot)
+        .map(|(a, b)| {
+            // b·aᵀ
+            let m: [f64; 9] = std::array::from_fn(|ij| {
+                let (i, j) = (ij / 3, ij % 3);
+                (0..3).map(|l| b[3 * i + l] * a[3 * j + l]).sum()
+            });
+            (rotation_angle_deg(&m) - want).abs()
+        })
+        .collect();
+    let mean = e.iter().sum::<f64>() / e.len().max(1) as f64;
+    e.sort_by(f64::total_cmp);
+    let m = e.len();
+    let median = if m == 0 {
+        f64::NAN
+    } else if m % 2 == 1 {
+        e[m / 2]
+    } else {
+        0.5 * (e[m / 2 - 1] + e[m / 2])
+    };
+    (median, mean)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +261,29 @@ mod tests {
             assert!(r.delta_z_rot.unwrap() < 1e-20, "k {k}: {r:?}");
             assert!(r.equivariance.is_none());
         }
+    }
+
+    /// A head that returns the true rotation up to a fixed global frame Q: R̂(x) = Q·R, R̂(x′) =
+    /// Q·Rz(90°)·R has zero SO(3) turn error; one that ignores the turn has 90°.
+    #[test]
+    fn so3_turn_error_is_gauge_free() {
+        use crate::geometry::quaternion::random_rotations;
+        use crate::geometry::rotation::matmul3;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let rs = random_rotations(50, &mut rng);
+        let q = random_rotations(1, &mut rng)[0];
+        let rz90 = crate::disentangle::probe::rz(std::f64::consts::FRAC_PI_2);
+        let a: Vec<[f64; 9]> = rs.iter().map(|r| matmul3(&q, r)).collect();
+        let b: Vec<[f64; 9]> = rs.iter().map(|r| matmul3(&q, &matmul3(&rz90, r))).collect();
+        let (med, mean) = so3_turn_errors(&a, &b, 1);
+        assert!(med < 1e-5 && mean < 1e-5, "{med} {mean}");
+        let (med, _) = so3_turn_errors(&a, &a, 1);
+        assert!((med - 90.0).abs() < 1e-6);
+        let (med, _) = so3_turn_errors(&a, &b, 2);
+        assert!(
+            (med - 90.0).abs() < 1e-5,
+            "a 90° turn read as a 180° one: {med}"
+        );
     }
 
     /// ψ̂ = the angle of the intensity centroid (x, y): rot90 by k turns it by exactly +k·90°, so the
