@@ -206,6 +206,60 @@ fn probe_matches_training_and_world_matches_simulate() {
         .unwrap();
     assert!(maxdiff(&e0.mu, &mu) > 1e-4);
 
+    // decode + re-encode through the probe = Eq. 2's tape (intervention_loss, fused decoder vs the
+    // posed one) at the identity permutation: mean ‖f_z(g(μ, R̂)) − μ‖² and the pose term
+    {
+        use cryofield::autodiff::Tape;
+        use cryofield::disentangle::intervention::{intervention_loss, PoseKind};
+        let m = &probe.model;
+        let mu32: Vec<f32> = e.mu.iter().map(|&v| v as f32).collect();
+        let pp = e.pose_params.as_ref().unwrap();
+        let pp32: Vec<f32> = pp.iter().map(|&v| v as f32).collect();
+        let perm: Vec<u32> = (0..32).collect();
+        let mut t = Tape::inference(&m.be, &m.store);
+        let iv = intervention_loss(
+            &mut t,
+            m.encoder.as_ref().unwrap(),
+            &m.decoder,
+            probe.slice_coords(),
+            &mu32,
+            &pp32,
+            &perm,
+            PoseKind::InPlane,
+        )
+        .unwrap();
+        let z_term = t.to_vec(iv.z_term).unwrap()[0] as f64;
+        let pose_term = t.to_vec(iv.pose_term).unwrap()[0] as f64;
+        let y = probe.decode(&e.mu, e.rots.as_ref().unwrap()).unwrap();
+        assert_eq!(y.len(), 32 * probe.n_slice());
+        let back = probe.encode_inputs(&y).unwrap();
+        let zt = back
+            .mu
+            .iter()
+            .zip(&e.mu)
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum::<f64>()
+            / 32.0;
+        let pt = back
+            .psi
+            .as_ref()
+            .unwrap()
+            .iter()
+            .zip(e.psi.as_ref().unwrap())
+            .map(|(a, b)| 2.0 - 2.0 * (a - b).cos())
+            .sum::<f64>()
+            / 32.0;
+        assert!(z_term > 0.0, "a one-epoch model does not re-encode exactly");
+        assert!(
+            (zt - z_term).abs() < 1e-4 * z_term.max(1e-3),
+            "z term {zt} vs tape {z_term}"
+        );
+        assert!(
+            (pt - pose_term).abs() < 1e-4 * pose_term.max(1e-2),
+            "pose term {pt} vs {pose_term}"
+        );
+    }
+
     // World renders simulate's images
     let world = World::open(&st.ph).unwrap();
     assert_eq!(
