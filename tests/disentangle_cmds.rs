@@ -478,6 +478,21 @@ fn interventions_json() {
     assert!(j["pose_metrics"].as_str().unwrap().starts_with("absent"));
     assert!(j["held_out"]["eq2_pose"].is_null());
     nonneg(&j["held_out"]["eq2"], "eq2");
+    // an SO(3) head in truth mode: LPC after a global-rotation alignment
+    let sv = dir.path().join("sv");
+    train(&st, &sv, &[&POSEVAE[..], &["--pose-head", "so3"]].concat());
+    let (good, err, j) = iv(&sv, "s.json", &["--phantom", &ph, "--mode", "truth"]);
+    assert!(good, "{err}");
+    assert_eq!(j["pose_space"], "so3");
+    for k in ["LVI", "LPC", "LPI"] {
+        let v = j["metrics"][k].as_f64().unwrap();
+        // ‖R − R̂‖²_F ≤ 8 for rotations
+        assert!((0.0..=8.0 + 1e-9).contains(&v), "{k}: {v}");
+    }
+    assert_eq!(
+        j["truth"]["so3_alignment"]["q"].as_array().unwrap().len(),
+        9
+    );
     // errors
     let (good, err, _) = iv(
         &pv,

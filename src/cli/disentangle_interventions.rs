@@ -6,8 +6,9 @@
 //!   encoded means of the data (`--particles`, else images of `--phantom` at uniform states and poses),
 //!   shuffled; φ, φ′ uniform; the decoded slices get the noise of `--snr`/`--sigma` in Hartley units.
 //! - `--mode truth` (needs `--phantom`): LCC, LCI, LPC, LPI with g\* = the phantom's projections at z
-//!   uniform on its state grid and uniform in-plane or SO(3) poses, with noise; LCC aligned by an affine fit
-//!   and LPC by ±ψ + c on one half and scored on the other. LVC and LVI come from the learned composition.
+//!   uniform on its state grid and uniform in-plane or SO(3) poses, with noise; LCC aligned by an affine
+//!   fit and LPC by ±ψ + c (in-plane) or one global rotation (SO(3)) on one half and scored on the other.
+//!   LVC and LVI come from the learned composition.
 //!
 //! z terms are given raw and divided by 2·tr Cov of their reference (module [`crate::disentangle::interventions`]).
 //! A known-pose model has no pose output: LVI, LPC and LPI are absent (null, with a note); its z metrics
@@ -113,6 +114,7 @@ fn metrics_json(m: &Metrics) -> Value {
         "pc": m.pc,
         "pi": m.pi,
         "pose_alignment": m.pose_alignment.map(|(s, c)| json!({"sign": s, "offset_rad": c})),
+        "so3_alignment": m.so3_alignment.map(|(q, left)| json!({"q": q, "side": if left { "left: R = Q R_hat" } else { "right: R = R_hat Q" }})),
     })
 }
 
@@ -330,10 +332,9 @@ pub fn run(a: InterventionsArgs) -> anyhow::Result<()> {
         "LPC": main.pc,
         "LPI": main.pi,
     });
-    let pose_note = match (kind, a.mode, space) {
-        (None, ..) => "absent: a known-pose model has no pose output (LVI, LPC, LPI null); its z metrics decode and generate at the given poses",
-        (Some(_), ModeArg::Truth, PoseSpace::So3) => "LPC absent: SO(3) poses are not aligned to the truth in truth mode",
-        _ => "present",
+    let pose_note = match kind {
+        None => "absent: a known-pose model has no pose output (LVI, LPC, LPI null); its z metrics decode and generate at the given poses",
+        Some(_) => "present",
     };
     let mut out = json!({
         "weights": a.weights.display().to_string(),
