@@ -319,7 +319,7 @@ fn kabsch(a: &Mat3) -> Result<Mat3> {
         })
         .collect();
     let (ev, vecs) = crate::analysis::pca::symmetric_eigen(&ata, 3);
-    if !(ev[1] > 1e-24 * ev[0].max(1e-300)) {
+    if ev[1].is_nan() || ev[1] <= 1e-24 * ev[0].max(1e-300) {
         return Err(Error::invalid(
             "interventions: the SO(3) pose alignment is degenerate (the head's rotations span too little)",
         ));
