@@ -30,6 +30,9 @@ pub struct Args {
 pub enum Sub {
     Mcc(MccArgs),
     Scores(crate::cli::disentangle_scores::ScoresArgs),
+    Interventions(crate::cli::disentangle_interventions::InterventionsArgs),
+    Rot90(crate::cli::disentangle_rot90::Rot90Args),
+    Plots(crate::cli::disentangle_plots::PlotsArgs),
 }
 
 /// Which correlation(s) `mcc` reports.
@@ -76,6 +79,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     match a.command {
         Sub::Mcc(m) => run_mcc(m),
         Sub::Scores(s) => crate::cli::disentangle_scores::run(s),
+        Sub::Interventions(m) => crate::cli::disentangle_interventions::run(m),
+        Sub::Rot90(m) => crate::cli::disentangle_rot90::run(m),
+        Sub::Plots(m) => crate::cli::disentangle_plots::run(m),
     }
 }
 
