@@ -8,13 +8,13 @@ Rows (metric, ours, python, |diff|, tolerance):
 - exact-definition metrics (same inputs, same formula; tolerance 1e-9):
   MIG and modularity (DL histogram_discretize, 20 bins, + sklearn mutual_info_score),
   FactorVAE (majority vote on our dumped votes), MCC (scipy spearmanr + linear_sum_assignment),
-  SAP with our nearest-class-mean rule, DCI D/C from our importance matrix with DL's formulas.
+  DCI D/C from our importance matrix with DL's formulas.
+- SAP with DL's LinearSVC(C=0.01, class_weight="balanced"), which cryofield reimplements: SAP and
+  the largest difference of its (code, factor) accuracies (tolerance TOL_SAP_SVC).
 - replaced-classifier metrics (stated tolerance; the difference is what the replacement costs):
   BetaVAE with sklearn LogisticRegression() on our dumped features, explicitness with
   LogisticRegression + macro one-vs-rest roc_auc_score, DCI with GradientBoostingClassifier()
   importances.
-- information only (no tolerance): SAP with DL's LinearSVC(C=0.01, class_weight="balanced"), which
-  our nearest-class-mean SAP does not reproduce (see TOL_SAP_SVC).
 Exits 1 if any gated row exceeds its tolerance.
 """
 import argparse
@@ -34,12 +34,11 @@ EXACT = 1e-9
 TOL_BETAVAE = 0.05  # sklearn L-BFGS on raw features vs our GD on standardised ones: accuracy
 TOL_EXPLICITNESS = 0.02  # same regression swap; ROC-AUC is rank-based and moves little
 TOL_DCI_GBT = 0.15  # bagged forest vs gradient boosting importances
-# SAP with DL's 1-D one-vs-rest LinearSVC is printed for information only (tolerance None): it is a
-# different classifier by design, and a much weaker one on 10 classes from one code (one-vs-rest
-# lines can only isolate the extreme classes), so the values differ far beyond any useful bar
-# (first run, K = 3 identity at scale 0.1: ours 0.899, LinearSVC 0.214). A stated bar of 0.5 was
-# tried first and failed there; rather than loosen it, the row does not gate the exit status.
-TOL_SAP_SVC = None
+# SAP: the same objective, solved by liblinear to its tolerance (1e-4, relative gradient) and by
+# cryofield to convergence; a boundary can move by ~1e-6, so a test point may rarely flip. 2e-3 is one
+# test point of the 500 that SAP's test sample has at the cross-check's scale 0.1 (per accuracy, and
+# hence at most that on SAP).
+TOL_SAP_SVC = 2e-3
 
 
 def load(d, name):
@@ -102,24 +101,17 @@ def explicitness(rtr, vtr, rte, vte):
     return np.mean(out)
 
 
-def sap(rtr, vtr, rte, vte, rule):
+def sap(rtr, vtr, rte, vte):
+    """DL compute_sap (discrete factors): _compute_score_matrix + _compute_avg_diff_top_two."""
     d, kk = rtr.shape[1], vtr.shape[1]
     acc = np.zeros([d, kk])
     for i in range(d):
         for j in range(kk):
-            x, y, xt, yt = rtr[:, i], vtr[:, j], rte[:, i], vte[:, j]
-            if rule == "svc":
-                clf = svm.LinearSVC(C=0.01, class_weight="balanced")
-                clf.fit(x[:, None], y)
-                pred = clf.predict(xt[:, None])
-            else:
-                classes = np.unique(y)
-                means = np.array([x[y == c].mean() for c in classes])
-                # first class on ties, as our min_by over ascending classes
-                pred = classes[np.argmin(np.abs(xt[:, None] - means[None, :]), axis=1)]
-            acc[i, j] = np.mean(pred == yt)
+            clf = svm.LinearSVC(C=0.01, class_weight="balanced")
+            clf.fit(rtr[:, i, None], vtr[:, j])
+            acc[i, j] = np.mean(clf.predict(rte[:, i, None]) == vte[:, j])
     s = np.sort(acc, axis=0)
-    return np.mean(s[-1, :] - s[-2, :])
+    return np.mean(s[-1, :] - s[-2, :]), acc
 
 
 def dci_from_importance(imp):
@@ -222,9 +214,11 @@ def main():
     if rep.get("sap"):
         rtr, vtr = sample("sap_train")
         rte, vte = sample("sap_test")
-        s = rep["sap"]["sap"]
-        rows.append(("SAP (our rule)", s, sap(rtr, vtr, rte, vte, "mean"), EXACT))
-        rows.append(("SAP (DL LinearSVC)", s, sap(rtr, vtr, rte, vte, "svc"), TOL_SAP_SVC))
+        s, acc = sap(rtr, vtr, rte, vte)
+        ours = np.array(rep["sap"]["accuracy"])
+        worst = np.unravel_index(np.argmax(np.abs(ours - acc)), acc.shape)
+        rows.append(("SAP (DL LinearSVC)", rep["sap"]["sap"], s, TOL_SAP_SVC))
+        rows.append((f"SAP acc max{list(map(int, worst))}", ours[worst], acc[worst], TOL_SAP_SVC))
     if rep.get("dci"):
         x = rep["dci"]
         dd, cc = dci_from_importance(np.array(x["importance"]))

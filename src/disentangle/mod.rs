@@ -9,6 +9,7 @@
 //! | [`intervention`] | PoseVAE's intervention loss (Eq. 2) on the tape: permute poses, decode, re-encode |
 //! | [`mcc`] | the mean correlation coefficient (MCC) between learned latents and true factors (Spearman / Pearson matrix + assignment), circular pose alignment |
 //! | [`slow`] | SlowVAE's temporal Laplace prior: cross-entropy of a Gaussian posterior with a Laplace around the previous mean, its gradients; pair transitions for simulated pairs |
+//! | [`linear_svc`] | sklearn's `LinearSVC(C, class_weight="balanced")` on one feature as liblinear fits it (SAP's classifier) |
 //! | [`scores`] | the Fig 4 scores of Locatello et al. 2019 (disentanglement_lib): MIG, modularity, SAP, FactorVAE, BetaVAE, DCI, with every deviation in the module doc |
 //! | [`report`] | the whole Fig 4 set in one call at K20's counts × a scale, from any labelled generator ([`report::RowGenerator`]: saved arrays), with a dump of every metric's inputs |
 //! | [`probe`] | a trained model as functions of in-memory data (`Probe`: encode images, decode (z, R), held-out Eq. 2 / recon / KL) and the true generator of a phantom (`World`: factors → images → representation) |
@@ -19,6 +20,7 @@
 pub mod equivariance;
 pub mod intervention;
 pub mod interventions;
+pub mod linear_svc;
 pub mod mcc;
 pub mod probe;
 pub mod report;

@@ -22,18 +22,23 @@
 //! ## What the K = 3 test shows (10 values per factor, r = R·factors + N(0, 0.1²), scale 0.05)
 //! With R = Rz(45°) in the plane of factors 0 and 1 (factor 2 untouched), every score ranks
 //! identity > rotated > random by more than 0.1 (identity ≈ 1 on BetaVAE, FactorVAE, MIG, DCI-D,
-//! modularity; SAP ≈ 0.88, MCC ≈ 0.995; rotated ≈ 2/3, 2/3, 1/3, 0.52, 2/3, 0.30, 0.80). With K = 2
-//! both factors are rotated and every code-comparing score is at chance at 45° (see `scores`).
+//! modularity; MCC ≈ 0.995; rotated ≈ 2/3, 2/3, 1/3, 0.52, 2/3, 0.80), but for SAP with DL's
+//! LinearSVC (identity 0.26, rotated 0.11, random 0.02: its identity is only ≈ 0.2–0.26, so
+//! rotated − random ≈ identity/3 stays under 0.1 at any sample size; that margin is 0.04 there).
+//! SAP with the nearest class mean ([`SapClassifier::NearestMean`]) keeps the 0.1 margins
+//! (0.87, 0.30, 0.005). With K = 2 both factors are rotated and every code-comparing score is at
+//! chance at 45° (see `scores`).
 //!
 //! ## Cross-check (`tools/scores_crosscheck.sh`)
-//! On the dumped inputs, MIG, modularity, FactorVAE, MCC, our SAP rule and the DCI formulas agree
-//! with a numpy/scipy/sklearn recomputation to ≤ 1e-14; sklearn `LogisticRegression()` moves BetaVAE
-//! by ≤ 0.002 and explicitness by ≤ 0.003, and `GradientBoostingClassifier()` importances move DCI D
-//! by ≤ 0.035 on the K = 3 cases but by 0.11 on a K = 2, 20°-rotated case (forest 0.015, GBT 0.127).
-//! SAP is **not** disentanglement_lib's: with its 1-D `LinearSVC(C=0.01, class_weight="balanced")`
-//! the K = 3 identity scores 0.21 where our nearest-class-mean rule scores 0.90 (rotated 0.09 vs
-//! 0.30, random 0.007 vs 0.015); compare SAP values with the literature's only through the tool.
-//!
+//! On the dumped inputs, MIG, modularity, FactorVAE, MCC and the DCI formulas agree with a
+//! numpy/scipy/sklearn recomputation to ≤ 1e-14; SAP (DL's `LinearSVC(C=0.01,
+//! class_weight="balanced")`, reimplemented) matches sklearn's accuracies to one test point (K = 3
+//! identity and random identical; rotated: one point of 500 flips in one cell, SAP 0.0867 vs
+//! 0.0860, as liblinear stops at its tolerance);
+//! sklearn `LogisticRegression()` moves BetaVAE by ≤ 0.002 and explicitness by ≤ 0.003, and
+//! `GradientBoostingClassifier()` importances move DCI D by ≤ 0.035 on the K = 3 cases but by 0.11
+//! on a K = 2, 20°-rotated case (forest 0.015, GBT 0.127).
+
 //! ## Dump
 //! With a dump folder, [`all_scores`] writes the exact arrays each metric saw as `.npy` (codes f64,
 //! labels int64), so that an external script (`tools/scores_crosscheck.py`) can recompute every
@@ -53,9 +58,9 @@
 
 use crate::disentangle::mcc::{mcc, Method};
 use crate::disentangle::scores::{
-    beta_vae_with_points, dci, explicitness, factor_vae_with_votes, mig, modularity, sap,
+    beta_vae_with_points, dci, explicitness, factor_vae_with_votes, mig, modularity, sap_with,
     BetaVaeConfig, BetaVaeScore, DciConfig, DciScore, ExplicitnessScore, FactorVaeConfig,
-    FactorVaeScore, Generator, MigScore, ModularityScore, Sample, SapScore,
+    FactorVaeScore, Generator, MigScore, ModularityScore, Sample, SapClassifier, SapScore,
 };
 use crate::io::array::{ArrayData, NdArray};
 use crate::io::npy::write_npy;
@@ -153,6 +158,8 @@ pub struct ScoresConfig {
     pub dci_trees: usize,
     /// Maximum depth of DCI's trees.
     pub dci_max_depth: usize,
+    /// SAP's 1-D classifier (default DL's LinearSVC).
+    pub sap_classifier: SapClassifier,
 }
 
 impl Default for ScoresConfig {
@@ -166,6 +173,7 @@ impl Default for ScoresConfig {
             iterations: b.iterations,
             dci_trees: f.trees,
             dci_max_depth: f.max_depth,
+            sap_classifier: SapClassifier::default(),
         }
     }
 }
@@ -586,9 +594,10 @@ pub fn all_scores(
         let (r2, v2) = draw_sample(g, counts.sap_test, "sap")?;
         dump.sample("sap_train", &r1, &v1, d, k)?;
         dump.sample("sap_test", &r2, &v2, d, k)?;
-        let score = sap(
+        let score = sap_with(
             &Sample::new(&r1, d, &v1, &nv)?,
             &Sample::new(&r2, d, &v2, &nv)?,
+            cfg.sap_classifier,
         )?;
         rep.notes.push(format!("sap: {}", score.notes));
         rep.sap = Some(score);
@@ -852,14 +861,42 @@ mod tests {
         // split codes' 1 − log 2/log 3 = 0.37 and 1. Random: chance (≈ 0 for the gaps, 1/3 for the
         // accuracies, ≈ 0.1–0.25 for modularity). The smallest expected gap is MCC's 1 − 0.80; a
         // margin of 0.1 is several times the spread over seeds at these counts.
+        // SAP with DL's LinearSVC is the exception: its identity is ≈ 0.2–0.26 (one-vs-rest lines
+        // on one code win for few of the 10 classes), so rotated ≈ identity/3 (only factor 2 keeps
+        // its gap) and rotated − random ≈ 0.07–0.09 < 0.1 at any sample size (sklearn on the
+        // cross-check's 20000-point cases: 0.214, 0.090, 0.007; here 0.2587, 0.1107, 0.0227). Its
+        // rotated-vs-random margin is 0.04 (about half the expected gap); the 0.1 bars are kept
+        // for the nearest-class-mean SAP below.
         for (i, m) in Metric::ALL.iter().enumerate() {
             let (id, rot, rnd) = (table[0][i].1, table[1][i].1, table[2][i].1);
+            let margin = if *m == Metric::Sap { 0.04 } else { 0.1 };
             assert!(
-                id > rot + 0.1 && rot > rnd + 0.1,
+                id > rot + 0.1 && rot > rnd + margin,
                 "{}: identity {id:.4}, rotated {rot:.4}, random {rnd:.4}",
                 m.name()
             );
         }
+        let nearest_mean = ScoresConfig {
+            metrics: vec![Metric::Sap],
+            sap_classifier: SapClassifier::NearestMean,
+            ..cfg
+        };
+        let sap_nm: Vec<f64> = kinds
+            .iter()
+            .map(|&kind| {
+                let mut g = Synth3 {
+                    kind,
+                    rng: StdRng::seed_from_u64(11),
+                };
+                let rep = all_scores(&mut g, &nearest_mean, None).unwrap();
+                rep.sap.map_or(f64::NAN, |s| s.sap)
+            })
+            .collect();
+        println!("sap (nearest mean) {sap_nm:.4?}");
+        assert!(
+            sap_nm[0] > sap_nm[1] + 0.1 && sap_nm[1] > sap_nm[2] + 0.1,
+            "sap (nearest mean): {sap_nm:?}"
+        );
         for m in [
             Metric::BetaVae,
             Metric::FactorVae,
