@@ -37,7 +37,7 @@ train pvae pairs/particles.mrcs --poses pairs/pose.pkl $(CT pairs)
 train slow pairs/particles.mrcs --poses pairs/pose.pkl $(CT pairs) --pairs pairs/pairs.pkl --slow-gamma "$G" --slow-rate 10
 for m in vae posevae; do
   "$B" disentangle mcc --z $m/z.pkl --truth train/truth.pkl --conf-cols 0,1 --pose-pred $m/pose_pred.pkl --pose-true train/pose_angle.pkl -o $m.mcc.json > $m.mcc.txt
-  "$B" disentangle interventions $m/weights.safetensors -c $m/config.json --particles held/particles.mrcs --poses-true held/pose.pkl $(CT held) $SNR -n 1000 -o $m.int.json > $m.int.txt 2>&1
+  "$B" disentangle interventions $m/weights.safetensors -c $m/config.json --phantom ph --particles held/particles.mrcs --poses-true held/pose.pkl $(CT held) $SNR -n 1000 -o $m.int.json > $m.int.txt 2>&1
   "$B" disentangle rot90 held/particles.mrcs $m/weights.safetensors -c $m/config.json --poses held/pose.pkl $(CT held) -n 1000 -o $m.rot90.json > $m.rot90.txt 2>&1
   q "$B" disentangle plots --z $m/z.pkl --truth train/truth.pkl --pose-pred $m/pose_pred.pkl --pose-angle train/pose_angle.pkl -o $m.plots
 done
