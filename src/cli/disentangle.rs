@@ -1,11 +1,14 @@
 //! `disentangle`: disentanglement metrics of learned latents against the true generative factors of a
-//! simulated dataset (spec `disentanglement.md` §4). One subcommand per metric family; so far:
+//! simulated dataset (spec `disentanglement.md` §4). One subcommand per metric family:
 //!
 //! - `mcc`: the mean correlation coefficient. C[i, j] = corr(z_i, truth_j) (Spearman, the primary,
 //!   and/or Pearson); MCC = max over matchings of the mean |C| over the min(zdim, k) matched pairs,
 //!   solved exactly by linear sum assignment. `--conf-cols` adds MCC_conf: the MCC against the named
 //!   truth columns only (e.g. the conformational factors t1, t2 without the pose). Written as JSON
-//!   with the matrix, the matching and the values.
+//!   with the matrix, the matching and the values. `--pose-pred/--pose-true` align a learned in-plane
+//!   angle as ±ψ̂ + c and add it as a column (MCC_all over (z, ψ)).
+//! - `scores` (`disentangle_scores`), `interventions` (`disentangle_interventions`), `rot90`
+//!   (`disentangle_rot90`), `plots` (`disentangle_plots`): each documented in its module.
 //!
 //! Example: `cryofield disentangle mcc --z out/z.19.pkl --truth data/factors.pkl --conf-cols 0,1 -o out/mcc.json`
 
@@ -19,7 +22,9 @@ use std::path::{Path, PathBuf};
 
 /// The `disentangle` subcommand group.
 #[derive(Debug, clap::Args)]
-#[command(about = "Disentanglement metrics of latents against true factors (mcc)")]
+#[command(
+    about = "Disentanglement metrics of latents against true factors (mcc, scores, interventions, rot90, plots)"
+)]
 pub struct Args {
     #[command(subcommand)]
     pub command: Sub,
