@@ -90,8 +90,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
 }
 
-/// The true factors as a row-major (n, k) f64 matrix, checked against the latents' row count.
-fn load_truth(path: &Path, n: usize) -> anyhow::Result<(Vec<f64>, usize)> {
+/// The true factors as a row-major (n, k) f64 matrix, checked against the latents' row count (also
+/// `plots`' and the angle files' reader).
+pub(crate) fn load_truth(path: &Path, n: usize) -> anyhow::Result<(Vec<f64>, usize)> {
     let v = read_pkl(path)?;
     let a = v
         .as_array()

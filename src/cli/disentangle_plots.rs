@@ -13,9 +13,9 @@
 use crate::analysis::latent::load_z;
 use crate::analysis::pca::Pca;
 use crate::analysis::plot::{auto_range, render, FONT};
+use crate::cli::disentangle::load_truth;
 use crate::disentangle::mcc::align_angle;
 use crate::io::atomic::write_bytes_atomic;
-use crate::io::pkl::read_pkl;
 use anyhow::{bail, Context};
 use plotters::prelude::*;
 use serde_json::json;
@@ -40,27 +40,6 @@ pub struct PlotsArgs {
     /// Output folder
     #[arg(short = 'o')]
     pub o: PathBuf,
-}
-
-/// A (n,) or (n, k) array of finite values as (values, k), checked against n rows; errors name the file.
-fn load_rows(path: &Path, n: usize, what: &str) -> anyhow::Result<(Vec<f64>, usize)> {
-    let v = read_pkl(path)?;
-    let a = v
-        .as_array()
-        .with_context(|| format!("{}: not a numpy array", path.display()))?;
-    let k = match a.shape.as_slice() {
-        [m] if *m == n => 1,
-        [m, k] if *m == n && *k > 0 => *k,
-        s => bail!(
-            "{}: shape {s:?}, expected {what} with {n} rows to match the latents",
-            path.display()
-        ),
-    };
-    let t = a.to_f64();
-    if let Some(p) = t.iter().position(|x| !x.is_finite()) {
-        bail!("{}: value {p} = {} is not finite", path.display(), t[p]);
-    }
-    Ok((t, k))
 }
 
 /// A colour for `t` ∈ \[0, 1\]: a viridis-like ramp, or a hue circle when `cyclic`.
@@ -164,10 +143,10 @@ pub fn run(a: PlotsArgs) -> anyhow::Result<()> {
     if let Some(p) = lat.z.iter().position(|v| !v.is_finite()) {
         bail!("{}: latent {p} = {} is not finite", a.z.display(), lat.z[p]);
     }
-    let (truth, k) = load_rows(&a.truth, n, "(N,) or (N, k) true factors")?;
+    let (truth, k) = load_truth(&a.truth, n)?;
     let psi_true = match &a.pose_angle {
         Some(p) => {
-            let (v, w) = load_rows(p, n, "(N,) true angles")?;
+            let (v, w) = load_truth(p, n)?;
             if w != 1 {
                 bail!(
                     "{}: expected (N,) true angles, found {w} columns",
@@ -183,7 +162,7 @@ pub fn run(a: PlotsArgs) -> anyhow::Result<()> {
     let mut listed = Vec::new();
 
     if let (Some(pp), Some(truth_psi)) = (&a.pose_pred, &psi_true) {
-        let (pred, w) = load_rows(pp, n, "(N,) predicted in-plane angles")?;
+        let (pred, w) = load_truth(pp, n)?;
         if w != 1 {
             bail!(
                 "{}: {w} columns; angle plots need an in-plane head's (N,) angles (an SO(3) head's \

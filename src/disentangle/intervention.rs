@@ -238,6 +238,47 @@ mod tests {
 
     type B64 = CpuBackend<f64>;
 
+    /// Per-parameter gradients of a loss as `eval` returns them: one `Option<Vec<f64>>` per parameter.
+    type Grads = Vec<Option<Vec<f64>>>;
+
+    /// Checks the tape gradients `g` of `eval`'s loss in every parameter (its first, middle and last
+    /// entries) against central differences of step 1e-6 (f64); returns how many entries were checked.
+    fn fd_check(
+        be: &B64,
+        store: &mut ParamStore<B64>,
+        g: Grads,
+        eval: &dyn Fn(&ParamStore<B64>, bool) -> (f64, Option<Grads>),
+        what: &str,
+    ) -> usize {
+        let h = 1e-6;
+        let ids: Vec<_> = store.ids().collect();
+        let mut checked = 0;
+        for (n, &id) in ids.iter().enumerate() {
+            let gi = g[n].as_ref().expect("every parameter gets a gradient");
+            let len = store.get(id).numel();
+            for j in [0, len / 2, len - 1] {
+                let orig = be.to_vec(&store.get(id).buf).unwrap();
+                let mut a = orig.clone();
+                a[j] += h;
+                store.get_mut(id).buf = a;
+                let lp = eval(store, false).0;
+                let mut b = orig.clone();
+                b[j] -= h;
+                store.get_mut(id).buf = b;
+                let lm = eval(store, false).0;
+                store.get_mut(id).buf = orig;
+                let fd = (lp - lm) / (2.0 * h);
+                assert!(
+                    (fd - gi[j]).abs() < 1e-6 * (1.0 + fd.abs()),
+                    "{what} param {n}[{j}]: fd {fd} vs tape {}",
+                    gi[j]
+                );
+                checked += 1;
+            }
+        }
+        checked
+    }
+
     /// Eq. 2's gradient in every parameter (first encoding held fixed) against central differences, for
     /// in-plane and SO(3) pose heads (the first encoding enters as constants, so it receives no gradient by
     /// construction); a random model has a positive loss.
@@ -303,33 +344,7 @@ mod tests {
             };
             let (l0, g) = eval(&store, true);
             assert!(l0 > 0.0 && l0.is_finite(), "{kind:?}: {l0}");
-            let g = g.unwrap();
-            let h = 1e-6;
-            let ids: Vec<_> = store.ids().collect();
-            let mut checked = 0;
-            for (n, &id) in ids.iter().enumerate() {
-                let gi = g[n].as_ref().expect("every parameter gets a gradient");
-                let len = store.get(id).numel();
-                for j in [0, len / 2, len - 1] {
-                    let orig = be.to_vec(&store.get(id).buf).unwrap();
-                    let mut a = orig.clone();
-                    a[j] += h;
-                    store.get_mut(id).buf = a;
-                    let lp = eval(&store, false).0;
-                    let mut b = orig.clone();
-                    b[j] -= h;
-                    store.get_mut(id).buf = b;
-                    let lm = eval(&store, false).0;
-                    store.get_mut(id).buf = orig;
-                    let fd = (lp - lm) / (2.0 * h);
-                    assert!(
-                        (fd - gi[j]).abs() < 1e-6 * (1.0 + fd.abs()),
-                        "{kind:?} param {n}[{j}]: fd {fd} vs tape {}",
-                        gi[j]
-                    );
-                    checked += 1;
-                }
-            }
+            let checked = fd_check(&be, &mut store, g.unwrap(), &eval, &format!("{kind:?}"));
             assert!(checked > 10);
         }
     }
@@ -401,31 +416,7 @@ mod tests {
         };
         let (l0, g) = eval(&store, true);
         assert!(l0 > 0.0 && l0.is_finite(), "{l0}");
-        let g = g.unwrap();
-        let h = 1e-6;
-        let ids: Vec<_> = store.ids().collect();
-        for (n, &id) in ids.iter().enumerate() {
-            let gi = g[n].as_ref().expect("every parameter gets a gradient");
-            let len = store.get(id).numel();
-            for j in [0, len / 2, len - 1] {
-                let orig = be.to_vec(&store.get(id).buf).unwrap();
-                let mut a = orig.clone();
-                a[j] += h;
-                store.get_mut(id).buf = a;
-                let lp = eval(&store, false).0;
-                let mut b = orig.clone();
-                b[j] -= h;
-                store.get_mut(id).buf = b;
-                let lm = eval(&store, false).0;
-                store.get_mut(id).buf = orig;
-                let fd = (lp - lm) / (2.0 * h);
-                assert!(
-                    (fd - gi[j]).abs() < 1e-6 * (1.0 + fd.abs()),
-                    "param {n}[{j}]: fd {fd} vs tape {}",
-                    gi[j]
-                );
-            }
-        }
+        fd_check(&be, &mut store, g.unwrap(), &eval, "known-pose variant");
         let mut t = Tape::new(&be, &store);
         let cv = t.constant(Tensor::from_slice(&be, &coords, &[p, 3]).unwrap());
         assert!(
