@@ -241,15 +241,12 @@ mod tests {
     /// Per-parameter gradients of a loss as `eval` returns them: one `Option<Vec<f64>>` per parameter.
     type Grads = Vec<Option<Vec<f64>>>;
 
+    /// A loss evaluation: (value, gradients when asked).
+    type Eval<'a> = &'a dyn Fn(&ParamStore<B64>, bool) -> (f64, Option<Grads>);
+
     /// Checks the tape gradients `g` of `eval`'s loss in every parameter (its first, middle and last
     /// entries) against central differences of step 1e-6 (f64); returns how many entries were checked.
-    fn fd_check(
-        be: &B64,
-        store: &mut ParamStore<B64>,
-        g: Grads,
-        eval: &dyn Fn(&ParamStore<B64>, bool) -> (f64, Option<Grads>),
-        what: &str,
-    ) -> usize {
+    fn fd_check(be: &B64, store: &mut ParamStore<B64>, g: Grads, eval: Eval, what: &str) -> usize {
         let h = 1e-6;
         let ids: Vec<_> = store.ids().collect();
         let mut checked = 0;
