@@ -258,6 +258,26 @@ fn posevae_trains_resumes_and_refuses_mismatches() {
     assert!(ok, "{err}");
     let row = last_losses_row(&k);
     assert!(row["intervention"] > 0.0 && row["slow"] == 0.0, "{row:?}");
+    // w enters per pixel, as β does: loss = recon + (β·KL + w·L_int)/P, P the decoder's masked pixels
+    let lattice = cryofield::fourier::lattice::Lattice::for_image(16, true).unwrap();
+    let np = lattice
+        .circular_mask(8.0)
+        .unwrap()
+        .iter()
+        .filter(|&&m| m)
+        .count() as f64;
+    let (w, ok, err) = train(
+        "w",
+        &["-n", "1", "--beta", "1", "--intervention-weight", "3"],
+    );
+    assert!(ok, "{err}");
+    let row = last_losses_row(&w);
+    let want = row["recon"] + (row["kld"] + 3.0 * row["intervention"]) / np;
+    assert!(
+        (row["loss"] - want).abs() <= 1e-5 * want.abs(),
+        "loss {} vs recon + (KL + 3·L)/P = {want} (P = {np})",
+        row["loss"]
+    );
 }
 
 /// The last row of a run's losses.csv, by column name.

@@ -43,7 +43,8 @@ pub struct Args {
     pub pose_head: Option<String>,
     /// PoseVAE's intervention loss weight (Klindt et al. 2024, Eq. 2: poses permuted within the batch,
     /// decoded and re-encoded; with --pose-source encoder the pose head's target too, with known poses
-    /// the z term only) [default: 0]
+    /// the z term only). In the paper's units: like β's KL it is divided by the P pixels of cryoDRGN's
+    /// per-pixel loss, so w = 1 is the paper's PoseVAE [default: 0]
     #[arg(long = "intervention-weight")]
     pub intervention_weight: Option<f64>,
     /// SlowVAE (Klindt et al. 2020/2024): pairs of temporally adjacent images (a pairs.pkl of (P, 2)

@@ -697,7 +697,8 @@ pub fn train_with<B: Backend<Elem = f32>>(
             }
             Some(PoseStep {
                 kind: lp.pose_kind()?,
-                weight: lp.intervention_weight,
+                // per pixel, as β: cryoDRGN's loss is the paper's summed loss divided by P
+                weight: lp.intervention_weight / p as f64,
                 coords: coords
                     .chunks(3)
                     .map(|c| [c[0] as f64, c[1] as f64, c[2] as f64])
@@ -724,7 +725,7 @@ pub fn train_with<B: Backend<Elem = f32>>(
                      (the default --enc-mask); it reads {in_dim}"
                 )));
             }
-            w
+            w / p as f64
         }
         None => 0.0,
     };
@@ -1363,7 +1364,7 @@ fn step_loss<B: Backend<Elem = f32>>(
     }
 }
 
-/// Learned poses in a training step: the head's parametrisation, the intervention loss's weight, and the
+/// Learned poses in a training step: the head's parametrisation, the intervention loss's weight (w/P), and the
 /// decoder's masked lattice on the host (for [`Decoder::forward_posed`]).
 pub struct PoseStep {
     pub kind: crate::disentangle::intervention::PoseKind,
