@@ -10,15 +10,27 @@
 //! score's details, the counts used, wall times, notes). `--dump DIR` writes each metric's exact
 //! inputs as .npy for `tools/scores_crosscheck.py`.
 //!
-//! Example: `cryofield disentangle scores --repr out/z.npy --factors data/factors.npy --scale 0.1 -o out/scores.json`
+//! Model mode: a trained model (`WEIGHTS -c CONFIG`) and the phantom it was trained on (`--phantom`):
+//! images are generated on the fly at uniformly drawn grid factor levels, with the pose, shift, CTF and
+//! SNR laws of `simulate` (`--pose-dist`, `--t-extent`, `--defocus`, `--snr`), and encoded to μ_z
+//! (`disentangle::world_scores`). The factors are the phantom's conformational ones; pose, shift and
+//! CTF are nuisances.
+//!
+//! Examples:
+//! `cryofield disentangle scores --repr out/z.npy --factors data/factors.npy --scale 0.1 -o out/scores.json`;
+//! `cryofield disentangle scores out/weights.safetensors -c out/config.json --phantom ph --pose-dist inplane-y --snr 1 -o scores.json`
 
 use crate::analysis::latent::load_z;
+use crate::cli::simulate::PoseDistArg;
+use crate::disentangle::probe::{Probe, World};
 use crate::disentangle::report::{
     all_scores, LabelledGenerator, Metric, RowGenerator, ScoresConfig,
 };
+use crate::disentangle::world_scores::{sigma_for, ImageLaw, WorldGenerator};
 use crate::io::atomic::write_bytes_atomic;
 use crate::io::npy::read_npy;
 use crate::io::pkl::read_pkl;
+use crate::simulate::dataset::CtfSpec;
 use anyhow::{bail, Context};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
@@ -29,13 +41,35 @@ use std::path::{Path, PathBuf};
     about = "The seven Fig 4 disentanglement scores (BetaVAE, FactorVAE, MIG, DCI, modularity, SAP, MCC) of a representation against discrete factors"
 )]
 pub struct ScoresArgs {
-    /// Representation R (n, d): .npy (read as f64), .pkl (first pickle) or whitespace-separated text (both read as f32, as latents are)
-    #[arg(long = "repr")]
-    pub repr: PathBuf,
-    /// Discrete factors V (n, K) or (n,): .npy or .pkl, non-negative integers, rows as in --repr
-    #[arg(long)]
-    pub factors: PathBuf,
-    /// Values per factor (comma-separated, K of them); default: max + 1 per column
+    /// Model mode: a train-vae model's weights (with -c and --phantom)
+    #[arg(conflicts_with_all = ["repr", "factors"], requires_all = ["config", "phantom"])]
+    pub weights: Option<PathBuf>,
+    /// Model mode: the run's config.json
+    #[arg(short = 'c', long = "config", requires = "weights")]
+    pub config: Option<PathBuf>,
+    /// Model mode: the phantom folder (vols.txt, truth.pkl on a grid) the images are generated from
+    #[arg(long, requires = "weights")]
+    pub phantom: Option<PathBuf>,
+    /// Model mode: rotations, as `simulate --pose-dist`
+    #[arg(long = "pose-dist", value_enum, default_value_t = PoseDistArg::Inplane)]
+    pub pose_dist: PoseDistArg,
+    /// Model mode: signal-to-noise ratio as `simulate --snr` measures it; noiseless when omitted
+    #[arg(long, requires = "weights")]
+    pub snr: Option<f64>,
+    /// Model mode: translations uniform in [−T, T] pixels
+    #[arg(long = "t-extent", default_value_t = 0.0)]
+    pub t_extent: f32,
+    /// Model mode: random defocus uniform in [LO, HI] Å (simulate's law: up to 5% astigmatism, 300 kV,
+    /// Cs 2.7 mm, amplitude contrast 0.1)
+    #[arg(long, num_args = 2, value_names = ["LO", "HI"], requires = "weights")]
+    pub defocus: Option<Vec<f32>>,
+    /// Arrays mode: representation R (n, d): .npy (read as f64), .pkl (first pickle) or whitespace-separated text (both read as f32, as latents are)
+    #[arg(long = "repr", requires = "factors")]
+    pub repr: Option<PathBuf>,
+    /// Arrays mode: discrete factors V (n, K) or (n,): .npy or .pkl, non-negative integers, rows as in --repr
+    #[arg(long, requires = "repr")]
+    pub factors: Option<PathBuf>,
+    /// Arrays mode: values per factor (comma-separated, K of them); default: max + 1 per column
     #[arg(long = "num-values", value_delimiter = ',')]
     pub num_values: Vec<usize>,
     /// Multiplies K20's sample counts (1 = full: e.g. MIG 100000, BetaVAE 10000/5000)
@@ -136,7 +170,7 @@ fn load_factors(path: &Path, n: usize) -> anyhow::Result<(Vec<usize>, usize)> {
     Ok((out, k))
 }
 
-/// Run `disentangle scores` in arrays mode.
+/// Run `disentangle scores` (model mode with WEIGHTS, arrays mode with --repr/--factors).
 pub fn run(a: ScoresArgs) -> anyhow::Result<()> {
     let metrics = if a.metrics.is_empty() {
         Metric::ALL.to_vec()
@@ -151,9 +185,23 @@ pub fn run(a: ScoresArgs) -> anyhow::Result<()> {
         m.dedup();
         m
     };
-    let (r, n, d) = load_repr(&a.repr)?;
-    let (v, k) = load_factors(&a.factors, n)
-        .with_context(|| format!("reading the factors for {}", a.repr.display()))?;
+    let cfg = ScoresConfig {
+        scale: a.scale,
+        seed: a.seed,
+        metrics,
+        iterations: a.iterations,
+        ..ScoresConfig::default()
+    };
+    let (repr_path, factors_path) = match (&a.weights, &a.repr, &a.factors) {
+        (Some(w), _, _) => return run_model(&a, w, &cfg),
+        (None, Some(r), Some(f)) => (r, f),
+        _ => {
+            bail!("give a model (WEIGHTS -c CONFIG --phantom DIR) or arrays (--repr R --factors V)")
+        }
+    };
+    let (r, n, d) = load_repr(repr_path)?;
+    let (v, k) = load_factors(factors_path, n)
+        .with_context(|| format!("reading the factors for {}", repr_path.display()))?;
     let num_values: Vec<usize> = if a.num_values.is_empty() {
         (0..k)
             .map(|c| v.iter().skip(c).step_by(k).max().map_or(1, |m| m + 1))
@@ -163,7 +211,7 @@ pub fn run(a: ScoresArgs) -> anyhow::Result<()> {
             bail!(
                 "--num-values has {} entries but {} has K = {k} factor column(s)",
                 a.num_values.len(),
-                a.factors.display()
+                factors_path.display()
             );
         }
         if let Some(p) = v
@@ -173,7 +221,7 @@ pub fn run(a: ScoresArgs) -> anyhow::Result<()> {
         {
             bail!(
                 "{}: factor value [{}, {}] = {} is outside --num-values 0..{}",
-                a.factors.display(),
+                factors_path.display(),
                 p / k,
                 p % k,
                 v[p],
@@ -185,24 +233,67 @@ pub fn run(a: ScoresArgs) -> anyhow::Result<()> {
     if let Some(c) = num_values.iter().position(|&m| m < 2) {
         bail!(
             "{}: factor column {c} takes a single value; every factor needs at least 2",
-            a.factors.display()
+            factors_path.display()
         );
     }
-    let cfg = ScoresConfig {
-        scale: a.scale,
-        seed: a.seed,
-        metrics,
-        iterations: a.iterations,
-        ..ScoresConfig::default()
-    };
     let mut g = RowGenerator::new(r, d, v, num_values, a.seed)
-        .with_context(|| format!("{} with {}", a.repr.display(), a.factors.display()))?;
+        .with_context(|| format!("{} with {}", repr_path.display(), factors_path.display()))?;
     let mut input = Map::new();
     input.insert("mode".into(), json!("arrays"));
-    input.insert("repr".into(), json!(a.repr.display().to_string()));
-    input.insert("factors".into(), json!(a.factors.display().to_string()));
+    input.insert("repr".into(), json!(repr_path.display().to_string()));
+    input.insert("factors".into(), json!(factors_path.display().to_string()));
     input.insert("n".into(), json!(n));
     score_generator(&mut g, &cfg, input, a.dump.as_deref(), &a.o)
+}
+
+/// Model mode: the phantom's generator → images → the model's μ_z.
+fn run_model(a: &ScoresArgs, weights: &Path, cfg: &ScoresConfig) -> anyhow::Result<()> {
+    let (config, phantom) = match (&a.config, &a.phantom) {
+        (Some(c), Some(p)) => (c, p),
+        _ => bail!("model mode needs -c CONFIG and --phantom DIR"),
+    };
+    let probe = Probe::load(weights, config)?;
+    let world = World::open(phantom).with_context(|| format!("--phantom {}", phantom.display()))?;
+    if !(a.t_extent >= 0.0 && a.t_extent.is_finite()) {
+        bail!("--t-extent must be ≥ 0, got {}", a.t_extent);
+    }
+    let ctf = match a.defocus.as_deref() {
+        Some(&[lo, hi]) => {
+            if !(lo > 0.0 && hi >= lo && hi.is_finite()) {
+                bail!("--defocus needs 0 < LO ≤ HI, got {lo} {hi}");
+            }
+            CtfSpec::Defocus {
+                lo,
+                hi,
+                voltage_kv: 300.0,
+                cs_mm: 2.7,
+                amplitude_contrast: 0.1,
+            }
+        }
+        _ => CtfSpec::None,
+    };
+    let law = ImageLaw {
+        pose: a.pose_dist.into(),
+        t_extent_px: a.t_extent,
+        ctf,
+    };
+    let sigma = match a.snr {
+        Some(snr) => sigma_for(&world, &law, snr, a.seed ^ 0x5A5A)?,
+        None => 0.0,
+    };
+    let mut g = WorldGenerator::new(&world, &probe, law, sigma, a.seed)?;
+    let mut input = Map::new();
+    input.insert("mode".into(), json!("model"));
+    input.insert("weights".into(), json!(weights.display().to_string()));
+    input.insert("config".into(), json!(config.display().to_string()));
+    input.insert("phantom".into(), json!(phantom.display().to_string()));
+    input.insert("pose_dist".into(), json!(format!("{:?}", a.pose_dist)));
+    input.insert("snr".into(), json!(a.snr));
+    input.insert("sigma".into(), json!(sigma));
+    input.insert("t_extent".into(), json!(a.t_extent));
+    input.insert("defocus".into(), json!(a.defocus));
+    input.insert("levels".into(), json!(world.grid.g));
+    score_generator(&mut g, cfg, input, a.dump.as_deref(), &a.o)
 }
 
 /// Scores any labelled generator (arrays mode's [`RowGenerator`]; a later model mode's

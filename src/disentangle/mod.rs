@@ -16,6 +16,7 @@
 //! | [`interventions`] | the six intervention metrics (App. A) over an abstract h = f ∘ g, with affine / angle / global-rotation alignment for truth mode |
 //! | [`equivariance`] | the 90° test's measures over any encoder: Δz_rot, the in-plane equivariance error, the SO(3) turn error |
 //! | [`rot90`] | the Edelberg–Lederman 90° test's image rotation (an exact pixel permutation: the image at Rz(k·90°)·R) |
+//! | [`world_scores`] | model mode of the scores: a phantom's factors → images drawn as `simulate` draws them → a model's μ_z |
 
 pub mod equivariance;
 pub mod intervention;
@@ -27,3 +28,4 @@ pub mod report;
 pub mod rot90;
 pub mod scores;
 pub mod slow;
+pub mod world_scores;
