@@ -19,9 +19,12 @@
 use crate::disentangle::intervention::PoseKind;
 use crate::disentangle::interventions::{evaluate, Coded, Design, Metrics, PoseSpace, ZTerm};
 use crate::disentangle::probe::{Encoding, ImageOpts, Probe, World};
+use crate::disentangle::world_scores::{sigma_for, ImageLaw};
+use crate::geometry::rotation::{matmul3, Mat3};
 use crate::io::atomic::write_bytes_atomic;
 use crate::io::source::ParticleSource;
 use crate::meta::{CtfParams, Poses};
+use crate::simulate::dataset::{xrot, CtfSpec, PoseDist};
 use anyhow::{bail, Context};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -39,7 +42,12 @@ pub enum ModeArg {
 /// Pose law of a known-pose model's interventions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum PoseDistArg {
+    /// R = Rz(ψ)
     Inplane,
+    /// R = Rz(ψ)·Rx(90°): in-plane poses of the view along the molecule's y axis (`simulate --pose-dist
+    /// inplane-y`); truth mode renders the phantom at these
+    InplaneY,
+    /// uniform over SO(3)
     So3,
 }
 
@@ -154,6 +162,14 @@ pub fn run(a: InterventionsArgs) -> anyhow::Result<()> {
     }
     let sigma = match (a.sigma, a.snr, &world) {
         (Some(s), _, _) => s,
+        (None, Some(snr), Some(w)) if a.pose_dist == Some(PoseDistArg::InplaneY) => {
+            let law = ImageLaw {
+                pose: PoseDist::InplaneY,
+                t_extent_px: 0.0,
+                ctf: CtfSpec::None,
+            };
+            sigma_for(w, &law, snr, a.seed ^ 0x5117)?
+        }
         (None, Some(snr), Some(w)) => w.sigma_for_snr(snr, a.seed ^ 0x5117)?,
         (None, Some(_), None) => {
             bail!("--snr needs --phantom (the signal variance); or give --sigma")
@@ -162,13 +178,24 @@ pub fn run(a: InterventionsArgs) -> anyhow::Result<()> {
     };
     let kind = probe.pose_kind();
     let space = match (kind, a.pose_dist) {
-        (Some(PoseKind::InPlane), None | Some(PoseDistArg::Inplane)) => PoseSpace::InPlane,
+        (Some(PoseKind::InPlane), None | Some(PoseDistArg::Inplane | PoseDistArg::InplaneY)) => {
+            PoseSpace::InPlane
+        }
         (Some(PoseKind::SixD), None | Some(PoseDistArg::So3)) => PoseSpace::So3,
         (Some(k), Some(d)) => {
             bail!("--pose-dist {d:?} does not match the model's pose head ({k:?})")
         }
-        (None, None | Some(PoseDistArg::Inplane)) => PoseSpace::InPlane,
+        (None, None | Some(PoseDistArg::Inplane | PoseDistArg::InplaneY)) => PoseSpace::InPlane,
         (None, Some(PoseDistArg::So3)) => PoseSpace::So3,
+    };
+    // the phantom's views: in-plane poses act on the view along y for inplane-y (R = Rz(ψ)·Rx(90°))
+    let view = (a.pose_dist == Some(PoseDistArg::InplaneY)).then(|| xrot(90.0));
+    let world_rots = |poses: &[f64]| -> Vec<Mat3> {
+        let r = space.rotations(poses);
+        match &view {
+            Some(v) => r.iter().map(|r| matmul3(r, v)).collect(),
+            None => r,
+        }
     };
     let zdim = probe.zdim();
     let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed);
@@ -228,7 +255,7 @@ pub fn run(a: InterventionsArgs) -> anyhow::Result<()> {
             let states: Vec<usize> = (0..a.n)
                 .map(|_| rng.random_range(0..w.n_states()))
                 .collect();
-            let rots = space.rotations(&space.sample(a.n, &mut rng));
+            let rots = world_rots(&space.sample(a.n, &mut rng));
             let params = w.params(&states, &rots)?;
             w.encode(&probe, &params, sigma, a.seed ^ 0xE1C0)?.mu
         }
@@ -297,7 +324,7 @@ pub fn run(a: InterventionsArgs) -> anyhow::Result<()> {
                     })
                     .collect();
                 calls += 1;
-                let params = w.params(&st, &space.rotations(poses))?;
+                let params = w.params(&st, &world_rots(poses))?;
                 let e = w.encode(&probe, &params, sigma, a.seed ^ 0x7A ^ (calls << 24))?;
                 Ok(Coded {
                     pose: pose_out(&e, space),
