@@ -20,6 +20,8 @@ use cryofield::pose::slices::{
 use cryofield::simulate::dataset::{draw_params, CtfSpec, ImageParams, Projection, Projector};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
+mod common;
+
 /// Random values in [−1, 1).
 fn rand_vec(rng: &mut StdRng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
@@ -518,16 +520,7 @@ fn abinit_cli(args: &[&str]) {
 }
 
 /// A one-hidden-layer, 16-wide encoder and decoder for the abinit-het runs.
-const SMALL_VAE: &[&str] = &[
-    "--enc-dim",
-    "16",
-    "--enc-layers",
-    "1",
-    "--dec-dim",
-    "16",
-    "--dec-layers",
-    "1",
-];
+const SMALL_VAE: &[&str] = &common::NETS;
 
 /// An end-to-end `abinit-homo` run through the CLI writes per-epoch and final poses our reader
 /// loads, a config.json that `eval-vol` uses, and poses that `train-nn` accepts.

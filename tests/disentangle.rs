@@ -6,20 +6,9 @@ use cryofield::io::pkl::{write_pkl, PyValue};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use std::path::Path;
-use std::process::Command;
 
-/// Run the binary; (success, stdout, stderr).
-fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cryofield"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+use common::{phantom_sim, run, train_vae};
 
 fn write(path: &Path, shape: Vec<usize>, data: ArrayData) {
     write_pkl(path, &PyValue::Array(NdArray::new(shape, data).unwrap())).unwrap();
@@ -162,60 +151,10 @@ fn mcc_errors_name_the_file() {
 fn posevae_trains_resumes_and_refuses_mismatches() {
     let dir = tempfile::tempdir().unwrap();
     let p = |x: &Path| x.to_str().unwrap().to_string();
-    let (ph, sim) = (dir.path().join("ph"), dir.path().join("sim"));
-    let (ok, _, err) = run(&[
-        "phantom",
-        "--kind",
-        "linear2d",
-        "--n-states",
-        "4",
-        "-D",
-        "16",
-        "-o",
-        &p(&ph),
-    ]);
-    assert!(ok, "{err}");
-    let (ok, _, err) = run(&[
-        "simulate",
-        &p(&ph.join("vols.txt")),
-        "-N",
-        "24",
-        "--seed",
-        "2",
-        "-o",
-        &p(&sim),
-    ]);
-    assert!(ok, "{err}");
+    let sim = phantom_sim(dir.path(), "linear2d", 4, 24, &[]);
     let train = |out: &str, extra: &[&str]| {
         let o = dir.path().join(out);
-        let mut args: Vec<String> = [
-            "train-vae",
-            &p(&sim.join("particles.mrcs")),
-            "--poses",
-            &p(&sim.join("pose.pkl")),
-            "--zdim",
-            "2",
-            "--enc-dim",
-            "16",
-            "--enc-layers",
-            "1",
-            "--dec-dim",
-            "16",
-            "--dec-layers",
-            "1",
-            "-b",
-            "8",
-            "--seed",
-            "5",
-            "-o",
-            &p(&o),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (ok, _, err) = run(&a);
+        let (ok, err) = train_vae(&sim, &o, &[&["-b", "8", "--seed", "5"], extra].concat());
         (o, ok, err)
     };
     let pv = ["--pose-source", "encoder", "--intervention-weight", "1"];
@@ -299,65 +238,23 @@ fn last_losses_row(out: &Path) -> std::collections::HashMap<String, f64> {
 fn slowvae_trains_resumes_and_refuses_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let p = |x: &Path| x.to_str().unwrap().to_string();
-    let (ph, sim) = (dir.path().join("ph"), dir.path().join("sim"));
-    let (ok, _, err) = run(&[
-        "phantom",
-        "--kind",
+    let sim = phantom_sim(
+        dir.path(),
         "linear2d",
-        "--n-states",
-        "16",
-        "-D",
-        "16",
-        "-o",
-        &p(&ph),
-    ]);
-    assert!(ok, "{err}");
-    let (ok, _, err) = run(&[
-        "simulate",
-        &p(&ph.join("vols.txt")),
-        "-N",
-        "24",
-        "--pose-dist",
-        "inplane",
-        "--pairs",
-        "--seed",
-        "2",
-        "-o",
-        &p(&sim),
-    ]);
-    assert!(ok, "{err}");
-    let pairs = p(&sim.join("pairs.pkl"));
+        16,
+        24,
+        &["--pose-dist", "inplane", "--pairs"],
+    );
+    let pairs = p(&sim.sim.join("pairs.pkl"));
     let train = |out: &str, extra: &[&str]| {
         let o = dir.path().join(out);
-        let mut args: Vec<String> = [
-            "train-vae",
-            &p(&sim.join("particles.mrcs")),
-            "--poses",
-            &p(&sim.join("pose.pkl")),
-            "--zdim",
-            "2",
-            "--enc-dim",
-            "16",
-            "--enc-layers",
-            "1",
-            "--dec-dim",
-            "16",
-            "--dec-layers",
-            "1",
-            "--seed",
-            "5",
-            "-o",
-            &p(&o),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        if !extra.contains(&"-b") {
-            args.extend(["-b".to_string(), "8".to_string()]);
-        }
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (ok, _, err) = run(&a);
+        // -b 8 unless `extra` sets it
+        let b: &[&str] = if extra.contains(&"-b") {
+            &[]
+        } else {
+            &["-b", "8"]
+        };
+        let (ok, err) = train_vae(&sim, &o, &[&["--seed", "5"], b, extra].concat());
         (o, ok, err)
     };
     let (a, ok, err) = train("a", &["--pairs", &pairs, "-n", "2"]);

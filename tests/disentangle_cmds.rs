@@ -9,108 +9,36 @@ use cryofield::io::source::ParticleSource;
 use cryofield::meta::{CtfParams, Poses};
 use cryofield::simulate::dataset::ImageParams;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-/// Run the binary; (success, stdout, stderr).
-fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cryofield"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+use common::{phantom_sim, run, run_ok as ok, train_vae, Sim};
 
 fn s(p: &Path) -> String {
     p.to_str().unwrap().to_string()
-}
-
-fn ok(args: &[&str]) -> String {
-    let (ok, out, err) = run(args);
-    assert!(ok, "{args:?}\n{out}\n{err}");
-    out
 }
 
 fn read_json(p: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
-/// A 3×3 linear2d phantom (D = 16), `n` in-plane particles from it (`extra` simulate flags), and a
-/// one-epoch train-vae run in `out` (`train` flags added). Returns (phantom, sim folder, run folder).
-struct Setup {
-    ph: PathBuf,
-    sim: PathBuf,
-}
-
-fn setup(dir: &Path, n: usize, extra: &[&str]) -> Setup {
-    let (ph, sim) = (dir.join("ph"), dir.join("sim"));
-    ok(&[
-        "phantom",
-        "--kind",
+/// A 3×3 linear2d phantom (D = 16) in `dir/ph` and `n` in-plane particles from it (`extra` simulate
+/// flags) in `dir/sim`.
+fn setup(dir: &Path, n: usize, extra: &[&str]) -> Sim {
+    phantom_sim(
+        dir,
         "linear2d",
-        "--n-states",
-        "9",
-        "-D",
-        "16",
-        "-o",
-        &s(&ph),
-    ]);
-    let vols = s(&ph.join("vols.txt"));
-    let nn = n.to_string();
-    let o = s(&sim);
-    let mut a = vec![
-        "simulate",
-        &vols,
-        "-N",
-        &nn,
-        "--pose-dist",
-        "inplane",
-        "--seed",
-        "2",
-        "-o",
-        &o,
-    ];
-    a.extend_from_slice(extra);
-    ok(&a);
-    Setup { ph, sim }
+        9,
+        n,
+        &[&["--pose-dist", "inplane"], extra].concat(),
+    )
 }
 
-fn train(st: &Setup, out: &Path, extra: &[&str]) {
-    let (parts, poses, o) = (
-        s(&st.sim.join("particles.mrcs")),
-        s(&st.sim.join("pose.pkl")),
-        s(out),
-    );
-    let mut a = vec![
-        "train-vae",
-        &parts,
-        "--poses",
-        &poses,
-        "--zdim",
-        "2",
-        "--enc-dim",
-        "16",
-        "--enc-layers",
-        "1",
-        "--dec-dim",
-        "16",
-        "--dec-layers",
-        "1",
-        "-b",
-        "8",
-        "--seed",
-        "5",
-        "-n",
-        "1",
-        "-o",
-        &o,
-    ];
-    a.extend_from_slice(extra);
-    ok(&a);
+/// A one-epoch tiny train-vae run on `st` in `out` (`extra` flags added); panics when it fails.
+fn train(st: &Sim, out: &Path, extra: &[&str]) {
+    let args = [&["-b", "8", "--seed", "5", "-n", "1"], extra].concat();
+    let (ok, err) = train_vae(st, out, &args);
+    assert!(ok, "train-vae {args:?}\n{err}");
 }
 
 const POSEVAE: [&str; 4] = ["--pose-source", "encoder", "--intervention-weight", "1"];

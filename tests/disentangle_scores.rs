@@ -8,20 +8,9 @@ use cryofield::io::pkl::{write_pkl, PyValue};
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-/// Run the binary; (success, stdout, stderr).
-fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cryofield"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+use common::run;
 
 /// n rows of K = 2 factors × 10 values and the identity representation factors + N(0, 0.1²):
 /// writes `r.npy` (f64) and `v.npy` (int64) into `dir`.

@@ -2,25 +2,14 @@
 
 use cryofield::twin::gmm::Gmm;
 use std::path::PathBuf;
-use std::process::Command;
+
+mod common;
+use common::{phantom_sim, run, train_vae, Sim, NETS};
 
 fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/data")
         .join(name)
-}
-
-/// Run the binary; (success, stdout, stderr).
-fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cryofield"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn value(text: &str, key: &str) -> f64 {
@@ -121,86 +110,35 @@ fn kl_kliep_bad_input_names_the_file() {
     assert!(!ok && err.contains("--gmm"), "{err}");
 }
 
+/// The linear1d phantom (8 states) and 48 noiseless 16² images of it, in `dir/ph` and `dir/sim`.
+fn tiny_sim(dir: &std::path::Path) -> Sim {
+    phantom_sim(dir, "linear1d", 8, 48, &[])
+}
+
 /// A tiny VAE (zdim 2) and a homogeneous model trained on 48 noiseless images of a linear1d phantom.
 fn tiny_models(dir: &std::path::Path) -> (PathBuf, PathBuf) {
-    let p = |x: &std::path::Path| x.to_str().unwrap().to_string();
-    let (ph, sim, vae, nn) = (
-        dir.join("ph"),
-        dir.join("sim"),
-        dir.join("vae"),
-        dir.join("nn"),
-    );
-    let steps: [Vec<String>; 4] = [
-        [
-            "phantom",
-            "--kind",
-            "linear1d",
-            "--n-states",
-            "8",
-            "-D",
-            "16",
-            "-o",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([p(&ph)])
-        .collect(),
-        vec![
-            "simulate".into(),
-            p(&ph.join("vols.txt")),
-            "-N".into(),
-            "48".into(),
-            "-o".into(),
-            p(&sim),
-            "--seed".into(),
-            "2".into(),
-        ],
-        [
-            "train-vae",
-            "--zdim",
-            "2",
-            "-n",
-            "2",
-            "--enc-dim",
-            "16",
-            "--enc-layers",
-            "1",
-            "--dec-dim",
-            "16",
-            "--dec-layers",
-            "1",
-            "--seed",
-            "1",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([
-            p(&sim.join("particles.mrcs")),
-            "--poses".into(),
-            p(&sim.join("pose.pkl")),
-            "-o".into(),
-            p(&vae),
-        ])
-        .collect(),
-        [
-            "train-nn", "-n", "1", "--dim", "16", "--layers", "1", "--seed", "1",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([
-            p(&sim.join("particles.mrcs")),
-            "--poses".into(),
-            p(&sim.join("pose.pkl")),
-            "-o".into(),
-            p(&nn),
-        ])
-        .collect(),
-    ];
-    for args in &steps {
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (ok, _, err) = run(&a);
-        assert!(ok, "{args:?}: {err}");
-    }
+    let (vae, nn) = (dir.join("vae"), dir.join("nn"));
+    let sim = tiny_sim(dir);
+    let (ok, err) = train_vae(&sim, &vae, &["-n", "2", "--seed", "1"]);
+    assert!(ok, "train-vae: {err}");
+    let (particles, poses) = (sim.particles(), sim.poses());
+    let (ok, _, err) = run(&[
+        "train-nn",
+        "-n",
+        "1",
+        "--dim",
+        "16",
+        "--layers",
+        "1",
+        "--seed",
+        "1",
+        particles.to_str().unwrap(),
+        "--poses",
+        poses.to_str().unwrap(),
+        "-o",
+        nn.to_str().unwrap(),
+    ]);
+    assert!(ok, "train-nn: {err}");
     (vae, nn)
 }
 
@@ -270,53 +208,19 @@ fn isometry_of_a_trained_vae_and_its_bad_inputs() {
 fn tiny_twin(dir: &std::path::Path, out: &str, extra: &[&str]) -> (PathBuf, bool, String) {
     let sim = dir.join("sim");
     if !sim.join("particles.mrcs").exists() {
-        let ph = dir.join("ph");
-        let (ok, _, err) = run(&[
-            "phantom",
-            "--kind",
-            "linear1d",
-            "--n-states",
-            "8",
-            "-D",
-            "16",
-            "-o",
-            ph.to_str().unwrap(),
-        ]);
-        assert!(ok, "{err}");
-        let (ok, _, err) = run(&[
-            "simulate",
-            ph.join("vols.txt").to_str().unwrap(),
-            "-N",
-            "48",
-            "--seed",
-            "2",
-            "-o",
-            sim.to_str().unwrap(),
-        ]);
-        assert!(ok, "{err}");
+        tiny_sim(dir);
     }
     let o = dir.join(out);
     let (particles, poses) = (sim.join("particles.mrcs"), sim.join("pose.pkl"));
-    let mut args = vec![
+    let head = [
         "train-twin",
         particles.to_str().unwrap(),
         "--poses",
         poses.to_str().unwrap(),
         "--zdim",
         "2",
-        "--enc-dim",
-        "16",
-        "--enc-layers",
-        "1",
-        "--dec-dim",
-        "16",
-        "--dec-layers",
-        "1",
-        "-b",
-        "8",
-        "-o",
-        o.to_str().unwrap(),
     ];
+    let mut args = [&head[..], &NETS, &["-b", "8", "-o", o.to_str().unwrap()]].concat();
     // defaults that `extra` may replace
     for (flag, v) in [("--n-comp", "4"), ("--seed", "3")] {
         if !extra.contains(&flag) {
@@ -472,27 +376,20 @@ fn train_twin_refuses_other_checkpoints_and_bad_settings() {
     let w0 = a.join("weights.0.safetensors");
     let vae = dir.path().join("vae");
     let vae_args = |extra: &[&str]| {
-        let mut v: Vec<String> = [
+        // no --zdim: the first case resumes a twin checkpoint
+        let (particles, poses) = (sim.join("particles.mrcs"), sim.join("pose.pkl"));
+        let head = [
             "train-vae",
-            sim.join("particles.mrcs").to_str().unwrap(),
+            particles.to_str().unwrap(),
             "--poses",
-            sim.join("pose.pkl").to_str().unwrap(),
-            "--enc-dim",
-            "16",
-            "--enc-layers",
-            "1",
-            "--dec-dim",
-            "16",
-            "--dec-layers",
-            "1",
-            "--seed",
-            "3",
-            "-o",
-            vae.to_str().unwrap(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+            poses.to_str().unwrap(),
+        ];
+        let tail = ["--seed", "3", "-o", vae.to_str().unwrap()];
+        let mut v: Vec<String> = [&head[..], &NETS, &tail]
+            .concat()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         v.extend(extra.iter().map(|s| s.to_string()));
         v
     };

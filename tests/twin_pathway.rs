@@ -6,20 +6,9 @@ use cryofield::io::mrc::MrcFile;
 use cryofield::twin::gmm::Gmm;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-/// Run the binary; (success, stdout, stderr).
-fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cryofield"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+use common::{phantom_sim, run, train_vae, NETS};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -27,73 +16,30 @@ fn s(p: &Path) -> &str {
 
 /// Phantom → simulate → train-twin (and train-vae with `vae`) in `dir`: (phantom, simulation, twin, vae).
 fn tiny(dir: &Path, vae: bool) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
-    let (ph, sim, tw, va) = (
-        dir.join("ph"),
-        dir.join("sim"),
-        dir.join("twin"),
-        dir.join("vae"),
-    );
-    let nets = [
+    let (tw, va) = (dir.join("twin"), dir.join("vae"));
+    let sim = phantom_sim(dir, "linear1d", 8, 48, &[]);
+    let (parts, poses) = (sim.particles(), sim.poses());
+    let run_args = ["-n", "2", "--seed", "1"];
+    let head = [
+        "train-twin",
+        s(&parts),
+        "--poses",
+        s(&poses),
+        "--n-comp",
+        "4",
+        "-o",
+        s(&tw),
         "--zdim",
         "2",
-        "-n",
-        "2",
-        "--enc-dim",
-        "16",
-        "--enc-layers",
-        "1",
-        "--dec-dim",
-        "16",
-        "--dec-layers",
-        "1",
-        "--seed",
-        "1",
     ];
-    let (parts, poses) = (sim.join("particles.mrcs"), sim.join("pose.pkl"));
-    let mut steps: Vec<Vec<&str>> = vec![
-        vec![
-            "phantom",
-            "--kind",
-            "linear1d",
-            "--n-states",
-            "8",
-            "-D",
-            "16",
-            "-o",
-            s(&ph),
-        ],
-        vec!["simulate", "-N", "48", "--seed", "2", "-o", s(&sim)],
-        [
-            &[
-                "train-twin",
-                s(&parts),
-                "--poses",
-                s(&poses),
-                "--n-comp",
-                "4",
-                "-o",
-                s(&tw),
-            ][..],
-            &nets,
-        ]
-        .concat(),
-    ];
-    let vols = ph.join("vols.txt");
-    steps[1].insert(1, s(&vols));
+    let a = [&head[..], &NETS, &run_args].concat();
+    let (ok, _, err) = run(&a);
+    assert!(ok, "{a:?}: {err}");
     if vae {
-        steps.push(
-            [
-                &["train-vae", s(&parts), "--poses", s(&poses), "-o", s(&va)][..],
-                &nets,
-            ]
-            .concat(),
-        );
+        let (ok, err) = train_vae(&sim, &va, &run_args);
+        assert!(ok, "train-vae: {err}");
     }
-    for a in &steps {
-        let (ok, _, err) = run(a);
-        assert!(ok, "{a:?}: {err}");
-    }
-    (ph, sim, tw, va)
+    (sim.ph, sim.sim, tw, va)
 }
 
 /// Every file under `dir` (relative path → bytes).

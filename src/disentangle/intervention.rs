@@ -244,6 +244,46 @@ mod tests {
     /// A loss evaluation: (value, gradients when asked).
     type Eval<'a> = &'a dyn Fn(&ParamStore<B64>, bool) -> (f64, Option<Grads>);
 
+    /// The tiny model the tests share: an MLP encoder (`in_dim` pixels, one hidden layer of `dim`, `zdim`
+    /// latents, a second head of `aux`) and a D = 8 Hartley decoder (one layer of `dim`, Gaussian PE of 3),
+    /// built in that order from `rng`.
+    fn tiny_model(
+        be: &B64,
+        store: &mut ParamStore<B64>,
+        rng: &mut StdRng,
+        in_dim: usize,
+        dim: usize,
+        zdim: usize,
+        aux: usize,
+    ) -> (Encoder, Decoder) {
+        let enc = Encoder::new(
+            be,
+            store,
+            EncodeMode::Mlp,
+            in_dim,
+            1,
+            dim,
+            zdim,
+            aux,
+            Activation::Tanh,
+            rng,
+        )
+        .unwrap();
+        let dcfg = DecoderConfig {
+            d: 8,
+            layers: 1,
+            dim,
+            domain: Domain::Hartley,
+            pe: PeKind::Gaussian,
+            pe_dim: Some(3),
+            feat_sigma: 0.5,
+            activation: Activation::Tanh,
+            zdim,
+        };
+        let dec = Decoder::new(be, store, "decoder.", &dcfg, rng).unwrap();
+        (enc, dec)
+    }
+
     /// Checks the tape gradients `g` of `eval`'s loss in every parameter (its first, middle and last
     /// entries) against central differences of step 1e-6 (f64); returns how many entries were checked.
     fn fd_check(be: &B64, store: &mut ParamStore<B64>, g: Grads, eval: Eval, what: &str) -> usize {
@@ -295,31 +335,7 @@ mod tests {
             let k = kind.width();
             let mut store = ParamStore::new();
             let mut rng = StdRng::seed_from_u64(4);
-            let enc = Encoder::new(
-                &be,
-                &mut store,
-                EncodeMode::Mlp,
-                p,
-                1,
-                6,
-                zdim,
-                zdim + k,
-                Activation::Tanh,
-                &mut rng,
-            )
-            .unwrap();
-            let dcfg = DecoderConfig {
-                d: 8,
-                layers: 1,
-                dim: 6,
-                domain: Domain::Hartley,
-                pe: PeKind::Gaussian,
-                pe_dim: Some(3),
-                feat_sigma: 0.5,
-                activation: Activation::Tanh,
-                zdim,
-            };
-            let dec = Decoder::new(&be, &mut store, "decoder.", &dcfg, &mut rng).unwrap();
+            let (enc, dec) = tiny_model(&be, &mut store, &mut rng, p, 6, zdim, zdim + k);
             let z0: Vec<f64> = (0..nb * zdim)
                 .map(|_| rng.random_range(-1.0..1.0))
                 .collect();
@@ -362,31 +378,7 @@ mod tests {
         let (nb, zdim) = (3, 2);
         let mut store = ParamStore::new();
         let mut rng = StdRng::seed_from_u64(9);
-        let enc = Encoder::new(
-            &be,
-            &mut store,
-            EncodeMode::Mlp,
-            p,
-            1,
-            6,
-            zdim,
-            zdim,
-            Activation::Tanh,
-            &mut rng,
-        )
-        .unwrap();
-        let dcfg = DecoderConfig {
-            d: 8,
-            layers: 1,
-            dim: 6,
-            domain: Domain::Hartley,
-            pe: PeKind::Gaussian,
-            pe_dim: Some(3),
-            feat_sigma: 0.5,
-            activation: Activation::Tanh,
-            zdim,
-        };
-        let dec = Decoder::new(&be, &mut store, "decoder.", &dcfg, &mut rng).unwrap();
+        let (enc, dec) = tiny_model(&be, &mut store, &mut rng, p, 6, zdim, zdim);
         let z0: Vec<f64> = (0..nb * zdim)
             .map(|_| rng.random_range(-1.0..1.0))
             .collect();
@@ -426,31 +418,7 @@ mod tests {
         let be = B64::new();
         let mut store = ParamStore::new();
         let mut rng = StdRng::seed_from_u64(1);
-        let enc = Encoder::new(
-            &be,
-            &mut store,
-            EncodeMode::Mlp,
-            4,
-            1,
-            4,
-            2,
-            4,
-            Activation::Tanh,
-            &mut rng,
-        )
-        .unwrap();
-        let dcfg = DecoderConfig {
-            d: 8,
-            layers: 1,
-            dim: 4,
-            domain: Domain::Hartley,
-            pe: PeKind::Gaussian,
-            pe_dim: Some(3),
-            feat_sigma: 0.5,
-            activation: Activation::Tanh,
-            zdim: 2,
-        };
-        let dec = Decoder::new(&be, &mut store, "decoder.", &dcfg, &mut rng).unwrap();
+        let (enc, dec) = tiny_model(&be, &mut store, &mut rng, 4, 4, 2, 4);
         let coords = [[0.1, 0.0, 0.0]; 4];
         let mut t = Tape::new(&be, &store);
         let z = [0.0; 4];

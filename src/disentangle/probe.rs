@@ -344,68 +344,16 @@ impl Probe {
         batch: usize,
         seed: u64,
     ) -> Result<HeldOut> {
-        use crate::meta::{CtfParams, Poses};
-        use crate::train::dataset::{prefetch, BatchMaker, ImageDataset};
+        use crate::train::dataset::prefetch;
         use rand::seq::SliceRandom;
         let enc = self
             .model
             .encoder
             .as_ref()
             .ok_or_else(|| Error::invalid("probe: the model has no encoder"))?;
-        let cfg = &self.model.record.config;
-        let d = self.d();
-        let data = ImageDataset::open(
-            particles,
-            None,
-            None,
-            cfg.window.then_some(cfg.window_r),
-            cfg.invert_data,
-            Some(self.model.norm),
-            false,
-        )?;
-        if data.d != d {
-            return Err(Error::format(
-                particles,
-                format!(
-                    "images are {0}×{0} but the model was trained on {d}×{d}",
-                    data.d
-                ),
-            ));
-        }
-        let n = data.n;
-        let poses_v = Poses::load(poses)?;
-        if poses_v.len() != n {
-            return Err(Error::format(
-                poses,
-                format!(
-                    "{} poses but the particle stack has {n} images",
-                    poses_v.len()
-                ),
-            ));
-        }
-        let ctf_v = match ctf {
-            Some(p) => {
-                let c = CtfParams::load(p)?;
-                if c.len() != n {
-                    return Err(Error::format(
-                        p,
-                        format!("{} CTF rows but the particle stack has {n} images", c.len()),
-                    ));
-                }
-                Some(c)
-            }
-            None => None,
-        };
-        let maker = std::sync::Arc::new(BatchMaker {
-            data,
-            tilt_data: None,
-            tilt_rot: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
-            poses: poses_v,
-            ctf: ctf_v,
-            lattice: Lattice::for_image(d, true)?,
-            mask: self.dec_mask.clone(),
-            enc_mask: Some(self.enc_mask.clone()),
-        });
+        let maker = self.model.batch_maker(particles, poses, ctf, None)?;
+        let n = maker.data.n;
+        let maker = std::sync::Arc::new(maker);
         let be = &self.model.be;
         let (p, zd) = (self.dec_mask.len(), enc.zdim);
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);

@@ -137,27 +137,18 @@ impl LoadedModel {
         )
     }
 
-    /// Encode a particle stack (preprocessed as in training: window, inversion, the training
-    /// normalization) with its poses and CTF.
-    pub fn encode(
+    /// The batches this model reads from a particle stack (preprocessed as in training: window,
+    /// inversion, the training normalisation) with its `poses` and optional `ctf`, one row per image
+    /// (else an error naming the file): the decoder's mask (a circle of radius D/2 on the D×D
+    /// lattice) and the encoder's input pixels. Shared by [`LoadedModel::encode`] and the
+    /// disentanglement probe's held-out loss.
+    pub(crate) fn batch_maker(
         &self,
         particles: &Path,
         poses: &Path,
         ctf: Option<&Path>,
         datadir: Option<&Path>,
-        batch_size: usize,
-    ) -> Result<Encoded> {
-        let enc = self.encoder.as_ref().ok_or_else(|| {
-            Error::format(
-                &self.weights,
-                "a homogeneous model (train-nn) has no encoder",
-            )
-        })?;
-        if enc.mode == EncodeMode::Tilt {
-            return Err(Error::invalid(
-                "eval-images: tilt-pair encoders are not supported",
-            ));
-        }
+    ) -> Result<BatchMaker> {
         let cfg = &self.record.config;
         let d = self.d;
         let data = ImageDataset::open(
@@ -205,9 +196,7 @@ impl LoadedModel {
         let lattice = Lattice::for_image(d, true)?;
         let mask_b = lattice.circular_mask((d / 2) as f32)?;
         let mask: Vec<usize> = (0..mask_b.len()).filter(|&i| mask_b[i]).collect();
-        let coords: Vec<f32> = mask.iter().flat_map(|&i| lattice.coords()[i]).collect();
-        let p = mask.len();
-        let maker = Arc::new(BatchMaker {
+        Ok(BatchMaker {
             data,
             tilt_data: None,
             tilt_rot: {
@@ -219,7 +208,41 @@ impl LoadedModel {
             lattice,
             mask,
             enc_mask: self.enc_mask.clone(),
-        });
+        })
+    }
+
+    /// Encode a particle stack (preprocessed as in training: window, inversion, the training
+    /// normalization) with its poses and CTF.
+    pub fn encode(
+        &self,
+        particles: &Path,
+        poses: &Path,
+        ctf: Option<&Path>,
+        datadir: Option<&Path>,
+        batch_size: usize,
+    ) -> Result<Encoded> {
+        let enc = self.encoder.as_ref().ok_or_else(|| {
+            Error::format(
+                &self.weights,
+                "a homogeneous model (train-nn) has no encoder",
+            )
+        })?;
+        if enc.mode == EncodeMode::Tilt {
+            return Err(Error::invalid(
+                "eval-images: tilt-pair encoders are not supported",
+            ));
+        }
+        let cfg = &self.record.config;
+        let d = self.d;
+        let maker = self.batch_maker(particles, poses, ctf, datadir)?;
+        let n = maker.data.n;
+        let coords: Vec<f32> = maker
+            .mask
+            .iter()
+            .flat_map(|&i| maker.lattice.coords()[i])
+            .collect();
+        let p = maker.mask.len();
+        let maker = Arc::new(maker);
         let beta = cfg.beta.unwrap_or(1.0 / self.zdim as f64);
         let be = &self.be;
         let zd = enc.zdim;

@@ -1287,38 +1287,51 @@ fn step_loss<B: Backend<Elem = f32>>(
             let mut loss = parts.loss;
             let mut intervention = None;
             let (mut slow_value, mut slow_correction) = (0.0, 0.0);
-            if let (Some(ps), Some(pp), Some(enc)) = (pose, pose_params, encoder) {
-                if ps.weight > 0.0 {
-                    // PoseVAE: the first encoding (μ, pose) as given latents, poses permuted in the batch
-                    let z0 = t.to_vec(mu)?;
-                    let p0 = t.to_vec(pp)?;
-                    let mut perm: Vec<u32> = (0..nb as u32).collect();
-                    perm.shuffle(eps_rng);
-                    let iv = crate::disentangle::intervention::intervention_loss(
-                        t, enc, decoder, &ps.coords, &z0, &p0, &perm, ps.kind,
-                    )?;
-                    let wl = t.affine(iv.loss, ps.weight, 0.0)?;
-                    loss = t.add(loss, wl)?;
-                    intervention = Some(iv.loss);
-                }
+            // the terms that read μ on the host: PoseVAE's intervention loss, its known-pose variant
+            // (exclusive: with and without a pose head) and SlowVAE's
+            let posevae = match (pose, pose_params, encoder) {
+                (Some(ps), Some(pp), Some(enc)) if ps.weight > 0.0 => Some((ps, pp, enc)),
+                _ => None,
+            };
+            let known = match (pose, encoder) {
+                (None, Some(enc)) if known_intervention > 0.0 => Some(enc),
+                _ => None,
+            };
+            let slowvae = slow.zip(encoder);
+            // one device→host copy of μ (B, zdim) per step, shared by those terms (none when all are off)
+            let mu_host = if posevae.is_some() || known.is_some() || slowvae.is_some() {
+                t.to_vec(mu)?
+            } else {
+                Vec::new()
+            };
+            if let Some((ps, pp, enc)) = posevae {
+                // PoseVAE: the first encoding (μ, pose) as given latents, poses permuted in the batch
+                let p0 = t.to_vec(pp)?;
+                let mut perm: Vec<u32> = (0..nb as u32).collect();
+                perm.shuffle(eps_rng);
+                let iv = crate::disentangle::intervention::intervention_loss(
+                    t, enc, decoder, &ps.coords, &mu_host, &p0, &perm, ps.kind,
+                )?;
+                let wl = t.affine(iv.loss, ps.weight, 0.0)?;
+                loss = t.add(loss, wl)?;
+                intervention = Some(iv.loss);
             }
-            if let (None, Some(enc), true) = (pose, encoder, known_intervention > 0.0) {
+            if let Some(enc) = known {
                 // the known-pose variant: z decoded at a permuted known rotation, re-encoded
-                let z0 = t.to_vec(mu)?;
                 let mut perm: Vec<u32> = (0..nb as u32).collect();
                 perm.shuffle(eps_rng);
                 let iv = crate::disentangle::intervention::intervention_loss_known(
-                    t, enc, decoder, coords, p, &z0, &batch.rot, &perm,
+                    t, enc, decoder, coords, p, &mu_host, &batch.rot, &perm,
                 )?;
                 let wl = t.affine(iv, known_intervention, 0.0)?;
                 loss = t.add(loss, wl)?;
                 intervention = Some(iv);
             }
-            if let (Some(sl), Some(enc)) = (slow, encoder) {
+            if let Some((sl, enc)) = slowvae {
                 // SlowVAE: rows 2j, 2j+1 of the batch are a pair; gradients from the host, in f64
-                let (m, l) = (t.to_vec(mu)?, t.to_vec(lv)?);
+                let (m, l) = (&mu_host, t.to_vec(lv)?);
                 let (value, gm, gl) = crate::disentangle::slow::slow_batch(
-                    &m,
+                    m,
                     &l,
                     enc.zdim,
                     sl.params.rate,
