@@ -226,36 +226,22 @@ fn model_mode_matches_arrays_mode_on_simulated_data() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let ok = |args: &[&str]| {
-        let (ok, out, err) = run(args);
-        assert!(ok, "{args:?}\n{out}\n{err}");
+        common::run_ok(args);
     };
-    let (ph, train, held, m) = (d.join("ph"), d.join("train"), d.join("held"), d.join("m"));
+    let st = common::phantom_sim(d, "linear1d", 9, 400, &["--pose-dist", "inplane-y"]);
+    let (ph, train, held, m) = (st.ph.clone(), st.sim.clone(), d.join("held"), d.join("m"));
     ok(&[
-        "phantom",
-        "--kind",
-        "linear1d",
-        "--n-states",
-        "9",
-        "-D",
-        "16",
+        "simulate",
+        s(&ph.join("vols.txt")),
+        "-N",
+        "600",
+        "--pose-dist",
+        "inplane-y",
+        "--seed",
+        "7",
         "-o",
-        s(&ph),
+        s(&held),
     ]);
-    let vols = ph.join("vols.txt");
-    for (out, n, seed) in [(&train, "400", "2"), (&held, "600", "7")] {
-        ok(&[
-            "simulate",
-            s(&vols),
-            "-N",
-            n,
-            "--pose-dist",
-            "inplane-y",
-            "--seed",
-            seed,
-            "-o",
-            s(out),
-        ]);
-    }
     ok(&[
         "train-vae",
         s(&train.join("particles.mrcs")),
