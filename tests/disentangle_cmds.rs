@@ -406,6 +406,20 @@ fn interventions_json() {
     assert!(j["pose_metrics"].as_str().unwrap().starts_with("absent"));
     assert!(j["held_out"]["eq2_pose"].is_null());
     nonneg(&j["held_out"]["eq2"], "eq2");
+    // truth mode at the views of `simulate --pose-dist inplane-y` (Rz(ψ)·Rx(90°)): other images than
+    // the views along z, so other metrics at the same seed; --snr's σ measured on those views
+    let truth = ["--phantom", &ph, "--mode", "truth", "--snr", "1"];
+    let (good, err, jz) = iv(&pv, "tz.json", &truth);
+    assert!(good, "{err}");
+    let (good, err, jy) = iv(
+        &pv,
+        "ty.json",
+        &[&truth[..], &["--pose-dist", "inplane-y"]].concat(),
+    );
+    assert!(good, "{err}");
+    nonneg(&jy["metrics"]["LCC"]["raw"], "LCC");
+    assert_ne!(jz["metrics"]["LCC"], jy["metrics"]["LCC"]);
+    assert_ne!(jz["sigma"], jy["sigma"]);
     // an SO(3) head in truth mode: LPC after a global-rotation alignment
     let sv = dir.path().join("sv");
     train(&st, &sv, &[&POSEVAE[..], &["--pose-head", "so3"]].concat());

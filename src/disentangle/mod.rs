@@ -1,7 +1,10 @@
-//! Disentangling pose from conformation (issue 24, in progress; Klindt et al. 2024, spec:
-//! `disentanglement.md`). Built so far: `train-vae --pose-source encoder --intervention-weight w` (PoseVAE),
-//! `simulate --pose-dist inplane --pairs`, `disentangle mcc`, `disentangle interventions` (the six App. A
-//! metrics, held-out Eq. 2 / recon / KL), `disentangle rot90` (the 90° test), `disentangle plots`, and these
+//! Disentangling pose from conformation (issue 24; Klindt et al. 2024, spec: `disentanglement.md`).
+//! Commands: `train-vae --pose-source encoder --intervention-weight w` (PoseVAE; w in the paper's units,
+//! divided by the pixel count like β), `train-vae --intervention-weight w` with known poses (its z-only
+//! variant), `train-vae --pairs P --slow-gamma γ --slow-rate λ′` (SlowVAE), `simulate --pose-dist
+//! inplane|inplane-y --pairs`, `disentangle mcc`, `disentangle scores` (arrays and model mode),
+//! `disentangle interventions` (the six App. A metrics, held-out Eq. 2 / recon / KL), `disentangle rot90`
+//! (the 90° test), `disentangle plots`; and these
 //! library pieces:
 //!
 //! | module | what it holds |
