@@ -790,6 +790,26 @@ fn finish<F: AuctionFloat, C: Costs<F>>(
     }
 }
 
+/// The result of a point solve run elsewhere (the CUDA kernel) from its final prices and
+/// padded assignment, reported exactly as [`auction_points`] reports its own; the state takes
+/// both.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn points_result<F: AuctionFloat>(
+    rows: &[F],
+    cols: &[F],
+    n: usize,
+    dim: usize,
+    eps_final: F,
+    prices: Vec<F>,
+    col: Vec<usize>,
+    (phases, bids, rounds, warm): (u32, u64, u64, bool),
+    state: &mut AuctionState<F>,
+) -> AuctionResult {
+    let pts = Points { rows, cols, dim };
+    let counts = Counts { bids, rounds };
+    finish(&pts, n, eps_final, prices, col, phases, counts, warm, state)
+}
+
 /// The ε-scaling auction on `c` (n real rows, m columns), see the module doc.
 fn solve<F: AuctionFloat, C: Costs<F>>(
     c: &C,
