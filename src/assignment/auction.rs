@@ -373,11 +373,15 @@ pub(crate) fn check_points<F: AuctionFloat>(
 }
 
 /// Costs of the real rows (i < n) against the m columns.
-trait Costs<F>: Sync {
+trait Costs<F: AuctionFloat>: Sync {
     /// C\[i, j\] in F, the arithmetic the auction runs in.
     fn cost(&self, i: usize, j: usize) -> F;
     /// C\[i, j\] in f64, for the reported total.
     fn cost_f64(&self, i: usize, j: usize) -> f64;
+    /// Best and second-best of C\[i, j\] + p_j over the columns, in [`best_two`]'s order.
+    fn scan(&self, i: usize, p: &[F]) -> Best<F> {
+        best_two(p.len(), i, |j| self.cost(i, j) + p[j])
+    }
 }
 
 /// A row-major n×m matrix.
@@ -393,6 +397,17 @@ impl<F: AuctionFloat> Costs<F> for Dense<'_, F> {
     }
     fn cost_f64(&self, i: usize, j: usize) -> f64 {
         self.cost(i, j).as_f64()
+    }
+    fn scan(&self, i: usize, p: &[F]) -> Best<F> {
+        let m = self.m;
+        let (row, s) = (&self.c[i * m..(i + 1) * m], i % m);
+        let mut b = Best::new();
+        for (lo, hi) in [(s, m), (0, s)] {
+            for (j, (&c, &pj)) in (lo..hi).zip(row[lo..hi].iter().zip(&p[lo..hi])) {
+                b.push(c + pj, j);
+            }
+        }
+        b
     }
 }
 
@@ -427,6 +442,37 @@ impl<F: AuctionFloat> Costs<F> for Points<'_, F> {
             })
             .sum()
     }
+    fn scan(&self, i: usize, p: &[F]) -> Best<F> {
+        match self.dim {
+            2 => self.scan_dim::<2>(i, p),
+            3 => self.scan_dim::<3>(i, p),
+            _ => best_two(p.len(), i, |j| self.cost(i, j) + p[j]),
+        }
+    }
+}
+
+impl<F: AuctionFloat> Points<'_, F> {
+    /// [`Costs::scan`] for dim = D, with the row's coordinates hoisted; the same values as
+    /// `cost(i, j) + p_j` (0 + t₀² = t₀² exactly, so the sum can start at t₀²).
+    #[inline]
+    fn scan_dim<const D: usize>(&self, i: usize, p: &[F]) -> Best<F> {
+        let m = p.len();
+        let r: [F; D] = std::array::from_fn(|k| self.rows[i * D + k]);
+        let mut b = Best::new();
+        for (lo, hi) in [(i % m, m), (0, i % m)] {
+            let cols = self.cols[lo * D..hi * D].chunks_exact(D);
+            for (j, (c, &pj)) in (lo..hi).zip(cols.zip(&p[lo..hi])) {
+                let t = r[0] - c[0];
+                let mut acc = t * t;
+                for k in 1..D {
+                    let t = r[k] - c[k];
+                    acc = acc + t * t;
+                }
+                b.push(acc + pj, j);
+            }
+        }
+        b
+    }
 }
 
 /// Best value w₁ (at column j₁) and second-best value w₂ of one row.
@@ -437,26 +483,37 @@ struct Best<F> {
     w2: F,
 }
 
+impl<F: AuctionFloat> Best<F> {
+    fn new() -> Self {
+        Best {
+            w1: F::infinity(),
+            j1: NONE,
+            w2: F::infinity(),
+        }
+    }
+
+    /// Takes value x of column j, visited after the columns seen so far.
+    #[inline(always)]
+    fn push(&mut self, x: F, j: usize) {
+        if x < self.w1 {
+            self.w2 = self.w1;
+            self.w1 = x;
+            self.j1 = j;
+        } else if x < self.w2 {
+            self.w2 = x;
+        }
+    }
+}
+
 /// Best and second-best of w(j) over the m columns, visited in the order i, i+1, …, m−1, 0, …,
 /// i−1 (ties in w₁ go to the first visited); w₂ is the second smallest value counted with
 /// multiplicity (= w₁ on a tie), +∞ when m = 1.
 #[inline]
 fn best_two<F: AuctionFloat>(m: usize, i: usize, w: impl Fn(usize) -> F) -> Best<F> {
     let s = i % m;
-    let mut b = Best {
-        w1: F::infinity(),
-        j1: NONE,
-        w2: F::infinity(),
-    };
+    let mut b = Best::new();
     for j in (s..m).chain(0..s) {
-        let x = w(j);
-        if x < b.w1 {
-            b.w2 = b.w1;
-            b.w1 = x;
-            b.j1 = j;
-        } else if x < b.w2 {
-            b.w2 = x;
-        }
+        b.push(w(j), j);
     }
     b
 }
@@ -500,7 +557,7 @@ impl<F: AuctionFloat, C: Costs<F>> Engine<'_, F, C> {
     #[inline]
     fn best(&self, i: usize, p: &[F]) -> Best<F> {
         if i < self.n {
-            best_two(self.m, i, |j| self.c.cost(i, j) + p[j])
+            self.c.scan(i, p)
         } else {
             best_two(self.m, i, |j| p[j])
         }
