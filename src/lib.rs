@@ -23,7 +23,7 @@
 //! | [`train`] | `train-nn` / `train-vae`: ImageDataset preprocessing, prefetched batches, Adam, safetensors checkpoints, exact resume |
 //! | [`pose`] | branch-and-bound pose search with frequency marching (`Backend::pose_scores`), slice models, ab initio reconstruction (`abinit-homo`, `abinit-het`), `pose-search` against a fixed volume, pose accuracy (`pose-error`) |
 //! | [`diffusion`] | latent diffusion prior (EDM): preconditioning, residual-MLP denoiser + training, Euler–Maruyama/Heun samplers, Dormand–Prince ODE encode/decode, PC1 TVD evaluation |
-//! | [`assignment`] | exact linear sum assignment (Hungarian / Jonker–Volgenant shortest augmenting paths, rectangular, as scipy's) |
+//! | [`assignment`] | exact linear sum assignment (Hungarian / Jonker–Volgenant shortest augmenting paths, rectangular, as scipy's) and the ε-scaling auction (dense or point-cloud costs on the fly, warm start, batched; CPU twin of `kernels/auction.cu`) |
 //! | [`disentangle`] | disentangling pose from conformation (issue 24, in progress): MCC (Spearman/Pearson matrix + assignment), circular pose alignment, SlowVAE's Laplace prior and pair transitions, the 90° image rotation |
 //! | [`twin`] | cryoTWIN (issue 23, in progress): the GMM box-mass rate term and its gradients, the full-covariance GMM (`gmm.npz`), pathways (Algorithm 1), KLIEP and isometry metrics |
 //! | [`cli`] | one module per subcommand of the `cryofield` binary |

@@ -7,7 +7,8 @@
 //!   `|gpu − cpu| ≤ atol + rtol·|cpu|`, reporting the first index that differs and both values.
 //!   Twins: the `CpuBackend` primitive (f32), `CpuBackend<f64>` for the tensor-core GEMM
 //!   precisions, and f64 host references below for kernels with no CPU primitive
-//!   (`pose_scores`, `top_k_smallest`, Hermitian assembly). Without a device they print
+//!   (`pose_scores`, `top_k_smallest`, Hermitian assembly); the batched auction's twin is
+//!   `assignment::auction` in f32 with Jacobi bidding (exact equality). Without a device they print
 //!   `skipped: no CUDA device (<reason>)` and pass.
 //! - `nvrtc_*` compile every kernel file for sm_80 and sm_90 (cubin, ptxas `-v`) and print
 //!   registers / stack / spills / shared memory per kernel; they need libnvrtc
@@ -18,6 +19,8 @@
 
 #![cfg(feature = "cuda")]
 
+use cryofield::assignment::auction::{auction_points_batch, AuctionParams, AuctionState, Bidding};
+use cryofield::assignment::linear_sum_assignment;
 use cryofield::backend::cpu::gemm::CpuFloat;
 use cryofield::backend::cpu::CpuBackend;
 use cryofield::backend::cuda::{kernels, nvrtc, CudaBackend, Precision};
@@ -28,6 +31,7 @@ use cryofield::backend::{
 use cudarc::driver::CudaSlice;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
 
 // ---------------------------------------------------------------- harness
 
@@ -1525,6 +1529,181 @@ fn pose_scores_and_top_k() {
     let (ig, vg) = be.top_k_smallest(&up(&be, &x), 2, 4, 4).unwrap();
     let (ih, vh) = top_k_ref(&x, 2, 4, 4);
     assert_eq!((ig, vg), (ih, vh), "top_k_smallest_f32 ties / NaN");
+}
+
+// ---------------------------------------------------------------- auction
+
+/// The first index where two slices differ, with both values.
+fn first_diff<T: PartialEq + std::fmt::Debug>(a: &[T], b: &[T]) -> Option<String> {
+    if a.len() != b.len() {
+        return Some(format!("length {} vs {}", a.len(), b.len()));
+    }
+    let i = a.iter().zip(b).position(|(x, y)| x != y)?;
+    let bad = a.iter().zip(b).filter(|(x, y)| x != y).count();
+    Some(format!(
+        "first difference at {i}: gpu {:?}, cpu {:?}; {bad} of {} differ",
+        a[i],
+        b[i],
+        a.len()
+    ))
+}
+
+/// Points (k, dim) uniform in [−1, 1]; with `distinct`, the observed points upsampled as the
+/// spec's U (all distinct points once, the rest redrawn with replacement).
+fn cloud(rng: &mut StdRng, k: usize, dim: usize, distinct: Option<usize>) -> Vec<f32> {
+    let d = distinct.unwrap_or(k);
+    let base = uniform(rng, d * dim, -1.0, 1.0);
+    let mut out = base.clone();
+    for _ in d..k {
+        let j = rng.random_range(0..d);
+        out.extend_from_slice(&base[j * dim..(j + 1) * dim]);
+    }
+    out
+}
+
+#[test]
+fn auction_points_vs_twin_and_hungarian() {
+    // The kernel against its twin (`assignment::auction` in f32, Jacobi): identical results,
+    // prices and assignments (dummy rows included), cold and then warm; and both within m·ε
+    // (+ f32 slack) of the exact optimum of the f64 costs of the same points.
+    let Some(be) = device() else { return };
+    let mut rng = StdRng::seed_from_u64(16);
+    let params = AuctionParams {
+        bidding: Bidding::Jacobi,
+        ..AuctionParams::default()
+    };
+    let u = f32::EPSILON as f64 / 2.0;
+    // (batch, n, m, dim, upsampled distinct rows): the spec's 1024² problems, upsampled
+    // 2-D projections, subunits (dummy rows), tiny and odd sizes
+    let cases = [
+        (8, 1024, 1024, 3, None),
+        (6, 256, 256, 2, Some(64)),
+        (6, 128, 512, 3, None),
+        (5, 1, 7, 1, None),
+        (4, 33, 40, 2, Some(9)),
+    ];
+    for (nb, n, m, dim, distinct) in cases {
+        let what = format!("auction_points_f32 {nb}×({n}×{m}, dim {dim}, upsampled {distinct:?})");
+        let rows: Vec<f32> = (0..nb)
+            .flat_map(|_| cloud(&mut rng, n, dim, distinct))
+            .collect();
+        let mut cols = uniform(&mut rng, nb * m * dim, -1.0, 1.0);
+        let rg = up(&be, &rows);
+        let mut gs = vec![AuctionState::<f32>::new(); nb];
+        let mut cs = gs.clone();
+        for step in ["cold", "warm (model points moved ≤ 1e-3)"] {
+            let cg = up(&be, &cols);
+            let t0 = std::time::Instant::now();
+            let got = be
+                .auction_points_batch(&rg, &cg, nb, n, m, dim, &params, &mut gs)
+                .unwrap_or_else(|e| panic!("{what} {step}: {e}"));
+            let dt = t0.elapsed().as_secs_f64();
+            let want = auction_points_batch(&rows, &cols, nb, n, m, dim, &params, &mut cs).unwrap();
+            for b in 0..nb {
+                assert_eq!(got[b], want[b], "{what} {step} problem {b}: device vs twin");
+                if let Some(d) = first_diff(gs[b].prices(), cs[b].prices()) {
+                    panic!("{what} {step} problem {b} prices: {d}");
+                }
+                if let Some(d) = first_diff(gs[b].col_of_row(), cs[b].col_of_row()) {
+                    panic!("{what} {step} problem {b} assignment: {d}");
+                }
+            }
+            let opts: Vec<(f64, f64)> = (0..nb)
+                .into_par_iter()
+                .map(|b| {
+                    let r = &rows[b * n * dim..(b + 1) * n * dim];
+                    let c = &cols[b * m * dim..(b + 1) * m * dim];
+                    let cost: Vec<f64> = (0..n * m)
+                        .map(|e| {
+                            let (i, j) = (e / m, e % m);
+                            (0..dim)
+                                .map(|k| (r[i * dim + k] as f64 - c[j * dim + k] as f64).powi(2))
+                                .sum()
+                        })
+                        .collect();
+                    let max_c = cost.iter().fold(0.0f64, |a, &x| a.max(x));
+                    (linear_sum_assignment(&cost, n, m).unwrap().cost, max_c)
+                })
+                .collect();
+            for (b, (r, &(opt, max_c))) in got.iter().zip(&opts).enumerate() {
+                // f32 costs and prices: each row's ε-CS holds for the f64 costs up to
+                // ~12u·max C + 5u·max p (see assignment::auction's tests)
+                let max_p = gs[b].prices().iter().fold(0.0f32, |a, &x| a.max(x)) as f64;
+                let slack = 16.0 * u * m as f64 * (max_c + max_p);
+                let bound = opt + m as f64 * r.eps + slack;
+                assert!(
+                    r.assignment.cost >= opt - 1e-9 * opt.abs() && r.assignment.cost <= bound,
+                    "{what} {step} problem {b}: cost {} vs optimum {opt}: excess {:e} > m·ε {:e} \
+                     + slack {slack:e}",
+                    r.assignment.cost,
+                    r.assignment.cost - opt,
+                    m as f64 * r.eps
+                );
+            }
+            let stat = |f: fn(&cryofield::assignment::AuctionResult) -> u64| {
+                got.iter().map(f).max().unwrap_or(0)
+            };
+            println!(
+                "{what} {step}: {dt:.3} s for the batch (upload + launch + download); at most \
+                 {} phases, {} bids, {} rounds per problem; warm {}/{nb}",
+                stat(|r| r.phases as u64),
+                stat(|r| r.bids),
+                stat(|r| r.rounds),
+                got.iter().filter(|r| r.warm).count()
+            );
+            for c in cols.iter_mut() {
+                *c += rng.random_range(-1e-3f32..1e-3);
+            }
+        }
+    }
+    // Errors: a NaN coordinate names its problem; unsupported shapes are refused.
+    let (nb, n, m, dim) = (3, 8, 8, 3);
+    let rows = uniform(&mut rng, nb * n * dim, -1.0, 1.0);
+    let mut cols = uniform(&mut rng, nb * m * dim, -1.0, 1.0);
+    cols[m * dim + 5] = f32::NAN;
+    let mut st = vec![AuctionState::<f32>::new(); nb];
+    let e = be
+        .auction_points_batch(
+            &up(&be, &rows),
+            &up(&be, &cols),
+            nb,
+            n,
+            m,
+            dim,
+            &params,
+            &mut st,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("problem 1") && e.contains("not finite"), "{e}");
+    let r4 = uniform(&mut rng, 4, -1.0, 1.0);
+    let e = be
+        .auction_points_batch(
+            &up(&be, &r4),
+            &up(&be, &r4),
+            1,
+            1,
+            1,
+            4,
+            &params,
+            &mut st[..1],
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("dim = 4"), "{e}");
+    let big = uniform(&mut rng, 2000, -1.0, 1.0);
+    let e = be
+        .auction_points_batch(
+            &up(&be, &big),
+            &up(&be, &big),
+            1,
+            2000,
+            2000,
+            1,
+            &params,
+            &mut st[..1],
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("shared memory"), "{e}");
 }
 
 // ---------------------------------------------------------------- NVRTC

@@ -1,7 +1,19 @@
 //! Assignment problems: the exact linear sum assignment (Hungarian / Jonker–Volgenant shortest
-//! augmenting paths), used by the disentanglement metrics (MCC) and as the reference that faster
-//! approximate solvers (the point-cloud auction algorithm) are tested against.
+//! augmenting paths), used by the disentanglement metrics (MCC) and as the reference, and
+//! Bertsekas' ε-scaling auction, the fast approximate solver of the point-cloud likelihoods
+//! (dense costs or squared distances computed on the fly, batched; the CPU twin of
+//! `kernels/auction.cu`).
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | [`hungarian`] | exact rectangular [`linear_sum_assignment`], as scipy's (the reference) |
+//! | [`auction`](mod@auction) | forward auction with ε-scaling, warm start, Gauss–Seidel or Jacobi bidding: cost ≤ optimum + m·ε |
 
+pub mod auction;
 pub mod hungarian;
 
+pub use auction::{
+    auction, auction_points, auction_points_batch, AuctionParams, AuctionResult, AuctionState,
+    Bidding,
+};
 pub use hungarian::{linear_sum_assignment, Assignment};

@@ -11,6 +11,7 @@
 //! | `backend.rs` | [`CudaBackend`]: memory, elementwise, reductions, losses, optimizer |
 //! | `mlp.rs` | fused coordinate network forward/backward and the decoder on rotated lattices |
 //! | `pose.rs` | pose-search primitives: CTF, Hartley shifts, `pose_scores`, top-K |
+//! | `auction.rs` | the batched ε-scaling auction on point clouds (one launch per batch) |
 //!
 //! Kernels by file (each has a CPU twin it is tested against in `tests/cuda_kernels.rs`):
 //!
@@ -22,6 +23,7 @@
 //! | `coordnet.cu` | fourier_features(+backward), slice_coords (rotated masked lattice), Hermitian assembly (+backward) |
 //! | `image.cu` | ctf, translate_ht |
 //! | `pose.cu` | pose_scores, top_k_smallest |
+//! | `auction.cu` | auction_points (batched Jacobi auction with ε-scaling, costs from coordinates on the fly; twin: `assignment::auction` in f32) |
 //!
 //! ## Precision
 //! [`Precision`] selects the math of the coordinate network's GEMMs (`mlp_forward`,
@@ -39,6 +41,8 @@ mod error;
 pub mod kernels;
 
 #[cfg(feature = "cuda")]
+mod auction;
+#[cfg(feature = "cuda")]
 mod backend;
 #[cfg(feature = "cuda")]
 mod mlp;
@@ -47,6 +51,8 @@ pub mod nvrtc;
 #[cfg(feature = "cuda")]
 mod pose;
 
+#[cfg(feature = "cuda")]
+pub use auction::AUCTION_MAX_COLS;
 #[cfg(feature = "cuda")]
 pub use backend::{CudaBackend, Precision};
 pub use device::{select, DeviceArg, Selected, Selection};

@@ -1,0 +1,120 @@
+//! Criterion benches for the linear assignment solvers at the spec's size, 1024 observed points
+//! against 1024 model points, uniform in [−1, 1]³, squared distances:
+//! - `assignment/cpu/1024/hungarian`: the exact solver on the dense f64 matrix (built outside
+//!   the timing). Roofline: O(n³), ≈ n³ = 1.1·10⁹ reduced-cost updates of a few flops.
+//! - `…/auction_gauss_seidel`, `…/auction_jacobi_f32`: the ε-scaling auction (ε = 10⁻⁶) with
+//!   costs from coordinates on the fly, the CPU default and the CUDA kernel's twin. Roofline:
+//!   bids × m evaluations of C + p (≈ 9 flops at dim 3); ≈ 3.3·10⁴ bids cold (11 phases),
+//!   so ≈ 3·10⁸ flops, scalar and branchy (best / second-best).
+//! - `…/auction_warm`: the same problem after the model points moved by ≤ 10⁻³ (a sampler
+//!   step), from the previous solve's prices.
+//! - `assignment/cpu/batch_8x1024/auction_gauss_seidel`: 8 such problems in one batched call
+//!   (rayon over problems).
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use cryofield::assignment::auction::{
+    auction_points, auction_points_batch, AuctionParams, AuctionState, Bidding,
+};
+use cryofield::assignment::linear_sum_assignment;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::time::Duration;
+
+fn points(rng: &mut StdRng, k: usize) -> Vec<f64> {
+    (0..3 * k).map(|_| rng.random_range(-1.0..1.0)).collect()
+}
+
+fn assignment(c: &mut Criterion) {
+    let n = 1024;
+    let mut rng = StdRng::seed_from_u64(0);
+    let rows = points(&mut rng, n);
+    let cols = points(&mut rng, n);
+    let dense: Vec<f64> = (0..n * n)
+        .map(|e| {
+            let (i, j) = (e / n, e % n);
+            (0..3)
+                .map(|k| (rows[3 * i + k] - cols[3 * j + k]).powi(2))
+                .sum()
+        })
+        .collect();
+    let gs = AuctionParams::default();
+    let jacobi = AuctionParams {
+        bidding: Bidding::Jacobi,
+        ..AuctionParams::default()
+    };
+    let (rows32, cols32): (Vec<f32>, Vec<f32>) = (
+        rows.iter().map(|&x| x as f32).collect(),
+        cols.iter().map(|&x| x as f32).collect(),
+    );
+    let mut state = AuctionState::new();
+    auction_points(&rows, &cols, n, n, 3, &gs, &mut state).unwrap();
+    let moved: Vec<f64> = cols
+        .iter()
+        .map(|x| x + rng.random_range(-1e-3..1e-3))
+        .collect();
+
+    // one solve of each, for the log: phases, bids, rounds and the excess over the optimum
+    let opt = linear_sum_assignment(&dense, n, n).unwrap().cost;
+    let runs = [
+        (
+            "gauss_seidel",
+            auction_points(&rows, &cols, n, n, 3, &gs, &mut AuctionState::new()).unwrap(),
+        ),
+        (
+            "jacobi_f32",
+            auction_points(&rows32, &cols32, n, n, 3, &jacobi, &mut AuctionState::new()).unwrap(),
+        ),
+    ];
+    for (name, r) in runs {
+        println!(
+            "auction {name}: {} phases, {} bids, {} rounds, cost − optimum {:.2e} (m·ε {:.2e})",
+            r.phases,
+            r.bids,
+            r.rounds,
+            r.assignment.cost - opt,
+            n as f64 * r.eps
+        );
+    }
+    let cold = auction_points(&rows, &moved, n, n, 3, &gs, &mut AuctionState::new()).unwrap();
+    let warm = auction_points(&rows, &moved, n, n, 3, &gs, &mut state.clone()).unwrap();
+    println!(
+        "moved ≤ 1e-3: cold {} phases / {} bids, warm {} / {} (warm start used: {})",
+        cold.phases, cold.bids, warm.phases, warm.bids, warm.warm
+    );
+
+    let mut g = c.benchmark_group("assignment/cpu/1024");
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("hungarian", |b| {
+        b.iter(|| linear_sum_assignment(&dense, n, n).unwrap())
+    });
+    g.bench_function("auction_gauss_seidel", |b| {
+        b.iter(|| auction_points(&rows, &cols, n, n, 3, &gs, &mut AuctionState::new()).unwrap())
+    });
+    g.bench_function("auction_jacobi_f32", |b| {
+        b.iter(|| {
+            auction_points(&rows32, &cols32, n, n, 3, &jacobi, &mut AuctionState::new()).unwrap()
+        })
+    });
+    g.bench_function("auction_warm", |b| {
+        b.iter(|| auction_points(&rows, &moved, n, n, 3, &gs, &mut state.clone()).unwrap())
+    });
+    g.finish();
+
+    let nb = 8;
+    let brows = points(&mut rng, nb * n);
+    let bcols = points(&mut rng, nb * n);
+    let mut g = c.benchmark_group("assignment/cpu/batch_8x1024");
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    g.throughput(Throughput::Elements(nb as u64));
+    g.bench_function("auction_gauss_seidel", |b| {
+        b.iter(|| {
+            let mut states = vec![AuctionState::new(); nb];
+            auction_points_batch(&brows, &bcols, nb, n, n, 3, &gs, &mut states).unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, assignment);
+criterion_main!(benches);
