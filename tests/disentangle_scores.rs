@@ -313,21 +313,17 @@ fn model_mode_matches_arrays_mode_on_simulated_data() {
     ];
     a.extend(mcc_args);
     ok(&a);
-    let mut b = vec![
-        "disentangle",
-        "scores",
-        s(&w),
-        "-c",
-        s(&c),
-        "--phantom",
-        s(&ph),
-        "--pose-dist",
-        "inplane-y",
-        "-o",
-        s(&m_json),
-    ];
-    b.extend(mcc_args);
-    ok(&b);
+    // model mode: WEIGHTS -c CONFIG --phantom PH -o OUT, then `extra`
+    let model_mode = |phantom: &Path, out: &Path, extra: &[&str]| {
+        let head = ["disentangle", "scores", s(&w), "-c", s(&c), "--phantom"];
+        run(&[&head[..], &[s(phantom), "-o", s(out)], extra].concat())
+    };
+    let (good, _, err) = model_mode(
+        &ph,
+        &m_json,
+        &[&["--pose-dist", "inplane-y"], &mcc_args[..]].concat(),
+    );
+    assert!(good, "{err}");
     let matrix = |p: &Path| -> Vec<f64> {
         let j: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
@@ -365,17 +361,7 @@ fn model_mode_matches_arrays_mode_on_simulated_data() {
         "-o",
         s(&ph20),
     ]);
-    let (okk, _, err) = run(&[
-        "disentangle",
-        "scores",
-        s(&w),
-        "-c",
-        s(&c),
-        "--phantom",
-        s(&ph20),
-        "-o",
-        s(&d.join("x.json")),
-    ]);
+    let (okk, _, err) = model_mode(&ph20, &d.join("x.json"), &[]);
     assert!(
         !okk && err.contains("box 20") && err.contains("16"),
         "{err}"
