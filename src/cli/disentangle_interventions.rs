@@ -160,22 +160,6 @@ pub fn run(a: InterventionsArgs) -> anyhow::Result<()> {
     if world.is_none() && a.particles.is_none() {
         bail!("give --phantom or --particles: the latents of learned mode are encoded data");
     }
-    let sigma = match (a.sigma, a.snr, &world) {
-        (Some(s), _, _) => s,
-        (None, Some(snr), Some(w)) if a.pose_dist == Some(PoseDistArg::InplaneY) => {
-            let law = ImageLaw {
-                pose: PoseDist::InplaneY,
-                t_extent_px: 0.0,
-                ctf: CtfSpec::None,
-            };
-            sigma_for(w, &law, snr, a.seed ^ 0x5117)?
-        }
-        (None, Some(snr), Some(w)) => w.sigma_for_snr(snr, a.seed ^ 0x5117)?,
-        (None, Some(_), None) => {
-            bail!("--snr needs --phantom (the signal variance); or give --sigma")
-        }
-        (None, None, _) => 0.0,
-    };
     let kind = probe.pose_kind();
     let space = match (kind, a.pose_dist) {
         (Some(PoseKind::InPlane), None | Some(PoseDistArg::Inplane | PoseDistArg::InplaneY)) => {
@@ -187,6 +171,27 @@ pub fn run(a: InterventionsArgs) -> anyhow::Result<()> {
         }
         (None, None | Some(PoseDistArg::Inplane | PoseDistArg::InplaneY)) => PoseSpace::InPlane,
         (None, Some(PoseDistArg::So3)) => PoseSpace::So3,
+    };
+    let sigma = match (a.sigma, a.snr, &world) {
+        (Some(s), _, _) => s,
+        (None, Some(snr), Some(w)) => {
+            // the views truth mode renders: in-plane about z or about y, or SO(3)
+            let pose = match (space, a.pose_dist) {
+                (PoseSpace::So3, _) => PoseDist::So3,
+                (PoseSpace::InPlane, Some(PoseDistArg::InplaneY)) => PoseDist::InplaneY,
+                (PoseSpace::InPlane, _) => PoseDist::Inplane,
+            };
+            let law = ImageLaw {
+                pose,
+                t_extent_px: 0.0,
+                ctf: CtfSpec::None,
+            };
+            sigma_for(w, &law, snr, a.seed ^ 0x5117)?
+        }
+        (None, Some(_), None) => {
+            bail!("--snr needs --phantom (the signal variance); or give --sigma")
+        }
+        (None, None, _) => 0.0,
     };
     // the phantom's views: in-plane poses act on the view along y for inplane-y (R = Rz(ψ)·Rx(90°))
     let view = (a.pose_dist == Some(PoseDistArg::InplaneY)).then(|| xrot(90.0));

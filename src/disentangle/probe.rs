@@ -23,11 +23,10 @@ use crate::io::mrc::MrcFile;
 use crate::io::pkl::{read_pkl, PyValue};
 use crate::model::load::LoadedModel;
 use crate::model::EncodeMode;
-use crate::simulate::dataset::{add_noise, variance, Grid, ImageParams, Projection, Projector};
+use crate::simulate::dataset::{add_noise, Grid, ImageParams, Projection, Projector};
 use crate::train::encoder_mask;
 use crate::{Error, Result};
-use rand::{Rng, SeedableRng};
-use std::f64::consts::TAU;
+use rand::SeedableRng;
 use std::path::{Path, PathBuf};
 
 /// Images per encoder/decoder pass.
@@ -682,22 +681,6 @@ impl World {
             add_noise(&mut imgs, self.d * self.d, 0, sigma as f32, seed);
         }
         Ok(imgs)
-    }
-
-    /// The noise σ of signal-to-noise ratio `snr` as `simulate` defines it: the variance of clean images
-    /// over `snr`, the variance taken over 1000 images at uniform states and uniform in-plane angles
-    /// drawn from `seed`.
-    pub fn sigma_for_snr(&self, snr: f64, seed: u64) -> Result<f64> {
-        if !(snr > 0.0 && snr.is_finite()) {
-            return Err(Error::invalid(format!("SNR must be positive, got {snr}")));
-        }
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let states: Vec<usize> = (0..1000)
-            .map(|_| rng.random_range(0..self.n_states()))
-            .collect();
-        let rots: Vec<Mat3> = (0..1000).map(|_| rz(rng.random_range(0.0..TAU))).collect();
-        let imgs = self.render(&self.params(&states, &rots)?)?;
-        Ok((variance(&imgs) / snr).sqrt())
     }
 
     /// Grid factor levels (n, each `n_factors` levels in 0..g) and in-plane angles ψ (rad, n) → the model's

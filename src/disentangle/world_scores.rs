@@ -65,7 +65,8 @@ pub struct WorldGenerator<'a> {
 
 impl<'a> WorldGenerator<'a> {
     /// A generator over `world`'s grid factors encoded by `probe`, nuisances from `law`, noise σ
-    /// `sigma` (0: none), reproducible from `seed`. Errors if the model's box is not the phantom's.
+    /// `sigma` (0: none), reproducible from `seed`. A model whose box is not the phantom's errors at the first
+    /// draw ([`World::encode`]).
     pub fn new(
         world: &'a World,
         probe: &'a Probe,
@@ -73,14 +74,6 @@ impl<'a> WorldGenerator<'a> {
         sigma: f64,
         seed: u64,
     ) -> Result<Self> {
-        if probe.d() != world.d {
-            return Err(Error::invalid(format!(
-                "the phantom {} has box {} but the model was trained on {}",
-                world.path.display(),
-                world.d,
-                probe.d()
-            )));
-        }
         if !(sigma >= 0.0 && sigma.is_finite()) {
             return Err(Error::invalid(format!("noise σ must be ≥ 0, got {sigma}")));
         }
