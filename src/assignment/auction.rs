@@ -695,14 +695,10 @@ impl<F: AuctionFloat, C: Costs<F>> Engine<'_, F, C> {
                     return Err(self.overflow_error(phase, eps));
                 }
                 p[j] = price;
-                let old = std::mem::replace(&mut owner[j], i);
-                if old != NONE {
-                    col[old] = NONE;
-                    if old < n {
-                        queue.push_back(old);
-                    }
+                let old = take_column(&mut owner, col, i, j);
+                if old != NONE && old < n {
+                    queue.push_back(old);
                 }
-                col[i] = j;
             }
         }
         counts.bids += bids;
@@ -761,11 +757,7 @@ impl<F: AuctionFloat, C: Costs<F>> Engine<'_, F, C> {
                 if i == NONE {
                     continue;
                 }
-                let old = std::mem::replace(&mut owner[j], i);
-                if old != NONE {
-                    col[old] = NONE;
-                }
-                col[i] = j;
+                take_column(&mut owner, col, i, j);
                 p[j] = price;
                 slot.1 = NONE;
             }
@@ -773,6 +765,17 @@ impl<F: AuctionFloat, C: Costs<F>> Engine<'_, F, C> {
         counts.bids += bids;
         Ok(())
     }
+}
+
+/// Row i takes column j from its owner (if any), who becomes unassigned; returns that previous owner (or
+/// `NONE`). Both bidding orders apply their winning bids through this.
+fn take_column(owner: &mut [usize], col: &mut [usize], i: usize, j: usize) -> usize {
+    let old = std::mem::replace(&mut owner[j], i);
+    if old != NONE {
+        col[old] = NONE;
+    }
+    col[i] = j;
+    old
 }
 
 /// Checks a problem's sizes, `eps_final` (returned in F) and the warm-start state's size.
