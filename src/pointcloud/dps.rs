@@ -1,0 +1,1 @@
+//! Cloud priors and posterior sampling (in progress).

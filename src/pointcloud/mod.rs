@@ -1,0 +1,16 @@
+//! Structures from sparse observations (issue 25; Möbius & Habeck 2024,
+//! `../shared/specs/point-cloud-dps.md`): a protein is the N means of a Gaussian mixture fitted to
+//! its heavy atoms, a cloud `(N, 3)` in the normalised cube [−1, 1]³. A diffusion prior over clouds
+//! (EDM) guides posterior sampling (DPS, Algorithm 1) towards clouds that fit a few projections
+//! (2D point sets with known rotations), a coarse-grained map or one subunit; every likelihood
+//! compares unordered point sets through a linear assignment at each network evaluation.
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | [`data`] | the files: ground truth `GT.npz` (clouds, the Å transform, heavy atoms) and observations `OBS.npz` |
+//! | [`energy`] | the projection, coarse-map and subunit energies and their gradients at the optimal matching |
+//! | [`dps`] | the cloud prior interface, the exact GMM prior, Algorithm 1 (DPS) and the ML baseline |
+
+pub mod data;
+pub mod dps;
+pub mod energy;
