@@ -4,7 +4,7 @@
 use cryofield::assignment::{linear_sum_assignment, AuctionParams, AuctionState};
 use cryofield::pointcloud::data::{Observations, Projection};
 use cryofield::pointcloud::dps::{
-    dps, ml, time_grid, Beta, CloudPrior, DpsConfig, GmmCloudPrior, Integrator, MlConfig,
+    dps, ml, time_grid, CloudPrior, DpsConfig, GmmCloudPrior, Integrator, MlConfig,
 };
 use cryofield::pointcloud::energy::{EnergyModel, Solver};
 use rand::rngs::StdRng;
@@ -137,13 +137,10 @@ fn energies_equal_brute_force_minima() {
         for s in solvers() {
             let mut st = vec![AuctionState::new(); 3];
             let e = em.energy(&x, &s, &mut st).unwrap();
-            for k in 0..3 {
+            for (k, (got, w)) in e.items.iter().zip(&want).enumerate() {
                 assert!(
-                    (e.items[k] - want[k]).abs() <= 1e-7 * (1.0 + want[k]),
-                    "trial {trial} {:?} item {k}: {} vs brute force {}",
-                    s,
-                    e.items[k],
-                    want[k]
+                    (got - w).abs() <= 1e-7 * (1.0 + w),
+                    "trial {trial} {s:?} item {k}: {got} vs brute force {w}"
                 );
             }
             assert!((e.total - want.iter().sum::<f64>() / 3.0).abs() < 1e-7);
