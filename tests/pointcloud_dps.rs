@@ -126,6 +126,7 @@ fn energies_equal_brute_force_minima() {
             cg: Some(truth.clone()),
             subunit: Some(su.clone()),
             n_points: n,
+            frame: None,
         };
         let em = EnergyModel::new(&obs, n, trial as u64).unwrap();
         let px = project(&x, &rot, &all);
@@ -171,6 +172,7 @@ fn energy_gradients_match_finite_differences() {
         cg: Some(cg),
         subunit: Some(su),
         n_points: n,
+        frame: None,
     };
     let em = EnergyModel::new(&obs, n, 5).unwrap();
     let e = |x: &[f64]| {
@@ -239,6 +241,7 @@ fn grid_and_counts_of_algorithm_1() {
         cg: Some(truth.clone()),
         subunit: None,
         n_points: n,
+        frame: None,
     };
     let em = EnergyModel::new(&obs, n, 0).unwrap();
     let prior = GmmCloudPrior::new(truth.clone(), n, 0.1).unwrap();
@@ -407,6 +410,7 @@ fn proj_obs(truth: &[f64], r: &mut StdRng) -> Observations {
         cg: None,
         subunit: None,
         n_points: N,
+        frame: None,
     }
 }
 
@@ -422,6 +426,7 @@ fn cg_obs(truth: &[f64], _r: &mut StdRng) -> Observations {
         cg: Some(cg),
         subunit: None,
         n_points: N,
+        frame: None,
     }
 }
 
@@ -432,6 +437,7 @@ fn su_obs(truth: &[f64], _r: &mut StdRng) -> Observations {
         cg: None,
         subunit: Some(truth[3 * 32..].to_vec()),
         n_points: N,
+        frame: None,
     }
 }
 

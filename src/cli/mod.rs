@@ -25,6 +25,7 @@ pub mod kl_kliep;
 pub mod parse_ctf;
 pub mod parse_pose;
 pub mod pathway;
+pub mod pc_reconstruct;
 pub mod pc_traversal;
 pub mod pdb2mrc;
 pub mod phantom;
@@ -105,6 +106,7 @@ pub enum Command {
     KlKliep(kl_kliep::Args),
     Isometry(isometry::Args),
     Disentangle(disentangle::Args),
+    PcReconstruct(pc_reconstruct::Args),
     Pathway(pathway::Args),
     #[command(alias = "twin_analyze")]
     TwinAnalyze(twin_analyze::Args),
@@ -155,6 +157,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::KlKliep(a) => kl_kliep::run(a),
         Command::Isometry(a) => isometry::run(a),
         Command::Disentangle(a) => disentangle::run(a),
+        Command::PcReconstruct(a) => pc_reconstruct::run(a),
         Command::Pathway(a) => pathway::run(a),
         Command::TwinAnalyze(a) => twin_analyze::run(a),
         Command::AbinitHomo(a) => abinit_homo::run(a),

@@ -169,6 +169,8 @@ pub struct Observations {
     pub subunit: Option<Vec<f64>>,
     /// N of the cloud observed
     pub n_points: usize,
+    /// `(center, scale)`: `x_Å = center + scale · x`, when known
+    pub frame: Option<([f64; 3], f64)>,
 }
 
 impl Observations {
@@ -209,6 +211,16 @@ impl Observations {
             "n_points".to_string(),
             NdArray::from_i64(vec![1], vec![self.n_points as i64])?,
         ));
+        if let Some((c, sc)) = self.frame {
+            arrays.push((
+                "center".to_string(),
+                NdArray::new(vec![3], ArrayData::F64(c.to_vec()))?,
+            ));
+            arrays.push((
+                "scale".to_string(),
+                NdArray::new(vec![1], ArrayData::F64(vec![sc]))?,
+            ));
+        }
         write_npz(path, &arrays)
     }
 
@@ -238,6 +250,8 @@ impl Observations {
         out.n_points = nv[0] as usize;
         for (name, _) in &arrays {
             let known = name == "n_points"
+                || name == "center"
+                || name == "scale"
                 || name == "cg"
                 || name == "subunit"
                 || name
@@ -316,6 +330,32 @@ impl Observations {
                 ));
             }
         }
+        match (get("center"), get("scale")) {
+            (None, None) => {}
+            (Some(c), Some(sc)) => {
+                if c.len() != 3 {
+                    return Err(field_err(path, "center", "(3,)", &c.shape));
+                }
+                if sc.len() != 1 {
+                    return Err(field_err(path, "scale", "(1,)", &sc.shape));
+                }
+                let c = finite(path, "center", c.to_f64())?;
+                let sc = finite(path, "scale", sc.to_f64())?[0];
+                if sc <= 0.0 {
+                    return Err(Error::format(
+                        path,
+                        format!("field `scale`: must be positive, got {sc}"),
+                    ));
+                }
+                out.frame = Some(([c[0], c[1], c[2]], sc));
+            }
+            _ => {
+                return Err(Error::format(
+                    path,
+                    "`center` and `scale` come together (the transform to Å)",
+                ))
+            }
+        }
         if out.items() == 0 {
             return Err(Error::format(
                 path,
@@ -357,4 +397,56 @@ fn finite(path: &Path, field: &str, v: Vec<f64>) -> Result<Vec<f64>> {
         ));
     }
     Ok(v)
+}
+
+/// Write clouds `(s, n, 3)` in Å as a pseudo-atomic PDB: one `MODEL` per cloud, each point a
+/// `CA` of residue `PSE` (chain A, numbered from 1), atomically. Coordinates must fit PDB's
+/// columns (−999.999 … 9999.999 Å) and n ≤ 9999.
+pub fn write_pseudo_pdb(path: impl AsRef<Path>, clouds: &[f64], s: usize, n: usize) -> Result<()> {
+    let path = path.as_ref();
+    if clouds.len() != s * n * 3 {
+        return Err(Error::Shape {
+            what: format!("{}: clouds", path.display()),
+            expected: format!("({s}, {n}, 3)"),
+            got: format!("{} values", clouds.len()),
+        });
+    }
+    if n > 9999 {
+        return Err(Error::invalid(format!(
+            "{}: {n} points do not fit PDB residue numbers (≤ 9999); write .npy instead",
+            path.display()
+        )));
+    }
+    if let Some(v) = clouds
+        .iter()
+        .find(|v| !(v.is_finite() && (-999.999..=9999.999).contains(*v)))
+    {
+        return Err(Error::invalid(format!(
+            "{}: coordinate {v} Å does not fit PDB's columns",
+            path.display()
+        )));
+    }
+    let mut text = String::with_capacity(s * n * 82 + 64);
+    text.push_str("REMARK   1 CRYOFIELD POINT-CLOUD RECONSTRUCTION (PSEUDO-ATOMS)\n");
+    for m in 0..s {
+        if s > 1 {
+            text.push_str(&format!("MODEL     {:>4}\n", m + 1));
+        }
+        for j in 0..n {
+            let p = &clouds[(m * n + j) * 3..(m * n + j) * 3 + 3];
+            text.push_str(&format!(
+                "ATOM  {:>5}  CA  PSE A{:>4}    {:>8.3}{:>8.3}{:>8.3}  1.00  0.00           C\n",
+                (j + 1) % 100_000,
+                j + 1,
+                p[0],
+                p[1],
+                p[2]
+            ));
+        }
+        if s > 1 {
+            text.push_str("ENDMDL\n");
+        }
+    }
+    text.push_str("END\n");
+    crate::io::atomic::write_bytes_atomic(path, text.as_bytes())
 }
