@@ -158,7 +158,12 @@ fn model_structures(path: &Path) -> Result<Vec<Structure>> {
         .collect()
 }
 
-fn npy_structures(path: &Path) -> Result<Vec<Structure>> {
+/// A cloud file `.npy` `(N, 3)` or `(S, N, 3)` (any float or integer dtype): the values as f64,
+/// S and N.
+///
+/// # Errors
+/// An unreadable file, another shape, no points or a non-finite value; the error names the file.
+pub fn read_clouds(path: &Path) -> Result<(Vec<f64>, usize, usize)> {
     let a = read_npy(path)?;
     let (s, n) = match a.shape[..] {
         [n, 3] => (1, n),
@@ -186,6 +191,11 @@ fn npy_structures(path: &Path) -> Result<Vec<Structure>> {
             format!("cloud: non-finite value at element {i}"),
         ));
     }
+    Ok((v, s, n))
+}
+
+fn npy_structures(path: &Path) -> Result<Vec<Structure>> {
+    let (v, s, n) = read_clouds(path)?;
     Ok(v.chunks_exact(3 * n)
         .enumerate()
         .map(|(i, c)| Structure {
