@@ -314,7 +314,7 @@ fn m_step(st: &Stats, xx: &[f64; 9], p: &GmmFitParams) -> (Vec<f64>, Vec<[f64; 9
 /// When `points` is not a finite `(a, 3)` array, K is 0 or more than the number of points, or a
 /// covariance becomes singular (too few distinct points for K).
 pub fn fit_gmm(points: &[f64], p: &GmmFitParams) -> Result<GmmFit> {
-    if points.len() % 3 != 0 {
+    if !points.len().is_multiple_of(3) {
         return Err(Error::Shape {
             what: "Gaussian mixture fit: points".into(),
             expected: "(A, 3)".into(),
@@ -359,8 +359,8 @@ pub fn fit_gmm(points: &[f64], p: &GmmFitParams) -> Result<GmmFit> {
     let mut st = Stats::zeros(p.k, full);
     for (x, &l) in xs.chunks_exact(3).zip(&km.labels) {
         st.nk[l] += 1.0;
-        for d in 0..3 {
-            st.sk[3 * l + d] += x[d];
+        for (s, v) in st.sk[3 * l..3 * l + 3].iter_mut().zip(x) {
+            *s += v;
         }
         if full {
             let q = &mut st.s2[6 * l..6 * l + 6];

@@ -35,7 +35,7 @@ fn d2(a: &[f64], b: &[f64]) -> f64 {
 }
 
 fn check_cloud(what: &str, x: &[f64]) -> Result<usize> {
-    if x.is_empty() || x.len() % 3 != 0 {
+    if x.is_empty() || !x.len().is_multiple_of(3) {
         return Err(Error::Shape {
             what: what.into(),
             expected: "(n, 3) with n ≥ 1".into(),
@@ -117,7 +117,7 @@ pub fn rg_scale(model: &[f64], truth: &[f64]) -> Result<(Vec<f64>, f64)> {
     check_cloud("Rg scaling: model", model)?;
     check_cloud("Rg scaling: truth", truth)?;
     let rm = radius_of_gyration(model);
-    if !(rm > 0.0) {
+    if rm.is_nan() || rm <= 0.0 {
         return Err(Error::invalid(
             "Rg scaling: the model's points coincide (Rg = 0)",
         ));
@@ -212,7 +212,7 @@ fn solve3(h: &[f64; 9], g: &[f64; 3]) -> Option<[f64; 3]> {
     let det = h[0] * (h[4] * h[8] - h[5] * h[7]) - h[1] * (h[3] * h[8] - h[5] * h[6])
         + h[2] * (h[3] * h[7] - h[4] * h[6]);
     let tr = h[0] + h[4] + h[8];
-    if !(det.abs() > 1e-12 * tr * tr * tr) {
+    if det.is_nan() || det.abs() <= 1e-12 * tr * tr * tr {
         return None;
     }
     let inv = [
@@ -300,7 +300,7 @@ pub fn align_kernel_correlation(
                     *x += y;
                 }
             }
-            if !(g[0] > 0.0) {
+            if g[0] <= 0.0 || g[0].is_nan() {
                 break; // no pair within reach of the kernel: nothing pulls
             }
             let delta = [g[1] / g[0], g[2] / g[0], g[3] / g[0]];
@@ -442,8 +442,8 @@ pub fn chamfer_matrix(a: &[f64], n: usize, b: &[f64], m: usize) -> Result<Vec<f6
         || m == 0
         || a.is_empty()
         || b.is_empty()
-        || a.len() % (3 * n) != 0
-        || b.len() % (3 * m) != 0
+        || !a.len().is_multiple_of(3 * n)
+        || !b.len().is_multiple_of(3 * m)
     {
         return Err(Error::Shape {
             what: "Chamfer matrix: cloud sets".into(),
