@@ -1,8 +1,9 @@
 //! `pc-prepare`: ground-truth point clouds (`GT.npz`) from atomic models (issue 25, spec §1, A14,
 //! A16). Each structure's heavy atoms (no H/D, no water, first alternate location) are fitted by a
-//! Gaussian mixture with `-n` components and one shared covariance (sklearn's `tied`: k-means++
-//! init, 100 EM iterations at most, tol 1e-3, reg 1e-6 Å²); the means, centred on their centroid
-//! and divided by their max |coordinate|, are the cloud (`x_Å = center + scale · x`).
+//! Gaussian mixture with `-n` components and one shared covariance (sklearn's `tied`; `--cov full`
+//! for one per component; k-means++ init, 100 EM iterations at most, tol 1e-3, reg 1e-6 Å²); the
+//! means, centred on their centroid and divided by their max |coordinate|, are the cloud
+//! (`x_Å = center + scale · x`).
 //!
 //! Input: a PDB or mmCIF file (every model of a multi-model file is a structure), a folder of
 //! them (sorted by name), or a `.npy` cloud `(N, 3)` / `(S, N, 3)` in Å, normalised directly
@@ -17,6 +18,7 @@ use anyhow::bail;
 
 use crate::cli::progress::bar;
 use crate::pointcloud::data::GroundTruth;
+use crate::pointcloud::gmm_fit::Covariance;
 use crate::pointcloud::prepare::{load_structures, prepare_structure};
 
 /// Ground-truth clouds from atomic models.
@@ -31,6 +33,9 @@ pub struct Args {
     /// Points per cloud: GMM components (default 1024; a .npy cloud keeps its N unless given)
     #[arg(short = 'n')]
     pub n: Option<usize>,
+    /// Covariance structure of the mixture (the paper: tied)
+    #[arg(long, value_enum, default_value = "tied")]
+    pub cov: Covariance,
     /// Seed of the k-means++ initialisation (structure i uses seed + i)
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -62,7 +67,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let mut n_atoms = Vec::with_capacity(s);
     for (i, st) in structures.iter().enumerate() {
-        let (cloud, center, scale) = prepare_structure(st, n, a.seed.wrapping_add(i as u64))?;
+        let (cloud, center, scale) =
+            prepare_structure(st, n, a.cov, a.seed.wrapping_add(i as u64))?;
         gt.clouds.extend(cloud);
         gt.center.extend(center);
         gt.scale.push(scale);

@@ -27,7 +27,7 @@ use crate::analysis::kmeans::kmeans;
 use crate::{Error, Result};
 
 /// Covariance structure of the mixture.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Covariance {
     /// one 3×3 covariance shared by every component (sklearn `tied`)
     Tied,

@@ -2,8 +2,9 @@
 //! Gaussian mixture (spec §1, A14) → centred and scaled into [−1, 1]³ (A16).
 //!
 //! - **Heavy atoms**: no hydrogen or deuterium (element H/D/T), no water (`HOH`, `WAT`, `DOD`,
-//!   `H2O`), and of alternate locations only the blank one and, per residue (chain, number, name),
-//!   the first indicator that residue shows. `read_model` keeps every atom; the filter is here.
+//!   `H2O`), and of alternate locations only the blank one and, per residue position (chain,
+//!   number; so also for microheterogeneity), the first indicator that position shows.
+//!   `read_model` keeps every atom; the filter is here.
 //! - **Normalisation**: centre = centroid of the means, scale = max |coordinate − centre| over the
 //!   three axes, so the cloud has centroid 0 and max |x| = 1 exactly; `x_Å = center + scale · x`.
 //! - **Inputs**: one model file (PDB or mmCIF), a multi-model file (every model a structure), a
@@ -24,14 +25,14 @@ pub const WATERS: [&str; 4] = ["HOH", "WAT", "DOD", "H2O"];
 
 /// Heavy-atom coordinates `(a, 3)` in Å of one model: no H/D, no water, first alternate location.
 pub fn heavy_atoms(atoms: &[Atom]) -> Vec<f64> {
-    let mut first_alt: HashMap<(&str, Option<i64>, &str), &str> = HashMap::new();
+    let mut first_alt: HashMap<(&str, Option<i64>), &str> = HashMap::new();
     let mut out = Vec::with_capacity(3 * atoms.len());
     for a in atoms {
         if atomic_number(&a.element) == Some(1) || WATERS.contains(&a.res_name.as_str()) {
             continue;
         }
         if !a.alt_loc.is_empty() {
-            let key = (a.chain.as_str(), a.res_seq, a.res_name.as_str());
+            let key = (a.chain.as_str(), a.res_seq);
             if *first_alt.entry(key).or_insert(a.alt_loc.as_str()) != a.alt_loc {
                 continue;
             }
@@ -212,12 +213,17 @@ fn npy_structures(path: &Path) -> Result<Vec<Structure>> {
 }
 
 /// The normalised cloud `(n, 3)`, centre (Å) and scale (Å per unit) of one structure: the `n`
-/// means of a tied GMM (sklearn defaults, k-means++ seeded by `seed`) of its points, or, for a
-/// `.npy` cloud with `n` points already, the cloud itself.
+/// means of a GMM (covariance `cov`, tied in the paper; sklearn defaults, k-means++ seeded by
+/// `seed`) of its points, or, for a `.npy` cloud with `n` points already, the cloud itself.
 ///
 /// # Errors
 /// When the structure has fewer points than `n` (named by its label and file), or the fit fails.
-pub fn prepare_structure(st: &Structure, n: usize, seed: u64) -> Result<(Vec<f64>, [f64; 3], f64)> {
+pub fn prepare_structure(
+    st: &Structure,
+    n: usize,
+    cov: Covariance,
+    seed: u64,
+) -> Result<(Vec<f64>, [f64; 3], f64)> {
     let a = st.points.len() / 3;
     if !st.atomic && a == n {
         return normalise(&st.points);
@@ -232,7 +238,7 @@ pub fn prepare_structure(st: &Structure, n: usize, seed: u64) -> Result<(Vec<f64
             ),
         ));
     }
-    let fit = fit_gmm(&st.points, &GmmFitParams::new(n, Covariance::Tied, seed))
+    let fit = fit_gmm(&st.points, &GmmFitParams::new(n, cov, seed))
         .map_err(|e| Error::format(&st.path, format!("{}: {e}", st.label)))?;
     normalise(&fit.means)
 }
