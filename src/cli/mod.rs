@@ -25,6 +25,10 @@ pub mod kl_kliep;
 pub mod parse_ctf;
 pub mod parse_pose;
 pub mod pathway;
+pub mod pc_eval;
+pub mod pc_gen_metrics;
+pub mod pc_observe;
+pub mod pc_prepare;
 pub mod pc_reconstruct;
 pub mod pc_traversal;
 pub mod pdb2mrc;
@@ -120,6 +124,10 @@ pub enum Command {
     FilterMrcs(filter::MrcsArgs),
     #[command(alias = "filter_star")]
     FilterStar(filter::StarArgs),
+    PcPrepare(pc_prepare::Args),
+    PcObserve(pc_observe::Args),
+    PcEval(pc_eval::Args),
+    PcGenMetrics(pc_gen_metrics::Args),
 }
 
 /// Run a parsed command line.
@@ -165,5 +173,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::BackprojectVoxel(a) => backproject_voxel::run(a),
         Command::FilterMrcs(a) => filter::run_mrcs(a),
         Command::FilterStar(a) => filter::run_star(a),
+        Command::PcPrepare(a) => pc_prepare::run(a),
+        Command::PcObserve(a) => pc_observe::run(a),
+        Command::PcEval(a) => pc_eval::run(a),
+        Command::PcGenMetrics(a) => pc_gen_metrics::run(a),
     }
 }

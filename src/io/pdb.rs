@@ -1,8 +1,9 @@
 //! Atomic models: PDB `ATOM`/`HETATM` records (fixed columns) and mmCIF `_atom_site` tables.
 //!
 //! Only what a density map needs is kept: atom and residue names, chain, element, Cartesian
-//! coordinates (Å), occupancy and B-factor. Only the first model of a multi-model file is read
-//! (PDB `MODEL`/`ENDMDL`, mmCIF `pdbx_PDB_model_num`). Malformed coordinates are an
+//! coordinates (Å), occupancy, B-factor and alternate location. [`read_model`] reads the first model
+//! of a multi-model file (PDB `MODEL`/`ENDMDL`, mmCIF `pdbx_PDB_model_num`), [`read_models`] every
+//! model (an ensemble, as `pc-prepare` reads it). Malformed coordinates are an
 //! [`Error::Format`] naming the file and the line; no input makes the parsers panic.
 
 use crate::error::{Error, IoContext, Result};
@@ -27,6 +28,8 @@ pub struct Atom {
     pub occupancy: f64,
     /// isotropic B-factor (Å²; 0 when not given)
     pub b_factor: f64,
+    /// alternate location indicator (PDB column 17, mmCIF `label_alt_id`); empty when not given
+    pub alt_loc: String,
     /// a `HETATM` record (PDB) or `group_PDB = HETATM` (mmCIF)
     pub hetatm: bool,
     /// 1-based line of the file the atom was read from
@@ -76,8 +79,39 @@ fn normalize_element(s: &str) -> String {
 /// PDB otherwise.
 pub fn read_model(path: impl AsRef<Path>) -> Result<Vec<Atom>> {
     let path = path.as_ref();
+    let (text, cif) = read_text(path)?;
+    let atoms = if cif {
+        parse_mmcif(&text, path)?
+    } else {
+        parse_pdb(&text, path)?
+    };
+    if atoms.is_empty() {
+        return Err(Error::format(path, "no atoms found"));
+    }
+    Ok(atoms)
+}
+
+/// Read every model of a file (PDB `MODEL`/`ENDMDL` blocks, mmCIF `pdbx_PDB_model_num` values, in
+/// file order); a file without model records is one model. Same format detection as
+/// [`read_model`]; a file without atoms, or a model without atoms, is an error naming the file.
+pub fn read_models(path: impl AsRef<Path>) -> Result<Vec<Vec<Atom>>> {
+    let path = path.as_ref();
+    let (text, cif) = read_text(path)?;
+    let models = if cif {
+        parse_mmcif_models(&text, path)?
+    } else {
+        parse_pdb_models(&text, path)?
+    };
+    if models.is_empty() {
+        return Err(Error::format(path, "no atoms found"));
+    }
+    Ok(models)
+}
+
+/// The file's text and whether it is mmCIF (by extension, else by a leading `data_`).
+fn read_text(path: &Path) -> Result<(String, bool)> {
     let bytes = std::fs::read(path).at(path)?;
-    let text = String::from_utf8_lossy(&bytes);
+    let text = String::from_utf8_lossy(&bytes).into_owned();
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -87,15 +121,8 @@ pub fn read_model(path: impl AsRef<Path>) -> Result<Vec<Atom>> {
         .lines()
         .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
         .is_some_and(|l| l.trim_start().starts_with("data_"));
-    let atoms = if ext == "cif" || ext == "mmcif" || (ext != "pdb" && ext != "ent" && looks_cif) {
-        parse_mmcif(&text, path)?
-    } else {
-        parse_pdb(&text, path)?
-    };
-    if atoms.is_empty() {
-        return Err(Error::format(path, "no atoms found"));
-    }
-    Ok(atoms)
+    let cif = ext == "cif" || ext == "mmcif" || (ext != "pdb" && ext != "ent" && looks_cif);
+    Ok((text, cif))
 }
 
 /// Columns `a..b` (0-based, half-open) of a line, or `None` when the line is shorter than `b`
@@ -112,69 +139,99 @@ fn cols(line: &str, a: usize, b: usize) -> Option<&str> {
 pub fn parse_pdb(text: &str, path: &Path) -> Result<Vec<Atom>> {
     let mut atoms = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let lineno = i + 1;
         if line.starts_with("ENDMDL") {
             break;
         }
-        let hetatm = line.starts_with("HETATM");
-        if !(line.starts_with("ATOM") || hetatm) {
-            continue;
+        if let Some(a) = pdb_atom(line, i + 1, path)? {
+            atoms.push(a);
         }
-        let err = |msg: String| Error::format(path, format!("line {lineno}: {msg}"));
-        if !line.is_ascii() {
-            return Err(err("ATOM/HETATM record holds non-ASCII characters".into()));
-        }
-        if line.len() < 54 {
-            return Err(err(format!(
-                "ATOM/HETATM record is {} characters long; coordinates need columns 31–54",
-                line.len()
-            )));
-        }
-        let mut pos = [0.0f64; 3];
-        for (k, axis) in ["x", "y", "z"].iter().enumerate() {
-            let field = &line[30 + 8 * k..38 + 8 * k];
-            pos[k] = parse_finite(field).ok_or_else(|| {
-                err(format!(
-                    "coordinate {axis} (columns {}–{}) `{}` is not a finite number",
-                    31 + 8 * k,
-                    38 + 8 * k,
-                    field.trim()
-                ))
-            })?;
-        }
-        let occupancy = match cols(line, 54, 60).map(str::trim) {
-            None | Some("") => 1.0,
-            Some(s) => parse_finite(s)
-                .ok_or_else(|| err(format!("occupancy (columns 55–60) `{s}` is not a number")))?,
-        };
-        let b_factor = match cols(line, 60, 66).map(str::trim) {
-            None | Some("") => 0.0,
-            Some(s) => parse_finite(s)
-                .ok_or_else(|| err(format!("B-factor (columns 61–66) `{s}` is not a number")))?,
-        };
-        let raw_name = &line[12..16];
-        let name = raw_name.trim().to_string();
-        let element = match cols(line, 76, 78).map(|s| {
-            s.trim()
-                .trim_matches(|c: char| c.is_ascii_digit() || c == '+' || c == '-')
-        }) {
-            Some(e) if !e.is_empty() => normalize_element(e),
-            _ => infer_element(raw_name, hetatm),
-        };
-        atoms.push(Atom {
-            name,
-            res_name: line[17..20].trim().to_string(),
-            chain: line[21..22].trim().to_string(),
-            res_seq: line[22..26].trim().parse().ok(),
-            element,
-            pos,
-            occupancy,
-            b_factor,
-            hetatm,
-            line: lineno,
-        });
     }
     Ok(atoms)
+}
+
+/// Parse every model of PDB text: a `MODEL` record or the end of an `ENDMDL` block starts a new
+/// model; text without them is one model. Models without atoms are skipped. Columns as
+/// [`parse_pdb`].
+pub fn parse_pdb_models(text: &str, path: &Path) -> Result<Vec<Vec<Atom>>> {
+    let mut models = Vec::new();
+    let mut cur = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.starts_with("ENDMDL") || line.starts_with("MODEL") {
+            if !cur.is_empty() {
+                models.push(std::mem::take(&mut cur));
+            }
+            continue;
+        }
+        if let Some(a) = pdb_atom(line, i + 1, path)? {
+            cur.push(a);
+        }
+    }
+    if !cur.is_empty() {
+        models.push(cur);
+    }
+    Ok(models)
+}
+
+/// One `ATOM`/`HETATM` record (`None` for other records); `lineno` is 1-based.
+fn pdb_atom(line: &str, lineno: usize, path: &Path) -> Result<Option<Atom>> {
+    let hetatm = line.starts_with("HETATM");
+    if !(line.starts_with("ATOM") || hetatm) {
+        return Ok(None);
+    }
+    let err = |msg: String| Error::format(path, format!("line {lineno}: {msg}"));
+    if !line.is_ascii() {
+        return Err(err("ATOM/HETATM record holds non-ASCII characters".into()));
+    }
+    if line.len() < 54 {
+        return Err(err(format!(
+            "ATOM/HETATM record is {} characters long; coordinates need columns 31–54",
+            line.len()
+        )));
+    }
+    let mut pos = [0.0f64; 3];
+    for (k, axis) in ["x", "y", "z"].iter().enumerate() {
+        let field = &line[30 + 8 * k..38 + 8 * k];
+        pos[k] = parse_finite(field).ok_or_else(|| {
+            err(format!(
+                "coordinate {axis} (columns {}–{}) `{}` is not a finite number",
+                31 + 8 * k,
+                38 + 8 * k,
+                field.trim()
+            ))
+        })?;
+    }
+    let occupancy = match cols(line, 54, 60).map(str::trim) {
+        None | Some("") => 1.0,
+        Some(s) => parse_finite(s)
+            .ok_or_else(|| err(format!("occupancy (columns 55–60) `{s}` is not a number")))?,
+    };
+    let b_factor = match cols(line, 60, 66).map(str::trim) {
+        None | Some("") => 0.0,
+        Some(s) => parse_finite(s)
+            .ok_or_else(|| err(format!("B-factor (columns 61–66) `{s}` is not a number")))?,
+    };
+    let raw_name = &line[12..16];
+    let name = raw_name.trim().to_string();
+    let element = match cols(line, 76, 78).map(|s| {
+        s.trim()
+            .trim_matches(|c: char| c.is_ascii_digit() || c == '+' || c == '-')
+    }) {
+        Some(e) if !e.is_empty() => normalize_element(e),
+        _ => infer_element(raw_name, hetatm),
+    };
+    Ok(Some(Atom {
+        name,
+        res_name: line[17..20].trim().to_string(),
+        chain: line[21..22].trim().to_string(),
+        res_seq: line[22..26].trim().parse().ok(),
+        element,
+        pos,
+        occupancy,
+        b_factor,
+        alt_loc: line[16..17].trim().to_string(),
+        hetatm,
+        line: lineno,
+    }))
 }
 
 /// The element of a PDB atom name (columns 13–16): names whose first column is blank or a digit
@@ -347,6 +404,21 @@ fn atom_site_table(tokens: &[Token]) -> (Vec<String>, Vec<Vec<Token>>) {
 /// Coordinates from `Cartn_x/y/z`; element from `type_symbol` (else inferred from the atom name);
 /// names from the `label_*` columns, falling back to `auth_*`. `.` and `?` are missing values.
 pub fn parse_mmcif(text: &str, path: &Path) -> Result<Vec<Atom>> {
+    Ok(mmcif_models(text, path, true)?
+        .into_iter()
+        .next()
+        .unwrap_or_default())
+}
+
+/// Parse every model of an mmCIF `_atom_site` table, grouped by `pdbx_PDB_model_num` in order of
+/// first appearance (one model when the column is absent). Columns as [`parse_mmcif`].
+pub fn parse_mmcif_models(text: &str, path: &Path) -> Result<Vec<Vec<Atom>>> {
+    mmcif_models(text, path, false)
+}
+
+/// The models of an `_atom_site` table; with `first_only`, rows of later models are skipped
+/// unparsed.
+fn mmcif_models(text: &str, path: &Path, first_only: bool) -> Result<Vec<Vec<Atom>>> {
     let tokens = cif_tokens(text);
     let (names, rows) = atom_site_table(&tokens);
     if names.is_empty() {
@@ -371,8 +443,9 @@ pub fn parse_mmcif(text: &str, path: &Path) -> Result<Vec<Atom>> {
     let c_occ = col("occupancy");
     let c_b = col("B_iso_or_equiv");
     let c_model = col("pdbx_PDB_model_num");
-    let mut first_model: Option<String> = None;
-    let mut atoms = Vec::with_capacity(rows.len());
+    let c_alt = col("label_alt_id");
+    let mut model_ids: Vec<String> = Vec::new();
+    let mut models: Vec<Vec<Atom>> = Vec::new();
     for row in &rows {
         let line = row.first().map_or(0, |t| t.line);
         let err = |msg: String| Error::format(path, format!("line {line}: {msg}"));
@@ -388,13 +461,21 @@ pub fn parse_mmcif(text: &str, path: &Path) -> Result<Vec<Atom>> {
                 .filter(|t| t.quoted || (t.text != "." && t.text != "?"))
                 .map(|t| t.text.as_str())
         };
-        if let Some(m) = val(c_model) {
-            match &first_model {
-                None => first_model = Some(m.to_string()),
-                Some(f) if f != m => continue,
-                Some(_) => {}
+        // a row without a model number belongs to the model being read
+        let known = match val(c_model) {
+            None if !models.is_empty() => Some(models.len() - 1),
+            None => None,
+            Some(m) => model_ids.iter().position(|f| f == m),
+        };
+        let slot = match known {
+            Some(k) => k,
+            None if first_only && !models.is_empty() => continue,
+            None => {
+                model_ids.push(val(c_model).unwrap_or("").to_string());
+                models.push(Vec::new());
+                models.len() - 1
             }
-        }
+        };
         let mut pos = [0.0; 3];
         for (k, (c, axis)) in [(cx, "Cartn_x"), (cy, "Cartn_y"), (cz, "Cartn_z")]
             .into_iter()
@@ -441,7 +522,7 @@ pub fn parse_mmcif(text: &str, path: &Path) -> Result<Vec<Atom>> {
                 }
             }
         };
-        atoms.push(Atom {
+        models[slot].push(Atom {
             name,
             res_name: val(c_res).unwrap_or("").to_string(),
             chain: val(c_chain).unwrap_or("").to_string(),
@@ -450,11 +531,12 @@ pub fn parse_mmcif(text: &str, path: &Path) -> Result<Vec<Atom>> {
             pos,
             occupancy: num(c_occ, "occupancy", 1.0)?,
             b_factor: num(c_b, "B_iso_or_equiv", 0.0)?,
+            alt_loc: val(c_alt).unwrap_or("").to_string(),
             hetatm,
             line,
         });
     }
-    Ok(atoms)
+    Ok(models)
 }
 
 #[cfg(test)]
@@ -571,6 +653,35 @@ _other.x
             .unwrap_err()
             .to_string();
         assert!(e.contains("no `_atom_site`"), "{e}");
+    }
+
+    #[test]
+    fn all_models_and_alt_loc() {
+        let m = parse_pdb_models(PDB, Path::new("t.pdb")).unwrap();
+        assert_eq!(m.iter().map(Vec::len).collect::<Vec<_>>(), vec![5, 1]);
+        let t = "MODEL        1\n\
+ATOM      1  CA AALA A   1       1.000   2.000   3.000  0.50  0.00           C\n\
+ATOM      2  CA BALA A   1       1.100   2.000   3.000  0.50  0.00           C\n\
+ENDMDL\nMODEL        2\n\
+ATOM      1  CA  ALA A   1       4.000   5.000   6.000  1.00  0.00           C\n\
+ENDMDL\n";
+        let m = parse_pdb_models(t, Path::new("m.pdb")).unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0][0].alt_loc, "A");
+        assert_eq!(m[0][1].alt_loc, "B");
+        assert_eq!(m[1][0].alt_loc, "");
+        assert_eq!(m[1][0].pos, [4.0, 5.0, 6.0]);
+        assert_eq!(parse_pdb(t, Path::new("m.pdb")).unwrap().len(), 2);
+        let c = parse_mmcif_models(CIF, Path::new("t.cif")).unwrap();
+        assert_eq!(c.iter().map(Vec::len).collect::<Vec<_>>(), vec![4, 1]);
+        assert_eq!(c[1][0].pos, [0.0, 0.0, 0.0]);
+        // a bad coordinate in a later model is an error for the all-models reader only
+        let bad = CIF.replace("ALA A 1 0 0 0 1 0 2", "ALA A 1 0 x 0 1 0 2");
+        assert_eq!(parse_mmcif(&bad, Path::new("b.cif")).unwrap().len(), 4);
+        let e = parse_mmcif_models(&bad, Path::new("b.cif"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("b.cif") && e.contains("Cartn_y"), "{e}");
     }
 
     #[test]

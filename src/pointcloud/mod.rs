@@ -10,7 +10,15 @@
 //! | [`data`] | the files: ground truth `GT.npz` (clouds, the Å transform, heavy atoms) and observations `OBS.npz` |
 //! | [`energy`] | the projection, coarse-map and subunit energies and their gradients at the optimal matching |
 //! | [`dps`] | the cloud prior interface, the exact GMM prior, Algorithm 1 (DPS) and the ML baseline |
+//! | [`gmm_fit`] | EM for 3D Gaussian mixtures (tied or full covariance, sklearn's defaults): the ground-truth means and the coarse-grained map |
+//! | [`prepare`] | ground truth from atomic models or `.npy` clouds: heavy atoms, GMM means, normalisation (`pc-prepare`) |
+//! | [`observe`] | synthetic observations: projections, coarse-grained map, subunit (`pc-observe`) |
+//! | [`metrics`] | CD, EMD, Rg, kernel-correlation alignment, protein RMSDs, 1-NNA / COV / MMD (`pc-eval`, `pc-gen-metrics`) |
 
 pub mod data;
 pub mod dps;
 pub mod energy;
+pub mod gmm_fit;
+pub mod metrics;
+pub mod observe;
+pub mod prepare;
