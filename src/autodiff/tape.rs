@@ -20,7 +20,7 @@ pub struct Var(pub usize);
 /// What a node keeps for its backward rule besides its inputs and output.
 pub(crate) enum Saved<B: Backend> {
     None,
-    /// Layer norm: mean (n), rstd (n).
+    /// Layer norm: mean (n), rstd (n); attention: row log-sum-exps (batch·heads·t).
     Bufs(Vec<B::Buf>),
     /// The fused MLP's activations.
     Mlp(MlpSaved<B>),
@@ -490,6 +490,30 @@ impl<'p, B: Backend> Tape<'p, B> {
         self.be.softmax(self.value(x), d, &mut y)?;
         let shape = self.shape(x).to_vec();
         Ok(self.push(Op::Softmax { x }, shape, y, Saved::None))
+    }
+
+    /// Multi-head self-attention over `batch` sequences ([`Backend::attention`]): qkv
+    /// (batch·t, 3·W) with rows grouped by sequence and W = heads·d_h → (batch·t, W).
+    pub fn attention(&mut self, qkv: Var, batch: usize, heads: usize) -> Result<Var> {
+        let (n, c) = mat(self.shape(qkv));
+        if batch == 0 || heads == 0 || !n.is_multiple_of(batch) || n == 0 || !c.is_multiple_of(3 * heads) || c == 0 {
+            return Err(shape_err(
+                "attention: qkv",
+                format!("(batch·t, 3·heads·d_h) with batch {batch}, heads {heads}"),
+                self.shape(qkv),
+            ));
+        }
+        let w = c / 3;
+        let mut y = self.out(n * w)?;
+        let mut lse = self.out(n * heads)?;
+        self.be
+            .attention(self.value(qkv), batch, heads, &mut y, &mut lse)?;
+        Ok(self.push(
+            Op::Attention { qkv, batch, heads },
+            vec![n, w],
+            y,
+            Saved::Bufs(vec![lse]),
+        ))
     }
 
     /// mean((a − b)²) → (1).
