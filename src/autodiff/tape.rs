@@ -43,6 +43,8 @@ pub struct Tape<'p, B: Backend> {
     pub(crate) params: &'p ParamStore<B>,
     pub(crate) nodes: Vec<Node<B>>,
     grad_enabled: bool,
+    /// Whether parameters take gradients (false: only inputs do, e.g. a VJP in the data).
+    param_grads: bool,
     param_vars: HashMap<ParamId, Var>,
 }
 
@@ -100,8 +102,17 @@ impl<'p, B: Backend> Tape<'p, B> {
             params,
             nodes: Vec::new(),
             grad_enabled: true,
+            param_grads: true,
             param_vars: HashMap::new(),
         }
+    }
+
+    /// A tape that records for backward with respect to its inputs only: parameters take no
+    /// gradient (vector–Jacobian products in the data skip every dW, db product).
+    pub fn frozen_params(be: &B, params: &'p ParamStore<B>) -> Self {
+        let mut t = Self::new(be, params);
+        t.param_grads = false;
+        t
     }
 
     /// A tape for inference: nothing needs a gradient, the fused MLP saves no activations.
@@ -190,7 +201,7 @@ impl<'p, B: Backend> Tape<'p, B> {
             shape: self.params.get(id).shape.clone(),
             value: None,
             saved: Saved::None,
-            needs_grad: self.grad_enabled,
+            needs_grad: self.grad_enabled && self.param_grads,
         });
         let v = Var(self.nodes.len() - 1);
         self.param_vars.insert(id, v);

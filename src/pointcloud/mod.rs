@@ -10,7 +10,11 @@
 //! | [`data`] | the files: ground truth `GT.npz` (clouds, the Å transform, heavy atoms) and observations `OBS.npz` |
 //! | [`energy`] | the projection, coarse-map and subunit energies and their gradients at the optimal matching |
 //! | [`dps`] | the cloud prior interface, the exact GMM prior, Algorithm 1 (DPS) and the ML baseline |
+//! | [`transformer`] | the denoiser F_θ: Point-E's point transformer with EDM preconditioning (σ_data 0.5), safetensors + `config.json` |
+//! | [`train`] | `pc-train`'s EDM training (two-phase log-normal t, rotation augmentation, exact resume) and the unconditional sampler of `pc-sample` |
 
 pub mod data;
 pub mod dps;
 pub mod energy;
+pub mod train;
+pub mod transformer;

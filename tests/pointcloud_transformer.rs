@@ -1,0 +1,333 @@
+//! The point transformer (issue 25, spec §7 check 6): the attention op against a loop reference
+//! and f64 central differences; the tiny network (width 32, 2 layers, 4 heads, N = 16, f64 CPU)
+//! — VJP of E(D_θ(x, t)) in x and parameter gradients against central differences,
+//! permutation equivariance, save/load round trip; the training loop's exact resume.
+
+use cryofield::autodiff::{ParamId, Tape, Tensor};
+use cryofield::backend::cpu::{attention, CpuBackend};
+use cryofield::backend::Backend;
+use cryofield::pointcloud::dps::CloudPrior;
+use cryofield::pointcloud::transformer::{PointTransformer, TransformerConfig};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+
+type B64 = CpuBackend<f64>;
+
+fn normals(rng: &mut StdRng, n: usize, s: f64) -> Vec<f64> {
+    (0..n)
+        .map(|_| { let z: f64 = StandardNormal.sample(&mut *rng); s * z })
+        .collect()
+}
+
+/// Relative error max|a − b| / max(max|b|, floor).
+fn rel(a: &[f64], b: &[f64], floor: f64) -> f64 {
+    let num = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    let den = b.iter().map(|y| y.abs()).fold(floor, f64::max);
+    num / den
+}
+
+/// Attention forward through the tape: y and Σ y ⊙ r.
+fn attn_loss(be: &B64, qkv: &[f64], rows: usize, batch: usize, heads: usize, r: &[f64]) -> f64 {
+    let store = cryofield::autodiff::ParamStore::new();
+    let mut t = Tape::inference(be, &store);
+    let x = t.constant(Tensor::from_slice(be, qkv, &[rows, qkv.len() / rows]).unwrap());
+    let y = t.attention(x, batch, heads).unwrap();
+    let y = t.to_vec(y).unwrap();
+    y.iter().zip(r).map(|(a, b)| a * b).sum()
+}
+
+#[test]
+fn attention_matches_reference_and_finite_differences() {
+    let be = B64::new();
+    let mut rng = StdRng::seed_from_u64(1);
+    let (batch, heads, t, dh) = (2, 3, 5, 4);
+    let (rows, w) = (batch * t, heads * dh);
+    let qkv = normals(&mut rng, rows * 3 * w, 1.0);
+    // forward vs the loop reference
+    let store = cryofield::autodiff::ParamStore::new();
+    let mut tape = Tape::new(&be, &store);
+    let x = tape.input(Tensor::from_slice(&be, &qkv, &[rows, 3 * w]).unwrap());
+    let y = tape.attention(x, batch, heads).unwrap();
+    let yv = tape.to_vec(y).unwrap();
+    let want = attention::reference(&qkv, batch, heads, t);
+    assert!(rel(&yv, &want, 1e-12) < 1e-13, "forward vs reference");
+    // backward of Σ y ⊙ r vs central differences
+    let r = normals(&mut rng, rows * w, 1.0);
+    let rc = tape.constant(Tensor::from_slice(&be, &r, &[rows, w]).unwrap());
+    let p = tape.mul(y, rc).unwrap();
+    let l = tape.sum_all(p, 1.0).unwrap();
+    let g = tape.backward(l).unwrap();
+    let g = be.to_vec(g.get(x).unwrap()).unwrap();
+    let h = 1e-6;
+    let fd: Vec<f64> = (0..qkv.len())
+        .map(|i| {
+            let mut a = qkv.clone();
+            a[i] += h;
+            let lp = attn_loss(&be, &a, rows, batch, heads, &r);
+            a[i] -= 2.0 * h;
+            let lm = attn_loss(&be, &a, rows, batch, heads, &r);
+            (lp - lm) / (2.0 * h)
+        })
+        .collect();
+    let e = rel(&g, &fd, 1e-3);
+    assert!(e < 1e-7, "attention gradient rel. error {e:.3e}");
+}
+
+#[test]
+fn attention_rejects_bad_shapes() {
+    let be = B64::new();
+    let store = cryofield::autodiff::ParamStore::new();
+    let mut t = Tape::inference(&be, &store);
+    let x = t.constant(Tensor::zeros(&be, &[6, 12]).unwrap());
+    assert!(t.attention(x, 4, 2).is_err(), "6 rows in 4 sequences");
+    assert!(t.attention(x, 2, 5).is_err(), "12 columns for 5 heads");
+    assert!(t.attention(x, 2, 2).is_ok());
+}
+
+fn tiny_cfg() -> TransformerConfig {
+    TransformerConfig {
+        width: 32,
+        layers: 2,
+        heads: 4,
+        n_points: 16,
+        ..Default::default()
+    }
+}
+
+/// The tiny network with every parameter perturbed (output_proj is zero-initialised, and
+/// γ = 1, β = 0 would hide errors in the layer-norm gradients).
+fn tiny_model(seed: u64) -> PointTransformer<B64> {
+    let be = B64::new();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut m = PointTransformer::new(&be, tiny_cfg(), &mut rng).unwrap();
+    for i in 0..m.store.len() {
+        let shape = m.store.tensors[i].shape.clone();
+        let mut v = be.to_vec(&m.store.tensors[i].buf).unwrap();
+        let s = if m.store.names[i].starts_with("output_proj") {
+            0.3
+        } else {
+            0.1
+        };
+        for x in v.iter_mut() {
+            let z: f64 = StandardNormal.sample(&mut rng);
+            *x += s * z;
+        }
+        *m.store.get_mut(ParamId(i)) = Tensor::from_slice(&be, &v, &shape).unwrap();
+    }
+    m
+}
+
+#[test]
+fn vjp_of_energy_matches_finite_differences() {
+    let m = tiny_model(2);
+    let mut rng = StdRng::seed_from_u64(3);
+    let b = 2;
+    let x = normals(&mut rng, b * 16 * 3, 0.8);
+    let y = normals(&mut rng, b * 16 * 3, 0.5);
+    let t = [0.3, 1.7];
+    // E(D) = Σ (D − y)², v = ∂E/∂D = 2(D − y)
+    let energy = |x: &[f64]| -> f64 {
+        let d = m.denoise(x, &t).unwrap();
+        d.iter().zip(&y).map(|(a, b)| (a - b).powi(2)).sum()
+    };
+    let (d, g) = m
+        .denoise_vjp(&x, &t, &mut |d: &[f64]| {
+            Ok(d.iter().zip(&y).map(|(a, b)| 2.0 * (a - b)).collect())
+        })
+        .unwrap();
+    assert_eq!(d, m.denoise(&x, &t).unwrap(), "denoise_vjp's D is denoise's");
+    let h = 1e-5;
+    let fd: Vec<f64> = (0..x.len())
+        .map(|i| {
+            let mut a = x.clone();
+            a[i] += h;
+            let ep = energy(&a);
+            a[i] -= 2.0 * h;
+            (ep - energy(&a)) / (2.0 * h)
+        })
+        .collect();
+    let e = rel(&g, &fd, 1e-3);
+    assert!(e < 1e-6, "VJP rel. error {e:.3e}");
+    // the network part matters: the VJP is not the skip connection's alone
+    let skip: Vec<f64> = (0..x.len())
+        .map(|i| {
+            let c = tiny_cfg().precond(t[i / 48]);
+            2.0 * (d[i] - y[i]) * c[0]
+        })
+        .collect();
+    assert!(rel(&g, &skip, 1e-3) > 1e-2, "VJP equals the c_skip term alone");
+}
+
+#[test]
+fn permutation_equivariant() {
+    let m = tiny_model(4);
+    let mut rng = StdRng::seed_from_u64(5);
+    let x = normals(&mut rng, 2 * 16 * 3, 1.0);
+    let t = [0.05, 9.0];
+    let d = m.denoise(&x, &t).unwrap();
+    // a random permutation per cloud
+    let mut px = x.clone();
+    let mut perms = Vec::new();
+    for c in 0..2 {
+        let mut p: Vec<usize> = (0..16).collect();
+        for i in (1..16).rev() {
+            p.swap(i, rng.random_range(0..=i));
+        }
+        for (i, &j) in p.iter().enumerate() {
+            px[(c * 16 + i) * 3..][..3].copy_from_slice(&x[(c * 16 + j) * 3..][..3]);
+        }
+        perms.push(p);
+    }
+    let dp = m.denoise(&px, &t).unwrap();
+    let mut want = d.clone();
+    for (c, p) in perms.iter().enumerate() {
+        for (i, &j) in p.iter().enumerate() {
+            want[(c * 16 + i) * 3..][..3].copy_from_slice(&d[(c * 16 + j) * 3..][..3]);
+        }
+    }
+    let e = rel(&dp, &want, 1e-12);
+    assert!(e < 1e-12, "D(Px) ≠ P·D(x): rel. error {e:.3e}");
+    // and the network is not trivially constant over points
+    assert!(rel(&dp, &d, 1e-12) > 1e-3);
+}
+
+/// Training loss mean((F(c_in x, c_noise) − target)²) for fixed data, on the tiny model.
+fn train_loss(m: &PointTransformer<B64>, x: &[f64], t: &[f64], tgt: &[f64]) -> (f64, Vec<Vec<f64>>) {
+    let be = &m.be;
+    let mut tape = Tape::new(be, &m.store);
+    let xin: Vec<f64> = x
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v * m.cfg.precond(t[i / 48])[2])
+        .collect();
+    let xv = tape.constant(Tensor::from_slice(be, &xin, &[x.len() / 3, 3]).unwrap());
+    let cn: Vec<f64> = t.iter().map(|&s| m.cfg.precond(s)[3]).collect();
+    let f = m.forward_f(&mut tape, xv, &cn).unwrap();
+    let tv = tape.constant(Tensor::from_slice(be, tgt, &[x.len() / 3, 3]).unwrap());
+    let l = tape.mse(f, tv).unwrap();
+    let lv = tape.to_vec(l).unwrap()[0];
+    let g = tape.backward(l).unwrap();
+    let grads = m
+        .store
+        .ids()
+        .map(|id| be.to_vec(g.param(id).unwrap()).unwrap())
+        .collect();
+    (lv, grads)
+}
+
+#[test]
+fn parameter_gradients_match_finite_differences() {
+    let mut m = tiny_model(6);
+    let mut rng = StdRng::seed_from_u64(7);
+    let x = normals(&mut rng, 2 * 16 * 3, 1.0);
+    let tgt = normals(&mut rng, 2 * 16 * 3, 1.0);
+    let t = [0.4, 2.5];
+    let (_, grads) = train_loss(&m, &x, &t, &tgt);
+    let names = [
+        "input_proj.weight",
+        "time_embed.c_fc.weight",
+        "time_embed.c_proj.bias",
+        "ln_pre.weight",
+        "backbone.resblocks.0.ln_1.weight",
+        "backbone.resblocks.0.attn.c_qkv.weight",
+        "backbone.resblocks.1.attn.c_qkv.bias",
+        "backbone.resblocks.0.attn.c_proj.weight",
+        "backbone.resblocks.1.ln_2.bias",
+        "backbone.resblocks.1.mlp.c_fc.weight",
+        "backbone.resblocks.0.mlp.c_proj.weight",
+        "ln_post.weight",
+        "output_proj.weight",
+        "output_proj.bias",
+    ];
+    let be = m.be.clone();
+    let h = 1e-6;
+    for name in names {
+        let i = m.store.names.iter().position(|n| n == name).unwrap();
+        let shape = m.store.tensors[i].shape.clone();
+        let v0 = be.to_vec(&m.store.tensors[i].buf).unwrap();
+        for _ in 0..3 {
+            let k = rng.random_range(0..v0.len());
+            let mut eval = |dv: f64| {
+                let mut v = v0.clone();
+                v[k] += dv;
+                *m.store.get_mut(ParamId(i)) = Tensor::from_slice(&be, &v, &shape).unwrap();
+                train_loss(&m, &x, &t, &tgt).0
+            };
+            let fd = (eval(h) - eval(-h)) / (2.0 * h);
+            eval(0.0);
+            let g = grads[i][k];
+            let err = (g - fd).abs() / fd.abs().max(1e-4);
+            assert!(err < 1e-5, "{name}[{k}]: tape {g:.10e}, finite differences {fd:.10e}");
+        }
+    }
+}
+
+#[test]
+fn save_load_round_trip_is_bitwise() {
+    let m = tiny_model(8);
+    let dir = tempfile::tempdir().unwrap();
+    m.save(dir.path()).unwrap();
+    let l = PointTransformer::load(&B64::new(), dir.path()).unwrap();
+    assert_eq!(l.cfg, m.cfg);
+    assert_eq!(l.store.names, m.store.names);
+    for (a, b) in l.store.tensors.iter().zip(&m.store.tensors) {
+        let (a, b) = (m.be.to_vec(&a.buf).unwrap(), m.be.to_vec(&b.buf).unwrap());
+        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
+    // f32 too
+    let be32 = CpuBackend::<f32>::new();
+    let m32 = PointTransformer::new(&be32, tiny_cfg(), &mut StdRng::seed_from_u64(9)).unwrap();
+    let d32 = tempfile::tempdir().unwrap();
+    m32.save(d32.path()).unwrap();
+    let l32 = PointTransformer::load(&be32, d32.path()).unwrap();
+    for (a, b) in l32.store.tensors.iter().zip(&m32.store.tensors) {
+        let (a, b) = (be32.to_vec(&a.buf).unwrap(), be32.to_vec(&b.buf).unwrap());
+        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
+}
+
+#[test]
+fn load_errors_name_file_and_field() {
+    let m = tiny_model(10);
+    let dir = tempfile::tempdir().unwrap();
+    m.save(dir.path()).unwrap();
+    // a config of another width: the weights no longer fit
+    let cpath = dir.path().join("config.json");
+    let text = std::fs::read_to_string(&cpath).unwrap();
+    std::fs::write(&cpath, text.replace("\"width\": 32", "\"width\": 64")).unwrap();
+    let e = PointTransformer::load(&B64::new(), dir.path())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("model.safetensors") && e.contains("input_proj.weight"), "{e}");
+    // a config with width not a multiple of heads
+    std::fs::write(&cpath, text.replace("\"width\": 32", "\"width\": 30")).unwrap();
+    let e = PointTransformer::load(&B64::new(), dir.path())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("config.json") && e.contains("heads"), "{e}");
+    // not JSON
+    std::fs::write(&cpath, "{").unwrap();
+    let e = PointTransformer::load(&B64::new(), dir.path())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("config.json"), "{e}");
+    // truncated weights
+    std::fs::write(&cpath, &text).unwrap();
+    std::fs::write(dir.path().join("model.safetensors"), b"\x08\0\0\0\0\0\0\0{}").unwrap();
+    let e = PointTransformer::load(&B64::new(), dir.path())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("model.safetensors"), "{e}");
+    // wrong input sizes are errors, not panics
+    assert!(m.denoise(&[0.0; 47], &[1.0]).is_err());
+    assert!(m.denoise(&[0.0; 48], &[0.0]).is_err());
+}
