@@ -34,6 +34,8 @@ pub mod prior_eval;
 pub mod prior_interpolate;
 pub mod prior_langevin;
 pub mod prior_sample;
+pub mod pc_sample;
+pub mod pc_train;
 pub mod prior_train;
 pub mod progress;
 pub mod simulate;
@@ -96,6 +98,8 @@ pub enum Command {
     PoseSearch(pose_search::Args),
     #[command(alias = "pose_error")]
     PoseError(pose_error::Args),
+    PcTrain(pc_train::Args),
+    PcSample(pc_sample::Args),
     PriorTrain(prior_train::Args),
     PriorSample(prior_sample::Args),
     PriorInterpolate(prior_interpolate::Args),
@@ -147,6 +151,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pdb2mrc(a) => pdb2mrc::run(a),
         Command::PoseSearch(a) => pose_search::run(a),
         Command::PoseError(a) => pose_error::run(a),
+        Command::PcTrain(a) => pc_train::run(a),
+        Command::PcSample(a) => pc_sample::run(a),
         Command::PriorTrain(a) => prior_train::run(a),
         Command::PriorSample(a) => prior_sample::run(a),
         Command::PriorInterpolate(a) => prior_interpolate::run(a),
