@@ -331,3 +331,144 @@ fn load_errors_name_file_and_field() {
     assert!(m.denoise(&[0.0; 47], &[1.0]).is_err());
     assert!(m.denoise(&[0.0; 48], &[0.0]).is_err());
 }
+
+mod training {
+    use super::*;
+    use cryofield::pointcloud::train::{
+        load_state, sample_prior, train_checkpointed, Aug, PcTrainConfig, Phase, SampleConfig,
+    };
+    use cryofield::train::checkpoint::Checkpoint;
+
+    fn cfg() -> PcTrainConfig {
+        PcTrainConfig {
+            width: 16,
+            layers: 1,
+            heads: 2,
+            batch: 4,
+            epochs: 3,
+            lr: 1e-3,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn resumed_training_equals_uninterrupted() {
+        let (s, n) = (6, 16);
+        let mut rng = StdRng::seed_from_u64(11);
+        let clouds = normals(&mut rng, s * n * 3, 0.5);
+        let cfg = cfg();
+        assert_eq!(cfg.total_steps(s), 6);
+        let full = train_checkpointed(&clouds, s, n, &cfg, None, 0, |_, _| {}, |_, _| Ok(()))
+            .unwrap();
+        assert_eq!(full.losses.len(), 6);
+        // a run that stops after its checkpoint at step 3, saved to disk and read back
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.safetensors");
+        let mut saved: Option<Vec<f64>> = None;
+        let _ = train_checkpointed(&clouds, s, n, &cfg, None, 3, |_, _| {}, |st, l| {
+            if saved.is_none() {
+                st.save(&path)?;
+                saved = Some(l.to_vec());
+            }
+            Ok(())
+        })
+        .unwrap();
+        let before = saved.unwrap();
+        assert_eq!(before[..], full.losses[..3]);
+        let ck: Checkpoint = load_state(&path, s, n, &cfg).unwrap();
+        assert_eq!(ck.epoch, 3);
+        let rest = train_checkpointed(&clouds, s, n, &cfg, Some(ck), 0, |_, _| {}, |_, _| Ok(()))
+            .unwrap();
+        assert_eq!(rest.losses[..], full.losses[3..], "resumed losses differ");
+        for ((na, _, a), (_, _, b)) in rest.state.params.iter().zip(&full.state.params) {
+            assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()), "{na}");
+        }
+        // another setting or other clouds: errors naming the file
+        let mut other = cfg.clone();
+        other.lr = 2e-3;
+        let e = load_state(&path, s, n, &other).err().unwrap().to_string();
+        assert!(e.contains("state.safetensors") && e.contains("lr"), "{e}");
+        let e = load_state(&path, s + 1, n, &cfg).err().unwrap().to_string();
+        assert!(e.contains("state.safetensors"), "{e}");
+    }
+
+    #[test]
+    fn noise_phases_are_truncated_log_normals() {
+        let mut rng = StdRng::seed_from_u64(12);
+        let p = Phase::parse("-2.8,0.9,1").unwrap();
+        let t: Vec<f64> = (0..20000).map(|_| p.sample(&mut rng)).collect();
+        assert!(t.iter().all(|&v| v > 0.0 && v <= 1.0));
+        // ln t: N(−2.8, 0.9²) truncated at 0 (z = 3.1, 0.1 % cut): mean −2.8 within 4 s.e.
+        let m = t.iter().map(|v| v.ln()).sum::<f64>() / t.len() as f64;
+        assert!((m + 2.8).abs() < 4.0 * 0.9 / (t.len() as f64).sqrt() + 0.003, "mean ln t {m}");
+        assert!(Phase::parse("-2.8,0.9").is_err());
+        assert!(Phase::parse("5,0.1,1").is_err(), "t_max far below the mass");
+    }
+
+    #[test]
+    fn augmentations_are_orthogonal_with_the_right_determinant() {
+        let mut rng = StdRng::seed_from_u64(13);
+        let det = |r: &[f64; 9]| {
+            r[0] * (r[4] * r[8] - r[5] * r[7]) - r[1] * (r[3] * r[8] - r[5] * r[6])
+                + r[2] * (r[3] * r[7] - r[4] * r[6])
+        };
+        let mut neg = 0;
+        for _ in 0..1000 {
+            let r = Aug::So3.draw(&mut rng);
+            assert!((det(&r) - 1.0).abs() < 1e-12);
+            let r = Aug::O3.draw(&mut rng);
+            assert!((det(&r).abs() - 1.0).abs() < 1e-12);
+            neg += (det(&r) < 0.0) as usize;
+        }
+        // binomial(1000, ½): within 4σ ≈ 63
+        assert!((neg as i64 - 500).abs() < 63, "{neg} improper of 1000");
+        // Haar: E[R] = 0, so the mean of R₀₀ over 1000 draws is within 4·(1/√3)/√1000
+        let m: f64 = (0..1000).map(|_| Aug::So3.draw(&mut rng)[0]).sum::<f64>() / 1000.0;
+        assert!(m.abs() < 0.073, "mean R00 {m}");
+    }
+
+    /// The exact denoiser of N(0, s²I) clouds: D(x; t) = x·s²/(s² + t²).
+    struct Gauss {
+        s: f64,
+        n: usize,
+    }
+
+    impl CloudPrior for Gauss {
+        fn n_points(&self) -> usize {
+            self.n
+        }
+        fn denoise(&self, x: &[f64], t: &[f64]) -> cryofield::Result<Vec<f64>> {
+            let per = 3 * self.n;
+            Ok(x.iter()
+                .enumerate()
+                .map(|(i, v)| v * self.s * self.s / (self.s * self.s + t[i / per] * t[i / per]))
+                .collect())
+        }
+        fn denoise_vjp(
+            &self,
+            _: &[f64],
+            _: &[f64],
+            _: &mut dyn FnMut(&[f64]) -> cryofield::Result<Vec<f64>>,
+        ) -> cryofield::Result<(Vec<f64>, Vec<f64>)> {
+            unreachable!("the unconditional sampler takes no VJP")
+        }
+    }
+
+    #[test]
+    fn sampler_recovers_a_gaussian_prior() {
+        let cfg = SampleConfig::default();
+        let g = cfg.grid();
+        assert_eq!(g.len(), 101);
+        assert!((g[0] - 80.0).abs() < 1e-12 && (g[99] - 0.002).abs() < 1e-12 && g[100] == 0.0);
+        let prior = Gauss { s: 0.5, n: 100 };
+        let mut rng = StdRng::seed_from_u64(14);
+        let mut evals = 0;
+        let x = sample_prior(&prior, 20, 7, &cfg, &mut rng, || evals += 1).unwrap();
+        assert_eq!(evals, 3 * 100);
+        assert_eq!(x.len(), 20 * 300);
+        // 6000 N(0, ¼) values: variance within ~5 s.e. (√(2/6000)·¼ ≈ 0.0046) plus discretisation
+        let v = x.iter().map(|a| a * a).sum::<f64>() / x.len() as f64;
+        eprintln!("sample variance {v}");
+        assert!((v - 0.25).abs() < 0.03, "sample variance {v}");
+    }
+}
