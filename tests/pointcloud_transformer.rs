@@ -524,3 +524,64 @@ fn timing_forward_and_vjp() {
         1,
     );
 }
+
+/// `pc-train` on a tiny GT.npz then `pc-sample` from its folder, through the binary.
+#[test]
+fn pc_train_and_pc_sample_round_trip() {
+    use cryofield::pointcloud::data::GroundTruth;
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let (s, n) = (5, 16);
+    let mut rng = StdRng::seed_from_u64(30);
+    let gt = GroundTruth {
+        clouds: normals(&mut rng, s * n * 3, 0.4),
+        s,
+        n,
+        center: vec![0.0; s * 3],
+        scale: vec![10.0; s],
+        atoms: None,
+    };
+    let gt_path = dir.path().join("GT.npz");
+    gt.write(&gt_path).unwrap();
+    let prior = dir.path().join("prior");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_cryofield"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let p = prior.to_str().unwrap();
+    let g = gt_path.to_str().unwrap();
+    let train = [
+        "pc-train", g, "-o", p, "--width", "16", "--layers", "1", "--heads", "2", "--batch", "2",
+        "--epochs", "2", "--checkpoint", "2",
+    ];
+    let (ok, msg) = run(&train);
+    assert!(ok, "{msg}");
+    for f in ["model.safetensors", "config.json", "losses.csv", "loss.png", "state.safetensors"] {
+        assert!(prior.join(f).exists(), "{f} missing");
+    }
+    let csv = std::fs::read_to_string(prior.join("losses.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 6, "header + 3 steps × 2 epochs: {csv}");
+    // the state is finished: resuming has nothing to do; another width disagrees with it
+    let st = prior.join("state.safetensors");
+    let (ok, msg) = run(&["pc-train", g, "-o", p, "--load", st.to_str().unwrap()]);
+    assert!(!ok && msg.contains("nothing left"), "{msg}");
+    let (ok, msg) = run(&["pc-train", g, "-o", p, "--load", st.to_str().unwrap(), "--width", "32"]);
+    assert!(!ok && msg.contains("state.safetensors") && msg.contains("width"), "{msg}");
+    let out = dir.path().join("S.npy");
+    let (ok, msg) = run(&[
+        "pc-sample", p, "-n", "3", "--steps", "5", "--seed", "1", "-o", out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{msg}");
+    let a = cryofield::io::npy::read_npy(&out).unwrap();
+    assert_eq!(a.shape, vec![3, n, 3]);
+    assert!(a.to_f64().iter().all(|v| v.is_finite()));
+    // a missing prior names the file
+    let (ok, msg) = run(&["pc-sample", dir.path().to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(!ok && msg.contains("config.json") && !msg.contains("panicked"), "{msg}");
+}
