@@ -16,7 +16,10 @@ type B64 = CpuBackend<f64>;
 
 fn normals(rng: &mut StdRng, n: usize, s: f64) -> Vec<f64> {
     (0..n)
-        .map(|_| { let z: f64 = StandardNormal.sample(&mut *rng); s * z })
+        .map(|_| {
+            let z: f64 = StandardNormal.sample(&mut *rng);
+            s * z
+        })
         .collect()
 }
 
@@ -140,7 +143,11 @@ fn vjp_of_energy_matches_finite_differences() {
             Ok(d.iter().zip(&y).map(|(a, b)| 2.0 * (a - b)).collect())
         })
         .unwrap();
-    assert_eq!(d, m.denoise(&x, &t).unwrap(), "denoise_vjp's D is denoise's");
+    assert_eq!(
+        d,
+        m.denoise(&x, &t).unwrap(),
+        "denoise_vjp's D is denoise's"
+    );
     let h = 1e-5;
     let fd: Vec<f64> = (0..x.len())
         .map(|i| {
@@ -160,7 +167,10 @@ fn vjp_of_energy_matches_finite_differences() {
             2.0 * (d[i] - y[i]) * c[0]
         })
         .collect();
-    assert!(rel(&g, &skip, 1e-3) > 1e-2, "VJP equals the c_skip term alone");
+    assert!(
+        rel(&g, &skip, 1e-3) > 1e-2,
+        "VJP equals the c_skip term alone"
+    );
 }
 
 #[test]
@@ -197,7 +207,12 @@ fn permutation_equivariant() {
 }
 
 /// Training loss mean((F(c_in x, c_noise) − target)²) for fixed data, on the tiny model.
-fn train_loss(m: &PointTransformer<B64>, x: &[f64], t: &[f64], tgt: &[f64]) -> (f64, Vec<Vec<f64>>) {
+fn train_loss(
+    m: &PointTransformer<B64>,
+    x: &[f64],
+    t: &[f64],
+    tgt: &[f64],
+) -> (f64, Vec<Vec<f64>>) {
     let be = &m.be;
     let mut tape = Tape::new(be, &m.store);
     let xin: Vec<f64> = x
@@ -262,7 +277,10 @@ fn parameter_gradients_match_finite_differences() {
             eval(0.0);
             let g = grads[i][k];
             let err = (g - fd).abs() / fd.abs().max(1e-4);
-            assert!(err < 1e-5, "{name}[{k}]: tape {g:.10e}, finite differences {fd:.10e}");
+            assert!(
+                err < 1e-5,
+                "{name}[{k}]: tape {g:.10e}, finite differences {fd:.10e}"
+            );
         }
     }
 }
@@ -304,7 +322,10 @@ fn load_errors_name_file_and_field() {
         .err()
         .unwrap()
         .to_string();
-    assert!(e.contains("model.safetensors") && e.contains("input_proj.weight"), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("input_proj.weight"),
+        "{e}"
+    );
     // a config with width not a multiple of heads
     std::fs::write(&cpath, text.replace("\"width\": 32", "\"width\": 30")).unwrap();
     let e = PointTransformer::load(&B64::new(), dir.path())
@@ -321,7 +342,11 @@ fn load_errors_name_file_and_field() {
     assert!(e.contains("config.json"), "{e}");
     // truncated weights
     std::fs::write(&cpath, &text).unwrap();
-    std::fs::write(dir.path().join("model.safetensors"), b"\x08\0\0\0\0\0\0\0{}").unwrap();
+    std::fs::write(
+        dir.path().join("model.safetensors"),
+        b"\x08\0\0\0\0\0\0\0{}",
+    )
+    .unwrap();
     let e = PointTransformer::load(&B64::new(), dir.path())
         .err()
         .unwrap()
@@ -358,30 +383,42 @@ mod training {
         let clouds = normals(&mut rng, s * n * 3, 0.5);
         let cfg = cfg();
         assert_eq!(cfg.total_steps(s), 6);
-        let full = train_checkpointed(&clouds, s, n, &cfg, None, 0, |_, _| {}, |_, _| Ok(()))
-            .unwrap();
+        let full =
+            train_checkpointed(&clouds, s, n, &cfg, None, 0, |_, _| {}, |_, _| Ok(())).unwrap();
         assert_eq!(full.losses.len(), 6);
         // a run that stops after its checkpoint at step 3, saved to disk and read back
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.safetensors");
         let mut saved: Option<Vec<f64>> = None;
-        let _ = train_checkpointed(&clouds, s, n, &cfg, None, 3, |_, _| {}, |st, l| {
-            if saved.is_none() {
-                st.save(&path)?;
-                saved = Some(l.to_vec());
-            }
-            Ok(())
-        })
+        let _ = train_checkpointed(
+            &clouds,
+            s,
+            n,
+            &cfg,
+            None,
+            3,
+            |_, _| {},
+            |st, l| {
+                if saved.is_none() {
+                    st.save(&path)?;
+                    saved = Some(l.to_vec());
+                }
+                Ok(())
+            },
+        )
         .unwrap();
         let before = saved.unwrap();
         assert_eq!(before[..], full.losses[..3]);
         let ck: Checkpoint = load_state(&path, s, n, &cfg).unwrap();
         assert_eq!(ck.epoch, 3);
-        let rest = train_checkpointed(&clouds, s, n, &cfg, Some(ck), 0, |_, _| {}, |_, _| Ok(()))
-            .unwrap();
+        let rest =
+            train_checkpointed(&clouds, s, n, &cfg, Some(ck), 0, |_, _| {}, |_, _| Ok(())).unwrap();
         assert_eq!(rest.losses[..], full.losses[3..], "resumed losses differ");
         for ((na, _, a), (_, _, b)) in rest.state.params.iter().zip(&full.state.params) {
-            assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()), "{na}");
+            assert!(
+                a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{na}"
+            );
         }
         // another setting or other clouds: errors naming the file
         let mut other = cfg.clone();
@@ -400,7 +437,10 @@ mod training {
         assert!(t.iter().all(|&v| v > 0.0 && v <= 1.0));
         // ln t: N(−2.8, 0.9²) truncated at 0 (z = 3.1, 0.1 % cut): mean −2.8 within 4 s.e.
         let m = t.iter().map(|v| v.ln()).sum::<f64>() / t.len() as f64;
-        assert!((m + 2.8).abs() < 4.0 * 0.9 / (t.len() as f64).sqrt() + 0.003, "mean ln t {m}");
+        assert!(
+            (m + 2.8).abs() < 4.0 * 0.9 / (t.len() as f64).sqrt() + 0.003,
+            "mean ln t {m}"
+        );
         assert!(Phase::parse("-2.8,0.9").is_err());
         assert!(Phase::parse("5,0.1,1").is_err(), "t_max far below the mass");
     }
@@ -493,7 +533,8 @@ fn time_model(cfg: TransformerConfig, reps: usize) {
         m.denoise(&x, &[1.0]).unwrap();
     });
     let vjp = best(&mut || {
-        m.denoise_vjp(&x, &[1.0], &mut |d: &[f64]| Ok(d.to_vec())).unwrap();
+        m.denoise_vjp(&x, &[1.0], &mut |d: &[f64]| Ok(d.to_vec()))
+            .unwrap();
     });
     println!(
         "W {} L {} H {} N {}: {} params; forward {:.3} s, forward+VJP {:.3} s per cloud ({} threads)",
@@ -551,37 +592,91 @@ fn pc_train_and_pc_sample_round_trip() {
             .unwrap();
         (
             out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
         )
     };
     let p = prior.to_str().unwrap();
     let g = gt_path.to_str().unwrap();
     let train = [
-        "pc-train", g, "-o", p, "--width", "16", "--layers", "1", "--heads", "2", "--batch", "2",
-        "--epochs", "2", "--checkpoint", "2",
+        "pc-train",
+        g,
+        "-o",
+        p,
+        "--width",
+        "16",
+        "--layers",
+        "1",
+        "--heads",
+        "2",
+        "--batch",
+        "2",
+        "--epochs",
+        "2",
+        "--checkpoint",
+        "2",
     ];
     let (ok, msg) = run(&train);
     assert!(ok, "{msg}");
-    for f in ["model.safetensors", "config.json", "losses.csv", "loss.png", "state.safetensors"] {
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "losses.csv",
+        "loss.png",
+        "state.safetensors",
+    ] {
         assert!(prior.join(f).exists(), "{f} missing");
     }
     let csv = std::fs::read_to_string(prior.join("losses.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 1 + 6, "header + 3 steps × 2 epochs: {csv}");
+    assert_eq!(
+        csv.lines().count(),
+        1 + 6,
+        "header + 3 steps × 2 epochs: {csv}"
+    );
     // the state is finished: resuming has nothing to do; another width disagrees with it
     let st = prior.join("state.safetensors");
     let (ok, msg) = run(&["pc-train", g, "-o", p, "--load", st.to_str().unwrap()]);
     assert!(!ok && msg.contains("nothing left"), "{msg}");
-    let (ok, msg) = run(&["pc-train", g, "-o", p, "--load", st.to_str().unwrap(), "--width", "32"]);
-    assert!(!ok && msg.contains("state.safetensors") && msg.contains("width"), "{msg}");
+    let (ok, msg) = run(&[
+        "pc-train",
+        g,
+        "-o",
+        p,
+        "--load",
+        st.to_str().unwrap(),
+        "--width",
+        "32",
+    ]);
+    assert!(
+        !ok && msg.contains("state.safetensors") && msg.contains("width"),
+        "{msg}"
+    );
     let out = dir.path().join("S.npy");
     let (ok, msg) = run(&[
-        "pc-sample", p, "-n", "3", "--steps", "5", "--seed", "1", "-o", out.to_str().unwrap(),
+        "pc-sample",
+        p,
+        "-n",
+        "3",
+        "--steps",
+        "5",
+        "--seed",
+        "1",
+        "-o",
+        out.to_str().unwrap(),
     ]);
     assert!(ok, "{msg}");
     let a = cryofield::io::npy::read_npy(&out).unwrap();
     assert_eq!(a.shape, vec![3, n, 3]);
     assert!(a.to_f64().iter().all(|v| v.is_finite()));
     // a missing prior names the file
-    let (ok, msg) = run(&["pc-sample", dir.path().to_str().unwrap(), "-o", out.to_str().unwrap()]);
-    assert!(!ok && msg.contains("config.json") && !msg.contains("panicked"), "{msg}");
+    let (ok, msg) = run(&[
+        "pc-sample",
+        dir.path().to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && msg.contains("config.json") && !msg.contains("panicked"),
+        "{msg}"
+    );
 }

@@ -55,7 +55,11 @@ pub enum Op {
     /// Multi-head self-attention: y (batch·t, W) from qkv (batch·t, 3W) in Point-E's layout,
     /// softmax(q_h·k_hᵀ/√d_h)·v_h per (sequence, head) (saved: row log-sum-exps); see
     /// [`Backend::attention`].
-    Attention { qkv: Var, batch: usize, heads: usize },
+    Attention {
+        qkv: Var,
+        batch: usize,
+        heads: usize,
+    },
     /// y (1) = mean((a − b)²).
     Mse { a: Var, b: Var },
     /// y (1) = mean(½(logvar + (x − μ)² e^{−logvar})).
@@ -389,7 +393,15 @@ pub(crate) fn backward_node<B: Backend>(
                 return Err(Error::invalid("attention backward: log-sum-exps not saved"));
             };
             if t.wants(*qkv) {
-                be.attention_backward(val(*qkv), y, &s[0], g, *batch, *heads, t.slot(grads, *qkv)?)?;
+                be.attention_backward(
+                    val(*qkv),
+                    y,
+                    &s[0],
+                    g,
+                    *batch,
+                    *heads,
+                    t.slot(grads, *qkv)?,
+                )?;
             }
         }
         Mse { a, b } => {

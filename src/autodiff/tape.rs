@@ -507,7 +507,13 @@ impl<'p, B: Backend> Tape<'p, B> {
     /// (batch·t, 3·W) with rows grouped by sequence and W = heads·d_h → (batch·t, W).
     pub fn attention(&mut self, qkv: Var, batch: usize, heads: usize) -> Result<Var> {
         let (n, c) = mat(self.shape(qkv));
-        if batch == 0 || heads == 0 || !n.is_multiple_of(batch) || n == 0 || !c.is_multiple_of(3 * heads) || c == 0 {
+        if batch == 0
+            || heads == 0
+            || !n.is_multiple_of(batch)
+            || n == 0
+            || !c.is_multiple_of(3 * heads)
+            || c == 0
+        {
             return Err(shape_err(
                 "attention: qkv",
                 format!("(batch·t, 3·heads·d_h) with batch {batch}, heads {heads}"),

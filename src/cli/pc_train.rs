@@ -24,7 +24,9 @@ use crate::train::checkpoint::{read_header, reconcile_all};
 
 /// Train a point-cloud diffusion prior.
 #[derive(Debug, clap::Args)]
-#[command(about = "Train a point-cloud diffusion prior (Point-E transformer, EDM) on GT.npz clouds")]
+#[command(
+    about = "Train a point-cloud diffusion prior (Point-E transformer, EDM) on GT.npz clouds"
+)]
 pub struct Args {
     /// Ground-truth files from pc-prepare (their `cloud` arrays (S, N, 3), same N)
     #[arg(required = true)]
@@ -87,9 +89,24 @@ fn settings(a: &Args) -> anyhow::Result<PcTrainConfig> {
         batch: a.batch.unwrap_or(d.batch),
         epochs: a.epochs.unwrap_or(d.epochs),
         seed: a.seed.unwrap_or(d.seed),
-        aug: a.aug.as_deref().map(Aug::parse).transpose()?.unwrap_or(d.aug),
-        phase1: a.phase1.as_deref().map(Phase::parse).transpose()?.unwrap_or(d.phase1),
-        phase2: a.phase2.as_deref().map(Phase::parse).transpose()?.unwrap_or(d.phase2),
+        aug: a
+            .aug
+            .as_deref()
+            .map(Aug::parse)
+            .transpose()?
+            .unwrap_or(d.aug),
+        phase1: a
+            .phase1
+            .as_deref()
+            .map(Phase::parse)
+            .transpose()?
+            .unwrap_or(d.phase1),
+        phase2: a
+            .phase2
+            .as_deref()
+            .map(Phase::parse)
+            .transpose()?
+            .unwrap_or(d.phase2),
         phase1_frac: a.phase1_frac.unwrap_or(d.phase1_frac),
         c_noise_tmax: a.c_noise_tmax.unwrap_or(d.c_noise_tmax),
     };
@@ -214,7 +231,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let (xs, ys): (Vec<f64>, Vec<f64>) = losses
         .chunks(w)
         .enumerate()
-        .map(|(i, c)| ((i * w + offset) as f64, c.iter().sum::<f64>() / c.len() as f64))
+        .map(|(i, c)| {
+            (
+                (i * w + offset) as f64,
+                c.iter().sum::<f64>() / c.len() as f64,
+            )
+        })
         .unzip();
     if !xs.is_empty() {
         let style = PlotStyle {

@@ -51,7 +51,9 @@ impl Phase {
             .split(',')
             .map(|x| x.trim().parse::<f64>())
             .collect::<std::result::Result<_, _>>()
-            .map_err(|e| Error::invalid(format!("phase `{s}`: {e} (expected P_MEAN,P_STD,T_MAX)")))?;
+            .map_err(|e| {
+                Error::invalid(format!("phase `{s}`: {e} (expected P_MEAN,P_STD,T_MAX)"))
+            })?;
         let [p_mean, p_std, t_max] = v[..] else {
             return Err(Error::invalid(format!(
                 "phase `{s}`: expected three numbers P_MEAN,P_STD,T_MAX"
@@ -96,9 +98,10 @@ impl Phase {
 }
 
 /// Rotation augmentation of the training clouds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Aug {
     /// Haar-random proper rotations.
+    #[default]
     So3,
     /// Haar-random orthogonal matrices (a proper rotation, negated with probability ½).
     O3,
@@ -209,12 +212,6 @@ impl Setting for Aug {
     }
 }
 
-impl Default for Aug {
-    fn default() -> Self {
-        Aug::So3
-    }
-}
-
 impl Settings for PcTrainConfig {
     /// Every setting that changes the arithmetic of a run (all of them: `epochs` sets where
     /// phase 1 ends, so a resumed run keeps it).
@@ -291,7 +288,9 @@ fn step_rng(seed: u64, step: usize) -> StdRng {
 
 /// The visiting order of epoch `e`: a function of `(seed, e)` only.
 fn epoch_order(seed: u64, e: usize, s: usize) -> Vec<usize> {
-    let mut rng = StdRng::seed_from_u64(seed.rotate_left(17) ^ (e as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
+    let mut rng = StdRng::seed_from_u64(
+        seed.rotate_left(17) ^ (e as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
+    );
     let mut p: Vec<usize> = (0..s).collect();
     for i in (1..s).rev() {
         p.swap(i, rng.random_range(0..=i));
@@ -315,10 +314,19 @@ pub struct TrainOutput {
 
 /// Read a training state for clouds (S, N) and `cfg`: the recorded settings must be `cfg`'s
 /// (else an error naming the file, the setting and both values) and the data sizes must match.
-pub fn load_state(path: &std::path::Path, s: usize, n: usize, cfg: &PcTrainConfig) -> Result<Checkpoint> {
+pub fn load_state(
+    path: &std::path::Path,
+    s: usize,
+    n: usize,
+    cfg: &PcTrainConfig,
+) -> Result<Checkpoint> {
     let head = crate::train::checkpoint::read_header(path)?;
     crate::train::checkpoint::reconcile_all(&mut cfg.clone(), path, &head.settings, |_| true)?;
-    let m = PointTransformer::new(&Be::new(), cfg.model_config(n), &mut StdRng::seed_from_u64(0))?;
+    let m = PointTransformer::new(
+        &Be::new(),
+        cfg.model_config(n),
+        &mut StdRng::seed_from_u64(0),
+    )?;
     let ck = Checkpoint::load(path, &m.store.named_shapes(), &state_extra_names())?;
     let stats = ck
         .extra
@@ -359,7 +367,11 @@ pub fn train_checkpointed(
         });
     }
     let be = Be::new();
-    let mut model = PointTransformer::new(&be, cfg.model_config(n), &mut StdRng::seed_from_u64(cfg.seed))?;
+    let mut model = PointTransformer::new(
+        &be,
+        cfg.model_config(n),
+        &mut StdRng::seed_from_u64(cfg.seed),
+    )?;
     let mut adam = Adam::<Be>::new(cfg.lr, 0.0);
     let first = match resume {
         None => 0,
@@ -492,10 +504,17 @@ impl SampleConfig {
     /// t_i = (t_max^{1/ρ} + i/(N−1)·(t_min^{1/ρ} − t_max^{1/ρ}))^ρ.
     pub fn grid(&self) -> Vec<f64> {
         let n = self.steps;
-        let (a, b) = (self.t_max.powf(1.0 / self.rho), self.t_min.powf(1.0 / self.rho));
+        let (a, b) = (
+            self.t_max.powf(1.0 / self.rho),
+            self.t_min.powf(1.0 / self.rho),
+        );
         let mut t: Vec<f64> = (0..n)
             .map(|i| {
-                let f = if n > 1 { i as f64 / (n - 1) as f64 } else { 0.0 };
+                let f = if n > 1 {
+                    i as f64 / (n - 1) as f64
+                } else {
+                    0.0
+                };
                 (a + f * (b - a)).powf(self.rho)
             })
             .collect();

@@ -302,7 +302,12 @@ impl<B: Backend> PointTransformer<B> {
         if t.is_empty() || x.len() != t.len() * per {
             return Err(Error::Shape {
                 what: format!("{what}: x"),
-                expected: format!("{} values ({} clouds of {} points × 3)", t.len() * per, t.len(), self.cfg.n_points),
+                expected: format!(
+                    "{} values ({} clouds of {} points × 3)",
+                    t.len() * per,
+                    t.len(),
+                    self.cfg.n_points
+                ),
                 got: x.len().to_string(),
             });
         }
@@ -356,7 +361,9 @@ impl<B: Backend> PointTransformer<B> {
             let bytes: Vec<u8> = if f64s {
                 v.iter().flat_map(|x| x.f64().to_le_bytes()).collect()
             } else {
-                v.iter().flat_map(|x| (x.f64() as f32).to_le_bytes()).collect()
+                v.iter()
+                    .flat_map(|x| (x.f64() as f32).to_le_bytes())
+                    .collect()
             };
             bufs.push((name.clone(), t.shape.clone(), bytes));
         }
@@ -370,7 +377,10 @@ impl<B: Backend> PointTransformer<B> {
             })
             .collect::<Result<Vec<_>>>()?;
         let mut meta = std::collections::HashMap::new();
-        meta.insert("format".to_string(), "cryofield-point-transformer".to_string());
+        meta.insert(
+            "format".to_string(),
+            "cryofield-point-transformer".to_string(),
+        );
         let data = safetensors::serialize(views, &Some(meta))
             .map_err(|e| Error::format(&path, format!("cannot serialize: {e}")))?;
         write_bytes_atomic(&path, &data)?;
@@ -406,12 +416,18 @@ impl<B: Backend> PointTransformer<B> {
             let name = m.store.names[i].clone();
             let shape = m.store.tensors[i].shape.clone();
             let t = st.tensor(&name).map_err(|_| {
-                Error::format(&path, format!("tensor `{name}` missing (config.json and weights disagree?)"))
+                Error::format(
+                    &path,
+                    format!("tensor `{name}` missing (config.json and weights disagree?)"),
+                )
             })?;
             if t.shape() != shape.as_slice() {
                 return Err(Error::format(
                     &path,
-                    format!("tensor `{name}`: expected shape {shape:?} (from config.json), got {:?}", t.shape()),
+                    format!(
+                        "tensor `{name}`: expected shape {shape:?} (from config.json), got {:?}",
+                        t.shape()
+                    ),
                 ));
             }
             let v: Vec<B::Elem> = match t.dtype() {
@@ -437,7 +453,10 @@ impl<B: Backend> PointTransformer<B> {
                 }
             };
             if v.iter().any(|x| !x.f64().is_finite()) {
-                return Err(Error::format(&path, format!("tensor `{name}` holds non-finite values")));
+                return Err(Error::format(
+                    &path,
+                    format!("tensor `{name}` holds non-finite values"),
+                ));
             }
             *m.store.get_mut(ParamId(i)) = Tensor::from_slice(be, &v, &shape)?;
         }

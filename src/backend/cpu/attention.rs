@@ -124,7 +124,14 @@ pub(crate) fn backward<T: CpuFloat>(
     heads: usize,
     dqkv: &mut [T],
 ) -> Result<()> {
-    let (t, dh) = dims("attention_backward", qkv.len(), batch, heads, y.len(), lse.len())?;
+    let (t, dh) = dims(
+        "attention_backward",
+        qkv.len(),
+        batch,
+        heads,
+        y.len(),
+        lse.len(),
+    )?;
     super::check("attention_backward: dy", y.len(), dy.len())?;
     super::check("attention_backward: dqkv", qkv.len(), dqkv.len())?;
     let (w, w3) = (heads * dh, 3 * heads * dh);
@@ -226,7 +233,12 @@ pub fn reference<T: CpuFloat>(qkv: &[T], batch: usize, heads: usize, t: usize) -
             let at = |i: usize, k: usize, p: usize| qkv[(b * t + i) * w3 + h * 3 * dh + k * dh + p];
             for i in 0..t {
                 let s: Vec<f64> = (0..t)
-                    .map(|j| scale * (0..dh).map(|p| (at(i, 0, p) * at(j, 1, p)).f64()).sum::<f64>())
+                    .map(|j| {
+                        scale
+                            * (0..dh)
+                                .map(|p| (at(i, 0, p) * at(j, 1, p)).f64())
+                                .sum::<f64>()
+                    })
                     .collect();
                 let mx = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 let e: Vec<f64> = s.iter().map(|v| (v - mx).exp()).collect();
