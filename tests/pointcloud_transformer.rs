@@ -680,3 +680,53 @@ fn pc_train_and_pc_sample_round_trip() {
         "{msg}"
     );
 }
+
+/// Writes a synthetic training set (helices and spherical shells, N = 64, centred and divided by
+/// max|coord| per cloud) for a manual `pc-train` run (not a check):
+/// `PC_DEMO_GT=/tmp/GT.npz cargo test --test pointcloud_transformer demo_data -- --ignored`.
+#[test]
+#[ignore]
+fn demo_data() {
+    use cryofield::pointcloud::data::GroundTruth;
+    let path = std::env::var("PC_DEMO_GT").unwrap_or("/tmp/pc_demo_GT.npz".into());
+    let (s, n) = (256, 64);
+    let mut rng = StdRng::seed_from_u64(40);
+    let mut clouds = Vec::with_capacity(s * n * 3);
+    for c in 0..s {
+        let mut pts = Vec::with_capacity(n * 3);
+        for i in 0..n {
+            let z = normals(&mut rng, 3, 0.02);
+            let p = if c % 2 == 0 {
+                // helix: 3 turns along z
+                let a = 6.0 * std::f64::consts::PI * i as f64 / n as f64;
+                [a.cos(), a.sin(), 2.0 * i as f64 / n as f64 - 1.0]
+            } else {
+                // unit spherical shell
+                let v = normals(&mut rng, 3, 1.0);
+                let r = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
+                [v[0] / r, v[1] / r, v[2] / r]
+            };
+            pts.extend((0..3).map(|k| p[k] + z[k]));
+        }
+        let m: Vec<f64> = (0..3)
+            .map(|k| pts.iter().skip(k).step_by(3).sum::<f64>() / n as f64)
+            .collect();
+        let scale = pts
+            .iter()
+            .enumerate()
+            .map(|(j, v)| (v - m[j % 3]).abs())
+            .fold(0.0, f64::max);
+        clouds.extend(pts.iter().enumerate().map(|(j, v)| (v - m[j % 3]) / scale));
+    }
+    GroundTruth {
+        clouds,
+        s,
+        n,
+        center: vec![0.0; 3 * s],
+        scale: vec![1.0; s],
+        atoms: None,
+    }
+    .write(&path)
+    .unwrap();
+    println!("wrote {path}");
+}
