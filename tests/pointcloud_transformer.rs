@@ -430,6 +430,32 @@ mod training {
     }
 
     #[test]
+    fn training_fits_a_point_mass() {
+        // every point at c, t ≈ 0.6: the optimal denoiser is c, F* = (c − c_skip·x_t)/c_out is
+        // affine in x_t, so the loss (≈ 0.52 for F = 0) must fall far below its start
+        let n = 16;
+        let clouds: Vec<f64> = (0..n).flat_map(|_| [0.3, -0.2, 0.1]).collect();
+        let cfg = PcTrainConfig {
+            width: 32,
+            layers: 2,
+            heads: 4,
+            batch: 1,
+            epochs: 300,
+            lr: 2e-3,
+            aug: Aug::None,
+            phase1: Phase::parse("-0.5,0.01,10").unwrap(),
+            phase2: Phase::parse("-0.5,0.01,10").unwrap(),
+            ..Default::default()
+        };
+        let out =
+            train_checkpointed(&clouds, 1, n, &cfg, None, 0, |_, _| {}, |_, _| Ok(())).unwrap();
+        let mean = |l: &[f64]| l.iter().sum::<f64>() / l.len() as f64;
+        // step 0 runs the initial network (F = 0): its loss is mean(target²) ≈ 0.52 ± 0.08
+        let (a, b) = (out.losses[0], mean(&out.losses[280..]));
+        assert!(a > 0.3 && b < 0.05 * a, "loss {a:.3} → {b:.3}");
+    }
+
+    #[test]
     fn noise_phases_are_truncated_log_normals() {
         let mut rng = StdRng::seed_from_u64(12);
         let p = Phase::parse("-2.8,0.9,1").unwrap();
@@ -729,4 +755,25 @@ fn demo_data() {
     .write(&path)
     .unwrap();
     println!("wrote {path}");
+}
+
+#[test]
+fn frozen_params_tape_gives_input_gradients_only() {
+    let be = B64::new();
+    let mut store = cryofield::autodiff::ParamStore::new();
+    let w = store.add("w", Tensor::from_slice(&be, &[2.0, 3.0], &[1, 2]).unwrap());
+    let run = |mut t: Tape<'_, B64>| {
+        let x = t.input(Tensor::from_slice(&be, &[1.0, -1.0], &[1, 2]).unwrap());
+        let wv = t.param(w);
+        let y = t.linear(x, wv, None).unwrap();
+        let g = t.backward(y).unwrap();
+        (
+            be.to_vec(g.get(x).unwrap()).unwrap(),
+            g.param(w).map(|p| be.to_vec(p).unwrap()),
+        )
+    };
+    let (gx, gw) = run(Tape::new(&be, &store));
+    assert_eq!((gx, gw), (vec![2.0, 3.0], Some(vec![1.0, -1.0])));
+    let (gx, gw) = run(Tape::frozen_params(&be, &store));
+    assert_eq!((gx, gw), (vec![2.0, 3.0], None));
 }

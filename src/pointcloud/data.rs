@@ -93,7 +93,12 @@ impl GroundTruth {
         let clouds = finite(path, "cloud", c.to_f64())?;
         let center = need("center")?;
         if center.len() != 3 * s {
-            return Err(field_err(path, "center", &format!("({s}, 3)"), &center.shape));
+            return Err(field_err(
+                path,
+                "center",
+                &format!("({s}, 3)"),
+                &center.shape,
+            ));
         }
         let center = finite(path, "center", center.to_f64())?;
         let scale = need("scale")?;
@@ -178,7 +183,10 @@ impl Observations {
         for (k, p) in self.proj.iter().enumerate() {
             arrays.push((
                 format!("proj_{k}"),
-                NdArray::new(vec![p.points.len() / 2, 2], ArrayData::F64(p.points.clone()))?,
+                NdArray::new(
+                    vec![p.points.len() / 2, 2],
+                    ArrayData::F64(p.points.clone()),
+                )?,
             ));
             arrays.push((
                 format!("rot_{k}"),
@@ -213,7 +221,10 @@ impl Observations {
         let get = |k: &str| arrays.iter().find(|(n, _)| n == k).map(|(_, a)| a);
         let mut out = Observations::default();
         let np = get("n_points").ok_or_else(|| {
-            Error::format(path, "missing array `n_points` (observations from `pc-observe` carry it)")
+            Error::format(
+                path,
+                "missing array `n_points` (observations from `pc-observe` carry it)",
+            )
         })?;
         let nv = np
             .to_i64()
@@ -236,7 +247,9 @@ impl Observations {
             if !known {
                 return Err(Error::format(
                     path,
-                    format!("unknown array `{name}` (expected proj_k, rot_k, cg, subunit, n_points)"),
+                    format!(
+                        "unknown array `{name}` (expected proj_k, rot_k, cg, subunit, n_points)"
+                    ),
                 ));
             }
         }
@@ -270,7 +283,10 @@ impl Observations {
                 points: finite(path, &pn, p.to_f64())?,
             });
         }
-        let n_proj = arrays.iter().filter(|(n, _)| n.starts_with("proj_")).count();
+        let n_proj = arrays
+            .iter()
+            .filter(|(n, _)| n.starts_with("proj_"))
+            .count();
         if n_proj != out.proj.len() {
             return Err(Error::format(
                 path,

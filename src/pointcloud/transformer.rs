@@ -11,9 +11,11 @@
 //! - `ln_post`, drop the time token, `output_proj` Linear(W→3).
 //!
 //! GELU is the exact erf form (PyTorch's `nn.GELU()` default, which Point-E uses); layer norms
-//! have ε = 10⁻⁵ (PyTorch's default), γ = 1, β = 0. Initialisation: `output_proj` zero, every other
-//! weight N(0, (0.25/√W)²), biases 0 (spec §1; Point-E itself leaves `input_proj` at PyTorch's
-//! default uniform init). No positional encoding, so F is permutation equivariant in the points.
+//! have ε = 10⁻⁵ (PyTorch's default), γ = 1, β = 0. Initialisation as Point-E: `output_proj`
+//! zero; `input_proj` PyTorch's default U(±1/√3) for weight and bias (with a zero bias,
+//! ln_pre(W·x) would not depend on |x| at all, and training stalls: spec §1's "biases 0" is not
+//! used here); every other weight N(0, (0.25/√W)²), biases 0. No positional encoding, so F is
+//! permutation equivariant in the points.
 //!
 //! EDM with σ ≡ t and σ_data = 0.5: D_θ(x; t) = c_skip·x + c_out·F(c_in·x, c_noise) with
 //! c_skip = σd²/(t²+σd²), c_out = σd·t/√(t²+σd²), c_in = 1/√(t²+σd²), c_noise = 1000·t/t_c
@@ -209,7 +211,9 @@ impl<B: Backend> PointTransformer<B> {
         let std = 0.25 / (w as f64).sqrt();
         let mut store = ParamStore::new();
         let s = &mut store;
-        let input_proj = linear(be, s, "input_proj", 3, w, std, rng)?;
+        // PyTorch's default init, as in Point-E: the non-zero bias keeps |x| visible through
+        // ln_pre (LN(W·x) alone is blind to the scale of x)
+        let input_proj = Linear::new(be, s, "input_proj", 3, w, true, rng)?;
         let time_fc = linear(be, s, "time_embed.c_fc", w, 4 * w, std, rng)?;
         let time_proj = linear(be, s, "time_embed.c_proj", 4 * w, w, std, rng)?;
         let ln_pre = layer_norm(be, s, "ln_pre", w)?;
