@@ -540,12 +540,13 @@ mod training {
     }
 }
 
-/// Wall time of D and of D + VJP per cloud (one batch of one cloud, f32 CPU, best of `reps`).
-fn time_model(cfg: TransformerConfig, reps: usize) {
+/// Wall time of D and of D + VJP per cloud (one batch of `b` clouds, f32 CPU, best of `reps`).
+fn time_model(cfg: TransformerConfig, b: usize, reps: usize) {
     let be = CpuBackend::<f32>::new();
     let mut rng = StdRng::seed_from_u64(20);
     let m = PointTransformer::new(&be, cfg.clone(), &mut rng).unwrap();
-    let x = normals(&mut rng, cfg.n_points * 3, 1.0);
+    let x = normals(&mut rng, b * cfg.n_points * 3, 1.0);
+    let t = vec![1.0; b];
     let best = |f: &mut dyn FnMut()| {
         (0..reps)
             .map(|_| {
@@ -556,21 +557,21 @@ fn time_model(cfg: TransformerConfig, reps: usize) {
             .fold(f64::INFINITY, f64::min)
     };
     let fwd = best(&mut || {
-        m.denoise(&x, &[1.0]).unwrap();
+        m.denoise(&x, &t).unwrap();
     });
     let vjp = best(&mut || {
-        m.denoise_vjp(&x, &[1.0], &mut |d: &[f64]| Ok(d.to_vec()))
+        m.denoise_vjp(&x, &t, &mut |d: &[f64]| Ok(d.to_vec()))
             .unwrap();
     });
     println!(
-        "W {} L {} H {} N {}: {} params; forward {:.3} s, forward+VJP {:.3} s per cloud ({} threads)",
+        "W {} L {} H {} N {}, batch {b}: {} params; forward {:.3} s, forward+VJP {:.3} s per cloud ({} threads)",
         cfg.width,
         cfg.layers,
         cfg.heads,
         cfg.n_points,
         m.num_params(),
-        fwd,
-        vjp,
+        fwd / b as f64,
+        vjp / b as f64,
         rayon::current_num_threads()
     );
 }
@@ -579,7 +580,8 @@ fn time_model(cfg: TransformerConfig, reps: usize) {
 #[test]
 #[ignore]
 fn timing_forward_and_vjp() {
-    time_model(TransformerConfig::default(), 3);
+    time_model(TransformerConfig::default(), 1, 3);
+    time_model(TransformerConfig::default(), 10, 1);
     time_model(
         TransformerConfig {
             width: 512,
@@ -588,6 +590,7 @@ fn timing_forward_and_vjp() {
             n_points: 1024,
             ..Default::default()
         },
+        1,
         1,
     );
 }

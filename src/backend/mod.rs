@@ -20,6 +20,9 @@
 //! - [`Backend::decode_rotated_lattices`]: "evaluate the decoder on rotated lattices" (batched
 //!   rotation of the masked lattice, PE, MLP, Hermitian assembly) is one primitive; its default
 //!   body ([`decode`]) composes `fourier_features` + `mlp_forward`, a CUDA backend fuses it.
+//! - [`Backend::attention`] / [`Backend::attention_backward`]: multi-head self-attention over a
+//!   batch of sequences (the point transformer's blocks) is one primitive, the scores recomputed
+//!   in the backward pass from saved row log-sum-exps (flash-attention style); CPU only for now.
 
 pub mod cpu;
 pub mod cuda;
