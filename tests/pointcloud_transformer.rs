@@ -780,3 +780,19 @@ fn frozen_params_tape_gives_input_gradients_only() {
     let (gx, gw) = run(Tape::frozen_params(&be, &store));
     assert_eq!((gx, gw), (vec![2.0, 3.0], None));
 }
+
+#[test]
+fn f32_model_agrees_with_f64() {
+    // the f64 weights loaded into an f32 backend (training and sampling run in f32)
+    let m = tiny_model(16);
+    let dir = tempfile::tempdir().unwrap();
+    m.save(dir.path()).unwrap();
+    let m32 = PointTransformer::load(&CpuBackend::<f32>::new(), dir.path()).unwrap();
+    let mut rng = StdRng::seed_from_u64(17);
+    let x = normals(&mut rng, 3 * 16 * 3, 1.0);
+    let t = [0.01, 0.5, 40.0];
+    let (d64, d32) = (m.denoise(&x, &t).unwrap(), m32.denoise(&x, &t).unwrap());
+    let e = rel(&d32, &d64, 1e-3);
+    // f32 rounding through 2 blocks of width 32: ~1e-6 relative; 1e-4 leaves room
+    assert!(e < 1e-4, "f32 vs f64 rel. error {e:.3e}");
+}
