@@ -187,7 +187,10 @@ fn pc_reconstruct_rejects_bad_inputs_clearly() {
     // a prior that is not one
     let (ok, _, err) = run(&["pc-reconstruct", "nonsense", &obs, "-o", o]);
     assert!(!ok);
-    assert!(err.contains("gmm:"), "{err}");
+    assert!(
+        err.contains("gmm:") && err.contains("pc-train folder"),
+        "{err}"
+    );
     // a bad β
     let (ok, _, err) = run(&["pc-reconstruct", &prior, &obs, "-o", o, "--beta", "t^2"]);
     assert!(!ok);

@@ -52,6 +52,14 @@ pub enum Op {
     LayerNorm { x: Var, gamma: Var, beta: Var },
     /// y = softmax(x) over the last axis.
     Softmax { x: Var },
+    /// Multi-head self-attention: y (batch·t, W) from qkv (batch·t, 3W) in Point-E's layout,
+    /// softmax(q_h·k_hᵀ/√d_h)·v_h per (sequence, head) (saved: row log-sum-exps); see
+    /// [`Backend::attention`].
+    Attention {
+        qkv: Var,
+        batch: usize,
+        heads: usize,
+    },
     /// y (1) = mean((a − b)²).
     Mse { a: Var, b: Var },
     /// y (1) = mean(½(logvar + (x − μ)² e^{−logvar})).
@@ -110,7 +118,8 @@ impl Op {
             | Slice { x, .. }
             | Reshape { x }
             | GatherRows { x, .. }
-            | Softmax { x } => vec![*x],
+            | Softmax { x }
+            | Attention { qkv: x, .. } => vec![*x],
             Concat { xs } => xs.clone(),
             LayerNorm { x, gamma, beta } => vec![*x, *gamma, *beta],
             GaussianNll { mu, logvar, x } => vec![*mu, *logvar, *x],
@@ -375,6 +384,24 @@ pub(crate) fn backward_node<B: Backend>(
             // ∂L/∂x = y ⊙ (g − Σ_j g_j y_j)
             if t.wants(*x) {
                 be.softmax_backward(y, g, last(t.shape(*x)), t.slot(grads, *x)?)?;
+            }
+        }
+        Attention { qkv, batch, heads } => {
+            // P = exp(S − lse): dv = Pᵀg, dP = g·vᵀ, dS = P ⊙ (dP − rowsum(g ⊙ y)),
+            // dq = dS·k/√d_h, dk = dSᵀ·q/√d_h (one backend primitive, scores recomputed)
+            let Saved::Bufs(s) = &node.saved else {
+                return Err(Error::invalid("attention backward: log-sum-exps not saved"));
+            };
+            if t.wants(*qkv) {
+                be.attention_backward(
+                    val(*qkv),
+                    y,
+                    &s[0],
+                    g,
+                    *batch,
+                    *heads,
+                    t.slot(grads, *qkv)?,
+                )?;
             }
         }
         Mse { a, b } => {

@@ -20,7 +20,7 @@ pub struct Var(pub usize);
 /// What a node keeps for its backward rule besides its inputs and output.
 pub(crate) enum Saved<B: Backend> {
     None,
-    /// Layer norm: mean (n), rstd (n).
+    /// Layer norm: mean (n), rstd (n); attention: row log-sum-exps (batch·heads·t).
     Bufs(Vec<B::Buf>),
     /// The fused MLP's activations.
     Mlp(MlpSaved<B>),
@@ -43,6 +43,8 @@ pub struct Tape<'p, B: Backend> {
     pub(crate) params: &'p ParamStore<B>,
     pub(crate) nodes: Vec<Node<B>>,
     grad_enabled: bool,
+    /// Whether parameters take gradients (false: only inputs do, e.g. a VJP in the data).
+    param_grads: bool,
     param_vars: HashMap<ParamId, Var>,
 }
 
@@ -100,8 +102,17 @@ impl<'p, B: Backend> Tape<'p, B> {
             params,
             nodes: Vec::new(),
             grad_enabled: true,
+            param_grads: true,
             param_vars: HashMap::new(),
         }
+    }
+
+    /// A tape that records for backward with respect to its inputs only: parameters take no
+    /// gradient (vector–Jacobian products in the data skip every dW, db product).
+    pub fn frozen_params(be: &B, params: &'p ParamStore<B>) -> Self {
+        let mut t = Self::new(be, params);
+        t.param_grads = false;
+        t
     }
 
     /// A tape for inference: nothing needs a gradient, the fused MLP saves no activations.
@@ -190,7 +201,7 @@ impl<'p, B: Backend> Tape<'p, B> {
             shape: self.params.get(id).shape.clone(),
             value: None,
             saved: Saved::None,
-            needs_grad: self.grad_enabled,
+            needs_grad: self.grad_enabled && self.param_grads,
         });
         let v = Var(self.nodes.len() - 1);
         self.param_vars.insert(id, v);
@@ -490,6 +501,36 @@ impl<'p, B: Backend> Tape<'p, B> {
         self.be.softmax(self.value(x), d, &mut y)?;
         let shape = self.shape(x).to_vec();
         Ok(self.push(Op::Softmax { x }, shape, y, Saved::None))
+    }
+
+    /// Multi-head self-attention over `batch` sequences ([`Backend::attention`]): qkv
+    /// (batch·t, 3·W) with rows grouped by sequence and W = heads·d_h → (batch·t, W).
+    pub fn attention(&mut self, qkv: Var, batch: usize, heads: usize) -> Result<Var> {
+        let (n, c) = mat(self.shape(qkv));
+        if batch == 0
+            || heads == 0
+            || !n.is_multiple_of(batch)
+            || n == 0
+            || !c.is_multiple_of(3 * heads)
+            || c == 0
+        {
+            return Err(shape_err(
+                "attention: qkv",
+                format!("(batch·t, 3·heads·d_h) with batch {batch}, heads {heads}"),
+                self.shape(qkv),
+            ));
+        }
+        let w = c / 3;
+        let mut y = self.out(n * w)?;
+        let mut lse = self.out(n * heads)?;
+        self.be
+            .attention(self.value(qkv), batch, heads, &mut y, &mut lse)?;
+        Ok(self.push(
+            Op::Attention { qkv, batch, heads },
+            vec![n, w],
+            y,
+            Saved::Bufs(vec![lse]),
+        ))
     }
 
     /// mean((a − b)²) → (1).

@@ -20,6 +20,9 @@
 //! - [`Backend::decode_rotated_lattices`]: "evaluate the decoder on rotated lattices" (batched
 //!   rotation of the masked lattice, PE, MLP, Hermitian assembly) is one primitive; its default
 //!   body ([`decode`]) composes `fourier_features` + `mlp_forward`, a CUDA backend fuses it.
+//! - [`Backend::attention`] / [`Backend::attention_backward`]: multi-head self-attention over a
+//!   batch of sequences (the point transformer's blocks) is one primitive, the scores recomputed
+//!   in the backward pass from saved row log-sum-exps (flash-attention style); CPU only for now.
 
 pub mod cpu;
 pub mod cuda;
@@ -386,6 +389,52 @@ pub trait Backend: Clone + Send + Sync + 'static {
         d: usize,
         dx: &mut Self::Buf,
     ) -> Result<()>;
+
+    // ---- attention ----
+    /// Multi-head self-attention over `batch` sequences of t tokens (rows of `qkv` grouped by
+    /// sequence): qkv (batch·t, 3·heads·d_h) in Point-E's layout (per token, head by head,
+    /// `[q_h | k_h | v_h]`, each d_h wide) → y (batch·t, heads·d_h) with, per (sequence, head),
+    /// y_h = softmax(q_h·k_hᵀ/√d_h)·v_h (t, d_h) in columns h·d_h..(h+1)·d_h; lse (batch·heads·t)
+    /// receives the log-sum-exp of each row of the scaled scores, which the backward pass uses to
+    /// recompute the probabilities (nothing of size t² is kept).
+    ///
+    /// The default body returns [`Error::Invalid`]: only the CPU backend implements it so far
+    /// (the CUDA backend errors; issue 25).
+    fn attention(
+        &self,
+        qkv: &Self::Buf,
+        batch: usize,
+        heads: usize,
+        y: &mut Self::Buf,
+        lse: &mut Self::Buf,
+    ) -> Result<()> {
+        let _ = (qkv, batch, heads, y, lse);
+        Err(Error::invalid(format!(
+            "attention: not implemented on the {} backend (CPU only, issue 25)",
+            self.name()
+        )))
+    }
+    /// Accumulates dqkv (batch·t, 3·heads·d_h) of [`Backend::attention`] from dy, given its
+    /// input qkv, output y and lse. With P = exp(S − lse), S = q·kᵀ/√d_h, per (sequence, head):
+    /// dv = Pᵀ·dy, dP = dy·vᵀ, dS = P ⊙ (dP − rowsum(dy ⊙ y)), dq = dS·k/√d_h, dk = dSᵀ·q/√d_h.
+    /// The default body errors like [`Backend::attention`].
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        &self,
+        qkv: &Self::Buf,
+        y: &Self::Buf,
+        lse: &Self::Buf,
+        dy: &Self::Buf,
+        batch: usize,
+        heads: usize,
+        dqkv: &mut Self::Buf,
+    ) -> Result<()> {
+        let _ = (qkv, y, lse, dy, batch, heads, dqkv);
+        Err(Error::invalid(format!(
+            "attention_backward: not implemented on the {} backend (CPU only, issue 25)",
+            self.name()
+        )))
+    }
 
     // ---- losses (scalar outputs, length-1 buffers) ----
     /// out = mean((a − b)²) over all elements.

@@ -30,6 +30,8 @@ pub mod pc_gen_metrics;
 pub mod pc_observe;
 pub mod pc_prepare;
 pub mod pc_reconstruct;
+pub mod pc_sample;
+pub mod pc_train;
 pub mod pc_traversal;
 pub mod pdb2mrc;
 pub mod phantom;
@@ -101,6 +103,8 @@ pub enum Command {
     PoseSearch(pose_search::Args),
     #[command(alias = "pose_error")]
     PoseError(pose_error::Args),
+    PcTrain(pc_train::Args),
+    PcSample(pc_sample::Args),
     PriorTrain(prior_train::Args),
     PriorSample(prior_sample::Args),
     PriorInterpolate(prior_interpolate::Args),
@@ -157,6 +161,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pdb2mrc(a) => pdb2mrc::run(a),
         Command::PoseSearch(a) => pose_search::run(a),
         Command::PoseError(a) => pose_error::run(a),
+        Command::PcTrain(a) => pc_train::run(a),
+        Command::PcSample(a) => pc_sample::run(a),
         Command::PriorTrain(a) => prior_train::run(a),
         Command::PriorSample(a) => prior_sample::run(a),
         Command::PriorInterpolate(a) => prior_interpolate::run(a),

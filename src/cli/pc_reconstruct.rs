@@ -4,7 +4,8 @@
 //! baseline (Adam from random clouds), on the projections, coarse map and subunit of `OBS.npz`
 //! (from `pc-observe`).
 //!
-//! The prior is `gmm:TEMPLATES.npz`, the exact prior of a Gaussian mixture over template clouds
+//! The prior is a `pc-train` folder (the point transformer, run in f32 on the CPU) or
+//! `gmm:TEMPLATES.npz`, the exact prior of a Gaussian mixture over template clouds
 //! (the `cloud` array of a `pc-prepare` ground truth, `(S, N, 3)`, std `--gmm-std`).
 //!
 //! Writes into `-o OUT/` (all files land together): `recon.npy` `(samples, N, 3)` f32 in
@@ -31,6 +32,7 @@ use crate::pointcloud::dps::{
     dps, ml, Beta, CloudPrior, DpsConfig, GmmCloudPrior, Heun, Integrator, MlConfig, Reconstruction,
 };
 use crate::pointcloud::energy::{EnergyModel, Solver};
+use crate::pointcloud::transformer::PointTransformer;
 
 /// Reconstruct a point cloud from sparse observations.
 #[derive(Debug, clap::Args)]
@@ -38,7 +40,8 @@ use crate::pointcloud::energy::{EnergyModel, Solver};
     about = "Reconstruct a structure (point cloud) from projections, a coarse map or a subunit"
 )]
 pub struct Args {
-    /// The prior: `gmm:TEMPLATES.npz` (exact Gaussian-mixture prior over the `cloud` array)
+    /// The prior: a pc-train folder, or `gmm:TEMPLATES.npz` (exact Gaussian-mixture prior over
+    /// the `cloud` array)
     pub prior: String,
     /// Observations (from pc-observe)
     pub obs: PathBuf,
@@ -105,7 +108,12 @@ pub fn load_prior(spec: &str, gmm_std: f64) -> anyhow::Result<Box<dyn CloudPrior
             .with_context(|| format!("{f}: building the GMM prior"))?;
         return Ok(Box::new(p));
     }
-    bail!("prior `{spec}`: expected gmm:TEMPLATES.npz")
+    let dir = std::path::Path::new(spec);
+    if dir.join("config.json").is_file() {
+        let be = crate::backend::cpu::CpuBackend::<f32>::new();
+        return Ok(Box::new(PointTransformer::load(&be, dir)?));
+    }
+    bail!("prior `{spec}`: expected a pc-train folder (with config.json) or gmm:TEMPLATES.npz")
 }
 
 fn solver(a: &Args) -> anyhow::Result<Solver> {

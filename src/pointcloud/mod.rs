@@ -14,6 +14,8 @@
 //! | [`prepare`] | ground truth from atomic models or `.npy` clouds: heavy atoms, GMM means, normalisation (`pc-prepare`) |
 //! | [`observe`] | synthetic observations: projections, coarse-grained map, subunit (`pc-observe`) |
 //! | [`metrics`] | CD, EMD, Rg, kernel-correlation alignment, protein RMSDs, 1-NNA / COV / MMD (`pc-eval`, `pc-gen-metrics`) |
+//! | [`transformer`] | the denoiser F_θ: Point-E's point transformer with EDM preconditioning (σ_data 0.5), safetensors + `config.json` |
+//! | [`train`] | `pc-train`'s EDM training (two-phase log-normal t, rotation augmentation, exact resume) and the unconditional sampler of `pc-sample` |
 
 pub mod data;
 pub mod dps;
@@ -22,3 +24,5 @@ pub mod gmm_fit;
 pub mod metrics;
 pub mod observe;
 pub mod prepare;
+pub mod train;
+pub mod transformer;

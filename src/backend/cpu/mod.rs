@@ -6,6 +6,7 @@
 //! precision, `mlp_rows` (row chunks through every layer, L2-resident).
 
 pub mod amx;
+pub mod attention;
 pub mod gemm;
 mod mlp;
 mod mlp_rows;
@@ -697,6 +698,30 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
             }
         });
         Ok(())
+    }
+
+    fn attention(
+        &self,
+        qkv: &Vec<T>,
+        batch: usize,
+        heads: usize,
+        y: &mut Vec<T>,
+        lse: &mut Vec<T>,
+    ) -> Result<()> {
+        attention::forward(qkv, batch, heads, y, lse)
+    }
+
+    fn attention_backward(
+        &self,
+        qkv: &Vec<T>,
+        y: &Vec<T>,
+        lse: &Vec<T>,
+        dy: &Vec<T>,
+        batch: usize,
+        heads: usize,
+        dqkv: &mut Vec<T>,
+    ) -> Result<()> {
+        attention::backward(qkv, y, lse, dy, batch, heads, dqkv)
     }
 
     fn mse(&self, a: &Vec<T>, b: &Vec<T>, out: &mut Vec<T>) -> Result<()> {
