@@ -1813,3 +1813,44 @@ fn nvrtc_error_shows_log_and_options() {
     // #line directives point the log into the kernel file, not the concatenated source.
     assert!(msg.contains("kernels/elementwise.cu("), "{msg}");
 }
+
+// ---------------------------------------------------------------- EDM sampler steps
+
+#[test]
+fn edm_steps_vs_twins() {
+    // kernels/edm.cu against the f32 twins that dps() runs: a DPS-sized state (10 clouds ×
+    // 1024 points × 3), one score, Euler predictor and correction with noise.
+    let Some(be) = device() else { return };
+    use cryofield::pointcloud::dps::{edm_correct, edm_euler, edm_score};
+    let mut rng = StdRng::seed_from_u64(25);
+    let n = 10 * 1024 * 3;
+    let x = uniform(&mut rng, n, -1.0, 1.0);
+    let d = uniform(&mut rng, n, -1.0, 1.0);
+    let g = uniform(&mut rng, n, -50.0, 50.0);
+    let s2 = uniform(&mut rng, n, -50.0, 50.0);
+    let noise = uniform(&mut rng, n, -3.0, 3.0);
+    let (t, c_dt, a1, a2, sd) = (0.37f64, 0.021f64, 0.0105f64, 0.0098f64, 0.093f64);
+
+    let mut s_cpu = vec![0.0f32; n];
+    edm_score(&x, &d, &g, (1.0 / (t * t)) as f32, &mut s_cpu);
+    let (xg, dg, gg) = (up(&be, &x), up(&be, &d), up(&be, &g));
+    let mut sg = up(&be, &vec![f32::NAN; n]);
+    be.edm_score(&xg, &dg, &gg, t, &mut sg).unwrap();
+    assert_close32("edm_score_f32", &down(&be, &sg), &s_cpu, 1e-5, 1e-6);
+
+    let mut xe_cpu = vec![0.0f32; n];
+    edm_euler(&x, &s_cpu, c_dt as f32, &mut xe_cpu);
+    let mut xeg = up(&be, &vec![f32::NAN; n]);
+    be.edm_euler(&xg, &sg, c_dt, &mut xeg).unwrap();
+    assert_close32("edm_euler_f32", &down(&be, &xeg), &xe_cpu, 1e-6, 1e-6);
+
+    let mut x_cpu = x.clone();
+    edm_correct(
+        &mut x_cpu, &s_cpu, &s2, a1 as f32, a2 as f32, sd as f32, &noise,
+    );
+    let mut xg2 = up(&be, &x);
+    let (s2g, ng) = (up(&be, &s2), up(&be, &noise));
+    be.edm_correct(&mut xg2, &sg, &s2g, a1, a2, sd, &ng)
+        .unwrap();
+    assert_close32("edm_correct_f32", &down(&be, &xg2), &x_cpu, 1e-6, 1e-6);
+}

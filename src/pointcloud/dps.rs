@@ -369,20 +369,46 @@ impl Guided<'_> {
                     es = en.iter().map(|e| e.total).collect();
                     Ok(v)
                 })?;
-                let s = x
-                    .iter()
-                    .zip(&dn)
-                    .zip(&g)
-                    .map(|((xv, dv), gv)| (dv - xv) * inv - gv)
-                    .collect();
+                let mut s = vec![0.0; x.len()];
+                edm_score(x, &dn, &g, inv, &mut s);
                 Ok((s, es))
             }
             _ => {
                 let dn = self.prior.denoise(x, &ts)?;
-                let s = x.iter().zip(&dn).map(|(xv, dv)| (dv - xv) * inv).collect();
+                let mut s = vec![0.0; x.len()];
+                edm_score(x, &dn, &vec![0.0; x.len()], inv, &mut s);
                 Ok((s, vec![0.0; b]))
             }
         }
+    }
+}
+
+/// S = (D − x)/t² − g for every coordinate (CPU twin of `edm_score_f32`, `kernels/edm.cu`).
+pub fn edm_score<T: num_traits::Float>(x: &[T], d: &[T], g: &[T], inv_t2: T, s: &mut [T]) {
+    for (((s, &x), &d), &g) in s.iter_mut().zip(x).zip(d).zip(g) {
+        *s = (d - x) * inv_t2 - g;
+    }
+}
+
+/// x̃ = x + c_dt·S (CPU twin of `edm_euler_f32`).
+pub fn edm_euler<T: num_traits::Float>(x: &[T], s: &[T], c_dt: T, xe: &mut [T]) {
+    for ((xe, &x), &s) in xe.iter_mut().zip(x).zip(s) {
+        *xe = x + c_dt * s;
+    }
+}
+
+/// x += a1·S + a2·S' + sd·noise (CPU twin of `edm_correct_f32`).
+pub fn edm_correct<T: num_traits::Float>(
+    x: &mut [T],
+    s1: &[T],
+    s2: &[T],
+    a1: T,
+    a2: T,
+    sd: T,
+    noise: &[T],
+) {
+    for (((x, &s1), &s2), &e) in x.iter_mut().zip(s1).zip(s2).zip(noise) {
+        *x = *x + a1 * s1 + a2 * s2 + sd * e;
     }
 }
 
@@ -450,32 +476,28 @@ pub fn dps(
         let c = t + beta * t * t;
         let (s, es) = g.score(&x, t, b)?;
         trace.push(es);
-        let xe: Vec<f64> = x.iter().zip(&s).map(|(xv, sv)| xv + c * sv * dt).collect();
+        let mut xe = vec![0.0; x.len()];
+        edm_euler(&x, &s, c * dt, &mut xe);
+        let sd = (2.0 * beta * t * t * dt).sqrt();
+        let noise = |rng: &mut StdRng| {
+            if sd > 0.0 {
+                normals(rng, x.len())
+            } else {
+                vec![0.0; x.len()]
+            }
+        };
         if tn > 0.0 && cfg.integrator == Integrator::EmCorr {
             let (s2, _) = g.score(&xe, tn, b)?;
             let c2 = match cfg.heun {
                 Heun::Literal => c,
                 Heun::Karras => tn + beta_at(tn) * tn * tn,
             };
-            let sd = (2.0 * beta * t * t * dt).sqrt();
-            for k in 0..x.len() {
-                let e: f64 = if sd > 0.0 {
-                    StandardNormal.sample(&mut rng)
-                } else {
-                    0.0
-                };
-                x[k] += (c * s[k] + c2 * s2[k]) * dt / 2.0 + sd * e;
-            }
+            let e = noise(&mut rng);
+            edm_correct(&mut x, &s, &s2, c * dt / 2.0, c2 * dt / 2.0, sd, &e);
         } else if tn > 0.0 && cfg.integrator == Integrator::Em {
-            let sd = (2.0 * beta * t * t * dt).sqrt();
-            for (k, xv) in x.iter_mut().enumerate() {
-                let e: f64 = if sd > 0.0 {
-                    StandardNormal.sample(&mut rng)
-                } else {
-                    0.0
-                };
-                *xv = xe[k] + sd * e;
-            }
+            let e = noise(&mut rng);
+            edm_correct(&mut xe, &s, &s, 0.0, 0.0, sd, &e);
+            x = xe;
         } else {
             x = xe;
         }

@@ -23,6 +23,7 @@
 //! | `coordnet.cu` | fourier_features(+backward), slice_coords (rotated masked lattice), Hermitian assembly (+backward) |
 //! | `image.cu` | ctf, translate_ht |
 //! | `pose.cu` | pose_scores, top_k_smallest |
+//! | `edm.cu` | edm_score, edm_euler, edm_correct (the sampler steps of point-cloud DPS, Algorithm 1; twins: `pointcloud::dps::edm_*`) |
 //! | `auction.cu` | auction_points (batched Jacobi auction with ε-scaling, costs from coordinates on the fly; twin: `assignment::auction` in f32) |
 //!
 //! ## Precision
@@ -44,6 +45,8 @@ pub mod kernels;
 mod auction;
 #[cfg(feature = "cuda")]
 mod backend;
+#[cfg(feature = "cuda")]
+mod edm;
 #[cfg(feature = "cuda")]
 mod mlp;
 #[cfg(feature = "cuda")]
