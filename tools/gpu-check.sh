@@ -19,7 +19,11 @@
 #   4. simulate N_SIM images (default 100000) at D = 128 (linear1d phantom, SNR 0.1, CTF, shifts) on the
 #      device's CPUs, then one `train-vae --device cuda` epoch with 1024×3 networks, zdim 8 (epoch time,
 #      images/s) and the same on 2000 images on the CPU for scale;
-#   5. the DPS step at N = 1024: not built yet (issue 25), reported as such.
+#   5. point-cloud DPS at the paper's runtime setting (N = 1024 points, 6 projections, batch 10): the
+#      seconds per network evaluation (forward + VJP through a W64×4 point transformer, on the device's
+#      CPUs: attention has no CUDA kernel yet) and per step, from a 4-step pc-reconstruct; the EDM step
+#      kernels themselves are in the parity tests of step 2. `ONLY=dps` runs this step alone; DPS_N and
+#      DPS_SAMPLES shrink it for a dry run.
 # Sizes: env N_SIM (images), D_SIM (box). Budget: the whole run must stay under ~9 minutes (simulate is cut
 # at 180 s, the GPU epoch at 300 s, the CPU epoch at 120 s; a cut step is reported as failed).
 set -euo pipefail
@@ -55,6 +59,37 @@ run)
   echo "commit $(cat $CARRY/COMMIT), $(date -u +%FT%TZ)" > "$S"
   step() { echo "== $1" | tee -a "$L"; }
   secs() { local t0=$1; echo $(( $(date +%s) - t0 )); }
+  dps_step() {
+    local P=$OUT/dps; mkdir -p "$P"; local DN=${DPS_N:-1024} DB=${DPS_SAMPLES:-10}
+    step "point-cloud DPS, N = $DN, 6 projections, $DB samples"
+    # 8 random-walk chains of 1024 points as a ground truth (normalised by pc-prepare from .npy)
+    python3 - "$P/chains.npy" "$DN" <<'PY' >> "$L" 2>&1
+import sys, struct, random
+random.seed(1); s, n = 8, int(sys.argv[2]); vals = []
+for _ in range(s):
+    x = [0.0, 0.0, 0.0]
+    for _ in range(n):
+        x = [c + random.gauss(0, 1) for c in x]; vals += x
+hdr = "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d, 3), }" % (s, n)
+hdr += " " * (63 - (len(hdr) + 10) % 64) + "\n"
+with open(sys.argv[1], "wb") as f:
+    f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(hdr)) + hdr.encode())
+    f.write(struct.pack("<%df" % len(vals), *vals))
+PY
+    "$B" pc-prepare "$P/chains.npy" -o "$P/gt.npz" >> "$L" 2>&1 &&
+    "$B" pc-train "$P/gt.npz" -o "$P/prior" --epochs 1 --batch 4 >> "$L" 2>&1 &&
+    "$B" pc-observe "$P/gt.npz" --proj 6 --proj-points "$DN" --seed 1 -o "$P/obs.npz" >> "$L" 2>&1 &&
+    timeout 240 "$B" pc-reconstruct "$P/prior" "$P/obs.npz" -o "$P/rec" --samples "$DB" --steps 4 >> "$L" 2>&1 &&
+    python3 - "$P/rec/run.json" <<'PY' | tee -a "$S" || echo "DPS at N = $DN: FAILED or over 240 s (see log)" | tee -a "$S"
+import json, sys, os
+r = json.load(open(sys.argv[1])); nfe = r["nfe_per_sample"]; w = r["wall_s"]; b = r["settings"]["samples"]
+n = r["settings"].get("n_points", "?")
+print(f"DPS N={n}, 6 proj, batch {b}, 4 steps ({nfe} evaluations): {w:.1f} s = {w/nfe:.2f} s per batched evaluation"
+      f" (forward + VJP + {6*b} LAPs), {nfe*b/w:.2f} cloud-evaluations/s on {os.cpu_count()} CPU cores;"
+      f" 40 steps (79 evaluations) would take ~{79*w/nfe/60:.1f} min for {b} samples (paper: ~1.2 min per sample on an A100)")
+PY
+  }
+  if [ "${ONLY:-}" = dps ]; then dps_step; echo "wrote $S"; exit 0; fi
   step "nvidia-smi and the CUDA libraries"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$S" "$L" || true
   # cudarc (built for CUDA 12.6) looks for libnvrtc.so / libnvrtc.so.12 / … on the loader path; the image's
@@ -108,7 +143,7 @@ PY
     --device cpu -o "$W/vae_cpu" >> "$L" 2>&1 &&
     echo "train-vae --device cpu, 2000 x $D_SIM, same nets: epoch $(grep -o 'Epoch: 1 .*; [0-9.]* s' "$L" | tail -1 | grep -o '[0-9.]* s$') ($(nproc) cores)" | tee -a "$S" ||
     echo "train-vae --device cpu: FAILED (see log)" | tee -a "$S"
-  echo "DPS step at N = 1024: not built yet (issue 25)" | tee -a "$S"
+  dps_step
   rm -rf "$W"
   echo "wrote $S"
   ;;

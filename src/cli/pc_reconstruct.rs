@@ -291,11 +291,19 @@ fn write_outputs(
             .chunks(3 * n)
             .flat_map(|x| to_angstrom(x, &c, sc))
             .collect();
-        write_pseudo_pdb(st.path("recon_A.pdb")?, &ang, b, n)?;
+        if ang.iter().all(|v| v.is_finite() && (-999.999..=9999.999).contains(v)) {
+            write_pseudo_pdb(st.path("recon_A.pdb")?, &ang, b, n)?;
+        } else {
+            eprintln!(
+                "warning: coordinates outside PDB's columns (−999.999 … 9999.999 Å): recon_A.pdb not written; recon.npy has the clouds"
+            );
+            st.remove_on_commit("recon_A.pdb");
+        }
     } else {
         st.remove_on_commit("recon_A.pdb");
     }
     settings["samples"] = b.into();
+    settings["n_points"] = n.into();
     settings["seed"] = a.seed.into();
     settings["assign"] = a.assign.clone().into();
     settings["obs"] = a.obs.display().to_string().into();
