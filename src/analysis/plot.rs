@@ -180,6 +180,48 @@ pub struct LineOptions<'a> {
     pub x_tick_fmt: Option<&'a dyn Fn(&f64) -> String>,
 }
 
+/// A training-loss curve: `losses` (one per step, the first at step `offset`) averaged over
+/// windows of ~1 % of the steps, drawn to a PNG at `path`; returns the last window's mean (the
+/// "final loss"). Nothing is drawn for no losses.
+pub fn loss_curve(
+    path: impl AsRef<Path>,
+    losses: &[f64],
+    offset: usize,
+    title: &str,
+) -> Result<Option<f64>> {
+    let w = (losses.len() / 100).max(1);
+    let (xs, ys): (Vec<f64>, Vec<f64>) = losses
+        .chunks(w)
+        .enumerate()
+        .map(|(i, c)| {
+            (
+                (i * w + offset) as f64,
+                c.iter().sum::<f64>() / c.len() as f64,
+            )
+        })
+        .unzip();
+    if xs.is_empty() {
+        return Ok(None);
+    }
+    let style = PlotStyle {
+        title: title.into(),
+        x_label: "step".into(),
+        y_label: "loss".into(),
+        ..Default::default()
+    };
+    line_plot(
+        path,
+        &[Series {
+            label: "loss",
+            x: &xs,
+            y: &ys,
+        }],
+        &style,
+        &LineOptions::default(),
+    )?;
+    Ok(ys.last().copied())
+}
+
 /// Line plot of `series` (one colour each, legend from the non-empty labels) to a PNG at `path`.
 pub fn line_plot(
     path: impl AsRef<Path>,

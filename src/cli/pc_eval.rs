@@ -72,15 +72,7 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
 
 /// Run `pc-eval`.
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let gt = GroundTruth::read(&a.truth)?;
-    if a.index >= gt.s {
-        bail!(
-            "--index {} out of range: {} holds {} cloud(s)",
-            a.index,
-            a.truth.display(),
-            gt.s
-        );
-    }
+    let gt = GroundTruth::read_index(&a.truth, a.index)?;
     let (recon, s, n) = read_clouds(&a.recon)?;
     let truth = gt.cloud(a.index);
     let center = &gt.center[3 * a.index..3 * a.index + 3];

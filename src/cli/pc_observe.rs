@@ -10,7 +10,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
 
 use crate::pointcloud::data::GroundTruth;
 use crate::pointcloud::observe::{observe, ObserveParams, RotLaw};
@@ -54,15 +53,7 @@ pub struct Args {
 
 /// Run `pc-observe`.
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let gt = GroundTruth::read(&a.truth)?;
-    if a.index >= gt.s {
-        bail!(
-            "--index {} out of range: {} holds {} cloud(s)",
-            a.index,
-            a.truth.display(),
-            gt.s
-        );
-    }
+    let gt = GroundTruth::read_index(&a.truth, a.index)?;
     let p = ObserveParams {
         proj: a.proj,
         proj_points: a.proj_points.unwrap_or(gt.n),
@@ -73,8 +64,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         seed: a.seed,
     };
     let mut obs = observe(gt.cloud(a.index), &p)?;
-    let c = &gt.center[3 * a.index..3 * a.index + 3];
-    obs.frame = Some(([c[0], c[1], c[2]], gt.scale[a.index]));
+    obs.frame = Some(gt.frame(a.index));
     obs.write(&a.o)?;
     let mut what = Vec::new();
     if !obs.proj.is_empty() {

@@ -137,19 +137,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let obs = Observations::read(&a.obs)?;
     let solver = solver(&a)?;
     let frame = match (&a.truth, obs.frame) {
-        (Some(t), _) => {
-            let gt = GroundTruth::read(t)?;
-            if a.index >= gt.s {
-                bail!(
-                    "{}: --index {} but the file holds {} structures",
-                    t.display(),
-                    a.index,
-                    gt.s
-                );
-            }
-            let c = &gt.center[3 * a.index..3 * a.index + 3];
-            Some(([c[0], c[1], c[2]], gt.scale[a.index]))
-        }
+        (Some(t), _) => Some(GroundTruth::read_index(t, a.index)?.frame(a.index)),
         (None, f) => f,
     };
     if a.samples == 0 {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use crate::analysis::plot::{line_plot, LineOptions, PlotStyle, Series};
+use crate::analysis::plot::loss_curve;
 use crate::io::atomic::write_bytes_atomic;
 use crate::pointcloud::data::GroundTruth;
 use crate::pointcloud::train::{load_state, train_checkpointed, Aug, PcTrainConfig, Phase};
@@ -226,43 +226,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     out.state.save(&state_path)?;
     losses.extend(&out.losses);
     write_losses(&a.outdir, offset, &losses)?;
-    // loss curve averaged over windows of ~1 % of the steps
-    let w = (losses.len() / 100).max(1);
-    let (xs, ys): (Vec<f64>, Vec<f64>) = losses
-        .chunks(w)
-        .enumerate()
-        .map(|(i, c)| {
-            (
-                (i * w + offset) as f64,
-                c.iter().sum::<f64>() / c.len() as f64,
-            )
-        })
-        .unzip();
-    if !xs.is_empty() {
-        let style = PlotStyle {
-            title: "pc-train EDM loss".into(),
-            x_label: "step".into(),
-            y_label: "loss".into(),
-            ..Default::default()
-        };
-        line_plot(
-            a.outdir.join("loss.png"),
-            &[Series {
-                label: "loss",
-                x: &xs,
-                y: &ys,
-            }],
-            &style,
-            &LineOptions::default(),
-        )?;
-    }
+    let final_loss = loss_curve(a.outdir.join("loss.png"), &losses, offset, "pc-train EDM loss")?;
     let done = total - first;
     println!(
         "trained {} params on {s} clouds of {n} points: {done} steps in {:.1}s ({:.2} steps/s), final loss {:.4} → {}",
         out.model.num_params(),
         out.seconds,
         done as f64 / out.seconds.max(1e-9),
-        ys.last().copied().unwrap_or(f64::NAN),
+        final_loss.unwrap_or(f64::NAN),
         a.outdir.display()
     );
     Ok(())

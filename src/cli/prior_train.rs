@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use crate::analysis::plot::{line_plot, LineOptions, PlotStyle, Series};
+use crate::analysis::plot::loss_curve;
 use crate::diffusion::model::{load_state, train_checkpointed, TrainConfig};
 use crate::io::atomic::write_bytes_atomic;
 use crate::io::npy::read_npy;
@@ -292,36 +292,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     state.save(&state_path)?;
     losses.extend(&rep.losses);
     write_losses(&a.outdir, offset, &losses)?;
-    // loss curve averaged over windows of ~1% of training
-    let w = (losses.len() / 100).max(1);
-    let (xs, ys): (Vec<f64>, Vec<f64>) = losses
-        .chunks(w)
-        .enumerate()
-        .map(|(i, c)| {
-            (
-                (i * w + offset) as f64,
-                c.iter().sum::<f64>() / c.len() as f64,
-            )
-        })
-        .unzip();
-    if !xs.is_empty() {
-        let style = PlotStyle {
-            title: "EDM training loss".into(),
-            x_label: "step".into(),
-            y_label: "loss".into(),
-            ..Default::default()
-        };
-        line_plot(
-            a.outdir.join("loss.png"),
-            &[Series {
-                label: "loss",
-                x: &xs,
-                y: &ys,
-            }],
-            &style,
-            &LineOptions::default(),
-        )?;
-    }
+    let final_loss = loss_curve(a.outdir.join("loss.png"), &losses, offset, "EDM training loss")?;
     let done = a.steps - first;
     let sps = done as f64 / rep.seconds.max(1e-9);
     println!(
@@ -333,7 +304,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         rep.seconds,
         sps,
         sps * cfg.batch as f64,
-        ys.last().copied().unwrap_or(f64::NAN),
+        final_loss.unwrap_or(f64::NAN),
         a.outdir.join("prior.npz").display()
     );
     Ok(())

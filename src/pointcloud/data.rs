@@ -32,6 +32,26 @@ pub struct GroundTruth {
 }
 
 impl GroundTruth {
+    /// Read `GT.npz` and check that it holds structure `index` (the `--index` of the commands).
+    pub fn read_index(path: impl AsRef<Path>, index: usize) -> Result<Self> {
+        let path = path.as_ref();
+        let gt = Self::read(path)?;
+        if index >= gt.s {
+            return Err(Error::invalid(format!(
+                "--index {index} out of range: {} holds {} cloud(s)",
+                path.display(),
+                gt.s
+            )));
+        }
+        Ok(gt)
+    }
+
+    /// `(center, scale)` of structure `i`: `x_Å = center + scale · x`.
+    pub fn frame(&self, i: usize) -> ([f64; 3], f64) {
+        let c = &self.center[3 * i..3 * i + 3];
+        ([c[0], c[1], c[2]], self.scale[i])
+    }
+
     /// Cloud `i` `(n, 3)`.
     pub fn cloud(&self, i: usize) -> &[f64] {
         &self.clouds[i * self.n * 3..(i + 1) * self.n * 3]
