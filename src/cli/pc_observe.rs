@@ -10,7 +10,6 @@
 
 use std::path::PathBuf;
 
-
 use crate::pointcloud::data::GroundTruth;
 use crate::pointcloud::observe::{observe, ObserveParams, RotLaw};
 

@@ -279,7 +279,10 @@ fn write_outputs(
             .chunks(3 * n)
             .flat_map(|x| to_angstrom(x, &c, sc))
             .collect();
-        if ang.iter().all(|v| v.is_finite() && (-999.999..=9999.999).contains(v)) {
+        if ang
+            .iter()
+            .all(|v| v.is_finite() && (-999.999..=9999.999).contains(v))
+        {
             write_pseudo_pdb(st.path("recon_A.pdb")?, &ang, b, n)?;
         } else {
             eprintln!(

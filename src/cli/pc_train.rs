@@ -226,7 +226,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     out.state.save(&state_path)?;
     losses.extend(&out.losses);
     write_losses(&a.outdir, offset, &losses)?;
-    let final_loss = loss_curve(a.outdir.join("loss.png"), &losses, offset, "pc-train EDM loss")?;
+    let final_loss = loss_curve(
+        a.outdir.join("loss.png"),
+        &losses,
+        offset,
+        "pc-train EDM loss",
+    )?;
     let done = total - first;
     println!(
         "trained {} params on {s} clouds of {n} points: {done} steps in {:.1}s ({:.2} steps/s), final loss {:.4} → {}",

@@ -292,7 +292,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     state.save(&state_path)?;
     losses.extend(&rep.losses);
     write_losses(&a.outdir, offset, &losses)?;
-    let final_loss = loss_curve(a.outdir.join("loss.png"), &losses, offset, "EDM training loss")?;
+    let final_loss = loss_curve(
+        a.outdir.join("loss.png"),
+        &losses,
+        offset,
+        "EDM training loss",
+    )?;
     let done = a.steps - first;
     let sps = done as f64 / rep.seconds.max(1e-9);
     println!(

@@ -167,9 +167,25 @@ fn run_npz(p: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// PDB and mmCIF (`pdb2mrc`'s reader; it dispatches on the extension).
+/// PDB and mmCIF (`pdb2mrc`'s reader; it dispatches on the extension), first model and every
+/// model (`pc-prepare`'s reader).
 fn run_model(p: &Path) -> anyhow::Result<()> {
-    read_model(p)?;
+    let first = read_model(p);
+    let all = cryofield::io::pdb::read_models(p);
+    first?;
+    all?;
+    Ok(())
+}
+
+/// Point-cloud observations (`OBS.npz`, issue 25), validated.
+fn run_pc_obs(p: &Path) -> anyhow::Result<()> {
+    cryofield::pointcloud::data::Observations::read(p)?;
+    Ok(())
+}
+
+/// Point-cloud ground truth (`GT.npz`, issue 25), validated.
+fn run_pc_gt(p: &Path) -> anyhow::Result<()> {
+    cryofield::pointcloud::data::GroundTruth::read(p)?;
     Ok(())
 }
 
@@ -288,6 +304,40 @@ fn npz_seeds() -> Vec<Vec<u8>> {
             ],
         )
         .expect("writing a seed .npz")
+    })]
+}
+
+fn pc_obs_seeds() -> Vec<Vec<u8>> {
+    use cryofield::pointcloud::data::{Observations, Projection};
+    vec![tmp_written("npz", |p| {
+        Observations {
+            proj: vec![Projection {
+                rot: [0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+                points: ramp(6).iter().map(|&v| v as f64).collect(),
+            }],
+            cg: Some(vec![0.1, 0.2, 0.3, -0.1, -0.2, -0.3]),
+            subunit: Some(vec![0.5, 0.5, 0.5]),
+            n_points: 4,
+            frame: Some(([1.0, 2.0, 3.0], 10.0)),
+        }
+        .write(p)
+        .expect("writing a seed OBS.npz")
+    })]
+}
+
+fn pc_gt_seeds() -> Vec<Vec<u8>> {
+    use cryofield::pointcloud::data::GroundTruth;
+    vec![tmp_written("npz", |p| {
+        GroundTruth {
+            clouds: ramp(12).iter().map(|&v| v as f64).collect(),
+            s: 2,
+            n: 2,
+            center: vec![0.0; 6],
+            scale: vec![1.0, 2.0],
+            atoms: None,
+        }
+        .write(p)
+        .expect("writing a seed GT.npz")
     })]
 }
 
@@ -497,6 +547,22 @@ pub fn all() -> Vec<Target> {
             dict: PDB_DICT,
             seeds: vec![CIF_SEED.as_bytes().to_vec()],
             run: run_model,
+        },
+        Target {
+            name: "pc-obs",
+            ext: "npz",
+            text: false,
+            dict: BIN_DICT,
+            seeds: pc_obs_seeds(),
+            run: run_pc_obs,
+        },
+        Target {
+            name: "pc-gt",
+            ext: "npz",
+            text: false,
+            dict: BIN_DICT,
+            seeds: pc_gt_seeds(),
+            run: run_pc_gt,
         },
     ]
 }
