@@ -93,7 +93,7 @@ def fmt(mu, sd, k):
 
 
 def table(root, pairs):
-    labels = [p.split("=", 1) for p in pairs]
+    labels = [p.rsplit("=", 1) for p in pairs]
     data = [(lab, collect(root, meth)) for lab, meth in labels]
     print("| method | instances | RMSD subsampled (Å) | RMSD atomic (Å) | CD ×10³ | EMD ×10² | E |")
     print("|---|---|---|---|---|---|---|")
