@@ -144,7 +144,7 @@ pairs=("DPS (α=$ALPHA, $STEPS steps, β=$BETA)=dps")
 for s in $ML_STEPS; do pairs+=("ML (Adam 0.01, $s steps)=ml$s"); done
 {
   echo
-  echo "Held-out test: $NTEST structures (models $((MODELS-NTEST))–$((MODELS-1)) of $MODELS), N=$NPTS, $PROJ projections × $PROJ_PTS points, $SAMPLES reconstructions per structure; mean ± std over structures of the per-structure mean. Prior: width $WIDTH, $LAYERS layers, $HEADS heads, $EPOCHS epochs on $((MODELS-NVAL-NTEST)) clouds ($(cat "$P/train_wall_s" 2>/dev/null || echo ?) s). One DPS run (first test structure, $SAMPLES samples): $(grep -h '"wall_s"' "$T"/*/dps/run.json | head -1 | tr -dc '0-9.') s wall."
+  echo "Held-out test: $NTEST structures (models $((MODELS-NTEST))–$((MODELS-1)) of $MODELS), N=$NPTS, $PROJ projections × $PROJ_PTS points, $SAMPLES reconstructions per structure; mean ± std over structures of the per-structure mean. Prior: width $WIDTH, $LAYERS layers, $HEADS heads, $EPOCHS epochs on $((MODELS-NVAL-NTEST)) clouds ($(cat "$P/train_wall_s" 2>/dev/null || echo ?) s). DPS wall per structure ($SAMPLES samples × $((2*STEPS-1)) network evaluations incl. VJP): $(grep -h '"wall_s"' "$T"/*/dps/run.json | tr -dc '0-9.\n' | awk -v nfe=$((SAMPLES*(2*STEPS-1))) '{s+=$1; n++} END {printf "%.2f s mean over %d, %.0f NFE/s", s/n, n, nfe*n/s}')."
   echo
   $PY "$HERE/pc_bench_agg.py" table "$T" "${pairs[@]}"
 } | tee "$OUT/table.md" | tee -a "$LOG"
