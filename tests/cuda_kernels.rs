@@ -1854,3 +1854,49 @@ fn edm_steps_vs_twins() {
         .unwrap();
     assert_close32("edm_correct_f32", &down(&be, &xg2), &x_cpu, 1e-6, 1e-6);
 }
+
+#[test]
+fn pose_scores_throughput() {
+    // pose·image scores per second at a pose-search size (64 images × 4608 rotations × 49
+    // shifts over 800 band-limited lattice points, CTF on, slices shared), for the GPU check's
+    // summary; a sampled entry is checked against the f64 reference.
+    let Some(be) = device() else { return };
+    let mut rng = StdRng::seed_from_u64(17);
+    let (nb, nr, nt, p) = (64, 4608, 49, 800);
+    let slices = uniform(&mut rng, nr * p, -1.0, 1.0);
+    let images = uniform(&mut rng, nb * nt * p, -1.0, 1.0);
+    let ctf = uniform(&mut rng, nb * p, -1.0, 1.0);
+    let (sg, ig, cg) = (up(&be, &slices), up(&be, &images), up(&be, &ctf));
+    let run = || {
+        be.pose_scores(&sg, false, &ig, Some(&cg), nb, nr, nt, p)
+            .unwrap()
+    };
+    let warm = down(&be, &run());
+    let reps = 5;
+    let t0 = std::time::Instant::now();
+    for _ in 0..reps {
+        let out = run();
+        be.synchronize().unwrap();
+        drop(out);
+    }
+    let dt = t0.elapsed().as_secs_f64() / reps as f64;
+    let scores = (nb * nr * nt) as f64;
+    println!(
+        "pose_scores_f32 {nb}×{nr}×{nt} over P = {p}: {:.1} ms, {:.3e} pose·image scores/s ({:.0} GFLOP/s at 3 flops per point)",
+        dt * 1e3,
+        scores / dt,
+        3.0 * scores * p as f64 / dt / 1e9
+    );
+    let (b, r, t) = (37, 4001, 23);
+    let want: f64 = (0..p)
+        .map(|q| {
+            let c = ctf[b * p + q] as f64 * slices[r * p + q] as f64;
+            (c - images[(b * nt + t) * p + q] as f64).powi(2)
+        })
+        .sum();
+    let got = warm[(b * nr + r) * nt + t] as f64;
+    assert!(
+        (got - want).abs() <= 1e-3 * want,
+        "score ({b}, {r}, {t}): gpu {got}, f64 {want}"
+    );
+}

@@ -13,7 +13,7 @@
 #   1. nvidia-smi;
 #   2. every CUDA parity test (the cuda_kernels test binary: kernels against their CPU twins, the auction
 #      kernel against the twin and the Hungarian optimum); a skip (no usable device or library) is reported
-#      as such in the summary;
+#      as such in the summary; they also time pose·image scores/s (pose_scores_throughput);
 #   3. the GPU's bf16 and f32 GEMM peak through PyTorch (8192³ and 4096³), the ceiling our kernels are
 #      compared with, measured in the same call;
 #   4. simulate N_SIM images (default 100000) at D = 128 (linear1d phantom, SNR 0.1, CTF, shifts) on the
@@ -108,7 +108,7 @@ PY
   # without a usable device the parity tests print "skipped: no CUDA device" and pass: say so
   if grep -q "skipped: no CUDA device" "$L"; then r="$r, BUT SKIPPED: $(grep -m1 'skipped: no CUDA device' "$L")"; fi
   echo "cuda_kernels parity tests: $r ($(grep -c '\.\.\. ok' "$L" || true) ok lines, $(secs $t0) s)" | tee -a "$S"
-  grep -E "auction|bids|rounds|ms" "$L" | tail -20 >> "$S" || true
+  grep -E "auction|bids|rounds|ms|scores/s" "$L" | tail -24 >> "$S" || true
   step "GEMM peak (PyTorch)"
   python3 - >> "$S" 2>> "$L" <<'PY' || echo "GEMM peak: PyTorch failed (see log)" >> "$S"
 import torch, time
