@@ -1279,6 +1279,57 @@ mod tests {
         worst
     }
 
+    /// The lane scan of point costs (structure of arrays, [`LANES`] lanes) gives the scalar
+    /// [`best_two`]'s w₁, j₁ and w₂ bit for bit, ties (duplicated columns, equal prices) and
+    /// sizes that are not a multiple of the lane count included, in f64 and f32.
+    #[test]
+    fn lane_scan_equals_scalar_scan() {
+        fn check<F: AuctionFloat>(rng: &mut StdRng, m: usize, dim: usize) {
+            let n = m.min(7);
+            let grid = |rng: &mut StdRng, k: usize| -> Vec<F> {
+                (0..k * dim)
+                    .map(|_| F::from_f64(rng.random_range(-2i32..=2) as f64 * 0.5))
+                    .collect()
+            };
+            let (rows, cols) = (grid(rng, n), grid(rng, m));
+            let pts = Points::new(&rows, &cols, dim);
+            for round in 0..3 {
+                let p: Vec<F> = (0..m)
+                    .map(|_| match round {
+                        0 => F::zero(),
+                        1 => F::from_f64(rng.random_range(0..3) as f64 * 0.25),
+                        _ => F::from_f64(rng.random_range(0.0..1.0)),
+                    })
+                    .collect();
+                for i in 0..n {
+                    let a = pts.scan(i, &p);
+                    let b = best_two(m, i, |j| pts.cost(i, j) + p[j]);
+                    assert!(
+                        a.j1 == b.j1 && a.w1.to_bits_eq(b.w1) && a.w2.to_bits_eq(b.w2),
+                        "m {m} dim {dim} row {i} round {round}: lanes {a:?} vs scalar {b:?}"
+                    );
+                }
+            }
+        }
+        let mut rng = StdRng::seed_from_u64(25);
+        for m in [1, 2, 5, 8, 9, 16, 23, 64, 100] {
+            for dim in [2, 3] {
+                check::<f64>(&mut rng, m, dim);
+                check::<f32>(&mut rng, m, dim);
+            }
+        }
+    }
+
+    /// Bitwise equality for the lane-scan test (+∞ = +∞ included).
+    trait BitsEq {
+        fn to_bits_eq(self, other: Self) -> bool;
+    }
+    impl<F: AuctionFloat> BitsEq for F {
+        fn to_bits_eq(self, other: Self) -> bool {
+            self.as_f64().to_bits() == other.as_f64().to_bits()
+        }
+    }
+
     #[test]
     fn matches_hungarian_on_200_random_instances() {
         // n = 8…128 (log-uniform): square, rectangular, duplicated rows, ties, constant.
