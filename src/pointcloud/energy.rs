@@ -19,7 +19,8 @@
 //! Each energy needs one linear assignment problem (LAP): exact ([`Solver::Exact`], the
 //! Hungarian / Jonker–Volgenant reference) or the ε-scaling auction ([`Solver::Auction`], within
 //! n·ε of the optimum, warm-started from the previous solve of the same (sample, item) through
-//! [`Workspace`]).
+//! [`Workspace`]). The subunit's rectangular L×n problem is always solved exactly: padded with
+//! n − L dummy rows the auction is ~100× slower than the exact solver there.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -293,8 +294,13 @@ impl EnergyModel {
     ) -> Result<(Vec<usize>, f64)> {
         self.laps.fetch_add(1, Ordering::Relaxed);
         let n = cols.len() / dim;
+        // A rectangular problem (the subunit) always goes to the exact solver: the auction pads it
+        // with n − r dummy rows and is two orders of magnitude slower there (BENCHMARKS.md).
         let a = match solver {
-            Solver::Exact => {
+            Solver::Auction(p) if r == n => {
+                auction_points(rows, cols, r, n, dim, p, st)?.assignment
+            }
+            _ => {
                 let mut c = vec![0.0; r * n];
                 for i in 0..r {
                     for j in 0..n {
@@ -305,7 +311,6 @@ impl EnergyModel {
                 }
                 linear_sum_assignment(&c, r, n)?
             }
-            Solver::Auction(p) => auction_points(rows, cols, r, n, dim, p, st)?.assignment,
         };
         Ok((a.cols, a.cost))
     }
