@@ -26,7 +26,7 @@
 //! | [`assignment`] | exact linear sum assignment (Hungarian / Jonker–Volgenant shortest augmenting paths, rectangular, as scipy's) and the ε-scaling auction (dense or point-cloud costs on the fly, warm start, batched; CPU twin of `kernels/auction.cu`) |
 //! | [`disentangle`] | disentangling pose from conformation (issue 24, in progress): MCC (Spearman/Pearson matrix + assignment), circular pose alignment, SlowVAE's Laplace prior and pair transitions, the 90° image rotation |
 //! | [`twin`] | cryoTWIN (issue 23, in progress): the GMM box-mass rate term and its gradients, the full-covariance GMM (`gmm.npz`), pathways (Algorithm 1), KLIEP and isometry metrics |
-//! | [`pointcloud`] | point-cloud structures from sparse observations (issue 25, in progress): ground truth and observation files, energies through assignment, diffusion posterior sampling |
+//! | [`pointcloud`] | structures from sparse observations (issue 25): GMM ground truth from atomic models, observations (projections, coarse maps, subunits), energies through assignment, the point-transformer EDM prior, diffusion posterior sampling and the ML baseline, CD/EMD/RMSD and generation metrics |
 //! | [`cli`] | one module per subcommand of the `cryofield` binary |
 //!
 //! Conventions follow the reference implementation (cryoDRGN 4.x): images are D×D with D even,
