@@ -1,7 +1,7 @@
 //! Issue 25: the point-cloud energies (vs brute force and finite differences), the exact GMM
 //! cloud prior's VJP, Algorithm 1's counts, and DPS vs ML with an exact prior over templates.
 
-use cryofield::assignment::{linear_sum_assignment, AuctionParams, AuctionState};
+use cryofield::assignment::{AuctionParams, AuctionState};
 use cryofield::pointcloud::data::{Observations, Projection};
 use cryofield::pointcloud::dps::{
     dps, ml, time_grid, CloudPrior, DpsConfig, GmmCloudPrior, Integrator, MlConfig,
@@ -306,23 +306,14 @@ fn hinge_templates() -> Vec<Vec<f64>> {
         .collect()
 }
 
+/// CD and exact EMD (`pointcloud::metrics`, tested against brute force in
+/// tests/pointcloud_metrics.rs).
 fn chamfer(a: &[f64], b: &[f64]) -> f64 {
-    let one = |p: &[f64], q: &[f64]| {
-        p.chunks(3)
-            .map(|x| q.chunks(3).map(|y| sq(x, y)).fold(f64::INFINITY, f64::min))
-            .sum::<f64>()
-            / (p.len() / 3) as f64
-    };
-    one(a, b) + one(b, a)
+    cryofield::pointcloud::metrics::chamfer(a, b).unwrap()
 }
 
 fn emd(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len() / 3;
-    let c: Vec<f64> = a
-        .chunks(3)
-        .flat_map(|x| b.chunks(3).map(move |y| sq(x, y).sqrt()))
-        .collect();
-    linear_sum_assignment(&c, n, n).unwrap().cost / n as f64
+    cryofield::pointcloud::metrics::emd(a, b).unwrap()
 }
 
 fn mean(v: &[f64]) -> f64 {

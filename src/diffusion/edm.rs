@@ -98,6 +98,15 @@ pub(crate) fn check_batch(what: &str, x: &[f64], sigma: &[f64], d: usize) -> Res
     Ok(sigma.len())
 }
 
+/// `out (d) += Σ_k r_k m_k`: the denoised point from [`GmmDenoiser::posterior_parts`].
+pub fn posterior_mean(r: &[f64], m: &[f64], out: &mut [f64]) {
+    for (rc, mc) in r.iter().zip(m.chunks_exact(out.len())) {
+        for (o, mv) in out.iter_mut().zip(mc) {
+            *o += rc * mv;
+        }
+    }
+}
+
 /// The exact denoiser of an isotropic Gaussian mixture `Σ_k w_k N(μ_k, s_k² I)`: with
 /// r_k(x) ∝ w_k N(x; μ_k, (s_k²+σ²) I), `D(x; σ) = Σ_k r_k (μ_k + s_k²/(s_k²+σ²)(x − μ_k))`.
 /// One component with μ = 0 gives `D = x·σd²/(σ²+σd²)`.
@@ -121,6 +130,32 @@ impl GmmDenoiser {
             weights: vec![1.0],
             d,
         }
+    }
+
+    /// The posterior over components of one point `x (d)` at noise σ: responsibilities
+    /// r_k ∝ w_k N(x; μ_k, (s_k²+σ²) I) `(k)` and each component's denoised mean
+    /// m_k = μ_k + s_k²/(s_k²+σ²)(x − μ_k) `(k, d)`; `D(x; σ) = Σ_k r_k m_k`.
+    pub fn posterior_parts(&self, x: &[f64], sigma: f64) -> (Vec<f64>, Vec<f64>) {
+        let d = self.d;
+        let s2 = sigma * sigma;
+        let logr: Vec<f64> = (0..self.weights.len())
+            .map(|c| {
+                let v = self.stds[c].powi(2) + s2;
+                let mu = &self.means[c * d..(c + 1) * d];
+                let r2: f64 = x.iter().zip(mu).map(|(a, b)| (a - b).powi(2)).sum();
+                self.weights[c].ln() - 0.5 * d as f64 * v.ln() - 0.5 * r2 / v
+            })
+            .collect();
+        let mx = logr.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let z: f64 = logr.iter().map(|l| (l - mx).exp()).sum();
+        let r = logr.iter().map(|l| (l - mx).exp() / z).collect();
+        let mut m = Vec::with_capacity(self.weights.len() * d);
+        for (c, mu) in self.means.chunks_exact(d).enumerate() {
+            let v = self.stds[c].powi(2);
+            let g = v / (v + s2);
+            m.extend(x.iter().zip(mu).map(|(xj, muj)| muj + g * (xj - muj)));
+        }
+        (r, m)
     }
 
     /// Draw `n` samples `(n, d)` from the mixture.
@@ -152,29 +187,10 @@ impl Denoiser for GmmDenoiser {
     fn denoise(&self, x: &[f64], sigma: &[f64]) -> Result<Vec<f64>> {
         let d = self.d;
         let n = check_batch("GmmDenoiser::denoise", x, sigma, d)?;
-        let k = self.weights.len();
         let mut out = vec![0.0; n * d];
-        let mut logr = vec![0.0; k];
-        for i in 0..n {
-            let xi = &x[i * d..(i + 1) * d];
-            let s2 = sigma[i] * sigma[i];
-            for (c, lr) in logr.iter_mut().enumerate() {
-                let v = self.stds[c].powi(2) + s2;
-                let mu = &self.means[c * d..(c + 1) * d];
-                let r2: f64 = xi.iter().zip(mu).map(|(a, b)| (a - b).powi(2)).sum();
-                *lr = self.weights[c].ln() - 0.5 * d as f64 * v.ln() - 0.5 * r2 / v;
-            }
-            let m = logr.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let z: f64 = logr.iter().map(|l| (l - m).exp()).sum();
-            for (c, lr) in logr.iter().enumerate() {
-                let r = (lr - m).exp() / z;
-                let v = self.stds[c].powi(2);
-                let g = v / (v + s2);
-                let mu = &self.means[c * d..(c + 1) * d];
-                for j in 0..d {
-                    out[i * d + j] += r * (mu[j] + g * (xi[j] - mu[j]));
-                }
-            }
+        for (i, o) in out.chunks_exact_mut(d).enumerate() {
+            let (r, m) = self.posterior_parts(&x[i * d..(i + 1) * d], sigma[i]);
+            posterior_mean(&r, &m, o);
         }
         Ok(out)
     }

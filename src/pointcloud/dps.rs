@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 
 use super::energy::{EnergyModel, Solver, Workspace};
-use crate::diffusion::edm::karras_sigmas;
+use crate::diffusion::edm::{karras_sigmas, posterior_mean, Denoiser, GmmDenoiser};
 use crate::{Error, Result};
 
 /// A denoiser over batches of clouds: D(x; t) for x `(b, n, 3)`, one t per cloud.
@@ -57,12 +57,9 @@ pub(crate) fn check_clouds(what: &str, x: &[f64], t: &[f64], n: usize) -> Result
 /// vᵀ ∂D/∂x = Σ_k r_k (s_k²/v_k) v + Σ_k (v·m_k) r_k (a_k − ā), a_k = −(x − μ_k)/v_k, ā = Σ_k r_k a_k.
 #[derive(Clone, Debug)]
 pub struct GmmCloudPrior {
-    /// templates `(k, n, 3)`
-    pub means: Vec<f64>,
-    /// `(k)`
-    pub stds: Vec<f64>,
-    /// `(k)`, summing to 1
-    pub weights: Vec<f64>,
+    /// the mixture in R^{3n}: templates `(k, n, 3)` as its means (the diffusion prior's exact
+    /// denoiser, which computes D and the responsibilities)
+    pub gmm: GmmDenoiser,
     pub n: usize,
 }
 
@@ -83,61 +80,25 @@ impl GmmCloudPrior {
         }
         let k = templates.len() / (3 * n);
         Ok(Self {
-            means: templates,
-            stds: vec![std; k],
-            weights: vec![1.0 / k as f64; k],
+            gmm: GmmDenoiser {
+                means: templates,
+                stds: vec![std; k],
+                weights: vec![1.0 / k as f64; k],
+                d: 3 * n,
+            },
             n,
         })
     }
 
     /// Number of templates.
     pub fn components(&self) -> usize {
-        self.weights.len()
+        self.gmm.weights.len()
     }
 
-    /// Responsibilities and the per-component denoised means m_k of one cloud.
-    fn parts(&self, x: &[f64], t: f64) -> (Vec<f64>, Vec<f64>) {
-        let d = 3 * self.n;
-        let kk = self.weights.len();
-        let mut logr = vec![0.0; kk];
-        for (c, lr) in logr.iter_mut().enumerate() {
-            let v = self.stds[c].powi(2) + t * t;
-            let mu = &self.means[c * d..(c + 1) * d];
-            let r2: f64 = x.iter().zip(mu).map(|(a, b)| (a - b).powi(2)).sum();
-            *lr = self.weights[c].ln() - 0.5 * d as f64 * v.ln() - 0.5 * r2 / v;
-        }
-        let mx = logr.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let z: f64 = logr.iter().map(|l| (l - mx).exp()).sum();
-        let r: Vec<f64> = logr.iter().map(|l| (l - mx).exp() / z).collect();
-        let mut m = vec![0.0; kk * d];
-        for c in 0..kk {
-            let g = self.stds[c].powi(2) / (self.stds[c].powi(2) + t * t);
-            let mu = &self.means[c * d..(c + 1) * d];
-            for j in 0..d {
-                m[c * d + j] = mu[j] + g * (x[j] - mu[j]);
-            }
-        }
-        (r, m)
-    }
-
-    fn denoise_one(&self, x: &[f64], t: f64) -> Vec<f64> {
-        let d = 3 * self.n;
-        let (r, m) = self.parts(x, t);
-        let mut out = vec![0.0; d];
-        for (c, rc) in r.iter().enumerate() {
-            for j in 0..d {
-                out[j] += rc * m[c * d + j];
-            }
-        }
-        out
-    }
-
-    fn vjp_one(&self, x: &[f64], t: f64, v: &[f64]) -> Vec<f64> {
-        let d = 3 * self.n;
-        let kk = self.weights.len();
-        let (r, m) = self.parts(x, t);
-        let a =
-            |c: usize, j: usize| -(x[j] - self.means[c * d + j]) / (self.stds[c].powi(2) + t * t);
+    /// vᵀ ∂D/∂x of one cloud from its posterior parts (r, m) (see the type's doc).
+    fn vjp_one(&self, x: &[f64], t: f64, r: &[f64], m: &[f64], v: &[f64]) -> Vec<f64> {
+        let (d, g) = (3 * self.n, &self.gmm);
+        let a = |c: usize, j: usize| -(x[j] - g.means[c * d + j]) / (g.stds[c].powi(2) + t * t);
         let mut abar = vec![0.0; d];
         for (c, rc) in r.iter().enumerate() {
             for (j, ab) in abar.iter_mut().enumerate() {
@@ -145,15 +106,15 @@ impl GmmCloudPrior {
             }
         }
         let mut out = vec![0.0; d];
-        for c in 0..kk {
-            let g = self.stds[c].powi(2) / (self.stds[c].powi(2) + t * t);
+        for (c, rc) in r.iter().enumerate() {
+            let gain = g.stds[c].powi(2) / (g.stds[c].powi(2) + t * t);
             let vm: f64 = v
                 .iter()
                 .zip(&m[c * d..(c + 1) * d])
                 .map(|(p, q)| p * q)
                 .sum();
             for j in 0..d {
-                out[j] += r[c] * g * v[j] + vm * r[c] * (a(c, j) - abar[j]);
+                out[j] += rc * gain * v[j] + vm * rc * (a(c, j) - abar[j]);
             }
         }
         out
@@ -167,10 +128,7 @@ impl CloudPrior for GmmCloudPrior {
 
     fn denoise(&self, x: &[f64], t: &[f64]) -> Result<Vec<f64>> {
         check_clouds("GmmCloudPrior::denoise", x, t, self.n)?;
-        Ok(x.chunks(3 * self.n)
-            .zip(t)
-            .flat_map(|(xb, &tb)| self.denoise_one(xb, tb))
-            .collect())
+        self.gmm.denoise(x, t)
     }
 
     fn denoise_vjp(
@@ -179,7 +137,18 @@ impl CloudPrior for GmmCloudPrior {
         t: &[f64],
         cot: &mut dyn FnMut(&[f64]) -> Result<Vec<f64>>,
     ) -> Result<(Vec<f64>, Vec<f64>)> {
-        let dn = self.denoise(x, t)?;
+        check_clouds("GmmCloudPrior::denoise_vjp", x, t, self.n)?;
+        let d = 3 * self.n;
+        // the posterior parts of each cloud, once: D now, the VJP after the cotangent
+        let parts: Vec<(Vec<f64>, Vec<f64>)> = x
+            .chunks(d)
+            .zip(t)
+            .map(|(xb, &tb)| self.gmm.posterior_parts(xb, tb))
+            .collect();
+        let mut dn = vec![0.0; x.len()];
+        for (o, (r, m)) in dn.chunks_exact_mut(d).zip(&parts) {
+            posterior_mean(r, m, o);
+        }
         let v = cot(&dn)?;
         if v.len() != dn.len() {
             return Err(Error::Shape {
@@ -188,12 +157,12 @@ impl CloudPrior for GmmCloudPrior {
                 got: format!("{} values", v.len()),
             });
         }
-        let d = 3 * self.n;
         let g = x
             .chunks(d)
             .zip(t)
             .zip(v.chunks(d))
-            .flat_map(|((xb, &tb), vb)| self.vjp_one(xb, tb, vb))
+            .zip(&parts)
+            .flat_map(|(((xb, &tb), vb), (r, m))| self.vjp_one(xb, tb, r, m, vb))
             .collect();
         Ok((dn, g))
     }
