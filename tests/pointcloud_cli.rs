@@ -118,6 +118,12 @@ fn pc_reconstruct_writes_every_output() {
         "2",
         "--ml-steps",
         "5",
+        "--ml-lr",
+        "0.3",
+        "--ml-lr-decay",
+        "cosine:1e-4",
+        "--ml-restarts",
+        "3",
     ]);
     assert!(ok, "{err}");
     assert_eq!(
@@ -126,6 +132,15 @@ fn pc_reconstruct_writes_every_output() {
     );
     let csv = std::fs::read_to_string(out.join("energy.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 5);
+    let run_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run_json["settings"]["ml_lr_decay"], "cosine:1e-4");
+    assert_eq!(run_json["settings"]["ml_restarts"], 3);
+    assert_eq!(
+        run_json["assignments"],
+        5 * 3 * 2 * 2,
+        "steps × restarts × samples × items"
+    );
 }
 
 #[test]
@@ -195,6 +210,14 @@ fn pc_reconstruct_rejects_bad_inputs_clearly() {
     let (ok, _, err) = run(&["pc-reconstruct", &prior, &obs, "-o", o, "--beta", "t^2"]);
     assert!(!ok);
     assert!(err.contains("--beta"), "{err}");
+    // a bad ML schedule, no restarts
+    let ml = ["pc-reconstruct", &prior, &obs, "-o", o, "--method", "ml"];
+    let (ok, _, err) = run(&[&ml[..], &["--ml-lr-decay", "linear"]].concat());
+    assert!(!ok);
+    assert!(err.contains("--ml-lr-decay"), "{err}");
+    let (ok, _, err) = run(&[&ml[..], &["--ml-restarts", "0"]].concat());
+    assert!(!ok);
+    assert!(err.contains("restarts"), "{err}");
     // nothing was written by the failed runs
     assert!(!out.join("recon.npy").exists());
 }

@@ -29,7 +29,8 @@ use crate::io::atomic::Staged;
 use crate::io::npy::write_npy;
 use crate::pointcloud::data::{to_angstrom, write_pseudo_pdb, GroundTruth, Observations};
 use crate::pointcloud::dps::{
-    dps, ml, Beta, CloudPrior, DpsConfig, GmmCloudPrior, Heun, Integrator, MlConfig, Reconstruction,
+    dps, ml, Beta, CloudPrior, DpsConfig, GmmCloudPrior, Heun, Integrator, LrSchedule, MlConfig,
+    Reconstruction,
 };
 use crate::pointcloud::energy::{EnergyModel, Solver};
 use crate::pointcloud::transformer::PointTransformer;
@@ -84,9 +85,17 @@ pub struct Args {
     /// ML: Adam steps
     #[arg(long, default_value_t = 100)]
     pub ml_steps: usize,
-    /// ML: Adam learning rate
+    /// ML: Adam learning rate (the peak of --ml-lr-decay)
     #[arg(long, default_value_t = 0.01)]
     pub ml_lr: f64,
+    /// ML: the learning-rate schedule, `constant` (the paper's baseline) or `cosine:FINAL_LR`
+    /// (cosine decay from --ml-lr at the first step to FINAL_LR at the last, e.g. `cosine:1e-4`)
+    #[arg(long, default_value = "constant")]
+    pub ml_lr_decay: String,
+    /// ML: random starts per sample; each sample keeps the start of lowest final energy
+    /// (costs restarts × --ml-steps assignments per observation item and sample)
+    #[arg(long, default_value_t = 1)]
+    pub ml_restarts: usize,
     /// Std of each template's Gaussian (gmm: priors)
     #[arg(long, default_value_t = 0.2)]
     pub gmm_std: f64,
@@ -194,6 +203,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             let cfg = MlConfig {
                 steps: a.ml_steps,
                 lr: a.ml_lr,
+                schedule: a.ml_lr_decay.parse::<LrSchedule>()?,
+                restarts: a.ml_restarts,
                 solver: solver.clone(),
             };
             let pb = bar(a.ml_steps as u64, "ML steps");
@@ -201,6 +212,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             pb.finish_and_clear();
             let settings = serde_json::json!({
                 "method": "ml", "ml_steps": a.ml_steps, "ml_lr": a.ml_lr,
+                "ml_lr_decay": a.ml_lr_decay, "ml_restarts": a.ml_restarts,
             });
             (rec, n, settings)
         }

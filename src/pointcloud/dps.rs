@@ -290,12 +290,13 @@ pub struct Reconstruction {
     pub clouds: Vec<f64>,
     /// E of each sample's final cloud
     pub energy: Vec<f64>,
-    /// per step, E(D(x, t_i)) of each sample (DPS) or E(x) (ML): `(steps, b)`
+    /// per step, E(D(x, t_i)) of each sample (DPS) or E(x) before the step (ML, of the start
+    /// kept): `(steps, b)`
     pub trace: Vec<Vec<f64>>,
     /// network evaluations per sample
     pub nfe: usize,
-    /// assignment problems solved during the run, all samples (the final energies' are not
-    /// counted)
+    /// assignment problems solved during the run, all samples (and all of ML's starts; the final
+    /// energies' are not counted)
     pub laps: u64,
 }
 
@@ -490,12 +491,70 @@ pub fn dps(
     })
 }
 
-/// Settings of [`ml`]: the paper's baseline (Adam, lr 0.01, 100 steps, β₁ 0.9, β₂ 0.999, from
-/// clouds uniform in [−1, 1]³, reassigned every step).
+/// How [`ml`]'s Adam step size moves over the steps s = 1 … S.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LrSchedule {
+    /// lr at every step (the paper's baseline).
+    Constant,
+    /// Cosine decay from lr at the first step to `final_lr` at the last:
+    /// lr_s = final_lr + (lr − final_lr)(1 + cos(π (s − 1)/(S − 1)))/2.
+    Cosine { final_lr: f64 },
+}
+
+impl LrSchedule {
+    /// The step size at step `s` of `steps` (1-based) for the peak rate `lr`.
+    pub fn at(&self, lr: f64, s: usize, steps: usize) -> f64 {
+        match *self {
+            LrSchedule::Constant => lr,
+            LrSchedule::Cosine { final_lr } => {
+                let u = if steps > 1 {
+                    (s - 1) as f64 / (steps - 1) as f64
+                } else {
+                    1.0
+                };
+                final_lr + (lr - final_lr) * 0.5 * (1.0 + (std::f64::consts::PI * u).cos())
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for LrSchedule {
+    type Err = Error;
+
+    /// `constant` or `cosine:FINAL_LR` (e.g. `cosine:1e-4`).
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::invalid(format!(
+                "--ml-lr-decay `{s}`: expected constant or cosine:FINAL_LR (e.g. cosine:1e-4)"
+            ))
+        };
+        let s2 = s.replace(' ', "");
+        if s2 == "constant" {
+            return Ok(LrSchedule::Constant);
+        }
+        let f = s2.strip_prefix("cosine:").ok_or_else(bad)?;
+        let final_lr: f64 = f.parse().map_err(|_| bad())?;
+        if !(final_lr > 0.0 && final_lr.is_finite()) {
+            return Err(bad());
+        }
+        Ok(LrSchedule::Cosine { final_lr })
+    }
+}
+
+/// Settings of [`ml`]. The default is the paper's baseline: Adam (β₁ 0.9, β₂ 0.999), lr 0.01
+/// constant, 100 steps, one start per sample from a cloud uniform in [−1, 1]³, reassigned every
+/// step.
 #[derive(Clone, Debug)]
 pub struct MlConfig {
+    /// Adam steps per start
     pub steps: usize,
+    /// Adam's step size (the peak of `schedule`)
     pub lr: f64,
+    /// how the step size moves over the steps
+    pub schedule: LrSchedule,
+    /// random starts per sample (R ≥ 1); each sample keeps the start of lowest final E.
+    /// Costs R × steps × |y| assignments per sample.
+    pub restarts: usize,
     pub solver: Solver,
 }
 
@@ -504,12 +563,18 @@ impl Default for MlConfig {
         Self {
             steps: 100,
             lr: 0.01,
+            schedule: LrSchedule::Constant,
+            restarts: 1,
             solver: Solver::Auction(Default::default()),
         }
     }
 }
 
-/// Maximum likelihood: minimise E from `b` random clouds with Adam. `on_step(i)` after each step.
+/// Maximum likelihood: minimise E with Adam from `restarts` random clouds per sample and keep,
+/// for each of the `b` samples, the start whose final E is lowest. Start r of sample i is the
+/// (r·b + i)-th cloud drawn, so restart 0 is the single-start run with the same seed and a
+/// sample's final E never exceeds its restart 0's. `on_step(i)` after each step (all starts
+/// move together).
 pub fn ml(
     energy: &EnergyModel,
     cfg: &MlConfig,
@@ -517,45 +582,72 @@ pub fn ml(
     seed: u64,
     mut on_step: impl FnMut(usize),
 ) -> Result<Reconstruction> {
-    if cfg.steps == 0 || cfg.lr.is_nan() || cfg.lr <= 0.0 || b == 0 {
+    if cfg.steps == 0 || cfg.lr.is_nan() || cfg.lr <= 0.0 || b == 0 || cfg.restarts == 0 {
         return Err(Error::invalid(format!(
-            "ml: need steps ≥ 1, lr > 0 and a sample (got {} steps, lr {}, {b} samples)",
-            cfg.steps, cfg.lr
+            "ml: need steps ≥ 1, lr > 0, restarts ≥ 1 and a sample (got {} steps, lr {}, {} restarts, {b} samples)",
+            cfg.steps, cfg.lr, cfg.restarts
         )));
     }
+    if let LrSchedule::Cosine { final_lr } = cfg.schedule {
+        if !(final_lr > 0.0 && final_lr.is_finite()) {
+            return Err(Error::invalid(format!(
+                "ml: the cosine schedule's final lr must be positive, got {final_lr}"
+            )));
+        }
+    }
     let n = energy.n_points();
+    let n3 = 3 * n;
+    let bb = b * cfg.restarts;
     let laps0 = energy.laps();
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut x: Vec<f64> = (0..b * n * 3)
-        .map(|_| rng.random_range(-1.0..1.0))
-        .collect();
-    let mut ws = Workspace::new(energy, b);
+    let mut x: Vec<f64> = (0..bb * n3).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let mut ws = Workspace::new(energy, bb);
     let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8);
     let mut m = vec![0.0; x.len()];
     let mut v = vec![0.0; x.len()];
-    let mut trace = Vec::with_capacity(cfg.steps);
+    // (steps, b·R): E(x) of every start before each step
+    let mut trace_all: Vec<Vec<f64>> = Vec::with_capacity(cfg.steps);
     for step in 1..=cfg.steps {
         let en = energy.energy_batch(&x, &cfg.solver, &mut ws)?;
-        trace.push(en.iter().map(|e| e.total).collect());
+        trace_all.push(en.iter().map(|e| e.total).collect());
         let g: Vec<f64> = en.into_iter().flat_map(|e| e.grad).collect();
         let (c1, c2) = (1.0 - b1.powi(step as i32), 1.0 - b2.powi(step as i32));
+        let lr = cfg.schedule.at(cfg.lr, step, cfg.steps);
         for k in 0..x.len() {
             m[k] = b1 * m[k] + (1.0 - b1) * g[k];
             v[k] = b2 * v[k] + (1.0 - b2) * g[k] * g[k];
-            x[k] -= cfg.lr * (m[k] / c1) / ((v[k] / c2).sqrt() + eps);
+            x[k] -= lr * (m[k] / c1) / ((v[k] / c2).sqrt() + eps);
         }
         on_step(step - 1);
     }
     let laps = energy.laps() - laps0;
-    let final_e = energy
+    let final_all: Vec<f64> = energy
         .energy_batch(&x, &cfg.solver, &mut ws)?
         .iter()
         .map(|e| e.total)
         .collect();
+    // the start of lowest final E per sample (the first on ties: restart 0 wins a draw)
+    let best: Vec<usize> = (0..b)
+        .map(|i| {
+            (0..cfg.restarts).map(|r| r * b + i).fold(i, |a, c| {
+                if final_all[c] < final_all[a] {
+                    c
+                } else {
+                    a
+                }
+            })
+        })
+        .collect();
     Ok(Reconstruction {
-        clouds: x,
-        energy: final_e,
-        trace,
+        clouds: best
+            .iter()
+            .flat_map(|&c| x[c * n3..(c + 1) * n3].iter().copied())
+            .collect(),
+        energy: best.iter().map(|&c| final_all[c]).collect(),
+        trace: trace_all
+            .iter()
+            .map(|row| best.iter().map(|&c| row[c]).collect())
+            .collect(),
         nfe: 0,
         laps,
     })
