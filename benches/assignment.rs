@@ -3,10 +3,14 @@
 //! - `assignment/cpu/1024/hungarian`: the exact solver on the dense f64 matrix (built outside
 //!   the timing). Roofline: O(n³), ≈ n³ = 1.1·10⁹ reduced-cost updates of a few flops.
 //! - `…/auction_gauss_seidel`, `…/auction_jacobi_f32`: the ε-scaling auction (ε = 10⁻⁶) with
-//!   costs from coordinates on the fly, the CPU default and the CUDA kernel's twin. Roofline:
-//!   bids × m evaluations of C + p (≈ 9 flops at dim 3); ≈ 3.3·10⁴ bids cold (11 phases),
-//!   so ≈ 3·10⁸ flops; the best / second-best scan runs in 8 branch-free lanes over
-//!   structure-of-arrays columns (f64: SSE2 pairs on the default x86-64 target).
+//!   costs from coordinates on the fly, the CPU default (geometric ε schedule, kd-tree search:
+//!   ≈ 2.2·10⁴ bids in 6 phases, each evaluating ≈ 60–90 columns) and the CUDA kernel's twin
+//!   (full scans: bids × m evaluations of C + p, ≈ 9 flops each at dim 3, in 8 branch-free
+//!   lanes over structure-of-arrays columns; f64 SSE2 pairs on the default x86-64 target).
+//! - Before the criterion groups, `side by side …` lines: 7 alternating runs of the exact
+//!   solver and the auction with and without the tree on the same problem, min / median (the
+//!   figures in BENCHMARKS.md), for uniform 3-D problems (4 seeds), 2-D with the observed
+//!   points upsampled from 512 (the projections' case), 2-D uniform and the subunit.
 //! - `…/auction_warm`: the same problem after the model points moved by ≤ 10⁻³ (a sampler
 //!   step), from the previous solve's prices.
 //! - `assignment/cpu/{1024x1024_2d,256x1024_3d}/{hungarian,auction_gauss_seidel}`: the other
@@ -22,7 +26,59 @@ use cryofield::assignment::auction::{
 use cryofield::assignment::linear_sum_assignment;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Side by side in one process: 7 alternating runs of the exact solver and of the auction with
+/// and without the tree search on the same problem; prints min / median of each and the
+/// speed-ups (the figures BENCHMARKS.md reports).
+fn side_by_side(name: &str, rows: &[f64], cols: &[f64], n: usize, m: usize, dim: usize) {
+    let dense: Vec<f64> = (0..n * m)
+        .map(|e| {
+            let (i, j) = (e / m, e % m);
+            (0..dim)
+                .map(|k| (rows[dim * i + k] - cols[dim * j + k]).powi(2))
+                .sum()
+        })
+        .collect();
+    let opt = linear_sum_assignment(&dense, n, m).unwrap().cost;
+    let scan = AuctionParams {
+        tree: false,
+        ..AuctionParams::default()
+    };
+    let tree = AuctionParams::default();
+    let (mut th, mut tt, mut ts) = (Vec::new(), Vec::new(), Vec::new());
+    let mut last = None;
+    for _ in 0..7 {
+        let t = Instant::now();
+        std::hint::black_box(linear_sum_assignment(&dense, n, m).unwrap());
+        th.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        let r = auction_points(rows, cols, n, m, dim, &tree, &mut AuctionState::new()).unwrap();
+        tt.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        let r2 = auction_points(rows, cols, n, m, dim, &scan, &mut AuctionState::new()).unwrap();
+        ts.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(r, r2, "{name}: the tree search changed the solve");
+        last = Some(r);
+    }
+    let stats = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[0], v[v.len() / 2])
+    };
+    let ((h0, h1), (a0, a1), (s0, s1)) = (stats(&mut th), stats(&mut tt), stats(&mut ts));
+    let r = last.unwrap();
+    println!(
+        "side by side {name}: exact {h0:.1} / {h1:.1} ms; auction (tree) {a0:.1} / {a1:.1} ms \
+         ({:.1}× by medians); auction (scan) {s0:.1} / {s1:.1} ms ({:.1}×); {} phases, {} bids, \
+         cost − optimum {:.1e} (m·ε {:.1e})",
+        h1 / a1,
+        h1 / s1,
+        r.phases,
+        r.bids,
+        r.assignment.cost - opt,
+        m as f64 * r.eps
+    );
+}
 
 fn points(rng: &mut StdRng, k: usize) -> Vec<f64> {
     (0..3 * k).map(|_| rng.random_range(-1.0..1.0)).collect()
@@ -86,6 +142,25 @@ fn assignment(c: &mut Criterion) {
         cold.phases, cold.bids, warm.phases, warm.bids, warm.warm
     );
 
+    side_by_side("1024x1024_3d", &rows, &cols, n, n, 3);
+    for seed in 1..4 {
+        let mut r = StdRng::seed_from_u64(seed);
+        let (a, b) = (points(&mut r, n), points(&mut r, n));
+        side_by_side(&format!("1024x1024_3d seed {seed}"), &a, &b, n, n, 3);
+    }
+    {
+        // projections: 2-D, the observed points upsampled from 512 distinct ones
+        let mut r = StdRng::seed_from_u64(5);
+        let base: Vec<f64> = (0..2 * 512).map(|_| r.random_range(-1.0..1.0)).collect();
+        let mut up = base.clone();
+        for _ in 512..n {
+            let k = r.random_range(0..512);
+            up.extend_from_slice(&base[2 * k..2 * k + 2]);
+        }
+        let cols2: Vec<f64> = (0..2 * n).map(|_| r.random_range(-1.0..1.0)).collect();
+        side_by_side("1024x1024_2d upsampled from 512", &up, &cols2, n, n, 2);
+    }
+
     let mut g = c.benchmark_group("assignment/cpu/1024");
     g.sample_size(10).measurement_time(Duration::from_secs(10));
     g.throughput(Throughput::Elements(1));
@@ -119,6 +194,7 @@ fn assignment(c: &mut Criterion) {
                     .sum()
             })
             .collect();
+        side_by_side(name, &rows, &cols, n, m, dim);
         let opt = linear_sum_assignment(&dense, n, m).unwrap().cost;
         let r = auction_points(&rows, &cols, n, m, dim, &gs, &mut AuctionState::new()).unwrap();
         println!(

@@ -8,9 +8,11 @@
 //! |---|---|
 //! | [`hungarian`] | exact rectangular [`linear_sum_assignment`], as scipy's (the reference) |
 //! | [`auction`](mod@auction) | forward auction with ε-scaling, warm start, Gauss–Seidel or Jacobi bidding: cost ≤ optimum + m·ε |
+//! | `price_tree` | kd-tree of the columns with subtree price minima: the auction's branch-and-bound bid search for point costs |
 
 pub mod auction;
 pub mod hungarian;
+mod price_tree;
 
 pub use auction::{
     auction, auction_points, auction_points_batch, AuctionParams, AuctionResult, AuctionState,
