@@ -47,7 +47,7 @@
 //!
 //! ## ε schedule
 //! Gauss–Seidel solves of point problems (the energies' case) use a geometric schedule: ε₀ is
-//! 1/200 of an upper bound on the cost range (the squared distance between the far corners of
+//! 1/16 of an upper bound on the cost range (the squared distance between the far corners of
 //! the two bounding boxes, no n·m pass), rounded down to ε_final·8ᴷ, then ε ← ε/8 per phase,
 //! so the last phase is at ε_final (default 10⁻⁶, squared normalised units). A small ε₀ keeps
 //! prices at the scale of the distances between neighbouring points, which is what lets the
@@ -1071,7 +1071,7 @@ pub(crate) fn points_result<F: AuctionFloat>(
 }
 
 /// ε₀ of the Gauss–Seidel schedule as a fraction of the cost range (see the module doc).
-const GS_EPS0_FRACTION: f64 = 1.0 / 200.0;
+const GS_EPS0_FRACTION: f64 = 1.0 / 16.0;
 /// ε's divisor per phase in the Gauss–Seidel schedule.
 const GS_EPS_DIVISOR: f64 = 8.0;
 
