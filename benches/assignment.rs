@@ -4,13 +4,14 @@
 //!   the timing). Roofline: O(n³), ≈ n³ = 1.1·10⁹ reduced-cost updates of a few flops.
 //! - `…/auction_gauss_seidel`, `…/auction_jacobi_f32`: the ε-scaling auction (ε = 10⁻⁶) with
 //!   costs from coordinates on the fly, the CPU default (geometric ε schedule, kd-tree search:
-//!   ≈ 2.2·10⁴ bids in 6 phases, each evaluating ≈ 60–90 columns) and the CUDA kernel's twin
+//!   ≈ 2.5·10⁴ bids in 7 phases, each evaluating ≈ 60–100 columns) and the CUDA kernel's twin
 //!   (full scans: bids × m evaluations of C + p, ≈ 9 flops each at dim 3, in 8 branch-free
 //!   lanes over structure-of-arrays columns; f64 SSE2 pairs on the default x86-64 target).
 //! - Before the criterion groups, `side by side …` lines: 7 alternating runs of the exact
 //!   solver and the auction with and without the tree on the same problem, min / median (the
 //!   figures in BENCHMARKS.md), for uniform 3-D problems (4 seeds), 2-D with the observed
-//!   points upsampled from 512 (the projections' case), 2-D uniform and the subunit.
+//!   points upsampled from 512 (the projections' case), 2-D with the model points spread 5×
+//!   wider than the observed ones (a sampler's early steps), 2-D uniform and the subunit.
 //! - `…/auction_warm`: the same problem after the model points moved by ≤ 10⁻³ (a sampler
 //!   step), from the previous solve's prices.
 //! - `assignment/cpu/{1024x1024_2d,256x1024_3d}/{hungarian,auction_gauss_seidel}`: the other
@@ -78,6 +79,10 @@ fn side_by_side(name: &str, rows: &[f64], cols: &[f64], n: usize, m: usize, dim:
         r.assignment.cost - opt,
         m as f64 * r.eps
     );
+}
+
+fn base_rows(rng: &mut StdRng, k: usize) -> Vec<f64> {
+    (0..2 * k).map(|_| rng.random_range(-1.0..1.0)).collect()
 }
 
 fn points(rng: &mut StdRng, k: usize) -> Vec<f64> {
@@ -159,6 +164,16 @@ fn assignment(c: &mut Criterion) {
         }
         let cols2: Vec<f64> = (0..2 * n).map(|_| r.random_range(-1.0..1.0)).collect();
         side_by_side("1024x1024_2d upsampled from 512", &up, &cols2, n, n, 2);
+        // a sampler's early steps: model points spread 5× wider than the observed ones
+        let wide: Vec<f64> = cols2.iter().map(|x| 5.0 * x).collect();
+        side_by_side(
+            "1024x1024_2d columns spread 5x",
+            &base_rows(&mut r, n),
+            &wide,
+            n,
+            n,
+            2,
+        );
     }
 
     let mut g = c.benchmark_group("assignment/cpu/1024");

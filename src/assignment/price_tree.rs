@@ -60,6 +60,9 @@ pub(crate) struct PriceTree<F> {
     /// Per row: the best and second-best columns of its last search (NONE before), whose
     /// current values cap the search from the start.
     hints: Vec<[u32; 2]>,
+    /// Searches and columns evaluated since [`PriceTree::reset_counts`].
+    searches: u64,
+    evaluated: u64,
 }
 
 impl<F: AuctionFloat> PriceTree<F> {
@@ -84,6 +87,8 @@ impl<F: AuctionFloat> PriceTree<F> {
             leaf_of: vec![0; m],
             stack: Vec::with_capacity(64),
             hints: vec![[NONE; 2]; n],
+            searches: 0,
+            evaluated: 0,
         };
         t.build(cols, &mut perm, 0, m, NONE);
         for (q, &j) in perm.iter().enumerate() {
@@ -142,6 +147,18 @@ impl<F: AuctionFloat> PriceTree<F> {
         self.nodes[id as usize].left = left;
         self.nodes[id as usize].right = right;
         id
+    }
+
+    /// Forgets the search counts ([`PriceTree::pays`]).
+    pub(crate) fn reset_counts(&mut self) {
+        (self.searches, self.evaluated) = (0, 0);
+    }
+
+    /// Whether searching still pays against full scans: after 64 searches, false once they
+    /// evaluated more than a quarter of the columns on average (prices far above the
+    /// distances between neighbouring points prune little, and a full scan is cheaper).
+    pub(crate) fn pays(&self) -> bool {
+        self.searches < 64 || self.evaluated * 4 < self.searches * self.col.len() as u64
     }
 
     /// Loads all prices (m) and the subtree minima.
@@ -277,6 +294,7 @@ impl<F: AuctionFloat> PriceTree<F> {
             let nd = &self.nodes[id as usize];
             if nd.left == NONE {
                 let (lo, hi) = (nd.lo as usize, nd.hi as usize);
+                self.evaluated += (hi - lo) as u64;
                 // the leaf's values in one vectorisable pass, then the rare updates
                 let mut v = [F::infinity(); LEAF];
                 let pp = &self.pp[lo..hi];
@@ -320,6 +338,7 @@ impl<F: AuctionFloat> PriceTree<F> {
             }
         }
         self.stack = stack;
+        self.searches += 1;
         self.hints[i] = [j1 as u32, j2 as u32];
         (w1, j1, w2)
     }
