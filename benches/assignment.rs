@@ -29,18 +29,23 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::time::{Duration, Instant};
 
-/// Side by side in one process: 7 alternating runs of the exact solver and of the auction with
-/// and without the tree search on the same problem; prints min / median of each and the
-/// speed-ups (the figures BENCHMARKS.md reports).
-fn side_by_side(name: &str, rows: &[f64], cols: &[f64], n: usize, m: usize, dim: usize) {
-    let dense: Vec<f64> = (0..n * m)
+/// The dense n×m matrix of squared distances between rows (n, dim) and cols (m, dim).
+fn dense_costs(rows: &[f64], cols: &[f64], n: usize, m: usize, dim: usize) -> Vec<f64> {
+    (0..n * m)
         .map(|e| {
             let (i, j) = (e / m, e % m);
             (0..dim)
                 .map(|k| (rows[dim * i + k] - cols[dim * j + k]).powi(2))
                 .sum()
         })
-        .collect();
+        .collect()
+}
+
+/// Side by side in one process: 7 alternating runs of the exact solver and of the auction with
+/// and without the tree search on the same problem; prints min / median of each and the
+/// speed-ups (the figures BENCHMARKS.md reports).
+fn side_by_side(name: &str, rows: &[f64], cols: &[f64], n: usize, m: usize, dim: usize) {
+    let dense = dense_costs(rows, cols, n, m, dim);
     let opt = linear_sum_assignment(&dense, n, m).unwrap().cost;
     let scan = AuctionParams {
         tree: false,
@@ -94,14 +99,7 @@ fn assignment(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(0);
     let rows = points(&mut rng, n);
     let cols = points(&mut rng, n);
-    let dense: Vec<f64> = (0..n * n)
-        .map(|e| {
-            let (i, j) = (e / n, e % n);
-            (0..3)
-                .map(|k| (rows[3 * i + k] - cols[3 * j + k]).powi(2))
-                .sum()
-        })
-        .collect();
+    let dense = dense_costs(&rows, &cols, n, n, 3);
     let gs = AuctionParams::default();
     let jacobi = AuctionParams {
         bidding: Bidding::Jacobi,
@@ -201,14 +199,7 @@ fn assignment(c: &mut Criterion) {
     ] {
         let rows: Vec<f64> = (0..n * dim).map(|_| rng.random_range(-1.0..1.0)).collect();
         let cols: Vec<f64> = (0..m * dim).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let dense: Vec<f64> = (0..n * m)
-            .map(|e| {
-                let (i, j) = (e / m, e % m);
-                (0..dim)
-                    .map(|k| (rows[dim * i + k] - cols[dim * j + k]).powi(2))
-                    .sum()
-            })
-            .collect();
+        let dense = dense_costs(&rows, &cols, n, m, dim);
         side_by_side(name, &rows, &cols, n, m, dim);
         let opt = linear_sum_assignment(&dense, n, m).unwrap().cost;
         let r = auction_points(&rows, &cols, n, m, dim, &gs, &mut AuctionState::new()).unwrap();
