@@ -43,8 +43,15 @@ fn dense_costs(rows: &[f64], cols: &[f64], n: usize, m: usize, dim: usize) -> Ve
 
 /// Side by side in one process: 7 alternating runs of the exact solver and of the auction with
 /// and without the tree search on the same problem; prints min / median of each and the
-/// speed-ups (the figures BENCHMARKS.md reports).
-fn side_by_side(name: &str, rows: &[f64], cols: &[f64], n: usize, m: usize, dim: usize) {
+/// speed-ups (the figures BENCHMARKS.md reports). Returns the dense matrix and its optimum.
+fn side_by_side(
+    name: &str,
+    rows: &[f64],
+    cols: &[f64],
+    n: usize,
+    m: usize,
+    dim: usize,
+) -> (Vec<f64>, f64) {
     let dense = dense_costs(rows, cols, n, m, dim);
     let opt = linear_sum_assignment(&dense, n, m).unwrap().cost;
     let scan = AuctionParams {
@@ -84,6 +91,7 @@ fn side_by_side(name: &str, rows: &[f64], cols: &[f64], n: usize, m: usize, dim:
         r.assignment.cost - opt,
         m as f64 * r.eps
     );
+    (dense, opt)
 }
 
 fn base_rows(rng: &mut StdRng, k: usize) -> Vec<f64> {
@@ -99,7 +107,7 @@ fn assignment(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(0);
     let rows = points(&mut rng, n);
     let cols = points(&mut rng, n);
-    let dense = dense_costs(&rows, &cols, n, n, 3);
+    let (dense, opt) = side_by_side("1024x1024_3d", &rows, &cols, n, n, 3);
     let gs = AuctionParams::default();
     let jacobi = AuctionParams {
         bidding: Bidding::Jacobi,
@@ -117,7 +125,6 @@ fn assignment(c: &mut Criterion) {
         .collect();
 
     // one solve of each, for the log: phases, bids, rounds and the excess over the optimum
-    let opt = linear_sum_assignment(&dense, n, n).unwrap().cost;
     let runs = [
         (
             "gauss_seidel",
@@ -145,7 +152,6 @@ fn assignment(c: &mut Criterion) {
         cold.phases, cold.bids, warm.phases, warm.bids, warm.warm
     );
 
-    side_by_side("1024x1024_3d", &rows, &cols, n, n, 3);
     for seed in 1..4 {
         let mut r = StdRng::seed_from_u64(seed);
         let (a, b) = (points(&mut r, n), points(&mut r, n));
@@ -199,9 +205,7 @@ fn assignment(c: &mut Criterion) {
     ] {
         let rows: Vec<f64> = (0..n * dim).map(|_| rng.random_range(-1.0..1.0)).collect();
         let cols: Vec<f64> = (0..m * dim).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let dense = dense_costs(&rows, &cols, n, m, dim);
-        side_by_side(name, &rows, &cols, n, m, dim);
-        let opt = linear_sum_assignment(&dense, n, m).unwrap().cost;
+        let (dense, opt) = side_by_side(name, &rows, &cols, n, m, dim);
         let r = auction_points(&rows, &cols, n, m, dim, &gs, &mut AuctionState::new()).unwrap();
         println!(
             "{name} auction gauss_seidel: {} phases, {} bids, cost − optimum {:.2e} (m·ε {:.2e})",

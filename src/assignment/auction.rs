@@ -1089,10 +1089,9 @@ fn aligned_start<F: AuctionFloat>(eps0: F, eps_final: F, div: f64) -> F {
     F::from_f64(ef * div.powi(k)).max(eps_final)
 }
 
-/// The ε after a phase at `eps`: eps/div, at least ε_final; in the geometric schedule
-/// (`aligned`) a value within 1.5× of ε_final is rounded to it (no near-duplicate last phase).
-fn next_eps<F: AuctionFloat>(eps: F, eps_final: F, div: F, aligned: bool) -> F {
-    let e = eps / div;
+/// ε for a phase, at least ε_final; in the geometric schedule (`aligned`) a value within 1.5×
+/// of ε_final is rounded to it (no near-duplicate last phase).
+fn snap_eps<F: AuctionFloat>(e: F, eps_final: F, aligned: bool) -> F {
     if aligned && e < eps_final * F::from_f64(1.5) {
         eps_final
     } else {
@@ -1149,10 +1148,8 @@ fn solve<F: AuctionFloat, C: Costs<F>>(
         eps0.max(eps_final)
     };
     let (mut p, mut eps) = warm.unwrap_or_else(|| (vec![F::zero(); m], cold_eps));
-    if is_warm && aligned && eps < eps_final * F::from_f64(1.5) {
-        // a kept assignment within rounding of ε_final-CS starts at ε_final (as in next_eps)
-        eps = eps_final;
-    }
+    // a kept assignment within rounding of ε_final-CS starts at ε_final
+    eps = snap_eps(eps, eps_final, aligned);
     let mut col = vec![NONE; m];
     let mut counts = Counts::default();
     let mut phases = 0u32;
@@ -1182,7 +1179,7 @@ fn solve<F: AuctionFloat, C: Costs<F>>(
         if eps <= eps_final {
             break;
         }
-        eps = next_eps(eps, eps_final, divf, aligned);
+        eps = snap_eps(eps / divf, eps_final, aligned);
     }
     Ok(finish(
         c, n, eps_final, p, col, phases, counts, is_warm, state,
