@@ -3,13 +3,13 @@
 //! - `assignment/cpu/1024/hungarian`: the exact solver on the dense f64 matrix (built outside
 //!   the timing). Roofline: O(n³), ≈ n³ = 1.1·10⁹ reduced-cost updates of a few flops.
 //! - `…/auction_gauss_seidel`, `…/auction_jacobi_f32`: the ε-scaling auction (ε = 10⁻⁶) with
-//!   costs from coordinates on the fly, the CPU default (geometric ε schedule, kd-tree search:
-//!   ≈ 2.5·10⁴ bids in 7 phases, each evaluating ≈ 60–100 columns) and the CUDA kernel's twin
+//!   costs from coordinates on the fly, the CPU default (geometric ε schedule, kd-partition
+//!   search: ≈ 2.3·10⁴ bids in 6 phases, each evaluating ≈ 120 columns) and the CUDA kernel's twin
 //!   (full scans: bids × m evaluations of C + p, ≈ 9 flops each at dim 3, in 8 branch-free
 //!   lanes over structure-of-arrays columns; f64 SSE2 pairs on the default x86-64 target).
 //! - Before the criterion groups, `side by side …` lines: 7 alternating runs of the exact
 //!   solver and the auction with and without the tree on the same problem, min / median (the
-//!   figures in BENCHMARKS.md), for uniform 3-D problems (4 seeds), 2-D with the observed
+//!   figures in BENCHMARKS.md), for uniform 3-D problems (12 seeds), 2-D with the observed
 //!   points upsampled from 512 (the projections' case), 2-D with the model points spread 5×
 //!   wider than the observed ones (a sampler's early steps), 2-D uniform and the subunit.
 //! - `…/auction_warm`: the same problem after the model points moved by ≤ 10⁻³ (a sampler
@@ -152,7 +152,7 @@ fn assignment(c: &mut Criterion) {
         cold.phases, cold.bids, warm.phases, warm.bids, warm.warm
     );
 
-    for seed in 1..4 {
+    for seed in 1..12 {
         let mut r = StdRng::seed_from_u64(seed);
         let (a, b) = (points(&mut r, n), points(&mut r, n));
         side_by_side(&format!("1024x1024_3d seed {seed}"), &a, &b, n, n, 3);

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | [`hungarian`] | exact rectangular [`linear_sum_assignment`], as scipy's (the reference) |
 //! | [`auction`](mod@auction) | forward auction with ε-scaling, warm start, Gauss–Seidel or Jacobi bidding: cost ≤ optimum + m·ε |
-//! | `price_tree` | kd-tree of the columns with subtree price minima: the auction's branch-and-bound bid search for point costs |
+//! | `price_tree` | kd-partition of the columns into leaves with their boxes and price minima: the auction's branch-and-bound bid search for point costs |
 
 pub mod auction;
 pub mod hungarian;

@@ -1,15 +1,22 @@
-//! A kd-tree over the model points (the auction's columns) that keeps the least price of each
-//! subtree, so that an auction bid for squared Euclidean costs finds its best and second-best
-//! column, argmin_j ‖r − c_j‖² + p_j, without scanning all m columns: branch and bound over
-//! the tree with the lower bound dist²(r, box) + min p of a node, nearest child first. Prices
-//! only rise during a solve, and each raised price updates its leaf and ancestors.
+//! A kd-partition of the model points (the auction's columns) into leaves of at most [`LEAF`]
+//! points, each with its bounding box and least price, so that an auction bid for squared
+//! Euclidean costs finds its best and second-best column, argmin_j ‖r − c_j‖² + p_j, without
+//! scanning all m columns: the lower bound dist²(r, box) + min p of every leaf is computed in
+//! one vectorised pass, then the leaves are visited in increasing bound while their bound is
+//! at or below the running second-best. Prices only rise during a solve, and each raised price
+//! updates its leaf's minimum.
+//!
+//! The leaves are flat (no internal nodes): at the sizes of the point-cloud energies (m up to a
+//! few thousand, m/[`LEAF`] leaves) one pass over every leaf's bound costs less than walking a
+//! tree, which computed two bounds per visited node and chased pointers; the pass grows with
+//! m/[`LEAF`], still far below a full scan's m.
 //!
 //! The result is the full scan's, bit for bit: the leaf values are computed with the scan's
 //! arithmetic (t₀², then + t_k² in k order, then + p_j), the bound with the same operations on
 //! the per-axis distances to the box (so, rounding being monotone, it is ≤ every value in the
-//! box in floating point too), a node is skipped only when its bound is strictly above the
+//! box in floating point too), a leaf is skipped only when its bound is strictly above the
 //! running second-best, and ties in w₁ go to the column with the least visiting key
-//! (j − s) mod m, the scan's order.
+//! (j − s) mod m, the scan's order, whatever order the leaves are visited in.
 
 use super::auction::AuctionFloat;
 
@@ -21,31 +28,24 @@ fn avx2() -> bool {
 }
 
 /// Points per leaf at most.
-const LEAF: usize = 32;
+pub(crate) const LEAF: usize = 32;
 
-/// "No node" / "no column".
+/// "No column".
 const NONE: u32 = u32::MAX;
 
-#[derive(Clone, Debug)]
-struct Node<F> {
-    /// Tree positions lo..hi.
-    lo: u32,
-    hi: u32,
-    /// Children, or NONE for a leaf.
-    left: u32,
-    right: u32,
-    parent: u32,
-    bmin: [F; 3],
-    bmax: [F; 3],
-    /// The least price of the node's columns.
-    minp: F,
-}
-
-/// The tree (see the module doc) over m points of dimension 2 or 3.
+/// The partition (see the module doc) over m points of dimension 2 or 3.
 #[derive(Clone, Debug)]
 pub(crate) struct PriceTree<F> {
     dim: usize,
-    nodes: Vec<Node<F>>,
+    /// Number of leaves.
+    nl: usize,
+    /// Tree positions of each leaf: lo\[l\]..lo\[l + 1\].
+    lo: Vec<u32>,
+    /// Leaf boxes, structure of arrays (3, nl) (the third axis unused in 2-D).
+    bmin: Vec<F>,
+    bmax: Vec<F>,
+    /// The least price of each leaf's columns.
+    minp: Vec<F>,
     /// Coordinates in tree order, structure of arrays (dim, m).
     xs: Vec<F>,
     /// Column at each tree position, and the position of each column.
@@ -55,8 +55,10 @@ pub(crate) struct PriceTree<F> {
     pp: Vec<F>,
     /// Leaf of each tree position.
     leaf_of: Vec<u32>,
-    /// Branch-and-bound stack: (node, bound).
-    stack: Vec<(u32, F)>,
+    /// Scratch: the leaves' bounds of the current search.
+    bound: Vec<F>,
+    /// Scratch: (bound, leaf) of the leaves to visit, in increasing bound.
+    order: Vec<(F, u32)>,
     /// Per row: the best and second-best columns of its last search (NONE before), whose
     /// current values cap the search from the start.
     hints: Vec<[u32; 2]>,
@@ -66,7 +68,7 @@ pub(crate) struct PriceTree<F> {
 }
 
 impl<F: AuctionFloat> PriceTree<F> {
-    /// The tree over `cols` (m, dim) row-major, dim 2 or 3, for n rows, with all prices 0;
+    /// The partition of `cols` (m, dim) row-major, dim 2 or 3, for n rows, with all prices 0;
     /// None for other dimensions or m ≥ 2³² − 1.
     pub(crate) fn new(cols: &[F], dim: usize, n: usize) -> Option<Self> {
         if !(dim == 2 || dim == 3) {
@@ -77,20 +79,45 @@ impl<F: AuctionFloat> PriceTree<F> {
             return None;
         }
         let mut perm: Vec<u32> = (0..m as u32).collect();
+        let mut ranges = Vec::with_capacity(2 * m / LEAF + 2);
+        split(cols, dim, &mut perm, 0, m, &mut ranges);
+        let nl = ranges.len();
         let mut t = PriceTree {
             dim,
-            nodes: Vec::with_capacity(2 * m / LEAF + 2),
+            nl,
+            lo: ranges
+                .iter()
+                .map(|&(a, _)| a as u32)
+                .chain([m as u32])
+                .collect(),
+            bmin: vec![F::zero(); 3 * nl],
+            bmax: vec![F::zero(); 3 * nl],
+            minp: vec![F::zero(); nl],
             xs: vec![F::zero(); dim * m],
             col: Vec::new(),
             pos: vec![0; m],
             pp: vec![F::zero(); m],
             leaf_of: vec![0; m],
-            stack: Vec::with_capacity(64),
+            bound: vec![F::zero(); nl],
+            order: Vec::with_capacity(nl),
             hints: vec![[NONE; 2]; n],
             searches: 0,
             evaluated: 0,
         };
-        t.build(cols, &mut perm, 0, m, NONE);
+        for (l, &(a, b)) in ranges.iter().enumerate() {
+            for k in 0..dim {
+                let (mut lo, mut hi) = (F::infinity(), F::neg_infinity());
+                for &j in &perm[a..b] {
+                    let x = cols[j as usize * dim + k];
+                    lo = lo.min(x);
+                    hi = hi.max(x);
+                }
+                (t.bmin[k * nl + l], t.bmax[k * nl + l]) = (lo, hi);
+            }
+            for q in a..b {
+                t.leaf_of[q] = l as u32;
+            }
+        }
         for (q, &j) in perm.iter().enumerate() {
             t.pos[j as usize] = q as u32;
             for k in 0..dim {
@@ -99,54 +126,6 @@ impl<F: AuctionFloat> PriceTree<F> {
         }
         t.col = perm;
         Some(t)
-    }
-
-    fn build(&mut self, cols: &[F], perm: &mut [u32], lo: usize, hi: usize, parent: u32) -> u32 {
-        let dim = self.dim;
-        let (mut bmin, mut bmax) = ([F::zero(); 3], [F::zero(); 3]);
-        for k in 0..dim {
-            let (mut a, mut b) = (F::infinity(), F::neg_infinity());
-            for &j in &perm[lo..hi] {
-                let x = cols[j as usize * dim + k];
-                a = a.min(x);
-                b = b.max(x);
-            }
-            (bmin[k], bmax[k]) = (a, b);
-        }
-        let id = self.nodes.len() as u32;
-        self.nodes.push(Node {
-            lo: lo as u32,
-            hi: hi as u32,
-            left: NONE,
-            right: NONE,
-            parent,
-            bmin,
-            bmax,
-            minp: F::zero(),
-        });
-        if hi - lo <= LEAF {
-            for q in lo..hi {
-                self.leaf_of[q] = id;
-            }
-            return id;
-        }
-        let axis = (0..dim)
-            .max_by(|&a, &b| {
-                (bmax[a] - bmin[a])
-                    .partial_cmp(&(bmax[b] - bmin[b]))
-                    .unwrap()
-            })
-            .unwrap_or(0);
-        let mid = lo + (hi - lo) / 2;
-        perm[lo..hi].select_nth_unstable_by(mid - lo, |&a, &b| {
-            let (x, y) = (cols[a as usize * dim + axis], cols[b as usize * dim + axis]);
-            x.partial_cmp(&y).unwrap().then(a.cmp(&b))
-        });
-        let left = self.build(cols, perm, lo, mid, id);
-        let right = self.build(cols, perm, mid, hi, id);
-        self.nodes[id as usize].left = left;
-        self.nodes[id as usize].right = right;
-        id
     }
 
     /// Forgets the search counts ([`PriceTree::pays`]).
@@ -161,52 +140,32 @@ impl<F: AuctionFloat> PriceTree<F> {
         self.searches < 64 || self.evaluated * 4 < self.searches * self.col.len() as u64
     }
 
-    /// Loads all prices (m) and the subtree minima.
+    /// The least price of leaf l's columns.
+    fn leaf_min(&self, l: usize) -> F {
+        self.pp[self.lo[l] as usize..self.lo[l + 1] as usize]
+            .iter()
+            .fold(F::infinity(), |a, &b| a.min(b))
+    }
+
+    /// Loads all prices (m) and the leaf minima.
     pub(crate) fn set_prices(&mut self, p: &[F]) {
         for (q, &j) in self.col.iter().enumerate() {
             self.pp[q] = p[j as usize];
         }
-        // children come after their parent in `nodes`
-        for id in (0..self.nodes.len()).rev() {
-            let nd = &self.nodes[id];
-            let minp = if nd.left == NONE {
-                self.pp[nd.lo as usize..nd.hi as usize]
-                    .iter()
-                    .fold(F::infinity(), |a, &b| a.min(b))
-            } else {
-                self.nodes[nd.left as usize]
-                    .minp
-                    .min(self.nodes[nd.right as usize].minp)
-            };
-            self.nodes[id].minp = minp;
+        for l in 0..self.nl {
+            self.minp[l] = self.leaf_min(l);
         }
     }
 
-    /// Column j's price rose to `price`: updates its leaf and the ancestors whose minimum changed.
+    /// Column j's price rose to `price`: updates its leaf's minimum.
     #[inline]
     pub(crate) fn raise(&mut self, j: usize, price: F) {
         let q = self.pos[j] as usize;
-        self.pp[q] = price;
-        let mut id = self.leaf_of[q];
-        let nd = &self.nodes[id as usize];
-        let mut minp = self.pp[nd.lo as usize..nd.hi as usize]
-            .iter()
-            .fold(F::infinity(), |a, &b| a.min(b));
-        loop {
-            let nd = &mut self.nodes[id as usize];
-            if nd.minp == minp {
-                return;
-            }
-            nd.minp = minp;
-            let parent = nd.parent;
-            if parent == NONE {
-                return;
-            }
-            let pn = &self.nodes[parent as usize];
-            minp = self.nodes[pn.left as usize]
-                .minp
-                .min(self.nodes[pn.right as usize].minp);
-            id = parent;
+        let old = std::mem::replace(&mut self.pp[q], price);
+        let l = self.leaf_of[q] as usize;
+        // only the column holding the minimum can raise it
+        if old == self.minp[l] {
+            self.minp[l] = self.leaf_min(l);
         }
     }
 
@@ -221,8 +180,8 @@ impl<F: AuctionFloat> PriceTree<F> {
         self.best_any(i, r, s)
     }
 
-    /// [`PriceTree::best`] compiled with AVX2 (4 f64 / 8 f32 lanes in the leaf evaluations).
-    /// No FMA: the arithmetic, and so the result, is the default build's bit for bit.
+    /// [`PriceTree::best`] compiled with AVX2 (4 f64 / 8 f32 lanes in the bound and leaf
+    /// passes). No FMA: the arithmetic, and so the result, is the default build's bit for bit.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn best_avx2(&mut self, i: usize, r: &[F], s: usize) -> (F, usize, F) {
@@ -250,20 +209,34 @@ impl<F: AuctionFloat> PriceTree<F> {
         acc + self.pp[q]
     }
 
+    /// Every leaf's bound dist²(r, box) + min p into `self.bound`.
     #[inline(always)]
-    fn bound<const D: usize>(&self, r: [F; D], id: u32) -> F {
-        let nd = &self.nodes[id as usize];
-        // max(b_min − r, r − b_max, 0): fl(b_min − r) = −fl(r − b_min), so its square is that of
-        // the scan's t at the box's face
-        let axis = |k: usize| {
-            let t = (nd.bmin[k] - r[k]).max(r[k] - nd.bmax[k]).max(F::zero());
+    fn bounds<const D: usize>(&mut self, r: [F; D]) {
+        let nl = self.nl;
+        // max(b_min − r, r − b_max, 0) with plain comparisons (all finite): fl(b_min − r) =
+        // −fl(r − b_min), so its square is that of the scan's t at the box's face
+        let axis = |bmin: F, bmax: F, rk: F| {
+            let (a, b) = (bmin - rk, rk - bmax);
+            let t = if a > b { a } else { b };
+            let t = if t > F::zero() { t } else { F::zero() };
             t * t
         };
-        let mut acc = axis(0);
-        for k in 1..D {
-            acc = acc + axis(k);
+        let (b0, b1) = (&self.bmin[..nl], &self.bmax[..nl]);
+        for (out, (&lo, &hi)) in self.bound.iter_mut().zip(b0.iter().zip(b1)) {
+            *out = axis(lo, hi, r[0]);
         }
-        acc + nd.minp
+        for (k, &rk) in r.iter().enumerate().skip(1) {
+            let (bk0, bk1) = (
+                &self.bmin[k * nl..(k + 1) * nl],
+                &self.bmax[k * nl..(k + 1) * nl],
+            );
+            for (out, (&lo, &hi)) in self.bound.iter_mut().zip(bk0.iter().zip(bk1)) {
+                *out = *out + axis(lo, hi, rk);
+            }
+        }
+        for (out, &mp) in self.bound.iter_mut().zip(&self.minp) {
+            *out = *out + mp;
+        }
     }
 
     #[inline(always)]
@@ -279,67 +252,112 @@ impl<F: AuctionFloat> PriceTree<F> {
         let cap = if ha != NONE && hb != NONE && ha != hb {
             let va = self.value(r, self.pos[ha as usize] as usize);
             let vb = self.value(r, self.pos[hb as usize] as usize);
-            va.max(vb)
+            if va > vb {
+                va
+            } else {
+                vb
+            }
         } else {
             F::infinity()
         };
-        let mut stack = std::mem::take(&mut self.stack);
-        stack.clear();
-        stack.push((0, self.bound(r, 0)));
-        while let Some((id, b)) = stack.pop() {
-            let lim = w2.min(cap);
-            if b > lim {
-                continue;
+        self.bounds(r);
+        // the leaves at or below the cap, in increasing bound (few once the hints exist)
+        let mut order = std::mem::take(&mut self.order);
+        order.clear();
+        for (l, &b) in self.bound.iter().enumerate() {
+            if b <= cap {
+                // insertion into the sorted list (a handful of leaves; all of them, once per
+                // row, before its first search leaves hints)
+                let mut t = order.len();
+                order.push((b, l as u32));
+                while t > 0 && order[t - 1].0 > b {
+                    order[t] = order[t - 1];
+                    t -= 1;
+                }
+                order[t] = (b, l as u32);
             }
-            let nd = &self.nodes[id as usize];
-            if nd.left == NONE {
-                let (lo, hi) = (nd.lo as usize, nd.hi as usize);
-                self.evaluated += (hi - lo) as u64;
-                // the leaf's values in one vectorisable pass, then the rare updates
-                let mut v = [F::infinity(); LEAF];
-                let pp = &self.pp[lo..hi];
-                let xk: [&[F]; D] = std::array::from_fn(|k| &self.xs[k * m + lo..k * m + hi]);
-                for (t, (vt, &pq)) in v.iter_mut().zip(pp).enumerate() {
-                    let d = r[0] - xk[0][t];
-                    let mut acc = d * d;
-                    for k in 1..D {
-                        let d = r[k] - xk[k][t];
-                        acc = acc + d * d;
-                    }
-                    *vt = acc + pq;
+        }
+        for &(bl, l) in &order {
+            let lim = if w2 < cap { w2 } else { cap };
+            if bl > lim {
+                break;
+            }
+            let l = l as usize;
+            let (lo, hi) = (self.lo[l] as usize, self.lo[l + 1] as usize);
+            self.evaluated += (hi - lo) as u64;
+            // the leaf's values in one vectorisable pass
+            let mut v = [F::infinity(); LEAF];
+            let pp = &self.pp[lo..hi];
+            let xk: [&[F]; D] = std::array::from_fn(|k| &self.xs[k * m + lo..k * m + hi]);
+            for (t, (vt, &pq)) in v.iter_mut().zip(pp).enumerate() {
+                let d = r[0] - xk[0][t];
+                let mut acc = d * d;
+                for k in 1..D {
+                    let d = r[k] - xk[k][t];
+                    acc = acc + d * d;
                 }
-                for (t, &x) in v[..hi - lo].iter().enumerate() {
-                    if x > w2.min(cap) {
-                        continue;
-                    }
-                    let j = self.col[lo + t] as usize;
-                    if x < w1 || (x == w1 && key(j) < k1) {
-                        (w2, j2) = (w1, j1);
-                        (w1, j1, k1) = (x, j, key(j));
-                    } else if x < w2 {
-                        (w2, j2) = (x, j);
-                    }
+                *vt = acc + pq;
+            }
+            // the candidates at or below the limit on entry, as a bit mask (branch-free,
+            // vectorised); the limit only falls while they are visited
+            let mut mask = 0u64;
+            for (t, &x) in v[..hi - lo].iter().enumerate() {
+                mask |= u64::from(x <= lim) << t;
+            }
+            while mask != 0 {
+                let t = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                let x = v[t];
+                if x > w2 {
+                    continue;
                 }
-            } else {
-                let (a, c) = (nd.left, nd.right);
-                let (ba, bc) = (self.bound(r, a), self.bound(r, c));
-                let (near, bn, far, bf) = if ba <= bc {
-                    (a, ba, c, bc)
-                } else {
-                    (c, bc, a, ba)
-                };
-                let lim = w2.min(cap);
-                if bf <= lim {
-                    stack.push((far, bf));
-                }
-                if bn <= lim {
-                    stack.push((near, bn));
+                let j = self.col[lo + t] as usize;
+                if x < w1 || (x == w1 && key(j) < k1) {
+                    (w2, j2) = (w1, j1);
+                    (w1, j1, k1) = (x, j, key(j));
+                } else if x < w2 {
+                    (w2, j2) = (x, j);
                 }
             }
         }
-        self.stack = stack;
+        self.order = order;
         self.searches += 1;
         self.hints[i] = [j1 as u32, j2 as u32];
         (w1, j1, w2)
     }
+}
+
+/// Splits positions lo..hi of `perm` at the median of the widest axis until at most [`LEAF`]
+/// remain, appending each leaf's range in order.
+fn split<F: AuctionFloat>(
+    cols: &[F],
+    dim: usize,
+    perm: &mut [u32],
+    lo: usize,
+    hi: usize,
+    out: &mut Vec<(usize, usize)>,
+) {
+    if hi - lo <= LEAF {
+        out.push((lo, hi));
+        return;
+    }
+    let width = |k: usize| {
+        let (mut a, mut b) = (F::infinity(), F::neg_infinity());
+        for &j in &perm[lo..hi] {
+            let x = cols[j as usize * dim + k];
+            a = a.min(x);
+            b = b.max(x);
+        }
+        b - a
+    };
+    let axis = (0..dim)
+        .max_by(|&a, &b| width(a).partial_cmp(&width(b)).unwrap())
+        .unwrap_or(0);
+    let mid = lo + (hi - lo) / 2;
+    perm[lo..hi].select_nth_unstable_by(mid - lo, |&a, &b| {
+        let (x, y) = (cols[a as usize * dim + axis], cols[b as usize * dim + axis]);
+        x.partial_cmp(&y).unwrap().then(a.cmp(&b))
+    });
+    split(cols, dim, perm, lo, mid, out);
+    split(cols, dim, perm, mid, hi, out);
 }
