@@ -62,6 +62,7 @@ fn config(dir: &Path, out: &str, epochs: usize, lr: f64) -> TrainConfig {
         learned_pose: None,
         slow: None,
         known_intervention: None,
+        refine_poses: None,
         checkpoint: 1,
         load: None,
         tilt: None,

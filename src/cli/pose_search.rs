@@ -161,6 +161,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         learned_pose: None,
         slow: None,
         known_intervention: None,
+        refine_poses: None,
         checkpoint: 1,
         load: None,
         tilt: None,

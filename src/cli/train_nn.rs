@@ -157,6 +157,7 @@ impl RunArgs {
             learned_pose: None,
             slow: None,
             known_intervention: None,
+            refine_poses: None,
             checkpoint: self.checkpoint,
             load: t.load.map(abs),
             tilt: None,
@@ -236,6 +237,20 @@ pub struct CommonArgs {
     /// Decoder domain [default: fourier]
     #[arg(long, value_parser = ["fourier", "hartley"])]
     pub domain: Option<String>,
+    /// Refine the poses file's rotations by gradient descent with the model: a per-image table
+    /// (--emb-type) trained by SparseAdam (--pose-lr) after --pretrain epochs; writes pose.N.pkl and
+    /// pose.pkl (the refined rotations, the file's translations). The reference's --do-pose-sgd
+    #[arg(long = "refine-poses", visible_alias = "do-pose-sgd")]
+    pub refine_poses: bool,
+    /// Epochs with fixed poses before --refine-poses starts
+    #[arg(long, default_value_t = 5)]
+    pub pretrain: usize,
+    /// SO(3) embedding of the refined rotations
+    #[arg(long = "emb-type", default_value = "quat", value_parser = ["quat", "s2s2"])]
+    pub emb_type: String,
+    /// Learning rate of the pose table
+    #[arg(long = "pose-lr", default_value_t = 1e-4)]
+    pub pose_lr: f64,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -243,14 +258,22 @@ pub struct CommonArgs {
 impl CommonArgs {
     /// The training configuration these flags describe (model sizes filled in by the caller).
     pub fn config(&self) -> anyhow::Result<TrainConfig> {
-        self.run.config(RunTarget {
+        let mut cfg = self.run.config(RunTarget {
             particles: &self.particles,
             outdir: &self.outdir,
             poses: &self.poses,
             num_epochs: self.num_epochs,
             domain: self.domain.as_deref().unwrap_or("fourier"),
             load: self.load.as_deref(),
-        })
+        })?;
+        if self.refine_poses {
+            cfg.refine_poses = Some(crate::train::RefinePoses {
+                emb: self.emb_type.parse()?,
+                lr: self.pose_lr,
+                pretrain: self.pretrain,
+            });
+        }
+        Ok(cfg)
     }
 
     /// The `config.json` names of the settings given explicitly ([`RunArgs::given`] and

@@ -8,6 +8,9 @@
 //! - [`sixd`]: the 6-D representation of Zhou et al. (2019): two 3-vectors → Gram–Schmidt → the rows
 //!   b₁ = a₁/‖a₁‖, b₂ = (a₂ − (b₁·a₂) b₁)/‖·‖, b₃ = b₁ × b₂ of a proper rotation (det +1), continuous in the
 //!   inputs wherever a₁ and a₂ are independent.
+//! - [`quat`]: a quaternion (w, x, y, z) per image, normalised, → the rotation
+//!   `[[1 − 2(y² + z²), 2(xy − wz), 2(xz + wy)], [2(xy + wz), 1 − 2(x² + z²), 2(yz − wx)],
+//!   [2(xz − wy), 2(yz + wx), 1 − 2(x² + y²)]]` (q and −q give the same R); [`quat_of`] inverts it.
 
 use crate::autodiff::{Tape, Tensor, Var};
 use crate::backend::{Backend, BinaryOp, Float, UnaryOp};
@@ -84,6 +87,66 @@ pub fn sixd<B: Backend>(t: &mut Tape<'_, B>, a: Var) -> Result<Var> {
     t.concat(&[b1, b2, b3])
 }
 
+/// Rotations (B, 9) from quaternions (B, 4) = (w, x, y, z), normalised first (module doc).
+pub fn quat<B: Backend>(t: &mut Tape<'_, B>, q: Var) -> Result<Var> {
+    check(t, q, 4, "quaternion")?;
+    let u = normalize_rows(t, q)?;
+    let c: Vec<Var> = (0..4).map(|k| t.slice(u, k, 1)).collect::<Result<_>>()?;
+    let (w, x, y, z) = (c[0], c[1], c[2], c[3]);
+    // the ten products, each once
+    let mut pr = |a: Var, b: Var| t.mul(a, b);
+    let (xx, yy, zz) = (pr(x, x)?, pr(y, y)?, pr(z, z)?);
+    let (xy, xz, yz) = (pr(x, y)?, pr(x, z)?, pr(y, z)?);
+    let (wx, wy, wz) = (pr(w, x)?, pr(w, y)?, pr(w, z)?);
+    // 1 − 2(a + b)
+    let diag = |t: &mut Tape<'_, B>, a: Var, b: Var| -> Result<Var> {
+        let s = t.add(a, b)?;
+        t.affine(s, -2.0, 1.0)
+    };
+    // 2(a ± b)
+    let off = |t: &mut Tape<'_, B>, a: Var, b: Var, plus: bool| -> Result<Var> {
+        let s = if plus { t.add(a, b)? } else { t.sub(a, b)? };
+        t.affine(s, 2.0, 0.0)
+    };
+    let r = [
+        diag(t, yy, zz)?,
+        off(t, xy, wz, false)?,
+        off(t, xz, wy, true)?,
+        off(t, xy, wz, true)?,
+        diag(t, xx, zz)?,
+        off(t, yz, wx, false)?,
+        off(t, xz, wy, false)?,
+        off(t, yz, wx, true)?,
+        diag(t, xx, yy)?,
+    ];
+    t.concat(&r)
+}
+
+/// The unit quaternion (w, x, y, z) with w ≥ 0 of a rotation matrix (row-major), the inverse of
+/// [`quat`] (Shepperd's method: the largest of the four squared components is computed first).
+pub fn quat_of(r: &[f64; 9]) -> [f64; 4] {
+    let (m00, m01, m02) = (r[0], r[1], r[2]);
+    let (m10, m11, m12) = (r[3], r[4], r[5]);
+    let (m20, m21, m22) = (r[6], r[7], r[8]);
+    let tr = m00 + m11 + m22;
+    let q = if tr >= m00.max(m11).max(m22) {
+        let s = (1.0 + tr).max(0.0).sqrt() * 2.0; // 4w
+        [0.25 * s, (m21 - m12) / s, (m02 - m20) / s, (m10 - m01) / s]
+    } else if m00 >= m11 && m00 >= m22 {
+        let s = (1.0 + m00 - m11 - m22).max(0.0).sqrt() * 2.0; // 4x
+        [(m21 - m12) / s, 0.25 * s, (m01 + m10) / s, (m02 + m20) / s]
+    } else if m11 >= m22 {
+        let s = (1.0 + m11 - m00 - m22).max(0.0).sqrt() * 2.0; // 4y
+        [(m02 - m20) / s, (m01 + m10) / s, 0.25 * s, (m12 + m21) / s]
+    } else {
+        let s = (1.0 + m22 - m00 - m11).max(0.0).sqrt() * 2.0; // 4z
+        [(m10 - m01) / s, (m02 + m20) / s, (m12 + m21) / s, 0.25 * s]
+    };
+    let n = q.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let sg = if q[0] < 0.0 { -1.0 } else { 1.0 };
+    q.map(|v| sg * v / n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +188,7 @@ mod tests {
                 2,
             ),
             (sixd::<B64>, 6),
+            (quat::<B64>, 4),
         ] {
             let x: Vec<f64> = (0..nb * k).map(|_| rng.random_range(-1.0..1.0)).collect();
             let w: Vec<f64> = (0..nb * 9).map(|_| rng.random_range(-1.0..1.0)).collect();
@@ -171,10 +235,26 @@ mod tests {
         for (a, b) in r.iter().zip(want) {
             assert!((a - b).abs() < 1e-12, "{r:?}");
         }
+        // quat_of inverts quat: R → q → R for rotations of every kind (trace-, x-, y-, z-dominant)
+        for (q0, k) in [
+            ([0.9, 0.1, -0.3, 0.2], 0),
+            ([0.1, 0.95, 0.2, -0.1], 1),
+            ([0.05, -0.2, 0.9, 0.3], 2),
+            ([-0.1, 0.3, 0.1, 0.9], 3),
+        ] {
+            let (r, _, _) = run(&be, quat::<B64>, &q0, 4, &[0.0; 9]);
+            let q = quat_of(&r.clone().try_into().unwrap());
+            let (r2, _, _) = run(&be, quat::<B64>, &q, 4, &[0.0; 9]);
+            for (a, b) in r.iter().zip(&r2) {
+                assert!((a - b).abs() < 1e-12, "case {k}: {r:?} vs {r2:?}");
+            }
+            assert!(q[0] >= 0.0 && (q.iter().map(|v| v * v).sum::<f64>() - 1.0).abs() < 1e-12);
+        }
         // a wrong width is an error, not a panic
         let store = crate::autodiff::ParamStore::new();
         let mut t = Tape::new(&be, &store);
         let xv = t.input(Tensor::from_slice(&be, &[1.0, 2.0, 3.0], &[1, 3]).unwrap());
         assert!(inplane(&mut t, xv).is_err() && sixd(&mut t, xv).is_err());
+        assert!(quat(&mut t, xv).is_err());
     }
 }

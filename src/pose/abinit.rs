@@ -466,6 +466,7 @@ pub fn abinit(cfg: &AbinitConfig, progress: bool) -> Result<AbinitResult> {
                 None,
                 None,
                 0.0,
+                None,
             )?;
             sum_loss += loss * nb as f64;
             sum_gen += gen * nb as f64;

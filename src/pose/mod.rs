@@ -8,8 +8,10 @@
 //! | [`slices`] | [`slices::SliceModel`]: exact decoder slices, slices interpolated in a volume's transform, per-image latent grids |
 //! | [`abinit`] | random-pose pretraining, then pose search every `--ps-freq` epochs and training on the found poses; `search_volume` (`pose-search`) |
 //! | [`error`] | pose accuracy: global alignment with handedness, Frobenius/degree/pixel errors |
+//! | [`table`] | per-image rotation tables (quaternion or 6-D) refined by SparseAdam: `--refine-poses` |
 
 pub mod abinit;
 pub mod error;
 pub mod search;
 pub mod slices;
+pub mod table;

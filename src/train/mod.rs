@@ -117,6 +117,21 @@ pub struct TrainConfig {
     /// poses file): its weight. None: off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub known_intervention: Option<f64>,
+    /// Pose refinement (`--refine-poses`, cryoDRGN's `--do-pose-sgd`, issue 26): the rotations of the
+    /// poses file become a per-image table refined by SparseAdam with the model. None: poses fixed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refine_poses: Option<RefinePoses>,
+}
+
+/// Settings of pose refinement (`--refine-poses`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RefinePoses {
+    /// SO(3) embedding (`--emb-type`, default quat).
+    pub emb: crate::pose::table::PoseEmb,
+    /// The table's learning rate (`--pose-lr`, default 1e-4).
+    pub lr: f64,
+    /// Epochs with fixed poses before refinement starts (`--pretrain`, default 5).
+    pub pretrain: usize,
 }
 
 impl TrainConfig {
@@ -733,6 +748,30 @@ pub fn train_with<B: Backend<Elem = f32>>(
         Some(sl) => Some(open_slow(cfg, sl, n)?),
         None => None,
     };
+    let mut refine = match &cfg.refine_poses {
+        Some(rp) => {
+            if cfg.tilt.is_some() || cfg.learned_pose.is_some() || cfg.twin.is_some() {
+                return Err(Error::invalid(
+                    "--refine-poses refines the poses file's rotations: not with tilt pairs, \
+                     --pose-source encoder or train-twin",
+                ));
+            }
+            Some(RefineStep {
+                table: crate::pose::table::PoseTable::new(&maker.poses.rots, rp.emb, rp.lr)?,
+                coords: coords
+                    .chunks(3)
+                    .map(|c| [c[0] as f64, c[1] as f64, c[2] as f64])
+                    .collect(),
+            })
+        }
+        None => None,
+    };
+    // 0-based epochs ≥ --pretrain refine (the reference: 1-based epoch > pretrain)
+    let refining = |epoch: usize| {
+        cfg.refine_poses
+            .as_ref()
+            .is_some_and(|rp| epoch >= rp.pretrain)
+    };
     // images per epoch: every particle, or with pairs every image of a pair
     let n_epoch = slow_step.as_ref().map_or(n, |s| 2 * s.pairs.len());
 
@@ -825,6 +864,7 @@ pub fn train_with<B: Backend<Elem = f32>>(
                 pose_step.as_ref(),
                 slow_step.as_ref(),
                 known_iv,
+                refine.as_mut().filter(|_| refining(epoch)),
             )?;
             sum_loss += loss * nb as f64;
             sum_gen += gen * nb as f64;
@@ -865,12 +905,26 @@ pub fn train_with<B: Backend<Elem = f32>>(
             append_losses_csv(&cfg.outdir, &st, epoch == start)?;
         }
         history.push(st);
+        let tag = epoch.to_string();
         if epoch.is_multiple_of(cfg.checkpoint) {
-            save(&epoch.to_string(), epoch, &store, &adam, &decoder)?;
+            save(&tag, epoch, &store, &adam, &decoder)?;
+        }
+        if let Some(r) = refine.as_ref().filter(|_| refining(epoch)) {
+            // pose.N.pkl at the checkpoints of refining epochs, as the reference
+            if epoch.is_multiple_of(cfg.checkpoint) {
+                save_refined(
+                    r,
+                    &maker.poses,
+                    &output_name(&cfg.outdir, "pose", &tag, "pkl"),
+                )?;
+            }
         }
     }
     if let Some(last) = history.last() {
         save("", last.epoch, &store, &adam, &decoder)?;
+        if let Some(r) = refine.as_ref().filter(|_| refining(last.epoch)) {
+            save_refined(r, &maker.poses, &cfg.outdir.join("pose.pkl"))?;
+        }
     }
     Ok(Trained {
         be,
@@ -880,6 +934,15 @@ pub fn train_with<B: Backend<Elem = f32>>(
         norm,
         history,
     })
+}
+
+/// The refined rotations with the poses file's translations, as a pose .pkl.
+fn save_refined(r: &RefineStep, given: &Poses, path: &Path) -> Result<()> {
+    Poses {
+        rots: r.table.rotations()?,
+        trans: given.trans.clone(),
+    }
+    .save(path)
 }
 
 fn crate_progress(n: u64, what: &str) -> indicatif::ProgressBar {
@@ -1066,6 +1129,7 @@ pub(crate) fn train_step<B: Backend<Elem = f32>>(
     pose: Option<&PoseStep>,
     slow: Option<&SlowStep>,
     known_intervention: f64,
+    refine: Option<&mut RefineStep>,
 ) -> Result<StepValues> {
     let mut t = Tape::new(be, store);
     let parts = step_loss(
@@ -1080,6 +1144,7 @@ pub(crate) fn train_step<B: Backend<Elem = f32>>(
         pose,
         slow,
         known_intervention,
+        refine.as_deref(),
     )?;
     let scalar = |t: &Tape<'_, B>, v: Option<crate::autodiff::Var>| -> Result<f64> {
         Ok(match v {
@@ -1097,8 +1162,22 @@ pub(crate) fn train_step<B: Backend<Elem = f32>>(
     };
     let l = parts.loss;
     let grads = t.backward(l)?;
+    let table_grad = match parts.table_rows {
+        Some(v) => Some(match grads.get(v) {
+            Some(g) => be.to_vec(g)?,
+            None => {
+                return Err(Error::invalid(
+                    "pose refinement: no gradient reached the pose table",
+                ))
+            }
+        }),
+        None => None,
+    };
     drop(t);
     adam.step(be, store, &grads)?;
+    if let (Some(r), Some(g)) = (refine, table_grad) {
+        r.table.step(&batch.idx, &g)?;
+    }
     grads.recycle(be);
     Ok(vals)
 }
@@ -1128,6 +1207,15 @@ struct StepParts {
     /// value): the term's value, and what to add to the tape's loss value to report the true loss.
     slow_value: f64,
     slow_correction: f64,
+    /// Pose refinement: the batch's rows of the pose table (B, width), an input of the tape.
+    table_rows: Option<crate::autodiff::Var>,
+}
+
+/// Pose refinement in a training step: the table and the decoder's masked lattice on the host (for
+/// [`Decoder::forward_posed`]).
+pub struct RefineStep {
+    pub table: crate::pose::table::PoseTable,
+    pub coords: Vec<[f64; 3]>,
 }
 
 /// SlowVAE in a training run: its settings and the pairs (particle indices, after checks).
@@ -1226,6 +1314,7 @@ fn step_loss<B: Backend<Elem = f32>>(
     pose: Option<&PoseStep>,
     slow: Option<&SlowStep>,
     known_intervention: f64,
+    refine: Option<&RefineStep>,
 ) -> Result<StepParts> {
     let be = t.backend().clone();
     let nb = batch.idx.len();
@@ -1264,10 +1353,23 @@ fn step_loss<B: Backend<Elem = f32>>(
         }
         _ => (None, None),
     };
-    let yr = match (pose, pose_params) {
-        (Some(ps), Some(pp)) => {
+    let mut table_rows = None;
+    let yr = match (pose, pose_params, refine) {
+        (Some(ps), Some(pp), _) => {
             let r = ps.kind.rotation(t, pp)?;
             decoder.forward_posed(t, &ps.coords, r, z)?
+        }
+        (_, _, Some(rs)) => {
+            // the batch's rows of the pose table: an input whose gradient updates the table
+            let w = rs.table.emb.width();
+            let rows = t.input(Tensor::from_slice(
+                &be,
+                &rs.table.rows(&batch.idx),
+                &[nb, w],
+            )?);
+            table_rows = Some(rows);
+            let r = rs.table.emb.rotation(t, rows)?;
+            decoder.forward_posed(t, &rs.coords, r, z)?
         }
         _ => decoder.forward(t, coords, rot, z)?,
     };
@@ -1364,6 +1466,7 @@ fn step_loss<B: Backend<Elem = f32>>(
                 intervention,
                 slow_value,
                 slow_correction,
+                table_rows,
             })
         }
         _ => Ok(StepParts {
@@ -1373,6 +1476,7 @@ fn step_loss<B: Backend<Elem = f32>>(
             intervention: None,
             slow_value: 0.0,
             slow_correction: 0.0,
+            table_rows,
         }),
     }
 }
