@@ -736,6 +736,7 @@ fn refine_poses_reduces_pose_error_and_raises_fsc() {
                 emb: "quat".parse().unwrap(),
                 lr: 1e-3,
                 pretrain: 2,
+                lr_end: None,
             });
         }
         let t = train(&cfg, false).unwrap();
@@ -764,4 +765,26 @@ fn refine_poses_reduces_pose_error_and_raises_fsc() {
         f_ref > f_fixed + 0.02,
         "FSC {f_fixed:.3} (fixed) vs {f_ref:.3} (refined)"
     );
+}
+
+/// `--pose-lr-end`'s schedule: `--pose-lr` in the first refining epoch, then falling, above the end
+/// value, by the half-cosine formula; constant without it.
+#[test]
+fn pose_lr_schedule() {
+    let mut rp = cryofield::train::RefinePoses {
+        emb: "s2s2".parse().unwrap(),
+        lr: 2e-3,
+        pretrain: 3,
+        lr_end: Some(1e-5),
+    };
+    let lrs: Vec<f64> = (3..15).map(|e| rp.lr_at(e, 15)).collect();
+    assert_eq!(lrs[0], 2e-3);
+    assert!(
+        lrs.windows(2).all(|w| w[1] < w[0]) && lrs[11] > 1e-5,
+        "{lrs:?}"
+    );
+    // halfway (x = 1/2): the mean of the two
+    assert!((rp.lr_at(9, 15) - (2e-3 + 1e-5) / 2.0).abs() < 1e-12);
+    rp.lr_end = None;
+    assert!((0..15).all(|e| rp.lr_at(e, 15) == 2e-3));
 }

@@ -251,6 +251,10 @@ pub struct CommonArgs {
     /// Learning rate of the pose table
     #[arg(long = "pose-lr", default_value_t = 1e-4)]
     pub pose_lr: f64,
+    /// Let the pose table's learning rate fall from --pose-lr to this along a half cosine over the
+    /// refining epochs (not in the reference; default: constant)
+    #[arg(long = "pose-lr-end")]
+    pub pose_lr_end: Option<f64>,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -271,6 +275,7 @@ impl CommonArgs {
                 emb: self.emb_type.parse()?,
                 lr: self.pose_lr,
                 pretrain: self.pretrain,
+                lr_end: self.pose_lr_end,
             });
         }
         Ok(cfg)

@@ -132,6 +132,26 @@ pub struct RefinePoses {
     pub lr: f64,
     /// Epochs with fixed poses before refinement starts (`--pretrain`, default 5).
     pub pretrain: usize,
+    /// `--pose-lr-end`: the table's learning rate falls from `lr` towards this along a half cosine
+    /// over the refining epochs, constant within an epoch: epoch e uses
+    /// end + (lr − end)·(1 + cos πx)/2 with x = (e − pretrain)/(num_epochs − pretrain). None:
+    /// constant `lr`, as the reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_end: Option<f64>,
+}
+
+impl RefinePoses {
+    /// The table's learning rate in 0-based epoch `epoch` of `num_epochs` (refining from `pretrain`).
+    pub fn lr_at(&self, epoch: usize, num_epochs: usize) -> f64 {
+        match self.lr_end {
+            None => self.lr,
+            Some(end) => {
+                let span = num_epochs.saturating_sub(self.pretrain).max(1) as f64;
+                let x = (epoch.saturating_sub(self.pretrain) as f64 / span).min(1.0);
+                end + 0.5 * (self.lr - end) * (1.0 + (std::f64::consts::PI * x).cos())
+            }
+        }
+    }
 }
 
 impl TrainConfig {
@@ -832,6 +852,9 @@ pub fn train_with<B: Backend<Elem = f32>>(
             }
         };
         let mut eps_rng = StdRng::seed_from_u64(epoch_seed(cfg.seed, epoch, 2));
+        if let (Some(r), Some(rp)) = (refine.as_mut(), cfg.refine_poses.as_ref()) {
+            r.table.lr = rp.lr_at(epoch, cfg.num_epochs);
+        }
         let rx = prefetch(maker.clone(), order, cfg.batch_size);
         let pb = progress.then(|| {
             crate_progress(
