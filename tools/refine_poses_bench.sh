@@ -5,11 +5,12 @@
 # refined poses' median rotation error at every checkpoint and the FSC of each volume against the
 # truth (the figures in BENCHMARKS.md).
 #
-# Usage: tools/refine_poses_bench.sh OUTDIR [D] [EPOCHS] [POSE_LR]
+# Usage: tools/refine_poses_bench.sh OUTDIR [D] [EPOCHS] [POSE_LR] [POSE_LR_END]
+# (POSE_LR_END: --pose-lr-end, the half-cosine decay of the pose lr; default: constant POSE_LR)
 # Needs a Python with numpy: $CRYOFIELD_PYTHON, else python3. Run `cargo build --release` first.
 set -euo pipefail
 [ $# -ge 1 ] || { sed -n 2,10p "$0"; exit 2; }
-OUT=$1; D=${2:-64}; EP=${3:-15}; LR=${4:-1e-3}
+OUT=$1; D=${2:-64}; EP=${3:-15}; LR=${4:-1e-3}; LR_END=${5:-}
 PY=${CRYOFIELD_PYTHON:-python3}
 B=${CRYOFIELD_BIN:-$(dirname "$0")/../target/release/cryofield}
 mkdir -p "$OUT"
@@ -36,7 +37,7 @@ run() {  # name, poses, extra flags
   echo "$1: $(( $(date +%s) - s )) s"
 }
 run fixed "$OUT/pose5.pkl"
-run refined "$OUT/pose5.pkl" --refine-poses --pretrain 3 --pose-lr "$LR"
+run refined "$OUT/pose5.pkl" --refine-poses --pretrain 3 --pose-lr "$LR" ${LR_END:+--pose-lr-end "$LR_END"}
 run true "$OUT/sim/pose.pkl"
 echo "start: $("$B" pose-error "$OUT/pose5.pkl" "$OUT/sim/pose.pkl" -D "$D" 2>&1 | grep degrees)"
 for f in $(ls "$OUT"/refined/pose.*.pkl | sort -t. -k2 -n) "$OUT/refined/pose.pkl"; do
