@@ -94,19 +94,16 @@ fn side_by_side(
     (dense, opt)
 }
 
-fn base_rows(rng: &mut StdRng, k: usize) -> Vec<f64> {
-    (0..2 * k).map(|_| rng.random_range(-1.0..1.0)).collect()
-}
-
-fn points(rng: &mut StdRng, k: usize) -> Vec<f64> {
-    (0..3 * k).map(|_| rng.random_range(-1.0..1.0)).collect()
+/// k points uniform in [−1, 1]^dim, row-major.
+fn uniform(rng: &mut StdRng, k: usize, dim: usize) -> Vec<f64> {
+    (0..dim * k).map(|_| rng.random_range(-1.0..1.0)).collect()
 }
 
 fn assignment(c: &mut Criterion) {
     let n = 1024;
     let mut rng = StdRng::seed_from_u64(0);
-    let rows = points(&mut rng, n);
-    let cols = points(&mut rng, n);
+    let rows = uniform(&mut rng, n, 3);
+    let cols = uniform(&mut rng, n, 3);
     let (dense, opt) = side_by_side("1024x1024_3d", &rows, &cols, n, n, 3);
     let gs = AuctionParams::default();
     let jacobi = AuctionParams {
@@ -154,25 +151,25 @@ fn assignment(c: &mut Criterion) {
 
     for seed in 1..12 {
         let mut r = StdRng::seed_from_u64(seed);
-        let (a, b) = (points(&mut r, n), points(&mut r, n));
+        let (a, b) = (uniform(&mut r, n, 3), uniform(&mut r, n, 3));
         side_by_side(&format!("1024x1024_3d seed {seed}"), &a, &b, n, n, 3);
     }
     {
         // projections: 2-D, the observed points upsampled from 512 distinct ones
         let mut r = StdRng::seed_from_u64(5);
-        let base: Vec<f64> = (0..2 * 512).map(|_| r.random_range(-1.0..1.0)).collect();
+        let base = uniform(&mut r, 512, 2);
         let mut up = base.clone();
         for _ in 512..n {
             let k = r.random_range(0..512);
             up.extend_from_slice(&base[2 * k..2 * k + 2]);
         }
-        let cols2: Vec<f64> = (0..2 * n).map(|_| r.random_range(-1.0..1.0)).collect();
+        let cols2 = uniform(&mut r, n, 2);
         side_by_side("1024x1024_2d upsampled from 512", &up, &cols2, n, n, 2);
         // a sampler's early steps: model points spread 5× wider than the observed ones
         let wide: Vec<f64> = cols2.iter().map(|x| 5.0 * x).collect();
         side_by_side(
             "1024x1024_2d columns spread 5x",
-            &base_rows(&mut r, n),
+            &uniform(&mut r, n, 2),
             &wide,
             n,
             n,
@@ -203,8 +200,8 @@ fn assignment(c: &mut Criterion) {
         ("1024x1024_2d", 1024, 1024, 2),
         ("256x1024_3d", 256, 1024, 3),
     ] {
-        let rows: Vec<f64> = (0..n * dim).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let cols: Vec<f64> = (0..m * dim).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let rows = uniform(&mut rng, n, dim);
+        let cols = uniform(&mut rng, m, dim);
         let (dense, opt) = side_by_side(name, &rows, &cols, n, m, dim);
         let r = auction_points(&rows, &cols, n, m, dim, &gs, &mut AuctionState::new()).unwrap();
         println!(
@@ -228,8 +225,8 @@ fn assignment(c: &mut Criterion) {
     }
 
     let nb = 8;
-    let brows = points(&mut rng, nb * n);
-    let bcols = points(&mut rng, nb * n);
+    let brows = uniform(&mut rng, nb * n, 3);
+    let bcols = uniform(&mut rng, nb * n, 3);
     let mut g = c.benchmark_group("assignment/cpu/batch_8x1024");
     g.sample_size(10).measurement_time(Duration::from_secs(10));
     g.throughput(Throughput::Elements(nb as u64));

@@ -54,9 +54,9 @@
 //! neighbouring points, which is what lets the tree search below prune. (÷10 against ÷8 at
 //! 1024 × 1024: 14% less time on average over eight held-out uniform 3-D problems (−2% to
 //! 27%), 28% and 42% more on the subunit's and a widely spread sampler step's problems, which
-//! stay far from the exact solver's time either way; ÷16 made those two 1.5–10× slower.) Dense costs and the Jacobi order (the CUDA kernel's schedule) use
-//! ε₀ = (max C − min C)/2 over the padded matrix (at least ε_final), then ε ← max(ε/5,
-//! ε_final). Either way prices are kept from one phase to the next; assignments are reset at
+//! stay far from the exact solver's time either way; ÷16 made those two 1.5–10× slower.)
+//! Dense costs and the Jacobi order (the CUDA kernel's schedule) use ε₀ = (max C − min C)/2
+//! over the padded matrix (at least ε_final), then ε ← max(ε/5, ε_final). Either way prices are kept from one phase to the next; assignments are reset at
 //! the start of every phase. Every bid raises a price by at least max(ε, 2 ulp(p)) (p its
 //! current value), so a price always moves in floating point; prices stay ≥ 0, so the bound
 //! holds with max(ε_final, 2 ulp(max p)).
@@ -71,10 +71,10 @@
 //! once its bound is above the running second-best. Each bid updates the raised column's leaf
 //! minimum. The result is the full scan's, bit for bit (same arithmetic, same tie rule), so
 //! solves with and without the tree are identical; at 1024 × 1024 a search evaluates about
-//! 120 columns (four leaves) instead of 1024. When prices are far
-//! above the distances between neighbouring points the bound prunes little: a phase whose
-//! searches evaluate more than a quarter of the columns on average scans for the rest of
-//! that phase (the tree's prices are kept up to date either way).
+//! 120 columns (four leaves) instead of 1024. When prices are far above the distances between
+//! neighbouring points the bound prunes little: a phase whose searches evaluate more than a
+//! quarter of the columns on average scans for the rest of that phase (the leaves' price
+//! minima are kept up to date either way).
 //!
 //! ## Warm start
 //! An [`AuctionState`] keeps the prices and the (padded) assignment of a solve; passed to the

@@ -106,13 +106,7 @@ impl<F: AuctionFloat> PriceTree<F> {
         };
         for (l, &(a, b)) in ranges.iter().enumerate() {
             for k in 0..dim {
-                let (mut lo, mut hi) = (F::infinity(), F::neg_infinity());
-                for &j in &perm[a..b] {
-                    let x = cols[j as usize * dim + k];
-                    lo = lo.min(x);
-                    hi = hi.max(x);
-                }
-                (t.bmin[k * nl + l], t.bmax[k * nl + l]) = (lo, hi);
+                (t.bmin[k * nl + l], t.bmax[k * nl + l]) = extent(cols, dim, &perm[a..b], k);
             }
             for q in a..b {
                 t.leaf_of[q] = l as u32;
@@ -327,6 +321,15 @@ impl<F: AuctionFloat> PriceTree<F> {
     }
 }
 
+/// (min, max) of coordinate k over the columns `idx` of `cols` (m, dim) row-major.
+fn extent<F: AuctionFloat>(cols: &[F], dim: usize, idx: &[u32], k: usize) -> (F, F) {
+    idx.iter()
+        .map(|&j| cols[j as usize * dim + k])
+        .fold((F::infinity(), F::neg_infinity()), |(a, b), x| {
+            (a.min(x), b.max(x))
+        })
+}
+
 /// Splits positions lo..hi of `perm` at the median of the widest axis until at most [`LEAF`]
 /// remain, appending each leaf's range in order.
 fn split<F: AuctionFloat>(
@@ -341,18 +344,15 @@ fn split<F: AuctionFloat>(
         out.push((lo, hi));
         return;
     }
-    let width = |k: usize| {
-        let (mut a, mut b) = (F::infinity(), F::neg_infinity());
-        for &j in &perm[lo..hi] {
-            let x = cols[j as usize * dim + k];
-            a = a.min(x);
-            b = b.max(x);
+    // the widest axis (the last of equal widths), each width computed once
+    let mut axis = 0;
+    let mut widest = F::neg_infinity();
+    for k in 0..dim {
+        let (a, b) = extent(cols, dim, &perm[lo..hi], k);
+        if b - a >= widest {
+            (axis, widest) = (k, b - a);
         }
-        b - a
-    };
-    let axis = (0..dim)
-        .max_by(|&a, &b| width(a).partial_cmp(&width(b)).unwrap())
-        .unwrap_or(0);
+    }
     let mid = lo + (hi - lo) / 2;
     perm[lo..hi].select_nth_unstable_by(mid - lo, |&a, &b| {
         let (x, y) = (cols[a as usize * dim + axis], cols[b as usize * dim + axis]);

@@ -122,6 +122,21 @@ pub fn quat<B: Backend>(t: &mut Tape<'_, B>, q: Var) -> Result<Var> {
     t.concat(&r)
 }
 
+/// Rotations (n·9, row-major) of parameters `params` (n, k) through the tape parametrisation `f`
+/// ([`sixd`], [`quat`], …), on an f64 inference tape on the host: the same map as in training.
+pub fn on_host(
+    f: fn(&mut Tape<'_, crate::backend::cpu::CpuBackend<f64>>, Var) -> Result<Var>,
+    params: &[f64],
+    k: usize,
+) -> Result<Vec<f64>> {
+    let be = crate::backend::cpu::CpuBackend::<f64>::new();
+    let store = crate::autodiff::ParamStore::new();
+    let mut t = Tape::inference(&be, &store);
+    let a = t.constant(Tensor::from_slice(&be, params, &[params.len() / k, k])?);
+    let r = f(&mut t, a)?;
+    t.to_vec(r)
+}
+
 /// The unit quaternion (w, x, y, z) with w ≥ 0 of a rotation matrix (row-major), the inverse of
 /// [`quat`] (Shepperd's method: the largest of the four squared components is computed first).
 pub fn quat_of(r: &[f64; 9]) -> [f64; 4] {

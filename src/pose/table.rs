@@ -60,12 +60,17 @@ impl PoseEmb {
         }
     }
 
+    /// The tape map of parameters (B, width) to rotations (B, 9).
+    pub fn map<B: Backend>(self) -> fn(&mut Tape<'_, B>, Var) -> Result<Var> {
+        match self {
+            Self::Quat => crate::model::pose::quat,
+            Self::S2s2 => crate::model::pose::sixd,
+        }
+    }
+
     /// Rotations (B, 9) of parameters (B, width) on the tape.
     pub fn rotation<B: Backend>(self, t: &mut Tape<'_, B>, params: Var) -> Result<Var> {
-        match self {
-            Self::Quat => crate::model::pose::quat(t, params),
-            Self::S2s2 => crate::model::pose::sixd(t, params),
-        }
+        self.map()(t, params)
     }
 }
 
@@ -157,20 +162,12 @@ impl PoseTable {
     /// Every image's rotation (row-major), from the current parameters (the embedding's map in
     /// f64 on the host).
     pub fn rotations(&self) -> Result<Vec<[f32; 9]>> {
-        let be = crate::backend::cpu::CpuBackend::<f64>::new();
-        let store = crate::autodiff::ParamStore::new();
-        let mut t = Tape::inference(&be, &store);
-        let n = self.len();
-        let p = t.constant(crate::autodiff::Tensor::from_slice(
-            &be,
-            &self.params,
-            &[n, self.emb.width()],
-        )?);
-        let r = self.emb.rotation(&mut t, p)?;
-        Ok(t.to_vec(r)?
-            .chunks(9)
-            .map(|c| std::array::from_fn(|k| c[k] as f32))
-            .collect())
+        Ok(
+            crate::model::pose::on_host(self.emb.map(), &self.params, self.emb.width())?
+                .chunks(9)
+                .map(|c| std::array::from_fn(|k| c[k] as f32))
+                .collect(),
+        )
     }
 }
 

@@ -734,10 +734,7 @@ pub fn train_with<B: Backend<Elem = f32>>(
                 kind: lp.pose_kind()?,
                 // per pixel, as β: cryoDRGN's loss is the paper's summed loss divided by P
                 weight: lp.intervention_weight / p as f64,
-                coords: coords
-                    .chunks(3)
-                    .map(|c| [c[0] as f64, c[1] as f64, c[2] as f64])
-                    .collect(),
+                coords: host_coords(&coords),
             })
         }
         None => None,
@@ -778,10 +775,7 @@ pub fn train_with<B: Backend<Elem = f32>>(
             }
             Some(RefineStep {
                 table: crate::pose::table::PoseTable::new(&maker.poses.rots, rp.emb, rp.lr)?,
-                coords: coords
-                    .chunks(3)
-                    .map(|c| [c[0] as f64, c[1] as f64, c[2] as f64])
-                    .collect(),
+                coords: host_coords(&coords),
             })
         }
         None => None,
@@ -928,18 +922,13 @@ pub fn train_with<B: Backend<Elem = f32>>(
             append_losses_csv(&cfg.outdir, &st, epoch == start)?;
         }
         history.push(st);
-        let tag = epoch.to_string();
         if epoch.is_multiple_of(cfg.checkpoint) {
+            let tag = epoch.to_string();
             save(&tag, epoch, &store, &adam, &decoder)?;
-        }
-        if let Some(r) = refine.as_ref().filter(|_| refining(epoch)) {
             // pose.N.pkl at the checkpoints of refining epochs, as the reference
-            if epoch.is_multiple_of(cfg.checkpoint) {
-                save_refined(
-                    r,
-                    &maker.poses,
-                    &output_name(&cfg.outdir, "pose", &tag, "pkl"),
-                )?;
+            if let Some(r) = refine.as_ref().filter(|_| refining(epoch)) {
+                let path = output_name(&cfg.outdir, "pose", &tag, "pkl");
+                save_refined(r, &maker.poses, &path)?;
             }
         }
     }
@@ -957,6 +946,14 @@ pub fn train_with<B: Backend<Elem = f32>>(
         norm,
         history,
     })
+}
+
+/// The masked lattice (P·3 flat) as points in f64, for [`Decoder::forward_posed`].
+fn host_coords(coords: &[f32]) -> Vec<[f64; 3]> {
+    coords
+        .chunks(3)
+        .map(|c| [c[0] as f64, c[1] as f64, c[2] as f64])
+        .collect()
 }
 
 /// The refined rotations with the poses file's translations, as a pose .pkl.
@@ -1002,14 +999,10 @@ fn write_pose_pred(
             ),
         )?,
         PoseKind::SixD => {
-            // the head's own Gram–Schmidt (model::pose::sixd) on an f64 inference tape
-            let be = CpuBackend::<f64>::new();
-            let store = ParamStore::new();
-            let mut t = Tape::inference(&be, &store);
+            // the head's own Gram–Schmidt (model::pose::sixd), in f64
             let a: Vec<f64> = pose.iter().map(|&v| v as f64).collect();
-            let a = t.constant(Tensor::from_slice(&be, &a, &[n, 6])?);
-            let r = crate::model::pose::sixd(&mut t, a)?;
-            NdArray::new(vec![n, 3, 3], ArrayData::F64(t.to_vec(r)?))?
+            let r = crate::model::pose::on_host(crate::model::pose::sixd, &a, 6)?;
+            NdArray::new(vec![n, 3, 3], ArrayData::F64(r))?
         }
     };
     write_pkls(path, &[PyValue::Array(arr)])
