@@ -787,4 +787,19 @@ fn pose_lr_schedule() {
     assert!((rp.lr_at(9, 15) - (2e-3 + 1e-5) / 2.0).abs() < 1e-12);
     rp.lr_end = None;
     assert!((0..15).all(|e| rp.lr_at(e, 15) == 2e-3));
+    assert!(rp.check().is_ok());
+    // a negative or non-finite end (it would make the table climb the loss) and a bad lr are errors
+    for (lr, end) in [
+        (2e-3, Some(-1e-4)),
+        (2e-3, Some(f64::NAN)),
+        (0.0, None),
+        (f64::INFINITY, None),
+    ] {
+        let bad = cryofield::train::RefinePoses {
+            lr,
+            lr_end: end,
+            ..rp.clone()
+        };
+        assert!(bad.check().is_err(), "lr {lr}, end {end:?}");
+    }
 }

@@ -141,6 +141,23 @@ pub struct RefinePoses {
 }
 
 impl RefinePoses {
+    /// Errors on a learning rate that is not finite and > 0, or an end value that is not finite
+    /// and ≥ 0.
+    pub fn check(&self) -> Result<()> {
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(Error::invalid(format!(
+                "--pose-lr must be finite and > 0, got {}",
+                self.lr
+            )));
+        }
+        match self.lr_end {
+            Some(e) if !(e >= 0.0 && e.is_finite()) => Err(Error::invalid(format!(
+                "--pose-lr-end must be finite and ≥ 0, got {e}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// The table's learning rate in 0-based epoch `epoch` of `num_epochs` (refining from `pretrain`).
     pub fn lr_at(&self, epoch: usize, num_epochs: usize) -> f64 {
         match self.lr_end {
@@ -773,6 +790,7 @@ pub fn train_with<B: Backend<Elem = f32>>(
                      --pose-source encoder or train-twin",
                 ));
             }
+            rp.check()?;
             Some(RefineStep {
                 table: crate::pose::table::PoseTable::new(&maker.poses.rots, rp.emb, rp.lr)?,
                 coords: host_coords(&coords),
