@@ -341,6 +341,7 @@ fn config(dir: &Path, out: &str, zdim: Option<usize>, epochs: usize) -> TrainCon
         slow: None,
         known_intervention: None,
         refine_poses: None,
+        autodecoder: false,
         checkpoint: 1,
         load: None,
         tilt: None,

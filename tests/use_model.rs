@@ -63,6 +63,7 @@ fn config(dir: &Path, out: &str, epochs: usize, lr: f64) -> TrainConfig {
         slow: None,
         known_intervention: None,
         refine_poses: None,
+        autodecoder: false,
         checkpoint: 1,
         load: None,
         tilt: None,

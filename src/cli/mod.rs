@@ -1,6 +1,7 @@
 //! Subcommands of the `cryofield` binary: one module per subcommand, each module's doc is its `--help`.
 //! Names are kebab-case; the reference's snake_case names are accepted as aliases.
 
+pub mod abinit_ai;
 pub mod abinit_het;
 pub mod abinit_homo;
 pub mod analyze;
@@ -118,6 +119,7 @@ pub enum Command {
     Pathway(pathway::Args),
     #[command(alias = "twin_analyze")]
     TwinAnalyze(twin_analyze::Args),
+    Abinit(abinit_ai::Args),
     #[command(alias = "abinit_homo", alias = "abinit_homo_old")]
     AbinitHomo(abinit_homo::Args),
     #[command(alias = "abinit_het", alias = "abinit_het_old")]
@@ -174,6 +176,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::PcReconstruct(a) => pc_reconstruct::run(a),
         Command::Pathway(a) => pathway::run(a),
         Command::TwinAnalyze(a) => twin_analyze::run(a),
+        Command::Abinit(a) => abinit_ai::run(a),
         Command::AbinitHomo(a) => abinit_homo::run(a),
         Command::AbinitHet(a) => abinit_het::run(a),
         Command::BackprojectVoxel(a) => backproject_voxel::run(a),

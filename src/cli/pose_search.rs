@@ -162,6 +162,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         slow: None,
         known_intervention: None,
         refine_poses: None,
+        autodecoder: false,
         checkpoint: 1,
         load: None,
         tilt: None,

@@ -158,6 +158,7 @@ impl RunArgs {
             slow: None,
             known_intervention: None,
             refine_poses: None,
+            autodecoder: false,
             checkpoint: self.checkpoint,
             load: t.load.map(abs),
             tilt: None,

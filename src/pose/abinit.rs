@@ -108,10 +108,10 @@ pub struct AbinitResult {
 }
 
 /// One minibatch's inputs on the full (D+1)² lattice.
-struct Loaded {
-    ht: Vec<f32>,
-    ctf: Option<Vec<f32>>,
-    tilt: Option<Vec<f32>>,
+pub(super) struct Loaded {
+    pub(super) ht: Vec<f32>,
+    pub(super) ctf: Option<Vec<f32>>,
+    pub(super) tilt: Option<Vec<f32>>,
 }
 
 /// One image's (Hartley image, CTF, tilted image) on the full lattice.
@@ -126,7 +126,7 @@ impl Inputs {
         self.images.d
     }
 
-    fn load(&self, idx: &[usize]) -> Result<Loaded> {
+    pub(super) fn load(&self, idx: &[usize]) -> Result<Loaded> {
         let per: Vec<ImageParts> = idx
             .par_iter()
             .map(|&i| {
@@ -217,7 +217,7 @@ pub fn ramp_l_max(l_start: usize, l_end: usize, ramp_epochs: usize, epoch: usize
     l.min(l_end)
 }
 
-type Store = ParamStore<CpuBackend<f32>>;
+pub(super) type Store = ParamStore<CpuBackend<f32>>;
 
 /// The model and optimizer of a run.
 struct Model {
@@ -408,39 +408,16 @@ pub fn abinit(cfg: &AbinitConfig, progress: bool) -> Result<AbinitResult> {
                         _ => None,
                     },
                 };
-                let exact = DecoderSlices {
-                    be: &m.be,
-                    store: &m.store,
-                    decoder: &m.decoder,
-                    z: z.as_deref(),
-                };
-                let res = match (&z, &volume) {
-                    (Some(z), _) => {
-                        // One grid per image at the search's final band serves the base level
-                        // and every refinement level, when the batch's grids fit in
-                        // GRID_CACHE_BYTES; otherwise the refinement decodes every candidate.
-                        let side = 2 * (cfg.oversample.max(1) * band + 3) + 1;
-                        let cache = side.pow(3) * 4 * nb <= GRID_CACHE_BYTES;
-                        let grid = LatentGridSlices {
-                            be: &m.be,
-                            store: &m.store,
-                            decoder: &m.decoder,
-                            z,
-                            oversample: cfg.oversample,
-                            min_radius: if cache { band as f32 / d as f32 } else { 0.0 },
-                            cache: cache.then(GridCache::default),
-                        };
-                        let (base, refine): (&dyn SliceModel, &dyn SliceModel) =
-                            match (cfg.exact_slices, cache) {
-                                (true, _) => (&exact, &exact),
-                                (false, true) => (&grid, &grid),
-                                (false, false) => (&grid, &exact),
-                            };
-                        ps.search(&m.be, &batch, base, refine)?
-                    }
-                    (None, Some(v)) if !cfg.exact_slices => ps.search(&m.be, &batch, v, v)?,
-                    _ => ps.search(&m.be, &batch, &exact, &exact)?,
-                };
+                let res = search_batch(
+                    &mut ps,
+                    (&m.be, &m.store, &m.decoder),
+                    &batch,
+                    z.as_deref(),
+                    volume.as_ref(),
+                    cfg.oversample,
+                    band,
+                    cfg.exact_slices,
+                )?;
                 for (j, &i) in idx.iter().enumerate() {
                     rots[i] = res.rot[j];
                     trans[i] = res.trans_px[j];
@@ -595,14 +572,65 @@ pub fn search_volume(
     ))
 }
 
-fn add_stats(a: &mut SearchStats, b: &SearchStats) {
+/// Search one minibatch against the model: homogeneous, against `volume` (the decoder's
+/// interpolated volume; None or `exact`: decoder slices); heterogeneous (`z`, per image), against
+/// per-image latent grids at band `band`, kept for every level when the batch's grids fit in
+/// `GRID_CACHE_BYTES` (otherwise the refinement decodes every candidate).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn search_batch(
+    ps: &mut PoseSearch,
+    (be, store, decoder): (&CpuBackend<f32>, &Store, &Decoder),
+    batch: &SearchBatch,
+    z: Option<&[f32]>,
+    volume: Option<&VolumeSlices>,
+    oversample: usize,
+    band: usize,
+    exact: bool,
+) -> Result<super::search::SearchResult> {
+    let exact_model = DecoderSlices {
+        be,
+        store,
+        decoder,
+        z,
+    };
+    match (z, volume) {
+        (Some(z), _) => {
+            let nb = z.len() / decoder.zdim.max(1);
+            let side = 2 * (oversample.max(1) * band + 3) + 1;
+            let cache = side.pow(3) * 4 * nb <= GRID_CACHE_BYTES;
+            let grid = LatentGridSlices {
+                be,
+                store,
+                decoder,
+                z,
+                oversample,
+                min_radius: if cache {
+                    band as f32 / decoder.d as f32
+                } else {
+                    0.0
+                },
+                cache: cache.then(GridCache::default),
+            };
+            let (base, refine): (&dyn SliceModel, &dyn SliceModel) = match (exact, cache) {
+                (true, _) => (&exact_model, &exact_model),
+                (false, true) => (&grid, &grid),
+                (false, false) => (&grid, &exact_model),
+            };
+            ps.search(be, batch, base, refine)
+        }
+        (None, Some(v)) if !exact => ps.search(be, batch, v, v),
+        _ => ps.search(be, batch, &exact_model, &exact_model),
+    }
+}
+
+pub(super) fn add_stats(a: &mut SearchStats, b: &SearchStats) {
     a.scores += b.scores;
     a.score_points += b.score_points;
     a.slices += b.slices;
     a.pruned += b.pruned;
 }
 
-fn to_poses(rots: &[[f32; 9]], trans_px: &[[f32; 2]], d: usize) -> Poses {
+pub(super) fn to_poses(rots: &[[f32; 9]], trans_px: &[[f32; 2]], d: usize) -> Poses {
     Poses {
         rots: rots.to_vec(),
         trans: Some(

@@ -121,6 +121,10 @@ pub struct TrainConfig {
     /// poses file become a per-image table refined by SparseAdam with the model. None: poses fixed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refine_poses: Option<RefinePoses>,
+    /// An autodecoder (`abinit`'s conformation table, `train-dec`): the decoder takes z (`zdim`) from a
+    /// per-image table, and there is no encoder.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub autodecoder: bool,
 }
 
 /// Settings of pose refinement (`--refine-poses`).
@@ -603,7 +607,7 @@ pub(crate) fn build_model<B: Backend>(
 ) -> Result<(ParamStore<B>, Option<Encoder>, Decoder, &'static str)> {
     let mut store = ParamStore::new();
     let mut rng = StdRng::seed_from_u64(cfg.seed);
-    let encoder = match cfg.zdim {
+    let encoder = match cfg.zdim.filter(|_| !cfg.autodecoder) {
         Some(z) => Some(Encoder::new(
             be,
             &mut store,
@@ -865,7 +869,7 @@ pub fn train_with<B: Backend<Elem = f32>>(
         };
         let mut eps_rng = StdRng::seed_from_u64(epoch_seed(cfg.seed, epoch, 2));
         if let (Some(r), Some(rp)) = (refine.as_mut(), cfg.refine_poses.as_ref()) {
-            r.table.lr = rp.lr_at(epoch, cfg.num_epochs);
+            r.table.rows.lr = rp.lr_at(epoch, cfg.num_epochs);
         }
         let rx = prefetch(maker.clone(), order, cfg.batch_size);
         let pb = progress.then(|| {

@@ -1,0 +1,200 @@
+//! `abinit` (cryoDRGN-AI, issue 26) through the CLI on a tiny data set: the reference's outputs at
+//! the summary epochs, readable by our tools; resuming (`--load` + `--load-poses`) from a search
+//! epoch and from an SGD epoch gives the uninterrupted run's results bit for bit; the flags the
+//! reference crashes on are refused with a message. Accuracy on realistic data: BENCHMARKS.md.
+
+use cryofield::meta::Poses;
+use std::path::Path;
+
+mod common;
+use common::{phantom_sim, run, run_ok};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Tiny settings: a 16-wide one-layer decoder, a coarse search (base grid 1, one refinement), 1
+/// search epoch and 3 SGD epochs after a 32-image pretraining.
+const TINY: [&str; 26] = [
+    "--zdim",
+    "2",
+    "--dim",
+    "16",
+    "--layers",
+    "1",
+    "--pe-dim",
+    "4",
+    "-n",
+    "4",
+    "--epochs-pose-search",
+    "1",
+    "--n-imgs-pretrain",
+    "32",
+    "--t-extent",
+    "2",
+    "--t-ngrid",
+    "2",
+    "--niter",
+    "1",
+    "--nkeptposes",
+    "2",
+    "--base-healpy",
+    "1",
+    "--batch-size-sgd",
+    "32",
+];
+
+fn abinit(particles: &Path, ctf: &Path, out: &Path, extra: &[&str]) -> String {
+    let head = [
+        "abinit",
+        s(particles),
+        "--ctf",
+        s(ctf),
+        "-o",
+        s(out),
+        "--seed",
+        "3",
+        "--checkpoint",
+        "1",
+        "--no-analysis",
+    ];
+    run_ok(&[&head[..], &TINY, extra].concat())
+}
+
+fn bytes(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// The tensors of a safetensors file by name, with their bytes (the metadata's order varies).
+fn tensors(p: &Path) -> Vec<(String, Vec<usize>, Vec<u8>)> {
+    let data = bytes(p);
+    let st = safetensors::SafeTensors::deserialize(&data).unwrap();
+    let mut out: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.shape().to_vec(), t.data().to_vec()))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn abinit_outputs_and_resume_match_an_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = phantom_sim(
+        tmp.path(),
+        "linear1d",
+        5,
+        64,
+        &[
+            "--snr",
+            "1",
+            "--defocus",
+            "10000",
+            "20000",
+            "--t-extent",
+            "1",
+        ],
+    );
+    let (parts, ctf) = (sim.particles(), sim.sim.join("ctf.pkl"));
+    let full = tmp.path().join("full");
+    abinit(&parts, &ctf, &full, &[]);
+    // summary epochs: 0 (pretraining), 1 (search), 2–4 (--checkpoint 1), and the final files
+    for tag in ["0.", "1.", "2.", "3.", "4.", ""] {
+        for stem in ["pose", "z"] {
+            assert!(
+                full.join(format!("{stem}.{tag}pkl")).exists(),
+                "{stem}.{tag}pkl"
+            );
+        }
+        for stem in ["weights", "tables"] {
+            let f = full.join(format!("{stem}.{tag}safetensors"));
+            assert!(f.exists(), "{}", f.display());
+        }
+        assert!(full.join(format!("reconstruct.{tag}mrc")).exists());
+    }
+    let poses = Poses::load(full.join("pose.pkl")).unwrap();
+    assert_eq!(poses.len(), 64);
+    // the SGD epochs moved the poses off the search's result
+    let searched = Poses::load(full.join("pose.1.pkl")).unwrap();
+    assert!(poses.rots != searched.rots, "the pose table did not move");
+    // our tools read the run: eval-vol through config.json (an autodecoder: no encoder)
+    let vol = tmp.path().join("v.mrc");
+    run_ok(&[
+        "eval-vol",
+        s(&full.join("weights.safetensors")),
+        "-c",
+        s(&full.join("config.json")),
+        "-z",
+        "0",
+        "0",
+        "-o",
+        s(&vol),
+    ]);
+    assert!(vol.exists());
+
+    // resume after the search epoch (the pose table starts from --load-poses) and after an SGD
+    // epoch (the tables from tables.2.safetensors): the same final outputs, bit for bit
+    for k in [1, 2] {
+        let out = tmp.path().join(format!("resumed{k}"));
+        let w = full.join(format!("weights.{k}.safetensors"));
+        let p = full.join(format!("pose.{k}.pkl"));
+        abinit(
+            &parts,
+            &ctf,
+            &out,
+            &["--load", s(&w), "--load-poses", s(&p)],
+        );
+        for f in ["pose.pkl", "z.pkl"] {
+            assert!(
+                bytes(&full.join(f)) == bytes(&out.join(f)),
+                "resumed from epoch {k}: {f} differs from the uninterrupted run's"
+            );
+        }
+        for f in ["weights.safetensors", "tables.safetensors"] {
+            let (a, b) = (tensors(&full.join(f)), tensors(&out.join(f)));
+            assert!(!a.is_empty() && a.len() == b.len());
+            for (x, y) in a.iter().zip(&b) {
+                assert!(
+                    x == y,
+                    "resumed from epoch {k}: {f}: tensor {} differs from the uninterrupted run's",
+                    x.0
+                );
+            }
+        }
+        assert!(!out.join(format!("pose.{k}.pkl")).exists());
+    }
+}
+
+#[test]
+fn abinit_refuses_what_it_cannot_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = phantom_sim(
+        tmp.path(),
+        "linear1d",
+        5,
+        16,
+        &["--defocus", "10000", "20000"],
+    );
+    let (parts, ctf) = (sim.particles(), sim.sim.join("ctf.pkl"));
+    let out = tmp.path().join("o");
+    let base = ["abinit", s(&parts), "--ctf", s(&ctf), "-o", s(&out)];
+    for (extra, says) in [
+        (
+            &["--output-mask", "frequency_marching"][..],
+            "frequency_marching",
+        ),
+        (&["--variational-het"][..], "not yet"),
+        (&["--use-conf-encoder"][..], "not yet"),
+        (&["--lr-pose-table", "0"][..], "--lr-pose-table"),
+        (&["--batch-size-hps", "0"][..], "--batch-size-hps"),
+    ] {
+        let (ok, _, err) = run(&[&base[..], &TINY, extra].concat());
+        assert!(!ok && err.contains(says), "{extra:?}: {err}");
+    }
+    // --load of a file that is not an abinit checkpoint
+    let bogus = tmp.path().join("weights.3.safetensors");
+    std::fs::write(&bogus, b"not a checkpoint").unwrap();
+    let (ok, _, err) = run(&[&base[..], &TINY, &["--load", s(&bogus)]].concat());
+    assert!(!ok && err.contains("weights.3.safetensors"), "{err}");
+}
