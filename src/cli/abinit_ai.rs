@@ -276,6 +276,9 @@ impl Args {
             no_trans: self.no_trans,
             oversample: self.search.oversample,
             load_poses: self.load_poses.as_deref().map(abs),
+            fixed_poses: false,
+            conf_frozen_epochs: 0,
+            load_z: None,
         })
     }
 }

@@ -45,6 +45,7 @@ pub mod prior_sample;
 pub mod prior_train;
 pub mod progress;
 pub mod simulate;
+pub mod train_dec;
 pub mod train_nn;
 pub mod train_twin;
 pub mod train_vae;
@@ -120,6 +121,8 @@ pub enum Command {
     #[command(alias = "twin_analyze")]
     TwinAnalyze(twin_analyze::Args),
     Abinit(abinit_ai::Args),
+    #[command(alias = "train_dec")]
+    TrainDec(train_dec::Args),
     #[command(alias = "abinit_homo", alias = "abinit_homo_old")]
     AbinitHomo(abinit_homo::Args),
     #[command(alias = "abinit_het", alias = "abinit_het_old")]
@@ -177,6 +180,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pathway(a) => pathway::run(a),
         Command::TwinAnalyze(a) => twin_analyze::run(a),
         Command::Abinit(a) => abinit_ai::run(a),
+        Command::TrainDec(a) => train_dec::run(a),
         Command::AbinitHomo(a) => abinit_homo::run(a),
         Command::AbinitHet(a) => abinit_het::run(a),
         Command::BackprojectVoxel(a) => backproject_voxel::run(a),

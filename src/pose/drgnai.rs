@@ -100,6 +100,16 @@ pub struct DrgnaiConfig {
     pub oversample: usize,
     /// Poses that seed the pose arrays (`--load-poses`; translations as a fraction of D).
     pub load_poses: Option<PathBuf>,
+    /// `train-dec`: the SGD epochs train at the given poses (no pose table).
+    #[serde(default)]
+    pub fixed_poses: bool,
+    /// `train-dec --pretrain-z`: the conformation table is held for the first this many epochs.
+    #[serde(default)]
+    pub conf_frozen_epochs: usize,
+    /// `train-dec --load-z`: the conformation table's start (N × zdim .pkl) instead of
+    /// `std_z_init`·N(0, I).
+    #[serde(default)]
+    pub load_z: Option<PathBuf>,
 }
 
 /// `config.json` of an `abinit` run: a training run record (so `eval-vol` and `analyze` read it) plus
@@ -269,15 +279,33 @@ pub fn drgnai(cfg: &DrgnaiConfig, progress: bool) -> Result<DrgnaiResult> {
         rf_name: format!("{prefix}rand_freqs"),
     };
     let mut rng = StdRng::seed_from_u64(epoch_seed(tc.seed, 0, 30));
+    let z_start: Option<Vec<f64>> = match &cfg.load_z {
+        Some(path) => {
+            let z = crate::analysis::latent::load_z(path)?;
+            if z.zdim != zdim || z.n != n {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "--load-z: {} × {} latents, the run has {n} images and zdim {zdim}",
+                        z.n, z.zdim
+                    ),
+                ));
+            }
+            Some(z.z.iter().map(|&v| v as f64).collect())
+        }
+        None => None,
+    };
     let mut tables = Tables {
         conf: (zdim > 0)
             .then(|| {
-                let init: Vec<f64> = (0..n * zdim)
-                    .map(|_| {
-                        let e: f64 = StandardNormal.sample(&mut rng);
-                        cfg.std_z_init * e
-                    })
-                    .collect();
+                let init: Vec<f64> = z_start.clone().unwrap_or_else(|| {
+                    (0..n * zdim)
+                        .map(|_| {
+                            let e: f64 = StandardNormal.sample(&mut rng);
+                            cfg.std_z_init * e
+                        })
+                        .collect()
+                });
                 AdamRows::new(init, zdim, cfg.lr_conf_table, true)
             })
             .transpose()?,
@@ -337,7 +365,7 @@ pub fn drgnai(cfg: &DrgnaiConfig, progress: bool) -> Result<DrgnaiResult> {
     for epoch in start..=tc.num_epochs {
         let phase = cfg.phase(epoch);
         let t0 = std::time::Instant::now();
-        if phase == Phase::Sgd && tables.pose.is_none() {
+        if phase == Phase::Sgd && tables.pose.is_none() && !cfg.fixed_poses {
             // the pose table starts at the poses of the last search (or --load-poses)
             tables.pose = Some(PoseTable::with_adam(
                 &rots,
@@ -446,6 +474,10 @@ pub fn drgnai(cfg: &DrgnaiConfig, progress: bool) -> Result<DrgnaiResult> {
                     };
                     (res.rot, t)
                 }
+                Phase::Sgd if cfg.fixed_poses => (
+                    idx.iter().map(|&i| rots[i]).collect(),
+                    idx.iter().map(|&i| trans[i]).collect(),
+                ),
                 Phase::Sgd => {
                     let pt = tables.pose.as_ref().expect("set at the first SGD epoch");
                     let tt = tables.trans.as_ref().expect("set with the pose table");
@@ -456,7 +488,8 @@ pub fn drgnai(cfg: &DrgnaiConfig, progress: bool) -> Result<DrgnaiResult> {
             };
             let (y, yneg) = shifted(&data, &l, &bt);
             let ctf_m = l.ctf.as_ref().map(|c| masked(&data, c, nb));
-            let refine_t = phase == Phase::Sgd && !cfg.no_trans;
+            let refine_t = phase == Phase::Sgd && !cfg.no_trans && !cfg.fixed_poses;
+            let conf_learns = !pose_only && epoch > cfg.conf_frozen_epochs;
             let rot_in = match (phase, &tables.pose) {
                 (Phase::Sgd, Some(pt)) => RotIn::Table(pt),
                 _ => RotIn::Given(&br),
@@ -469,7 +502,7 @@ pub fn drgnai(cfg: &DrgnaiConfig, progress: bool) -> Result<DrgnaiResult> {
                 ctf_m.as_deref(),
                 rot_in,
                 z_rows.as_deref().filter(|_| zdim > 0),
-                !pose_only,
+                conf_learns,
                 refine_t,
                 cfg.l2_smoothness,
                 &l2w,
@@ -739,7 +772,9 @@ fn save(
     if cfg.no_trans {
         poses.trans = None;
     }
-    poses.save(name("pose", "pkl"))?;
+    if !cfg.fixed_poses {
+        poses.save(name("pose", "pkl"))?;
+    }
     let zvol = match &tables.conf {
         Some(c) => {
             let zdim = c.width;
