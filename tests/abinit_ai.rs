@@ -133,6 +133,23 @@ fn abinit_outputs_and_resume_match_an_uninterrupted_run() {
     ]);
     assert!(vol.exists());
 
+    // the search at K latent bins with K = the minibatch (16): every image its own bin, so the same
+    // search as the per-image one, bit for bit; with 2 bins a different one
+    let binned = tmp.path().join("binned16");
+    abinit(&parts, &ctf, &binned, &["--search-z-bins", "16"]);
+    assert!(
+        bytes(&full.join("pose.1.pkl")) == bytes(&binned.join("pose.1.pkl")),
+        "--search-z-bins 16 (one image per bin) differs from the per-image search"
+    );
+    let binned2 = tmp.path().join("binned2");
+    abinit(
+        &parts,
+        &ctf,
+        &binned2,
+        &["--search-z-bins", "2", "--pose-model-update-freq", "32"],
+    );
+    assert!(bytes(&full.join("pose.1.pkl")) != bytes(&binned2.join("pose.1.pkl")));
+
     // resume after the search epoch (the pose table starts from --load-poses) and after an SGD
     // epoch (the tables from tables.2.safetensors): the same final outputs, bit for bit
     for k in [1, 2] {

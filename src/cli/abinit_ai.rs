@@ -154,6 +154,14 @@ pub struct Args {
     /// Y-axis offset of the translation grid (pixels)
     #[arg(long = "t-yshift", default_value_t = 0.0, allow_hyphen_values = true)]
     pub t_yshift: f64,
+    /// Images searched against one state of the model (ours; default: each minibatch against the
+    /// current model, as the reference)
+    #[arg(long = "pose-model-update-freq")]
+    pub pose_model_update_freq: Option<usize>,
+    /// Search each chunk's images at K k-means centres of their latents instead of each at its own
+    /// (ours; 0: the reference's per-image z). K latent grids per chunk instead of one per image
+    #[arg(long = "search-z-bins", default_value_t = 0)]
+    pub search_z_bins: usize,
     /// Search rotations only (the shift grid scaled by 0)
     #[arg(long = "no-trans-search-at-pose-search")]
     pub no_trans_search: bool,
@@ -276,6 +284,8 @@ impl Args {
             no_trans: self.no_trans,
             oversample: self.search.oversample,
             load_poses: self.load_poses.as_deref().map(abs),
+            search_chunk: self.pose_model_update_freq,
+            search_z_bins: self.search_z_bins,
             fixed_poses: false,
             conf_frozen_epochs: 0,
             load_z: None,

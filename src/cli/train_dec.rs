@@ -204,6 +204,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         no_trans: false,
         oversample: 1,
         load_poses: Some(abs(&a.poses)),
+        search_chunk: None,
+        search_z_bins: 0,
         fixed_poses: true,
         conf_frozen_epochs: a.pretrain_z,
         load_z: a.load_z.as_deref().map(abs),

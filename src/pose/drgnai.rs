@@ -43,7 +43,7 @@
 
 use super::abinit::{add_stats, search_batch, to_poses, Loaded, Store};
 use super::search::{PoseSearch, SearchBatch, SearchConfig, SearchStats};
-use super::slices::VolumeSlices;
+use super::slices::{GridCache, LatentGridSlices, SliceModel, VolumeSlices};
 use super::table::{AdamRows, PoseEmb, PoseTable};
 use crate::autodiff::{Tape, Tensor};
 use crate::backend::cpu::CpuBackend;
@@ -63,6 +63,7 @@ use rand::seq::SliceRandom;
 use rand::{rngs::StdRng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 /// Settings of an `abinit` run beyond the model and training ones.
@@ -98,6 +99,15 @@ pub struct DrgnaiConfig {
     pub no_trans: bool,
     /// Oversampling of the search's interpolated slices.
     pub oversample: usize,
+    /// Images searched against one state of the model (`--pose-model-update-freq`, ours; None: each
+    /// minibatch against the current model, as the reference).
+    #[serde(default)]
+    pub search_chunk: Option<usize>,
+    /// Latent bins of the search (`--search-z-bins K`, ours; 0: every image searched at its own z, as
+    /// the reference): each chunk's z are clustered into K k-means centres and every image is
+    /// searched at its centre's z, so the chunk costs K latent grids instead of one per image.
+    #[serde(default)]
+    pub search_z_bins: usize,
     /// Poses that seed the pose arrays (`--load-poses`; translations as a fraction of D).
     pub load_poses: Option<PathBuf>,
     /// `train-dec`: the SGD epochs train at the given poses (no pose table).
@@ -407,11 +417,15 @@ pub fn drgnai(cfg: &DrgnaiConfig, progress: bool) -> Result<DrgnaiResult> {
             search: SearchStats::default(),
             search_seconds: 0.0,
         };
+        // searched poses (and the z searched at) of the images of the current chunk
+        let mut pending: HashMap<usize, Searched> = HashMap::new();
+        let chunk_len = cfg.search_chunk.unwrap_or(bs).max(bs).div_ceil(bs) * bs;
+        let mut pos = 0;
         for idx in order.chunks(bs) {
             let nb = idx.len();
             let pose_only = seen < cfg.pose_only_phase || zdim == 0 || phase == Phase::Pretrain;
             let l = data.load(idx)?;
-            let z_rows: Option<Vec<f32>> = match (&tables.conf, pose_only) {
+            let mut z_rows: Option<Vec<f32>> = match (&tables.conf, pose_only) {
                 (Some(_), true) => Some(
                     (0..nb * zdim)
                         .map(|_| {
@@ -433,46 +447,55 @@ pub fn drgnai(cfg: &DrgnaiConfig, progress: bool) -> Result<DrgnaiResult> {
                     vec![[0.0; 2]; nb],
                 ),
                 Phase::Search => {
-                    let ts = std::time::Instant::now();
-                    let band = if cfg.search.bound {
-                        d / 2
-                    } else {
-                        ps.band_limit(cfg.search.niter)
-                    };
-                    let volume = if zdim == 0 {
-                        Some(VolumeSlices::from_decoder(
-                            &m.be,
-                            &m.store,
-                            &m.decoder,
-                            cfg.oversample,
-                            band,
-                        )?)
-                    } else {
-                        None
-                    };
-                    let batch = SearchBatch {
-                        ht: &l.ht,
-                        ctf: l.ctf.as_deref(),
-                        tilt: None,
-                    };
-                    let res = search_batch(
-                        &mut ps,
-                        (&m.be, &m.store, &m.decoder),
-                        &batch,
-                        z_rows.as_deref(),
-                        volume.as_ref(),
-                        cfg.oversample,
-                        band,
-                        false,
-                    )?;
-                    add_stats(&mut log.search, &res.stats);
-                    log.search_seconds += ts.elapsed().as_secs_f64();
-                    let t = if cfg.no_trans {
-                        vec![[0.0; 2]; nb]
-                    } else {
-                        res.trans_px
-                    };
-                    (res.rot, t)
+                    if !pending.contains_key(&idx[0]) {
+                        // search this minibatch and the next ones up to the chunk against the
+                        // model as it is now
+                        let ts = std::time::Instant::now();
+                        let chunk = &order[pos..(pos + chunk_len).min(n)];
+                        let zc: Option<Vec<f32>> = match (&tables.conf, pose_only) {
+                            (Some(_), true) => Some(
+                                (0..chunk.len() * zdim)
+                                    .map(|_| {
+                                        let e: f32 = StandardNormal.sample(&mut rng);
+                                        cfg.std_z_init as f32 * e
+                                    })
+                                    .collect(),
+                            ),
+                            (Some(c), false) => Some(c.rows(chunk)),
+                            (None, _) => None,
+                        };
+                        let seed = epoch_seed(tc.seed, epoch, 3 + pos as u64);
+                        let (r, t) = search_images(
+                            &mut ps,
+                            &m,
+                            &data,
+                            chunk,
+                            zc.as_deref(),
+                            cfg,
+                            bs,
+                            seed,
+                            &mut log.search,
+                        )?;
+                        for (j, &i) in chunk.iter().enumerate() {
+                            let zj = zc.as_ref().map(|z| z[j * zdim..(j + 1) * zdim].to_vec());
+                            pending.insert(i, (r[j], t[j], zj));
+                        }
+                        log.search_seconds += ts.elapsed().as_secs_f64();
+                    }
+                    let mut br = Vec::with_capacity(nb);
+                    let mut bt = Vec::with_capacity(nb);
+                    let mut bz = Vec::new();
+                    for i in idx {
+                        let (r, t, z) = pending.remove(i).expect("searched above");
+                        br.push(r);
+                        bt.push(if cfg.no_trans { [0.0; 2] } else { t });
+                        bz.extend(z.unwrap_or_default());
+                    }
+                    if pose_only && zdim > 0 {
+                        // the step decodes at the z the search used
+                        z_rows = Some(bz);
+                    }
+                    (br, bt)
                 }
                 Phase::Sgd if cfg.fixed_poses => (
                     idx.iter().map(|&i| rots[i]).collect(),
@@ -533,6 +556,7 @@ pub fn drgnai(cfg: &DrgnaiConfig, progress: bool) -> Result<DrgnaiResult> {
             log.gen += out.gen * nb as f64;
             log.images += nb;
             seen += nb;
+            pos += nb;
             if let Some(pb) = &pb {
                 pb.inc(nb as u64);
             }
@@ -605,6 +629,138 @@ pub fn drgnai(cfg: &DrgnaiConfig, progress: bool) -> Result<DrgnaiResult> {
         d,
         n,
     })
+}
+
+/// A searched image's pose (rotation, translation in pixels) and the z it was searched at.
+type Searched = ([f32; 9], [f32; 2], Option<Vec<f32>>);
+
+/// Search images `idx` (their latents `z`, (n, zdim), or None when homogeneous) against the model as
+/// it is, in minibatches of `bs`; returns their rotations and translations (pixels). With
+/// `cfg.search_z_bins` K > 0 the latents are clustered into K centres (k-means seeded by `seed`) and
+/// each image is searched at its centre's z: one latent grid per centre serves every minibatch and
+/// level, and the images of a bin are searched together against shared slices.
+#[allow(clippy::too_many_arguments)]
+fn search_images(
+    ps: &mut PoseSearch,
+    m: &Model,
+    data: &Inputs,
+    idx: &[usize],
+    z: Option<&[f32]>,
+    cfg: &DrgnaiConfig,
+    bs: usize,
+    seed: u64,
+    stats: &mut SearchStats,
+) -> Result<(Vec<[f32; 9]>, Vec<[f32; 2]>)> {
+    let d = data.images.d;
+    let zdim = m.decoder.zdim;
+    let band = if cfg.search.bound {
+        d / 2
+    } else {
+        ps.band_limit(cfg.search.niter)
+    };
+    let volume = if zdim == 0 {
+        Some(VolumeSlices::from_decoder(
+            &m.be,
+            &m.store,
+            &m.decoder,
+            cfg.oversample,
+            band,
+        )?)
+    } else {
+        None
+    };
+    let binned = match z {
+        Some(z) if cfg.search_z_bins > 0 => {
+            let k = cfg.search_z_bins.min(idx.len());
+            let km = crate::analysis::kmeans::kmeans(z, idx.len(), zdim, k, 20, seed)?;
+            let centres: Vec<f32> = km.centers.iter().map(|&v| v as f32).collect();
+            Some((centres, km.labels))
+        }
+        _ => None,
+    };
+    let grid = binned.as_ref().map(|(centres, _)| LatentGridSlices {
+        be: &m.be,
+        store: &m.store,
+        decoder: &m.decoder,
+        z: centres,
+        oversample: cfg.oversample,
+        min_radius: band as f32 / d as f32,
+        cache: Some(GridCache::default()),
+    });
+    let mut rots = vec![[0f32; 9]; idx.len()];
+    let mut trans = vec![[0f32; 2]; idx.len()];
+    // minibatches of positions in idx: in order, or each bin's images together (a bin's images see
+    // the same slices, which the search then computes once per minibatch)
+    let groups: Vec<(Option<usize>, Vec<usize>)> = match &binned {
+        Some((centres, labels)) => (0..centres.len() / zdim.max(1))
+            .flat_map(|k| {
+                let members: Vec<usize> = (0..idx.len()).filter(|&j| labels[j] == k).collect();
+                members
+                    .chunks(bs)
+                    .map(|c| (Some(k), c.to_vec()))
+                    .collect::<Vec<_>>()
+            })
+            .collect(),
+        None => (0..idx.len())
+            .collect::<Vec<_>>()
+            .chunks(bs)
+            .map(|c| (None, c.to_vec()))
+            .collect(),
+    };
+    for (bin, pos) in groups {
+        let sub: Vec<usize> = pos.iter().map(|&j| idx[j]).collect();
+        let l = data.load(&sub)?;
+        let batch = SearchBatch {
+            ht: &l.ht,
+            ctf: l.ctf.as_deref(),
+            tilt: None,
+        };
+        let res = match (&grid, bin) {
+            (Some(g), Some(k)) => {
+                let model = BinSlices { inner: g, centre: k };
+                ps.search(&m.be, &batch, &model, &model)?
+            }
+            _ => {
+                let zs: Option<Vec<f32>> = z.map(|z| {
+                    pos.iter()
+                        .flat_map(|&j| z[j * zdim..(j + 1) * zdim].iter().copied())
+                        .collect()
+                });
+                search_batch(
+                    ps,
+                    (&m.be, &m.store, &m.decoder),
+                    &batch,
+                    zs.as_deref(),
+                    volume.as_ref(),
+                    cfg.oversample,
+                    band,
+                    false,
+                )?
+            }
+        };
+        add_stats(stats, &res.stats);
+        for (b, &j) in pos.iter().enumerate() {
+            rots[j] = res.rot[b];
+            trans[j] = res.trans_px[b];
+        }
+    }
+    Ok((rots, trans))
+}
+
+/// The slices of one latent bin, shared by the minibatch (all its images are in bin `centre`).
+struct BinSlices<'a, 'b> {
+    inner: &'a LatentGridSlices<'b>,
+    centre: usize,
+}
+
+impl SliceModel for BinSlices<'_, '_> {
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn slices(&self, coords: &[[f32; 3]], rots: &[[f32; 9]], _owners: &[usize]) -> Result<Vec<f32>> {
+        self.inner.slices(coords, rots, &vec![self.centre; rots.len()])
+    }
 }
 
 /// The observed images translated by `t` (pixels), on the decoder's mask (B, P), and the same at
