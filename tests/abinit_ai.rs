@@ -15,9 +15,7 @@ fn s(p: &Path) -> &str {
 
 /// Tiny settings: a 16-wide one-layer decoder, a coarse search (base grid 1, one refinement), 1
 /// search epoch and 3 SGD epochs after a 32-image pretraining.
-const TINY: [&str; 26] = [
-    "--zdim",
-    "2",
+const TINY: [&str; 24] = [
     "--dim",
     "16",
     "--layers",
@@ -45,8 +43,14 @@ const TINY: [&str; 26] = [
 ];
 
 fn abinit(particles: &Path, ctf: &Path, out: &Path, extra: &[&str]) -> String {
+    abinit_z(particles, ctf, out, "2", extra)
+}
+
+fn abinit_z(particles: &Path, ctf: &Path, out: &Path, zdim: &str, extra: &[&str]) -> String {
     let head = [
         "abinit",
+        "--zdim",
+        zdim,
         s(particles),
         "--ctf",
         s(ctf),
@@ -133,6 +137,12 @@ fn abinit_outputs_and_resume_match_an_uninterrupted_run() {
     ]);
     assert!(vol.exists());
 
+    // --zdim 0: homogeneous (the search against the decoder's volume), no z files
+    let homo = tmp.path().join("homo");
+    abinit_z(&parts, &ctf, &homo, "0", &[]);
+    assert!(homo.join("pose.pkl").exists() && homo.join("reconstruct.mrc").exists());
+    assert!(!homo.join("z.pkl").exists());
+
     // the search at K latent bins with K = the minibatch (16): every image its own bin, so the same
     // search as the per-image one, bit for bit; with 2 bins a different one
     let binned = tmp.path().join("binned16");
@@ -195,7 +205,16 @@ fn abinit_refuses_what_it_cannot_do() {
     );
     let (parts, ctf) = (sim.particles(), sim.sim.join("ctf.pkl"));
     let out = tmp.path().join("o");
-    let base = ["abinit", s(&parts), "--ctf", s(&ctf), "-o", s(&out)];
+    let base = [
+        "abinit",
+        s(&parts),
+        "--ctf",
+        s(&ctf),
+        "-o",
+        s(&out),
+        "--zdim",
+        "2",
+    ];
     for (extra, says) in [
         (
             &["--output-mask", "frequency_marching"][..],

@@ -717,7 +717,10 @@ fn search_images(
         };
         let res = match (&grid, bin) {
             (Some(g), Some(k)) => {
-                let model = BinSlices { inner: g, centre: k };
+                let model = BinSlices {
+                    inner: g,
+                    centre: k,
+                };
                 ps.search(&m.be, &batch, &model, &model)?
             }
             _ => {
@@ -758,8 +761,14 @@ impl SliceModel for BinSlices<'_, '_> {
         true
     }
 
-    fn slices(&self, coords: &[[f32; 3]], rots: &[[f32; 9]], _owners: &[usize]) -> Result<Vec<f32>> {
-        self.inner.slices(coords, rots, &vec![self.centre; rots.len()])
+    fn slices(
+        &self,
+        coords: &[[f32; 3]],
+        rots: &[[f32; 9]],
+        _owners: &[usize],
+    ) -> Result<Vec<f32>> {
+        self.inner
+            .slices(coords, rots, &vec![self.centre; rots.len()])
     }
 }
 
