@@ -631,6 +631,9 @@ pub fn drgnai(cfg: &DrgnaiConfig, progress: bool) -> Result<DrgnaiResult> {
     })
 }
 
+/// Rotations and translations (pixels) of a list of images.
+type PoseArrays = (Vec<[f32; 9]>, Vec<[f32; 2]>);
+
 /// A searched image's pose (rotation, translation in pixels) and the z it was searched at.
 type Searched = ([f32; 9], [f32; 2], Option<Vec<f32>>);
 
@@ -650,7 +653,7 @@ fn search_images(
     bs: usize,
     seed: u64,
     stats: &mut SearchStats,
-) -> Result<(Vec<[f32; 9]>, Vec<[f32; 2]>)> {
+) -> Result<PoseArrays> {
     let d = data.images.d;
     let zdim = m.decoder.zdim;
     let band = if cfg.search.bound {
