@@ -174,7 +174,14 @@ pub struct Args {
     /// Do not run `analyze` on the last epoch at the end
     #[arg(long = "no-analysis")]
     pub no_analysis: bool,
-    /// Accepted for the reference's command lines; no effect here
+    #[command(flatten)]
+    pub ignored: RefOnlyFlags,
+}
+
+/// The reference's flags that only tune its data loader, logging or GPUs: accepted so that its
+/// command lines run unchanged, with a one-line note.
+#[derive(Debug, clap::Args)]
+pub struct RefOnlyFlags {
     #[arg(long = "num-workers", hide = true)]
     pub num_workers: Option<usize>,
     #[arg(long = "max-threads", hide = true)]
@@ -191,6 +198,31 @@ pub struct Args {
     pub verbose_time: bool,
     #[arg(short = 'v', long = "verbose", hide = true)]
     pub verbose: bool,
+}
+
+impl RefOnlyFlags {
+    /// Print which of them were given.
+    pub fn note(&self) {
+        let given: Vec<&str> = [
+            ("--num-workers", self.num_workers.is_some()),
+            ("--max-threads", self.max_threads.is_some()),
+            ("--log-interval", self.log_interval.is_some()),
+            ("--shuffler-size", self.shuffler_size.is_some()),
+            ("--multigpu", self.multigpu),
+            ("--relion31", self.relion31),
+            ("--verbose-time", self.verbose_time),
+            ("-v", self.verbose),
+        ]
+        .into_iter()
+        .filter_map(|(f, g)| g.then_some(f))
+        .collect();
+        if !given.is_empty() {
+            eprintln!(
+                "note: {} accepted for the reference's command lines; no effect here",
+                given.join(", ")
+            );
+        }
+    }
 }
 
 impl Args {
@@ -295,25 +327,7 @@ impl Args {
 
 /// Run `abinit`.
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let ignored: Vec<&str> = [
-        ("--num-workers", a.num_workers.is_some()),
-        ("--max-threads", a.max_threads.is_some()),
-        ("--log-interval", a.log_interval.is_some()),
-        ("--shuffler-size", a.shuffler_size.is_some()),
-        ("--multigpu", a.multigpu),
-        ("--relion31", a.relion31),
-        ("--verbose-time", a.verbose_time),
-        ("-v", a.verbose),
-    ]
-    .into_iter()
-    .filter_map(|(f, g)| g.then_some(f))
-    .collect();
-    if !ignored.is_empty() {
-        eprintln!(
-            "note: {} accepted for the reference's command lines; no effect here",
-            ignored.join(", ")
-        );
-    }
+    a.ignored.note();
     let cfg = a.config()?;
     let r = drgnai(&cfg, true)?;
     let search: f64 = r.history.iter().map(|h| h.search_seconds).sum();
@@ -330,22 +344,33 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     if let (false, Some(zdim), Some(last)) = (a.no_analysis, cfg.train.zdim, r.history.last()) {
         // the reference runs its analysis on the last epoch unless --no-analysis
-        eprintln!("analyze: epoch {} (--no-analysis to skip)", last.epoch);
-        crate::cli::analyze::run(crate::cli::analyze::Args {
-            outdir: cfg.train.outdir.clone(),
-            epoch: last.epoch,
-            o: None,
-            ksample: 20.min(r.n),
-            pc: 2.min(zdim),
-            n_per_pc: 10,
-            skip_vol: false,
-            skip_umap: false,
-            apix: None,
-            flip: false,
-            invert: false,
-            downsample: None,
-            seed: 0,
-        })?;
+        analyze_last(&cfg.train.outdir, last.epoch, r.n, zdim)?;
     }
     Ok(())
+}
+
+/// `analyze` of epoch `epoch` of the run in `outdir` (n images, zdim) with the reference's settings
+/// for the analysis at the end of training (20 k-means clusters, 2 PCs).
+pub fn analyze_last(
+    outdir: &std::path::Path,
+    epoch: usize,
+    n: usize,
+    zdim: usize,
+) -> anyhow::Result<()> {
+    eprintln!("analyze: epoch {epoch} (--no-analysis to skip)");
+    crate::cli::analyze::run(crate::cli::analyze::Args {
+        outdir: outdir.to_path_buf(),
+        epoch,
+        o: None,
+        ksample: 20.min(n),
+        pc: 2.min(zdim),
+        n_per_pc: 10,
+        skip_vol: false,
+        skip_umap: false,
+        apix: None,
+        flip: false,
+        invert: false,
+        downsample: None,
+        seed: 0,
+    })
 }

@@ -112,19 +112,13 @@ pub struct Args {
     /// Do not run `analyze` on the last epoch at the end
     #[arg(long = "no-analysis")]
     pub no_analysis: bool,
-    /// Accepted for the reference's command lines; no effect here
-    #[arg(long = "log-interval", hide = true)]
-    pub log_interval: Option<usize>,
-    #[arg(long = "shuffler-size", hide = true)]
-    pub shuffler_size: Option<usize>,
-    #[arg(long = "multigpu", hide = true)]
-    pub multigpu: bool,
-    #[arg(short = 'v', long = "verbose", hide = true)]
-    pub verbose: bool,
+    #[command(flatten)]
+    pub ignored: crate::cli::abinit_ai::RefOnlyFlags,
 }
 
 /// Run `train-dec`.
 pub fn run(a: Args) -> anyhow::Result<()> {
+    a.ignored.note();
     if a.do_pose_sgd {
         anyhow::bail!(
             "--do-pose-sgd: not yet in train-dec; refine poses with train-nn/train-vae --refine-poses, \
@@ -220,22 +214,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             cfg.train.outdir.display()
         );
         if !a.no_analysis {
-            eprintln!("analyze: epoch {} (--no-analysis to skip)", last.epoch);
-            crate::cli::analyze::run(crate::cli::analyze::Args {
-                outdir: cfg.train.outdir.clone(),
-                epoch: last.epoch,
-                o: None,
-                ksample: 20.min(r.n),
-                pc: 2.min(a.zdim),
-                n_per_pc: 10,
-                skip_vol: false,
-                skip_umap: false,
-                apix: None,
-                flip: false,
-                invert: false,
-                downsample: None,
-                seed: 0,
-            })?;
+            crate::cli::abinit_ai::analyze_last(&cfg.train.outdir, last.epoch, r.n, a.zdim)?;
         }
     }
     Ok(())

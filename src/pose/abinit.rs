@@ -32,7 +32,6 @@ use crate::autodiff::{ParamStore, Tape, Tensor};
 use crate::backend::cpu::CpuBackend;
 use crate::fourier::shift::translate_ht_into;
 use crate::geometry::quaternion::random_rotations;
-use crate::io::atomic::write_bytes_atomic;
 use crate::meta::Poses;
 use crate::model::vae::{gen_loss, KlWeight};
 use crate::model::{parse_activation, Decoder, EncodeMode, Encoder};
@@ -40,7 +39,8 @@ use crate::nn::{Adam, PeKind};
 use crate::train::dataset::{ctf_image, sign, Batch};
 use crate::train::{
     build_model, check_count, checkpoint_of, epoch_seed, open_inputs, output_name, parse_domain,
-    restore, train_step, write_z, EpochStats, Inputs, RunRecord, TrainConfig,
+    restore, run_record, train_step, write_json, write_z, EpochStats, Inputs, RunRecord,
+    TrainConfig,
 };
 use crate::{Error, Result};
 use rand::seq::SliceRandom;
@@ -815,17 +815,8 @@ fn save(
     let mut train = tc.clone();
     train.poses = tc.outdir.join("pose.pkl");
     let record = AbinitRecord {
-        run: RunRecord {
-            config: train,
-            d,
-            n,
-            norm: [data.images.norm.mean, data.images.norm.std],
-            epoch,
-            cryofield_version: env!("CARGO_PKG_VERSION").to_string(),
-        },
+        run: run_record(&train, d, n, data.images.norm, epoch),
         abinit: cfg.clone(),
     };
-    let json = serde_json::to_string_pretty(&record)
-        .map_err(|e| Error::invalid(format!("config.json: {e}")))?;
-    write_bytes_atomic(tc.outdir.join("config.json"), json.as_bytes())
+    write_json(&tc.outdir.join("config.json"), &record)
 }

@@ -56,7 +56,7 @@ use crate::model::{parse_activation, Decoder, EncodeMode};
 use crate::nn::{Adam, PeKind};
 use crate::train::{
     build_model, check_count, checkpoint_of, epoch_seed, open_inputs, output_name, parse_domain,
-    restore, write_z, Inputs, RunRecord, TrainConfig,
+    restore, run_record, write_json, write_z, Inputs, RunRecord, TrainConfig,
 };
 use crate::{Error, Result};
 use rand::seq::SliceRandom;
@@ -965,21 +965,15 @@ fn save(
     ck.save(&name("weights", "safetensors"))?;
     save_tables(tables, &name("tables", "safetensors"))?;
     let mut train = tc.clone();
-    train.poses = tc.outdir.join("pose.pkl");
+    if !cfg.fixed_poses {
+        // the run's own poses (train-dec keeps the poses file it was given)
+        train.poses = tc.outdir.join("pose.pkl");
+    }
     let record = DrgnaiRecord {
-        run: RunRecord {
-            config: train,
-            d,
-            n,
-            norm: [data.images.norm.mean, data.images.norm.std],
-            epoch,
-            cryofield_version: env!("CARGO_PKG_VERSION").to_string(),
-        },
+        run: run_record(&train, d, n, data.images.norm, epoch),
         abinit_ai: cfg.clone(),
     };
-    let json = serde_json::to_string_pretty(&record)
-        .map_err(|e| Error::invalid(format!("config.json: {e}")))?;
-    write_bytes_atomic(tc.outdir.join("config.json"), json.as_bytes())
+    write_json(&tc.outdir.join("config.json"), &record)
 }
 
 /// The row of `z` (N, zdim) nearest the rows' mean (the reference's volume for `reconstruct.N.mrc`).

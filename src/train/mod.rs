@@ -550,17 +550,35 @@ pub(crate) fn write_record(
     norm: Norm,
     epoch: usize,
 ) -> Result<()> {
-    let record = RunRecord {
+    write_json(
+        &cfg.outdir.join("config.json"),
+        &run_record(cfg, d, n, norm, epoch),
+    )
+}
+
+/// The run record of `cfg` at `epoch` (image size, count and normalization of its data).
+pub(crate) fn run_record(
+    cfg: &TrainConfig,
+    d: usize,
+    n: usize,
+    norm: Norm,
+    epoch: usize,
+) -> RunRecord {
+    RunRecord {
         config: cfg.clone(),
         d,
         n,
         norm: [norm.mean, norm.std],
         epoch,
         cryofield_version: env!("CARGO_PKG_VERSION").to_string(),
-    };
-    let json = serde_json::to_string_pretty(&record)
-        .map_err(|e| Error::invalid(format!("config.json: {e}")))?;
-    write_bytes_atomic(cfg.outdir.join("config.json"), json.as_bytes())
+    }
+}
+
+/// Write `value` as pretty JSON to `path`, atomically.
+pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let json = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::format(path, format!("cannot write JSON: {e}")))?;
+    write_bytes_atomic(path, json.as_bytes())
 }
 
 /// The decoder domain of `--domain`.
