@@ -6,7 +6,7 @@
 //! Example: `cryofield abinit particles.mrcs --ctf ctf.pkl --zdim 8 -o out/`
 
 use crate::cli::pose_search::SearchArgs;
-use crate::cli::train_nn::abs;
+use crate::cli::train_nn::{abs, parse_norm};
 use crate::pose::drgnai::{drgnai, DrgnaiConfig, Phase};
 use crate::pose::search::SearchConfig;
 use crate::train::TrainConfig;
@@ -240,11 +240,7 @@ impl Args {
         if self.use_conf_encoder {
             anyhow::bail!("--use-conf-encoder: not yet in cryofield's abinit (the conformation table is used)");
         }
-        let norm = match &self.norm {
-            Some(v) if v.len() == 2 => Some([v[0], v[1]]),
-            Some(_) => anyhow::bail!("--norm takes two values"),
-            None => None,
-        };
+        let norm = parse_norm(&self.norm)?;
         let train = TrainConfig {
             particles: abs(&self.particles),
             poses: abs(&self.outdir.join("pose.pkl")),

@@ -6,7 +6,7 @@
 //!
 //! Example: `cryofield train-dec particles.mrcs --poses pose.pkl --ctf ctf.pkl --zdim 8 -o out/`
 
-use crate::cli::train_nn::abs;
+use crate::cli::train_nn::{abs, parse_norm};
 use crate::pose::drgnai::{drgnai, DrgnaiConfig};
 use crate::train::TrainConfig;
 use std::path::PathBuf;
@@ -128,11 +128,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if a.zdim == 0 {
         anyhow::bail!("--zdim must be at least 1 (train-nn trains without a latent)");
     }
-    let norm = match &a.norm {
-        Some(v) if v.len() == 2 => Some([v[0], v[1]]),
-        Some(_) => anyhow::bail!("--norm takes two values"),
-        None => None,
-    };
+    let norm = parse_norm(&a.norm)?;
     let train = TrainConfig {
         particles: abs(&a.particles),
         poses: abs(&a.poses),

@@ -116,11 +116,7 @@ impl RunArgs {
     /// The training configuration of these flags and `t` (paths made absolute, [`abs`]). Model sizes are 3×1024, no latent and no tilt pairs: the
     /// caller's to change.
     pub fn config(&self, t: RunTarget<'_>) -> anyhow::Result<TrainConfig> {
-        let norm = match &self.norm {
-            Some(v) if v.len() == 2 => Some([v[0], v[1]]),
-            Some(_) => anyhow::bail!("--norm takes two values"),
-            None => None,
-        };
+        let norm = parse_norm(&self.norm)?;
         Ok(TrainConfig {
             particles: abs(t.particles),
             poses: abs(t.poses),
@@ -164,6 +160,15 @@ impl RunArgs {
             tilt: None,
             tilt_deg: 45.0,
         })
+    }
+}
+
+/// `--norm MEAN STD` as (mean, std).
+pub fn parse_norm(norm: &Option<Vec<f32>>) -> anyhow::Result<Option<[f32; 2]>> {
+    match norm {
+        Some(v) if v.len() == 2 => Ok(Some([v[0], v[1]])),
+        Some(_) => anyhow::bail!("--norm takes two values"),
+        None => Ok(None),
     }
 }
 
