@@ -55,8 +55,8 @@ use crate::meta::Poses;
 use crate::model::{parse_activation, Decoder, EncodeMode};
 use crate::nn::{Adam, PeKind};
 use crate::train::{
-    build_model, check_count, checkpoint_of, epoch_seed, open_inputs, output_name, parse_domain,
-    restore, run_record, write_json, write_z, Inputs, RunRecord, TrainConfig,
+    build_model, check_count, checkpoint_of, epoch_seed, host_coords, open_inputs, output_name,
+    parse_domain, restore, run_record, write_json, write_z, Inputs, RunRecord, TrainConfig,
 };
 use crate::{Error, Result};
 use rand::seq::SliceRandom;
@@ -185,7 +185,8 @@ struct Tables {
 /// How a step gets its rotations.
 enum RotIn<'a> {
     Given(&'a [[f32; 9]]),
-    Table(&'a PoseTable),
+    /// The pose table, and the masked lattice on the host for [`Decoder::forward_posed`].
+    Table(&'a PoseTable, &'a [[f64; 3]]),
 }
 
 /// What one step returns: values and the tables' gradients.
@@ -363,6 +364,8 @@ pub fn drgnai(cfg: &DrgnaiConfig, progress: bool) -> Result<DrgnaiResult> {
     let p = data.mask.len();
     let freqs = data.lattice.freqs2d();
     let mask_freqs: Vec<[f32; 2]> = data.mask.iter().map(|&k| freqs[k]).collect();
+    // the masked lattice in f64, for the posed decoder of the SGD epochs
+    let host = host_coords(&data.coords);
     let lattice_side = (d + 1) as f32;
     let l2w: Vec<f32> = mask_freqs
         .iter()
@@ -426,14 +429,7 @@ pub fn drgnai(cfg: &DrgnaiConfig, progress: bool) -> Result<DrgnaiResult> {
             let pose_only = seen < cfg.pose_only_phase || zdim == 0 || phase == Phase::Pretrain;
             let l = data.load(idx)?;
             let mut z_rows: Option<Vec<f32>> = match (&tables.conf, pose_only) {
-                (Some(_), true) => Some(
-                    (0..nb * zdim)
-                        .map(|_| {
-                            let e: f32 = StandardNormal.sample(&mut rng);
-                            cfg.std_z_init as f32 * e
-                        })
-                        .collect(),
-                ),
+                (Some(_), true) => Some(random_z(&mut rng, nb * zdim, cfg.std_z_init)),
                 (Some(c), false) => Some(c.rows(idx)),
                 (None, _) => None,
             };
@@ -453,14 +449,9 @@ pub fn drgnai(cfg: &DrgnaiConfig, progress: bool) -> Result<DrgnaiResult> {
                         let ts = std::time::Instant::now();
                         let chunk = &order[pos..(pos + chunk_len).min(n)];
                         let zc: Option<Vec<f32>> = match (&tables.conf, pose_only) {
-                            (Some(_), true) => Some(
-                                (0..chunk.len() * zdim)
-                                    .map(|_| {
-                                        let e: f32 = StandardNormal.sample(&mut rng);
-                                        cfg.std_z_init as f32 * e
-                                    })
-                                    .collect(),
-                            ),
+                            (Some(_), true) => {
+                                Some(random_z(&mut rng, chunk.len() * zdim, cfg.std_z_init))
+                            }
                             (Some(c), false) => Some(c.rows(chunk)),
                             (None, _) => None,
                         };
@@ -514,7 +505,7 @@ pub fn drgnai(cfg: &DrgnaiConfig, progress: bool) -> Result<DrgnaiResult> {
             let refine_t = phase == Phase::Sgd && !cfg.no_trans && !cfg.fixed_poses;
             let conf_learns = !pose_only && epoch > cfg.conf_frozen_epochs;
             let rot_in = match (phase, &tables.pose) {
-                (Phase::Sgd, Some(pt)) => RotIn::Table(pt),
+                (Phase::Sgd, Some(pt)) => RotIn::Table(pt, &host),
                 _ => RotIn::Given(&br),
             };
             let out = step(
@@ -633,6 +624,16 @@ pub fn drgnai(cfg: &DrgnaiConfig, progress: bool) -> Result<DrgnaiResult> {
 
 /// Rotations and translations (pixels) of a list of images.
 type PoseArrays = (Vec<[f32; 9]>, Vec<[f32; 2]>);
+
+/// The pose-only phase's z: `len` values std·N(0, 1) (drawn in f32).
+fn random_z(rng: &mut StdRng, len: usize, std: f64) -> Vec<f32> {
+    (0..len)
+        .map(|_| {
+            let e: f32 = StandardNormal.sample(rng);
+            std as f32 * e
+        })
+        .collect()
+}
 
 /// A searched image's pose (rotation, translation in pixels) and the z it was searched at.
 type Searched = ([f32; 9], [f32; 2], Option<Vec<f32>>);
@@ -860,17 +861,12 @@ fn step(
             let coords = t.constant(Tensor::from_slice(&be, &data.coords, &[p, 3])?);
             m.decoder.forward(&mut t, coords, rv, zv)?
         }
-        RotIn::Table(pt) => {
+        RotIn::Table(pt, coords) => {
             let w = pt.emb.width();
             let rv = t.input(Tensor::from_slice(&be, &pt.rows(idx), &[nb, w])?);
             rows = Some(rv);
             let r = pt.emb.rotation(&mut t, rv)?;
-            let coords: Vec<[f64; 3]> = data
-                .coords
-                .chunks(3)
-                .map(|c| [c[0] as f64, c[1] as f64, c[2] as f64])
-                .collect();
-            m.decoder.forward_posed(&mut t, &coords, r, zv)?
+            m.decoder.forward_posed(&mut t, coords, r, zv)?
         }
     };
     let yc = match ctf {

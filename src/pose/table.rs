@@ -288,23 +288,24 @@ impl PoseTable {
 
     /// The rotations of images `idx` (row-major), from the current parameters (f64 on the host).
     pub fn rotations_of(&self, idx: &[usize]) -> Result<Vec<[f32; 9]>> {
-        let w = self.emb.width();
-        let vals = self.rows.values();
+        let (w, vals) = (self.emb.width(), self.rows.values());
         let sel: Vec<f64> = idx
             .iter()
             .flat_map(|&i| vals[i * w..(i + 1) * w].iter().copied())
             .collect();
-        Ok(crate::model::pose::on_host(self.emb.map(), &sel, w)?
-            .chunks(9)
-            .map(|c| std::array::from_fn(|k| c[k] as f32))
-            .collect())
+        self.to_rotations(&sel)
     }
 
     /// Every image's rotation (row-major), from the current parameters (the embedding's map in
     /// f64 on the host).
     pub fn rotations(&self) -> Result<Vec<[f32; 9]>> {
+        self.to_rotations(self.rows.values())
+    }
+
+    /// Rotations of parameter rows (n, width) by the embedding's map in f64.
+    fn to_rotations(&self, params: &[f64]) -> Result<Vec<[f32; 9]>> {
         Ok(
-            crate::model::pose::on_host(self.emb.map(), self.rows.values(), self.emb.width())?
+            crate::model::pose::on_host(self.emb.map(), params, self.emb.width())?
                 .chunks(9)
                 .map(|c| std::array::from_fn(|k| c[k] as f32))
                 .collect(),

@@ -989,7 +989,7 @@ pub fn train_with<B: Backend<Elem = f32>>(
 }
 
 /// The masked lattice (P·3 flat) as points in f64, for [`Decoder::forward_posed`].
-fn host_coords(coords: &[f32]) -> Vec<[f64; 3]> {
+pub(crate) fn host_coords(coords: &[f32]) -> Vec<[f64; 3]> {
     coords
         .chunks(3)
         .map(|c| [c[0] as f64, c[1] as f64, c[2] as f64])
