@@ -1,6 +1,6 @@
 //! The project's fuzz campaign (stable Rust: a deterministic mutation fuzzer, no libFuzzer).
 //!
-//! Targets (tests/fuzz/targets.rs): `mrc`, `star`, `cs`, `pkl`, `npy`, `npz`, `pdb`, `mmcif`, `pc-obs`, `pc-gt` — each
+//! Targets (tests/fuzz/targets.rs): `mrc`, `star`, `cs`, `pkl`, `npy`, `npz`, `pdb`, `mmcif`, `pc-obs`, `pc-gt`, `torch-pkl` (a torch checkpoint's data.pkl against fixed storages), `torch-zip` — each
 //! writes a mutated input to a file and runs the reader and the parsing layers the CLI runs after it.
 //! A failure is a panic, a hang (no answer in `CRYOFIELD_FUZZ_DEADLINE` seconds, default 10) or an
 //! allocation over 256 MiB (a reader that trusted a size field); every failing input is saved as

@@ -356,7 +356,7 @@ pub fn analyze_last(
     eprintln!("analyze: epoch {epoch} (--no-analysis to skip)");
     crate::cli::analyze::run(crate::cli::analyze::Args {
         outdir: outdir.to_path_buf(),
-        epoch,
+        epoch: epoch as i64,
         o: None,
         ksample: 20.min(n),
         pc: 2.min(zdim),

@@ -11,7 +11,7 @@ use crate::analysis::latent::{load_z, run_basic_with, BasicOptions};
 use crate::cli::eval_vol::{write_volumes, VolOptions};
 use crate::model::load::LoadedModel;
 use anyhow::bail;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Analyze a trained VAE.
 #[derive(Debug, clap::Args)]
@@ -19,8 +19,10 @@ use std::path::PathBuf;
 pub struct Args {
     /// The training output folder
     pub outdir: PathBuf,
-    /// Epoch to analyze (0-based, as in z.EPOCH.pkl)
-    pub epoch: usize,
+    /// Epoch to analyze, as numbered in z.EPOCH.pkl; −1: a cryoDRGN run's final z.pkl / weights.pkl
+    /// (into OUTDIR/analyze), or our run's last checkpoint
+    #[arg(allow_hyphen_values = true)]
+    pub epoch: i64,
     /// Output folder (default OUTDIR/analyze.EPOCH)
     #[arg(short = 'o')]
     pub o: Option<PathBuf>,
@@ -56,11 +58,67 @@ pub struct Args {
     pub seed: u64,
 }
 
+/// The latents, weights, config and default output folder of epoch `epoch` of the run in
+/// `outdir`: ours (`config.json`, `weights.E.safetensors`) or cryoDRGN's (`config.yaml`,
+/// `weights.E.pkl`; epoch −1 is its final `z.pkl`/`weights.pkl` into `analyze/`, as the reference's).
+pub fn run_files(
+    outdir: &Path,
+    epoch: i64,
+) -> anyhow::Result<(PathBuf, PathBuf, PathBuf, PathBuf)> {
+    let json = outdir.join("config.json");
+    let yaml = outdir.join("config.yaml");
+    if !json.exists() && yaml.exists() {
+        return Ok(if epoch < 0 {
+            (
+                outdir.join("z.pkl"),
+                outdir.join("weights.pkl"),
+                yaml,
+                outdir.join("analyze"),
+            )
+        } else {
+            (
+                outdir.join(format!("z.{epoch}.pkl")),
+                outdir.join(format!("weights.{epoch}.pkl")),
+                yaml,
+                outdir.join(format!("analyze.{epoch}")),
+            )
+        });
+    }
+    let e = if epoch < 0 {
+        last_checkpoint(outdir).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no weights.N.safetensors in {} (is it a train-vae output folder?)",
+                outdir.display()
+            )
+        })?
+    } else {
+        epoch as usize
+    };
+    Ok((
+        outdir.join(format!("z.{e}.pkl")),
+        outdir.join(format!("weights.{e}.safetensors")),
+        json,
+        outdir.join(format!("analyze.{e}")),
+    ))
+}
+
+/// The highest N of the `weights.N.safetensors` in `dir`.
+pub fn last_checkpoint(dir: &Path) -> Option<usize> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            name.strip_prefix("weights.")?
+                .strip_suffix(".safetensors")?
+                .parse()
+                .ok()
+        })
+        .max()
+}
+
 /// Run `analyze`.
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let zpath = a.outdir.join(format!("z.{}.pkl", a.epoch));
-    let weights = a.outdir.join(format!("weights.{}.safetensors", a.epoch));
-    let config = a.outdir.join("config.json");
+    let (zpath, weights, config, default_out) = run_files(&a.outdir, a.epoch)?;
     for p in [&zpath, &weights, &config] {
         if !p.exists() {
             bail!(
@@ -71,9 +129,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             );
         }
     }
-    let out =
-        a.o.clone()
-            .unwrap_or_else(|| a.outdir.join(format!("analyze.{}", a.epoch)));
+    let out = a.o.clone().unwrap_or(default_out);
     let lat = load_z(&zpath)?;
     // Load the model first so that a mismatch fails before any output is written.
     let model = if a.skip_vol {

@@ -43,6 +43,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .to_ascii_lowercase();
     println!("file: {}", a.input.display());
     match ext.as_str() {
+        "pkl" | "pt" | "pth" if crate::io::torch::is_zip(&a.input) => {
+            let v = crate::io::torch::read_torch(&a.input)?;
+            println!("torch checkpoint");
+            match &v {
+                PyValue::Dict(items) => {
+                    for (k, x) in items {
+                        println!("{}: {}", key(k), describe_nested(x));
+                    }
+                }
+                _ => println!("{}", describe(&v)),
+            }
+        }
         "pkl" => {
             for (i, v) in read_pkl_all(&a.input)?.iter().enumerate() {
                 println!("pickle {i}: {}", describe(v));
@@ -86,6 +98,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A dict value one level down: a state dict lists its tensors, one per line.
+fn describe_nested(v: &PyValue) -> String {
+    match v {
+        PyValue::Dict(items) if items.iter().all(|(_, x)| x.as_array().is_some()) => items
+            .iter()
+            .map(|(k, x)| format!("\n  {}: {}", key(k), describe(x)))
+            .collect(),
+        _ => describe(v),
+    }
+}
+
 /// N, D and Apix from a .star or .cs file alone (for when its image stacks cannot be found).
 fn describe_metadata(a: &Args, ext: &str) -> anyhow::Result<()> {
     let first = |v: crate::Result<Vec<f64>>| v.ok().and_then(|v| v.first().copied());
@@ -111,4 +134,12 @@ fn describe_metadata(a: &Args, ext: &str) -> anyhow::Result<()> {
     println!("D: {}", show(d));
     println!("Apix: {}", show(apix));
     Ok(())
+}
+
+/// A dict key as a user reads it: strings bare.
+fn key(k: &PyValue) -> String {
+    match k {
+        PyValue::Str(s) => s.clone(),
+        _ => describe(k),
+    }
 }

@@ -9,6 +9,7 @@ pub mod pdb;
 pub mod pkl;
 pub mod source;
 pub mod star;
+pub mod torch;
 pub mod validate;
 
 pub use array::{ArrayData, NdArray};

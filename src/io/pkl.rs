@@ -97,6 +97,109 @@ enum Global {
     CodecsEncode,
     BytesType,
     ByteArrayType,
+    /// `collections.OrderedDict` (state dicts; torch checkpoints only).
+    OrderedDict,
+    /// `torch._utils._rebuild_tensor_v2` (torch checkpoints only).
+    RebuildTensor,
+    /// `torch._utils._rebuild_parameter` / `_rebuild_parameter_with_state` (torch checkpoints only).
+    RebuildParameter,
+    /// `torch.FloatStorage` and the other typed storages (torch checkpoints only).
+    Storage(TorchDtype),
+}
+
+/// The element types of torch's typed storages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TorchDtype {
+    F32,
+    F64,
+    F16,
+    BF16,
+    I64,
+    I32,
+    I16,
+    I8,
+    U8,
+    Bool,
+}
+
+impl TorchDtype {
+    fn of_storage(name: &str) -> Option<Self> {
+        Some(match name {
+            "FloatStorage" => Self::F32,
+            "DoubleStorage" => Self::F64,
+            "HalfStorage" => Self::F16,
+            "BFloat16Storage" => Self::BF16,
+            "LongStorage" => Self::I64,
+            "IntStorage" => Self::I32,
+            "ShortStorage" => Self::I16,
+            "CharStorage" => Self::I8,
+            "ByteStorage" => Self::U8,
+            "BoolStorage" => Self::Bool,
+            _ => return None,
+        })
+    }
+
+    fn itemsize(self) -> usize {
+        match self {
+            Self::F64 | Self::I64 => 8,
+            Self::F32 | Self::I32 => 4,
+            Self::F16 | Self::BF16 | Self::I16 => 2,
+            Self::I8 | Self::U8 | Self::Bool => 1,
+        }
+    }
+
+    /// Gather the elements at `offsets` (in elements) of little-endian storage bytes `raw`.
+    fn gather(self, raw: &[u8], offsets: &[usize]) -> ArrayData {
+        let w = self.itemsize();
+        let b = |o: usize| &raw[o * w..(o + 1) * w];
+        match self {
+            Self::F32 => ArrayData::F32(
+                offsets
+                    .iter()
+                    .map(|&o| f32::from_le_bytes(b(o).try_into().unwrap_or_default()))
+                    .collect(),
+            ),
+            Self::F64 => ArrayData::F64(
+                offsets
+                    .iter()
+                    .map(|&o| f64::from_le_bytes(b(o).try_into().unwrap_or_default()))
+                    .collect(),
+            ),
+            Self::F16 => ArrayData::F32(
+                offsets
+                    .iter()
+                    .map(|&o| half::f16::from_le_bytes([b(o)[0], b(o)[1]]).to_f32())
+                    .collect(),
+            ),
+            Self::BF16 => ArrayData::F32(
+                offsets
+                    .iter()
+                    .map(|&o| half::bf16::from_le_bytes([b(o)[0], b(o)[1]]).to_f32())
+                    .collect(),
+            ),
+            Self::I64 => ArrayData::I64(
+                offsets
+                    .iter()
+                    .map(|&o| i64::from_le_bytes(b(o).try_into().unwrap_or_default()))
+                    .collect(),
+            ),
+            Self::I32 => ArrayData::I32(
+                offsets
+                    .iter()
+                    .map(|&o| i32::from_le_bytes(b(o).try_into().unwrap_or_default()))
+                    .collect(),
+            ),
+            Self::I16 => ArrayData::I32(
+                offsets
+                    .iter()
+                    .map(|&o| i16::from_le_bytes([b(o)[0], b(o)[1]]) as i32)
+                    .collect(),
+            ),
+            Self::I8 => ArrayData::I32(offsets.iter().map(|&o| b(o)[0] as i8 as i32).collect()),
+            Self::U8 => ArrayData::U8(offsets.iter().map(|&o| b(o)[0]).collect()),
+            Self::Bool => ArrayData::Bool(offsets.iter().map(|&o| b(o)[0] != 0).collect()),
+        }
+    }
 }
 
 impl Global {
@@ -115,7 +218,23 @@ impl Global {
             _ => return None,
         })
     }
+
+    /// The further globals a torch checkpoint's state dict needs.
+    fn lookup_torch(module: &str, name: &str) -> Option<Global> {
+        Some(match (module, name) {
+            ("collections", "OrderedDict") => Global::OrderedDict,
+            ("torch._utils", "_rebuild_tensor_v2") => Global::RebuildTensor,
+            ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
+                Global::RebuildParameter
+            }
+            ("torch", s) => Global::Storage(TorchDtype::of_storage(s)?),
+            _ => return None,
+        })
+    }
 }
+
+/// The storages of a torch checkpoint (`archive/data/KEY`), by key.
+pub type Storages = HashMap<String, Vec<u8>>;
 
 /// An object of the VM's arena.
 #[derive(Debug)]
@@ -138,6 +257,8 @@ enum Obj {
     },
     /// An empty array made by `_reconstruct`, to be filled by `BUILD`.
     Shell,
+    /// A torch storage named by a persistent id: its element type and key in the archive.
+    Storage(TorchDtype, String),
 }
 
 /// A hashable dict key, normalized as Python compares them (`1 == 1.0 == True`).
@@ -162,6 +283,8 @@ struct Vm<'a> {
     memo: HashMap<u64, usize>,
     /// Allocation budget left, see [`Vm::charge`].
     budget: usize,
+    /// A torch checkpoint's storages: enables its globals and persistent ids.
+    torch: Option<&'a Storages>,
 }
 
 const ID_NONE: usize = 0;
@@ -184,6 +307,7 @@ impl<'a> Vm<'a> {
                 .saturating_sub(start)
                 .saturating_mul(8)
                 .saturating_add(1 << 16),
+            torch: None,
         }
     }
 
@@ -495,7 +619,7 @@ impl<'a> Vm<'a> {
             _ => return Err(self.err("REDUCE/NEWOBJ of something that is not an allowed global")),
         };
         let a = self.tuple_items(args, &format!("{g:?}"))?;
-        if a.len() > 4 {
+        if a.len() > 7 {
             return Err(self.err(format!("{g:?} called with {} arguments", a.len())));
         }
         match g {
@@ -585,11 +709,82 @@ impl<'a> Vm<'a> {
                 _ => Err(self.err("bytes()/bytearray() with too many arguments")),
             },
             Global::NdarrayType => Err(self.err("calling numpy.ndarray directly is not supported")),
+            Global::OrderedDict => match a {
+                [] => Ok(Obj::Dict(Vec::new(), HashMap::new())),
+                _ => Err(self.err("OrderedDict() with arguments is not supported")),
+            },
+            Global::RebuildParameter => match a.first().map(|&i| self.obj(i)).transpose()? {
+                Some(Obj::Array(t)) => Ok(Obj::Array(t.clone())),
+                _ => Err(self.err("_rebuild_parameter of something that is not a tensor")),
+            },
+            Global::RebuildTensor => self.rebuild_tensor(a),
+            Global::Storage(_) => Err(self.err("calling a torch storage type is not supported")),
         }
+    }
+
+    /// `_rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks[, metadata])`:
+    /// the tensor's elements gathered from its storage into a C-ordered array.
+    fn rebuild_tensor(&self, a: &[usize]) -> Result<Obj> {
+        let [storage, offset, size, stride, ..] = a else {
+            return Err(self.err("_rebuild_tensor_v2 needs (storage, offset, size, stride, ...)"));
+        };
+        let Obj::Storage(dt, key) = self.obj(*storage)? else {
+            return Err(self.err("_rebuild_tensor_v2 of something that is not a storage"));
+        };
+        let raw = self
+            .torch
+            .and_then(|t| t.get(key))
+            .ok_or_else(|| self.err(format!("storage `{key}` is not in the archive")))?;
+        let numel = raw.len() / dt.itemsize();
+        let offset = match self.obj(*offset)? {
+            Obj::Int(i) => usize::try_from(*i).map_err(|_| self.err("negative storage offset"))?,
+            _ => return Err(self.err("storage offset is not an int")),
+        };
+        let shape = self.shape_of(*size)?;
+        let strides = self.shape_of(*stride)?;
+        if strides.len() != shape.len() {
+            return Err(self.err(format!(
+                "tensor of shape {shape:?} with strides {strides:?}"
+            )));
+        }
+        let n = shape_len(&shape).ok_or_else(|| self.err(format!("shape {shape:?} overflows")))?;
+        // the last element's offset bounds every other one
+        let last = shape
+            .iter()
+            .zip(&strides)
+            .try_fold(offset, |acc, (&d, &s)| {
+                acc.checked_add(d.saturating_sub(1).checked_mul(s)?)
+            });
+        if n > 0 && last.is_none_or(|l| l >= numel) {
+            return Err(self.err(format!(
+                "tensor of shape {shape:?} (offset {offset}, strides {strides:?}) reaches past its \
+                 storage `{key}` of {numel} elements"
+            )));
+        }
+        let mut offsets = Vec::with_capacity(n);
+        let mut idx = vec![0usize; shape.len()];
+        for _ in 0..n {
+            offsets.push(offset + idx.iter().zip(&strides).map(|(i, s)| i * s).sum::<usize>());
+            for ax in (0..shape.len()).rev() {
+                idx[ax] += 1;
+                if idx[ax] < shape[ax] {
+                    break;
+                }
+                idx[ax] = 0;
+            }
+        }
+        Ok(Obj::Array(NdArray::new(shape, dt.gather(raw, &offsets))?))
     }
 
     /// BUILD: set the state of a dtype or fill an array shell.
     fn build(&mut self, target: usize, state: usize) -> Result<()> {
+        if self.torch.is_some() && matches!(self.obj(target)?, Obj::Dict(..)) {
+            // A state dict's attributes (`_metadata`: module versions): not part of its items.
+            return match self.obj(state)? {
+                Obj::Dict(..) => Ok(()),
+                _ => Err(self.err("BUILD of an OrderedDict with a state that is not a dict")),
+            };
+        }
         let st_items = self.tuple_items(state, "BUILD")?;
         if st_items.len() > 9 {
             return Err(self.err(format!("BUILD state has {} items", st_items.len())));
@@ -910,6 +1105,11 @@ impl<'a> Vm<'a> {
                     let target = self.top()?;
                     self.build(target, state)?;
                 }
+                b'Q' if self.torch.is_some() => {
+                    let pid = self.pop()?;
+                    let o = self.persistent(pid)?;
+                    self.push(o)?;
+                }
                 b'P' | b'Q' => return Err(self.err("persistent ids are not supported")),
                 b'o' => {
                     return Err(self.err("the OBJ opcode (class instantiation) is not supported"))
@@ -932,7 +1132,28 @@ impl<'a> Vm<'a> {
     }
 
     fn global(&self, module: &str, name: &str) -> Result<Global> {
-        Global::lookup(module, name).ok_or_else(|| self.forbidden(module, name))
+        Global::lookup(module, name)
+            .or_else(|| {
+                self.torch
+                    .is_some()
+                    .then(|| Global::lookup_torch(module, name))
+                    .flatten()
+            })
+            .ok_or_else(|| self.forbidden(module, name))
+    }
+
+    /// A torch persistent id: `('storage', StorageType, key, location, numel)`.
+    fn persistent(&self, pid: usize) -> Result<Obj> {
+        let items = self.tuple_items(pid, "persistent id")?;
+        let [tag, ty, key, _location, _numel] = items else {
+            return Err(self.err("persistent id is not ('storage', type, key, location, numel)"));
+        };
+        match (self.obj(*tag)?, self.obj(*ty)?, self.obj(*key)?) {
+            (Obj::Str(t), Obj::Global(Global::Storage(dt)), Obj::Str(k)) if t == "storage" => {
+                Ok(Obj::Storage(*dt, k.clone()))
+            }
+            _ => Err(self.err("persistent id is not ('storage', type, key, location, numel)")),
+        }
     }
 
     /// Turn the arena object `id` into a [`PyValue`], spending `budget` (nodes plus elements).
@@ -987,6 +1208,9 @@ impl<'a> Vm<'a> {
             }
             Obj::Shell => {
                 return Err(self.err("result holds a numpy array that was never filled (no BUILD)"))
+            }
+            Obj::Storage(_, k) => {
+                return Err(self.err(format!("result holds a bare torch storage `{k}`")))
             }
         })
     }
@@ -1102,6 +1326,30 @@ fn parse_one(bytes: &[u8], start: usize, path: &Path) -> Result<(PyValue, usize)
         .saturating_add(1024);
     let v = vm.materialize(root, 0, &mut budget)?;
     Ok((v, vm.pos))
+}
+
+/// Parse the pickle of a torch checkpoint (`archive/data.pkl`) whose tensors live in `storages`:
+/// tensors become [`PyValue::Array`]s (half and bfloat16 widened to f32), state dicts plain dicts.
+pub(crate) fn parse_torch_pickle(
+    bytes: &[u8],
+    storages: &Storages,
+    path: &Path,
+) -> Result<PyValue> {
+    if bytes.is_empty() {
+        return Err(Error::format(path, "empty data.pkl: no pickle"));
+    }
+    let mut vm = Vm::new(bytes, 0, path);
+    vm.torch = Some(storages);
+    // tensors are materialized from storages outside the pickle: budget them by their size
+    let stored: usize = storages.values().map(Vec::len).sum();
+    vm.budget = vm.budget.saturating_add(stored.saturating_mul(2));
+    let root = vm.run()?;
+    let mut budget = bytes
+        .len()
+        .saturating_mul(4)
+        .saturating_add(stored.saturating_mul(2))
+        .saturating_add(1024);
+    vm.materialize(root, 0, &mut budget)
 }
 
 /// Parse all pickles stored back to back in `bytes` (as in `z.N.pkl`); `path` only for errors.

@@ -9,12 +9,13 @@ use crate::backend::Domain;
 use crate::fourier::lattice::Lattice;
 use crate::fourier::window::Norm;
 use crate::meta::{CtfParams, Poses};
+use crate::model::cryodrgn;
 use crate::model::decoder::eval_volume_box;
 use crate::model::{parse_activation, Decoder, EncodeMode, Encoder};
 use crate::nn::PeKind;
 use crate::simulate::dataset::xrot;
 use crate::train::dataset::{prefetch, BatchMaker, ImageDataset};
-use crate::train::{build_model, encoder_mask, load_weights, RunRecord};
+use crate::train::{apply_checkpoint, build_model, encoder_mask, load_weights, RunRecord};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -66,8 +67,16 @@ pub fn read_record(config: &Path) -> Result<RunRecord> {
 impl LoadedModel {
     /// Rebuild the model described by `config` (a run's `config.json`) and load `weights`.
     /// A checkpoint whose tensors do not match the configuration is an error naming both files.
+    ///
+    /// A cryoDRGN run (`config.yaml` and a `weights.N.pkl` written by `torch.save`) is opened the
+    /// same way through [`crate::model::cryodrgn`].
     pub fn load(weights: &Path, config: &Path) -> Result<Self> {
-        let record = read_record(config)?;
+        let from_cryodrgn = cryodrgn::is_yaml(config);
+        let record = if from_cryodrgn {
+            cryodrgn::record_from_yaml(config)?
+        } else {
+            read_record(config)?
+        };
         let cfg = &record.config;
         let d = record.d;
         let pe: PeKind = cfg.pe_type.parse()?;
@@ -86,12 +95,23 @@ impl LoadedModel {
         let (mut store, encoder, mut decoder, prefix) =
             build_model(&be, cfg, d, in_dim, mode, domain, pe, act)?;
         let rf_name = format!("{prefix}rand_freqs");
-        load_weights(&be, &mut store, &mut decoder, &rf_name, weights).map_err(|e| {
-            Error::format(
+        if from_cryodrgn {
+            let extra: Vec<String> = decoder.rand_freqs.iter().map(|_| rf_name.clone()).collect();
+            let ck = cryodrgn::checkpoint_from_torch(
                 weights,
-                format!("does not match the model of {} ({e})", config.display()),
-            )
-        })?;
+                &store.named_shapes(),
+                &extra,
+                cryodrgn::version_major(&record),
+            )?;
+            apply_checkpoint(&be, &mut store, &mut decoder, &ck)?;
+        } else {
+            load_weights(&be, &mut store, &mut decoder, &rf_name, weights).map_err(|e| {
+                Error::format(
+                    weights,
+                    format!("does not match the model of {} ({e})", config.display()),
+                )
+            })?;
+        }
         let norm = Norm {
             mean: record.norm[0],
             std: record.norm[1],

@@ -3,10 +3,12 @@
 //! | module | what |
 //! |---|---|
 //! | [`decoder`] | [`Decoder`]: `FTPositionalDecoder` (`fourier`) / `PositionalDecoder` (`hartley`) on rotated lattices, [`decoder::eval_volume`] |
+//! | [`cryodrgn`] | opening runs trained by cryoDRGN (`config.yaml`, `weights.N.pkl`) |
 //! | [`pose`] | pose parametrisations (in-plane angle, 6-D Gram–Schmidt) → rotations on the tape, for learned poses |
 //! | [`encoder`] | [`Encoder`]: `ResidLinearMLP` / `MLP` on the masked image, and the tilt-pair encoder |
 //! | [`vae`] | [`HetOnlyVae`]: encoder + reparameterization + decoder, the loss of `train_vae.py` |
 
+pub mod cryodrgn;
 pub mod decoder;
 pub mod encoder;
 pub mod load;

@@ -1144,13 +1144,24 @@ pub(crate) fn load_weights<B: Backend<Elem = f32>>(
         .map(|_| rf_name.to_string())
         .collect();
     let ck = Checkpoint::load(path, &store.named_shapes(), &extra)?;
+    apply_checkpoint(be, store, decoder, &ck)?;
+    Ok(ck)
+}
+
+/// Put a checkpoint's parameters (in store order) and `gaussian` frequencies into the model.
+pub(crate) fn apply_checkpoint<B: Backend<Elem = f32>>(
+    be: &B,
+    store: &mut ParamStore<B>,
+    decoder: &mut Decoder,
+    ck: &Checkpoint,
+) -> Result<()> {
     for (id, (_, s, v)) in store.ids().collect::<Vec<_>>().into_iter().zip(&ck.params) {
         *store.get_mut(id) = Tensor::from_slice(be, v, s)?;
     }
     if let Some((_, _, rf)) = ck.extra.first() {
         decoder.set_rand_freqs(rf)?;
     }
-    Ok(ck)
+    Ok(())
 }
 
 /// Restore a model from the checkpoint at `path` (the inverse of [`checkpoint_of`]); the

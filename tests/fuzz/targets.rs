@@ -27,6 +27,58 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&p).unwrap_or_else(|e| panic!("reading the fuzz seed {}: {e}", p.display()))
 }
 
+/// A fixture of this repository's tests/fixtures (made by tools/ scripts).
+fn repo_fixture(name: &str) -> Vec<u8> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("reading the fuzz seed {}: {e}", p.display()))
+}
+
+/// The storages of the cryoDRGN VAE fixture, against which `torch-pkl` inputs are parsed.
+fn torch_storages() -> &'static cryofield::io::torch::Storages {
+    static S: std::sync::OnceLock<cryofield::io::torch::Storages> = std::sync::OnceLock::new();
+    S.get_or_init(|| {
+        let p =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cryodrgn/vae/weights.pkl");
+        cryofield::io::torch::read_archive(&p)
+            .expect("reading the torch fixture")
+            .2
+    })
+}
+
+/// A torch checkpoint's `data.pkl` (the input) parsed against the VAE fixture's storages.
+fn run_torch_pkl(p: &Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(p)?;
+    cryofield::io::torch::parse_archive(&bytes, torch_storages(), p)?;
+    Ok(())
+}
+
+/// A whole `torch.save` archive, read as `eval-vol` reads cryoDRGN weights.
+fn run_torch_zip(p: &Path) -> anyhow::Result<()> {
+    cryofield::io::torch::read_torch(p)?;
+    Ok(())
+}
+
+fn torch_pkl_seeds() -> Vec<Vec<u8>> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cryodrgn/vae/weights.pkl");
+    let (_, pkl, _) = cryofield::io::torch::read_archive(&p).expect("reading the torch fixture");
+    vec![pkl]
+}
+
+/// Tokens of a torch state-dict pickle: its globals and persistent-id tag.
+const TORCH_DICT: &[&[u8]] = &[
+    b"ctorch._utils\n_rebuild_tensor_v2\n",
+    b"ccollections\nOrderedDict\n",
+    b"ctorch\nFloatStorage\n",
+    b"ctorch\nHalfStorage\n",
+    b"storage",
+    b"Q",
+    b"R",
+    b"b",
+    b"\x80\x02",
+];
+
 /// The layers after the reader: each runs (a panic there is a bug) and its error is dropped, since a
 /// valid file of one kind is often not what another layer wants (a CTF pickle is not a pose pickle).
 /// The target's result is the reader's own: `Err` counts as a rejection.
@@ -555,6 +607,22 @@ pub fn all() -> Vec<Target> {
             dict: BIN_DICT,
             seeds: pc_obs_seeds(),
             run: run_pc_obs,
+        },
+        Target {
+            name: "torch-pkl",
+            ext: "pkl",
+            text: false,
+            dict: TORCH_DICT,
+            seeds: torch_pkl_seeds(),
+            run: run_torch_pkl,
+        },
+        Target {
+            name: "torch-zip",
+            ext: "pkl",
+            text: false,
+            dict: BIN_DICT,
+            seeds: vec![repo_fixture("cryodrgn/nn/weights.pkl")],
+            run: run_torch_zip,
         },
         Target {
             name: "pc-gt",

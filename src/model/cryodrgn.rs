@@ -1,0 +1,347 @@
+//! Opening runs trained by cryoDRGN (3.x–4.x): `config.yaml` and `weights.N.pkl`.
+//!
+//! cryoDRGN writes its run's settings to `config.yaml` (`dataset_args`, `lattice_args`,
+//! `model_args`, `seed`, `version`) and its checkpoints with `torch.save({"epoch", "model_state_dict",
+//! "optimizer_state_dict"})`. Our models use the reference's state-dict names (`encoder.main.*`,
+//! `decoder.decoder.main.*`, `decoder.rand_freqs` in a VAE; `decoder.main.*` and `rand_freqs` in
+//! `train_nn`'s homogeneous model), so a checkpoint maps onto our parameter store name for name,
+//! each shape checked. The checkpoint is read by [`crate::io::torch`] (no code ever runs; a pickle
+//! naming any global beyond those of a state dict is refused).
+//!
+//! | config.yaml | ours |
+//! |---|---|
+//! | `lattice_args.D` (D + 1) | image size D |
+//! | `dataset_args.norm`, `invert_data`, `window`, `window_r`, `ctf`, `particles`, `poses`, `ind`, `datadir` | the same |
+//! | `model_args.qlayers/qdim/players/pdim` (train_vae), `layers/dim` (train_nn) | encoder / decoder sizes |
+//! | `model_args.zdim`, `encode_mode`, `enc_mask`, `pe_type`, `pe_dim`, `feat_sigma`, `domain`, `activation` | the same |
+//!
+//! Not supported (refused with a message): `encode_mode: conv` and `tilt` (cryoDRGN 4's cryo-ET
+//! tilt series), `pe_type: none`, models of `abinit` runs (their config has no `model_args` of this
+//! form), the legacy (pre-zip) torch format and `config.pkl` of cryoDRGN < 0.3.
+
+use crate::error::IoContext;
+use crate::io::pkl::PyValue;
+use crate::io::torch::read_torch;
+use crate::train::checkpoint::Checkpoint;
+use crate::train::{RunRecord, TrainConfig};
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+use yaml_rust2::{Yaml, YamlLoader};
+
+/// Whether `config` names a cryoDRGN `config.yaml` (by its extension).
+pub fn is_yaml(config: &Path) -> bool {
+    matches!(
+        config.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
+}
+
+/// The run described by a cryoDRGN `config.yaml`, as our [`RunRecord`] (epoch 0 and N 0: the
+/// config does not hold them).
+pub fn record_from_yaml(path: &Path) -> Result<RunRecord> {
+    let text = std::fs::read_to_string(path).at(path)?;
+    let docs = YamlLoader::load_from_str(&text)
+        .map_err(|e| Error::format(path, format!("not a YAML file: {e}")))?;
+    let doc = docs
+        .first()
+        .ok_or_else(|| Error::format(path, "empty YAML file"))?;
+    let bad = |what: &str| Error::format(path, format!("cryoDRGN config.yaml: {what}"));
+    let model = &doc["model_args"];
+    let data = &doc["dataset_args"];
+    let lattice = &doc["lattice_args"];
+    if model.is_badvalue() || lattice.is_badvalue() {
+        return Err(bad(
+            "no `model_args` / `lattice_args` (not a train_vae / train_nn / train_dec run of cryoDRGN)",
+        ));
+    }
+    let int = |y: &Yaml, key: &str| -> Result<Option<i64>> {
+        match &y[key] {
+            Yaml::Integer(i) => Ok(Some(*i)),
+            Yaml::Null | Yaml::BadValue => Ok(None),
+            _ => Err(bad(&format!("`{key}` is not an integer"))),
+        }
+    };
+    let usize_of = |y: &Yaml, key: &str| -> Result<Option<usize>> {
+        int(y, key)?
+            .map(|i| usize::try_from(i).map_err(|_| bad(&format!("`{key}` is negative"))))
+            .transpose()
+    };
+    let float = |y: &Yaml, key: &str| -> Result<Option<f64>> {
+        match &y[key] {
+            Yaml::Real(_) => y[key]
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| bad(&format!("`{key}` is not a number"))),
+            Yaml::Integer(i) => Ok(Some(*i as f64)),
+            Yaml::Null | Yaml::BadValue => Ok(None),
+            _ => Err(bad(&format!("`{key}` is not a number"))),
+        }
+    };
+    let string = |y: &Yaml, key: &str| -> Result<Option<String>> {
+        match &y[key] {
+            Yaml::String(s) => Ok(Some(s.clone())),
+            Yaml::Null | Yaml::BadValue => Ok(None),
+            _ => Err(bad(&format!("`{key}` is not a string"))),
+        }
+    };
+    let boolean = |y: &Yaml, key: &str, default: bool| -> Result<bool> {
+        match &y[key] {
+            Yaml::Boolean(b) => Ok(*b),
+            Yaml::Null | Yaml::BadValue => Ok(default),
+            _ => Err(bad(&format!("`{key}` is not true/false"))),
+        }
+    };
+    let path_of =
+        |key: &str| -> Result<Option<PathBuf>> { Ok(string(data, key)?.map(PathBuf::from)) };
+    let lat_d = usize_of(lattice, "D")?.ok_or_else(|| bad("`lattice_args.D` missing"))?;
+    if lat_d < 3 || lat_d % 2 == 0 {
+        return Err(bad(&format!(
+            "`lattice_args.D` is {lat_d}; expected D + 1 for an even image size D"
+        )));
+    }
+    let d = lat_d - 1;
+    let norm = match &data["norm"] {
+        Yaml::Array(v) if v.len() == 2 => {
+            let x = |y: &Yaml| match y {
+                Yaml::Integer(i) => Some(*i as f32),
+                _ => y.as_f64().map(|f| f as f32),
+            };
+            match (x(&v[0]), x(&v[1])) {
+                (Some(m), Some(s)) => [m, s],
+                _ => return Err(bad("`dataset_args.norm` is not two numbers")),
+            }
+        }
+        _ => return Err(bad("`dataset_args.norm` missing or not [mean, std]")),
+    };
+    let zdim = usize_of(model, "zdim")?;
+    let encode_mode = string(model, "encode_mode")?.unwrap_or_else(|| "resid".into());
+    if zdim.is_some() && matches!(encode_mode.as_str(), "conv" | "tilt") {
+        return Err(bad(&format!(
+            "`encode_mode: {encode_mode}` is not supported yet (resid and mlp are)"
+        )));
+    }
+    let pe_type = string(model, "pe_type")?.unwrap_or_else(|| "gaussian".into());
+    let het = zdim.is_some();
+    let (dec_layers, dec_dim) = if het {
+        (usize_of(model, "players")?, usize_of(model, "pdim")?)
+    } else {
+        (usize_of(model, "layers")?, usize_of(model, "dim")?)
+    };
+    let (dec_layers, dec_dim) = match (dec_layers, dec_dim) {
+        (Some(l), Some(w)) => (l, w),
+        _ => {
+            return Err(bad(if het {
+                "`model_args.players` / `pdim` missing"
+            } else {
+                "`model_args.layers` / `dim` missing"
+            }))
+        }
+    };
+    let seed = int(doc, "seed")?.unwrap_or(0);
+    let config = TrainConfig {
+        particles: path_of("particles")?.unwrap_or_default(),
+        poses: path_of("poses")?.unwrap_or_default(),
+        ctf: path_of("ctf")?,
+        outdir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        ind: path_of("ind")?,
+        datadir: path_of("datadir")?,
+        zdim,
+        num_epochs: 0,
+        batch_size: 8,
+        lr: 1e-4,
+        wd: 0.0,
+        beta: None,
+        beta_control: None,
+        enc_layers: usize_of(model, "qlayers")?.unwrap_or(0),
+        enc_dim: usize_of(model, "qdim")?.unwrap_or(0),
+        encode_mode,
+        enc_mask: int(model, "enc_mask")?,
+        dec_layers,
+        dec_dim,
+        pe_type,
+        pe_dim: usize_of(model, "pe_dim")?,
+        feat_sigma: float(model, "feat_sigma")?.unwrap_or(0.5),
+        domain: string(model, "domain")?.unwrap_or_else(|| "fourier".into()),
+        activation: string(model, "activation")?.unwrap_or_else(|| "relu".into()),
+        invert_data: boolean(data, "invert_data", true)?,
+        window: boolean(data, "window", true)?,
+        window_r: float(data, "window_r")?.unwrap_or(0.85) as f32,
+        norm: Some(norm),
+        lazy: false,
+        seed: seed.max(0) as u64,
+        checkpoint: 1,
+        load: None,
+        tilt: None,
+        tilt_deg: 45.0,
+        amp: true,
+        twin: None,
+        learned_pose: None,
+        slow: None,
+        known_intervention: None,
+        refine_poses: None,
+        autodecoder: false,
+    };
+    let version = string(doc, "version")?.unwrap_or_else(|| "unknown".into());
+    Ok(RunRecord {
+        config,
+        d,
+        n: 0,
+        norm,
+        epoch: 0,
+        cryofield_version: format!("cryoDRGN {version} (config.yaml)"),
+    })
+}
+
+/// The tensors of a cryoDRGN checkpoint (`weights.N.pkl`) as a [`Checkpoint`]: `names` are the
+/// parameters our model expects, in store order, with their shapes, `extra` the `gaussian`
+/// frequencies' name if any. Adam's moments come from `optimizer_state_dict` when it has them
+/// (its parameter indices follow the state dict's order). The checkpoint's epoch is its
+/// `epoch` entry minus one for cryoDRGN ≥ 4 (1-based epochs), as stored for 3.x.
+pub fn checkpoint_from_torch(
+    path: &Path,
+    names: &[(String, Vec<usize>)],
+    extra: &[String],
+    version_major: Option<u32>,
+) -> Result<Checkpoint> {
+    let root = read_torch(path)?;
+    let sd = root.get("model_state_dict").ok_or_else(|| {
+        Error::format(
+            path,
+            "torch checkpoint without `model_state_dict` (not a cryoDRGN weights file)",
+        )
+    })?;
+    let PyValue::Dict(items) = sd else {
+        return Err(Error::format(path, "`model_state_dict` is not a dict"));
+    };
+    let tensor = |n: &str| -> Result<(Vec<usize>, Vec<f32>)> {
+        let v = sd.get(n).ok_or_else(|| {
+            let have: Vec<String> = items
+                .iter()
+                .filter_map(|(k, _)| match k {
+                    PyValue::Str(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .take(8)
+                .collect();
+            Error::format(
+                path,
+                format!(
+                    "tensor `{n}` missing from model_state_dict (it has {}{})",
+                    have.join(", "),
+                    if items.len() > 8 { ", ..." } else { "" }
+                ),
+            )
+        })?;
+        let a = v
+            .as_array()
+            .ok_or_else(|| Error::format(path, format!("`{n}` is not a tensor")))?;
+        Ok((a.shape.clone(), a.to_f32()))
+    };
+    let epoch_raw = match root.get("epoch") {
+        Some(PyValue::Int(e)) => (*e).max(0) as usize,
+        _ => 0,
+    };
+    let epoch = match version_major {
+        Some(v) if v >= 4 => epoch_raw.saturating_sub(1),
+        _ => epoch_raw,
+    };
+    let mut ck = Checkpoint {
+        epoch,
+        ..Default::default()
+    };
+    for (n, s) in names {
+        let (shape, v) = tensor(n)?;
+        if &shape != s {
+            return Err(Error::format(
+                path,
+                format!(
+                    "tensor `{n}`: shape {shape:?}, the model of config.yaml expects {s:?} \
+                     (a different config.yaml?)"
+                ),
+            ));
+        }
+        ck.params.push((n.clone(), shape, v));
+    }
+    for n in extra {
+        let (shape, v) = tensor(n)?;
+        ck.extra.push((n.clone(), shape, v));
+    }
+    adam_state(path, &root, items, names, &mut ck)?;
+    Ok(ck)
+}
+
+/// Adam's step and moments from `optimizer_state_dict.state`, keyed by the parameter's position
+/// in the model's `parameters()` (= its state-dict position: cryoDRGN's models have no buffers).
+/// Left empty when absent or when any of our parameters has none.
+fn adam_state(
+    path: &Path,
+    root: &PyValue,
+    items: &[(PyValue, PyValue)],
+    names: &[(String, Vec<usize>)],
+    ck: &mut Checkpoint,
+) -> Result<()> {
+    let Some(state) = root
+        .get("optimizer_state_dict")
+        .and_then(|o| o.get("state"))
+    else {
+        return Ok(());
+    };
+    let PyValue::Dict(entries) = state else {
+        return Ok(());
+    };
+    let position = |n: &str| {
+        items
+            .iter()
+            .position(|(k, _)| matches!(k, PyValue::Str(s) if s == n))
+    };
+    let mut step = None;
+    let (mut m, mut v) = (Vec::new(), Vec::new());
+    for (n, s) in names {
+        let Some(pos) = position(n) else {
+            return Ok(());
+        };
+        let Some((_, st)) = entries
+            .iter()
+            .find(|(k, _)| matches!(k, PyValue::Int(i) if *i == pos as i64))
+        else {
+            return Ok(());
+        };
+        let arr = |key: &str| -> Result<Option<Vec<f32>>> {
+            match st.get(key).and_then(PyValue::as_array) {
+                Some(a) if &a.shape == s => Ok(Some(a.to_f32())),
+                Some(a) => Err(Error::format(
+                    path,
+                    format!("optimizer state `{key}` of `{n}` has shape {:?}", a.shape),
+                )),
+                None => Ok(None),
+            }
+        };
+        let (Some(em), Some(ev)) = (arr("exp_avg")?, arr("exp_avg_sq")?) else {
+            return Ok(());
+        };
+        let t = match st.get("step") {
+            Some(PyValue::Int(i)) => *i as f64,
+            Some(PyValue::Float(f)) => *f,
+            Some(PyValue::Array(a)) if a.len() == 1 => a.to_f32()[0] as f64,
+            _ => return Ok(()),
+        };
+        step = Some(t.max(0.0) as u64);
+        m.push(em);
+        v.push(ev);
+    }
+    ck.adam_step = step.unwrap_or(0);
+    ck.adam_m = m;
+    ck.adam_v = v;
+    Ok(())
+}
+
+/// The major version of cryoDRGN recorded in a [`RunRecord`] made by [`record_from_yaml`].
+pub fn version_major(record: &RunRecord) -> Option<u32> {
+    record
+        .cryofield_version
+        .strip_prefix("cryoDRGN ")?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
