@@ -221,3 +221,162 @@ fn analyze_runs_on_a_cryodrgn_run() {
     let e = rel_err(&volume(&a.join("kmeans4/vol_000.mrc")), &volume(&out));
     assert!(e < 1e-5, "{e}");
 }
+
+#[test]
+fn gen_mask_matches_the_reference() {
+    let f = fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    let shared =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/golden/hand-vol.32.mrc");
+    let cases: [(PathBuf, &[&str], &str); 2] = [
+        (
+            f.join("vae_vol.mrc"),
+            &["--dilate", "3", "--dist", "4"],
+            "mask_vae_vol.mrc",
+        ),
+        (shared, &["--Apix", "6"], "mask_hand32_apix6.mrc"),
+    ];
+    for (i, (vol, flags, reference)) in cases.iter().enumerate() {
+        let out = dir.path().join(format!("m{i}.mrc"));
+        let png = dir.path().join(format!("m{i}.png"));
+        let mut args = vec!["gen-mask", s(vol), s(&out), "-p", s(&png)];
+        args.extend_from_slice(flags);
+        cli(&args).unwrap();
+        let (ours, theirs) = (volume(&out), volume(&f.join(reference)));
+        let diff = ours
+            .iter()
+            .zip(&theirs)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        // a soft edge and a partial mask: neither all ones nor all zeros
+        let soft = theirs.iter().filter(|&&v| v > 0.0 && v < 1.0).count();
+        let zero = theirs.iter().filter(|&&v| v == 0.0).count();
+        assert!(
+            soft > 100 && zero > 100,
+            "{reference}: {soft} soft, {zero} zero"
+        );
+        assert!(diff <= 1e-6, "{reference}: max difference {diff}");
+        assert!(png.exists());
+    }
+    // a threshold above the density is an error naming the file
+    let err = cli(&[
+        "gen-mask",
+        s(&f.join("vae_vol.mrc")),
+        s(&dir.path().join("x.mrc")),
+        "--threshold",
+        "1e9",
+    ])
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("vae_vol.mrc"), "{err:#}");
+}
+
+#[test]
+fn train_vae_continues_a_cryodrgn_run() {
+    let f = fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    let parts = dir.path().join("hand16.mrcs");
+    cli(&[
+        "downsample",
+        s(&shared.join("hand.mrcs")),
+        "-D",
+        "16",
+        "-o",
+        s(&parts),
+    ])
+    .unwrap();
+    let poses = shared.join("hand_rot_trans.pkl");
+    let w = f.join("vae/weights.pkl");
+    // --lr 0: one more epoch leaves the cryoDRGN weights as they were, so the continued model
+    // decodes the reference's volume; the sizes, norm and seed come from its config.yaml
+    let out = dir.path().join("cont");
+    cli(&[
+        "train-vae",
+        s(&parts),
+        "--poses",
+        s(&poses),
+        "--zdim",
+        "2",
+        "-n",
+        "3",
+        "--load",
+        s(&w),
+        "--lr",
+        "0",
+        "--no-analysis",
+        "-o",
+        s(&out),
+    ])
+    .unwrap();
+    // cryoDRGN 4's weights.pkl holds 2 epochs: the continued run trained its third (0-based 2)
+    assert!(out.join("weights.2.safetensors").exists());
+    let vol = dir.path().join("cont.mrc");
+    cli(&[
+        "eval-vol",
+        s(&out.join("weights.safetensors")),
+        "-c",
+        s(&out.join("config.json")),
+        "-z",
+        "0.5",
+        "-0.3",
+        "-o",
+        s(&vol),
+    ])
+    .unwrap();
+    let e = rel_err(&volume(&vol), &volume(&f.join("vae_vol.mrc")));
+    assert!(e <= 1e-4, "continued model's volume off by {e}");
+    // --load latest: the folder's last checkpoint (weights.2.safetensors), one more epoch
+    cli(&[
+        "train-vae",
+        s(&parts),
+        "--poses",
+        s(&poses),
+        "-n",
+        "4",
+        "--load",
+        "latest",
+        "--no-analysis",
+        "-o",
+        s(&out),
+    ])
+    .unwrap();
+    assert!(out.join("weights.3.safetensors").exists());
+    // a size that contradicts the run's config.yaml is an error naming the checkpoint
+    let err = cli(&[
+        "train-vae",
+        s(&parts),
+        "--poses",
+        s(&poses),
+        "--zdim",
+        "3",
+        "-n",
+        "3",
+        "--load",
+        s(&w),
+        "-o",
+        s(&dir.path().join("bad")),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("weights.pkl") && err.contains("zdim"), "{err}");
+    // without its config.yaml beside it, a cryoDRGN checkpoint cannot be continued
+    let lone = dir.path().join("lone");
+    std::fs::create_dir(&lone).unwrap();
+    std::fs::copy(&w, lone.join("weights.pkl")).unwrap();
+    let err = cli(&[
+        "train-vae",
+        s(&parts),
+        "--poses",
+        s(&poses),
+        "--zdim",
+        "2",
+        "-n",
+        "3",
+        "--load",
+        s(&lone.join("weights.pkl")),
+        "-o",
+        s(&dir.path().join("bad2")),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("config.yaml"), "{err}");
+}

@@ -342,6 +342,7 @@ fn config(dir: &Path, out: &str, zdim: Option<usize>, epochs: usize) -> TrainCon
         known_intervention: None,
         refine_poses: None,
         autodecoder: false,
+        shuffle_seed: None,
         checkpoint: 1,
         load: None,
         tilt: None,

@@ -64,6 +64,7 @@ fn config(dir: &Path, out: &str, epochs: usize, lr: f64) -> TrainConfig {
         known_intervention: None,
         refine_poses: None,
         autodecoder: false,
+        shuffle_seed: None,
         checkpoint: 1,
         load: None,
         tilt: None,

@@ -32,6 +32,10 @@ D="$VENV/bin/cryodrgn"
 "$D" eval_vol "$W/vae2/weights.pkl" -c "$W/vae2/config.yaml" -z -0.7 -o "$W/vae2_vol.mrc" > /dev/null 2>&1
 # (eval_vol refuses homogeneous models: train_nn's own final reconstruct.mrc is the reference)
 cp "$W/nn/reconstruct.mrc" "$W/nn_vol.mrc"
+# gen_mask: a partial mask of the VAE's volume, and the shared hand map at 6 Å/px with the defaults
+"$VENV/bin/cryodrgn_utils" gen_mask "$W/vae_vol.mrc" "$W/mask_vae_vol.mrc" --dilate 3 --dist 4 > /dev/null 2>&1
+"$VENV/bin/cryodrgn_utils" gen_mask "$DATA/golden/hand-vol.32.mrc" "$W/mask_hand32_apix6.mrc" --Apix 6 \
+  > /dev/null 2>&1
 "$VENV/bin/python" - "$W/evil.pkl" <<'PY'
 import os, sys, torch
 class Evil:
@@ -45,7 +49,7 @@ for r in vae vae2 nn; do
   cp "$W/${r}_vol.mrc" "$OUT/"
 done
 cp "$W/vae/z.pkl" "$OUT/vae/"
-cp "$W/evil.pkl" "$OUT/"
+cp "$W/evil.pkl" "$W/mask_vae_vol.mrc" "$W/mask_hand32_apix6.mrc" "$OUT/"
 "$VENV/bin/python" -c "import cryodrgn, torch; print('cryodrgn', cryodrgn.__version__, 'torch', torch.__version__)" \
   > "$OUT/VERSIONS.txt"
 echo "fixtures in $OUT:"; ls -la "$OUT" "$OUT"/*/

@@ -2,7 +2,9 @@
 
 pub mod embed;
 pub mod kmeans;
+pub mod landscape;
 pub mod latent;
+pub mod mask;
 pub mod pca;
 pub mod plot;
 pub mod stats;

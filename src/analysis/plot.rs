@@ -439,3 +439,65 @@ pub fn fsc_plot(path: impl AsRef<Path>, curves: &[Series<'_>], apix: f64) -> Res
         },
     )
 }
+
+/// The three central slices of a (d, d, d) volume (z = d/2, y = d/2, x = d/2; the reference's
+/// `view_slices`), side by side in grey levels from the volume's minimum to its maximum, titled.
+pub fn volume_slices(path: impl AsRef<Path>, vol: &[f32], d: usize, title: &str) -> Result<()> {
+    let path = path.as_ref();
+    if d == 0 || vol.len() != d * d * d {
+        return Err(Error::invalid(format!(
+            "{}: volume of {} values is not {d}³",
+            path.display(),
+            vol.len()
+        )));
+    }
+    let (lo, hi) = vol
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let c = d / 2;
+    let at = |axis: usize, r: usize, s: usize| match axis {
+        0 => vol[c * d * d + r * d + s],
+        1 => vol[r * d * d + c * d + s],
+        _ => vol[r * d * d + s * d + c],
+    };
+    let cell = 240u32;
+    let scale = (cell as f64 / d as f64).max(1.0);
+    render(path, (3 * cell + 40, cell + 60), |root| {
+        root.fill(&WHITE)?;
+        root.draw(&Text::new(
+            title.to_string(),
+            (10, 8),
+            ("sans-serif", 16).into_font(),
+        ))?;
+        for (axis, name) in ["z", "y", "x"].iter().enumerate() {
+            let x0 = 10 + axis as i32 * (cell as i32 + 10);
+            root.draw(&Text::new(
+                format!("{name} = {c}"),
+                (x0, cell as i32 + 36),
+                ("sans-serif", 14).into_font(),
+            ))?;
+            for r in 0..d {
+                for s in 0..d {
+                    let g = (((at(axis, r, s) - lo) / span).clamp(0.0, 1.0) * 255.0) as u8;
+                    let (px, py) = (
+                        x0 + (s as f64 * scale) as i32,
+                        30 + (r as f64 * scale) as i32,
+                    );
+                    let (qx, qy) = (
+                        x0 + ((s + 1) as f64 * scale) as i32,
+                        30 + ((r + 1) as f64 * scale) as i32,
+                    );
+                    root.draw(&Rectangle::new(
+                        [(px, py), (qx, qy)],
+                        RGBColor(g, g, g).filled(),
+                    ))?;
+                }
+            }
+        }
+        Ok(())
+    })
+}

@@ -283,6 +283,7 @@ impl Args {
             known_intervention: None,
             refine_poses: None,
             autodecoder: self.zdim > 0,
+            shuffle_seed: None,
         };
         let mut search = SearchConfig {
             t_xshift: self.t_xshift,
@@ -340,23 +341,23 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     if let (false, Some(zdim), Some(last)) = (a.no_analysis, cfg.train.zdim, r.history.last()) {
         // the reference runs its analysis on the last epoch unless --no-analysis
-        analyze_last(&cfg.train.outdir, last.epoch, r.n, zdim)?;
+        analyze_last(&cfg.train.outdir, last.epoch as i64, r.n, zdim)?;
     }
     Ok(())
 }
 
-/// `analyze` of epoch `epoch` of the run in `outdir` (n images, zdim) with the reference's settings
-/// for the analysis at the end of training (20 k-means clusters, 2 PCs).
+/// `analyze` of epoch `epoch` of the run in `outdir` (n images, zdim; −1: the final outputs) with
+/// the reference's settings for the analysis at the end of training (20 k-means clusters, 2 PCs).
 pub fn analyze_last(
     outdir: &std::path::Path,
-    epoch: usize,
+    epoch: i64,
     n: usize,
     zdim: usize,
 ) -> anyhow::Result<()> {
     eprintln!("analyze: epoch {epoch} (--no-analysis to skip)");
     crate::cli::analyze::run(crate::cli::analyze::Args {
         outdir: outdir.to_path_buf(),
-        epoch: epoch as i64,
+        epoch,
         o: None,
         ksample: 20.min(n),
         pc: 2.min(zdim),

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 pub struct Args {
     /// The training output folder
     pub outdir: PathBuf,
-    /// Epoch to analyze, as numbered in z.EPOCH.pkl; −1: a cryoDRGN run's final z.pkl / weights.pkl
-    /// (into OUTDIR/analyze), or our run's last checkpoint
+    /// Epoch to analyze, as numbered in z.EPOCH.pkl; −1: the final z.pkl and weights (into
+    /// OUTDIR/analyze), as the reference's
     #[arg(allow_hyphen_values = true)]
     pub epoch: i64,
     /// Output folder (default OUTDIR/analyze.EPOCH)
@@ -83,6 +83,15 @@ pub fn run_files(
                 outdir.join(format!("analyze.{epoch}")),
             )
         });
+    }
+    if epoch < 0 && outdir.join("weights.safetensors").exists() {
+        // the final epoch's unnumbered outputs, as the reference's −1
+        return Ok((
+            outdir.join("z.pkl"),
+            outdir.join("weights.safetensors"),
+            json,
+            outdir.join("analyze"),
+        ));
     }
     let e = if epoch < 0 {
         last_checkpoint(outdir).ok_or_else(|| {

@@ -5,7 +5,9 @@ pub mod abinit_ai;
 pub mod abinit_het;
 pub mod abinit_homo;
 pub mod analyze;
+pub mod analyze_landscape;
 pub mod backproject_voxel;
+pub mod concat_pkls;
 pub mod demo;
 pub mod direct_traversal;
 pub mod disentangle;
@@ -17,8 +19,12 @@ pub mod downsample;
 pub mod eval_accuracy;
 pub mod eval_images;
 pub mod eval_vol;
+pub mod export;
 pub mod filter;
+pub mod filter_latent;
+pub mod filter_pkl;
 pub mod fsc;
+pub mod gen_mask;
 pub mod graph_traversal;
 pub mod info;
 pub mod isometry;
@@ -36,6 +42,7 @@ pub mod pc_train;
 pub mod pc_traversal;
 pub mod pdb2mrc;
 pub mod phantom;
+pub mod plot_fsc;
 pub mod pose_error;
 pub mod pose_search;
 pub mod prior_eval;
@@ -44,13 +51,19 @@ pub mod prior_langevin;
 pub mod prior_sample;
 pub mod prior_train;
 pub mod progress;
+pub mod select_clusters;
+pub mod select_random;
 pub mod simulate;
 pub mod train_dec;
 pub mod train_nn;
 pub mod train_twin;
 pub mod train_vae;
 pub mod twin_analyze;
+pub mod view_cs_header;
 pub mod view_header;
+pub mod vol_edit;
+pub mod write_cs;
+pub mod write_star;
 
 use clap::{Parser, Subcommand};
 
@@ -86,6 +99,8 @@ pub enum Command {
     #[command(alias = "eval_images")]
     EvalImages(eval_images::Args),
     Analyze(analyze::Args),
+    #[command(alias = "analyze_landscape")]
+    AnalyzeLandscape(analyze_landscape::Args),
     #[command(alias = "eval_accuracy")]
     EvalAccuracy(eval_accuracy::Args),
     #[command(alias = "train_nn")]
@@ -137,6 +152,33 @@ pub enum Command {
     PcObserve(pc_observe::Args),
     PcEval(pc_eval::Args),
     PcGenMetrics(pc_gen_metrics::Args),
+    #[command(alias = "gen_mask")]
+    GenMask(gen_mask::Args),
+    #[command(alias = "flip_hand")]
+    FlipHand(vol_edit::FlipArgs),
+    #[command(alias = "invert_contrast")]
+    InvertContrast(vol_edit::InvertArgs),
+    #[command(alias = "add_psize")]
+    AddPsize(vol_edit::PsizeArgs),
+    #[command(alias = "plot_fsc")]
+    PlotFsc(plot_fsc::Args),
+    #[command(alias = "view_cs_header")]
+    ViewCsHeader(view_cs_header::Args),
+    #[command(alias = "select_clusters")]
+    SelectClusters(select_clusters::Args),
+    #[command(alias = "filter_pkl")]
+    FilterPkl(filter_pkl::Args),
+    #[command(alias = "concat_pkls")]
+    ConcatPkls(concat_pkls::Args),
+    #[command(alias = "select_random")]
+    SelectRandom(select_random::Args),
+    Filter(filter_latent::Args),
+    #[command(alias = "write_star")]
+    WriteStar(write_star::Args),
+    #[command(alias = "write_cs")]
+    WriteCs(write_cs::Args),
+    #[command(alias = "filter_cs")]
+    FilterCs(write_cs::FilterArgs),
 }
 
 /// Run a parsed command line.
@@ -156,6 +198,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::EvalVol(a) => eval_vol::run(a),
         Command::EvalImages(a) => eval_images::run(a),
         Command::Analyze(a) => analyze::run(a),
+        Command::AnalyzeLandscape(a) => analyze_landscape::run(a),
         Command::EvalAccuracy(a) => eval_accuracy::run(a),
         Command::TrainNn(a) => train_nn::run(a),
         Command::TrainVae(a) => train_vae::run(a),
@@ -190,5 +233,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::PcObserve(a) => pc_observe::run(a),
         Command::PcEval(a) => pc_eval::run(a),
         Command::PcGenMetrics(a) => pc_gen_metrics::run(a),
+        Command::GenMask(a) => gen_mask::run(a),
+        Command::FlipHand(a) => vol_edit::run_flip(a),
+        Command::InvertContrast(a) => vol_edit::run_invert(a),
+        Command::AddPsize(a) => vol_edit::run_psize(a),
+        Command::PlotFsc(a) => plot_fsc::run(a),
+        Command::ViewCsHeader(a) => view_cs_header::run(a),
+        Command::SelectClusters(a) => select_clusters::run(a),
+        Command::FilterPkl(a) => filter_pkl::run(a),
+        Command::ConcatPkls(a) => concat_pkls::run(a),
+        Command::SelectRandom(a) => select_random::run(a),
+        Command::Filter(a) => filter_latent::run(a),
+        Command::WriteStar(a) => write_star::run(a),
+        Command::WriteCs(a) => write_cs::run(a),
+        Command::FilterCs(a) => write_cs::run_filter(a),
     }
 }

@@ -163,6 +163,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         known_intervention: None,
         refine_poses: None,
         autodecoder: false,
+        shuffle_seed: None,
         checkpoint: 1,
         load: None,
         tilt: None,

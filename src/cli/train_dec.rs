@@ -171,6 +171,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         known_intervention: None,
         refine_poses: None,
         autodecoder: true,
+        shuffle_seed: None,
     };
     // unused: train-dec searches nothing
     let search = crate::pose::search::SearchConfig::default();
@@ -210,7 +211,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             cfg.train.outdir.display()
         );
         if !a.no_analysis {
-            crate::cli::abinit_ai::analyze_last(&cfg.train.outdir, last.epoch, r.n, a.zdim)?;
+            crate::cli::abinit_ai::analyze_last(&cfg.train.outdir, last.epoch as i64, r.n, a.zdim)?;
         }
     }
     Ok(())

@@ -155,6 +155,7 @@ impl RunArgs {
             known_intervention: None,
             refine_poses: None,
             autodecoder: false,
+            shuffle_seed: None,
             checkpoint: self.checkpoint,
             load: t.load.map(abs),
             tilt: None,
@@ -216,6 +217,40 @@ impl NetArgs {
     }
 }
 
+/// `--load latest` (cryoDRGN 4.3's): the highest-numbered `weights.N.safetensors` in the output
+/// folder, else the highest `weights.N.pkl` (a cryoDRGN run's).
+pub fn latest_checkpoint(outdir: &Path) -> anyhow::Result<PathBuf> {
+    let mut best: Option<(usize, bool, PathBuf)> = None;
+    let entries = std::fs::read_dir(outdir)
+        .map_err(|e| anyhow::anyhow!("--load latest: cannot list {}: {e}", outdir.display()))?;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("weights.") else {
+            continue;
+        };
+        let (num, ours) = match (rest.strip_suffix(".safetensors"), rest.strip_suffix(".pkl")) {
+            (Some(n), _) => (n, true),
+            (None, Some(n)) => (n, false),
+            _ => continue,
+        };
+        let Ok(k) = num.parse::<usize>() else {
+            continue;
+        };
+        if best
+            .as_ref()
+            .is_none_or(|(bk, bo, _)| (ours, k) > (*bo, *bk))
+        {
+            best = Some((k, ours, e.path()));
+        }
+    }
+    best.map(|(_, _, p)| p).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--load latest: no weights.N.safetensors or weights.N.pkl in {}",
+            outdir.display()
+        )
+    })
+}
+
 /// Flags shared by `train-nn` and `train-vae` (the reference's names and defaults).
 #[derive(Debug, clap::Args)]
 pub struct CommonArgs {
@@ -234,7 +269,8 @@ pub struct CommonArgs {
     /// Resume from weights.N.safetensors (parameters, optimizer state, epoch and the run's
     /// settings: seed, batch size, optimizer, model, preprocessing and precision flags not given
     /// here are the checkpoint's; one given with another value is an error). -n counts from the
-    /// start of that run
+    /// start of that run. Also a cryoDRGN run's weights.N.pkl (with its config.yaml beside it), and
+    /// `latest`: the output folder's last checkpoint
     #[arg(long)]
     pub load: Option<PathBuf>,
     /// Number of epochs (in all, with --load)
@@ -263,6 +299,70 @@ pub struct CommonArgs {
     pub pose_lr_end: Option<f64>,
     #[command(flatten)]
     pub run: RunArgs,
+    #[command(flatten)]
+    pub reference: RefFlags,
+}
+
+/// cryoDRGN 4.3's remaining training flags, so that its command lines run unchanged: those with a
+/// meaning here act (`--max-threads`, `--shuffle-seed`, `--no-analysis`), the others are accepted
+/// with a one-line note.
+#[derive(Debug, clap::Args)]
+pub struct RefFlags {
+    /// Threads of the CPU pool [default: every core]
+    #[arg(long = "max-threads")]
+    pub max_threads: Option<usize>,
+    /// Seed of the data's shuffling [default: from --seed]
+    #[arg(long = "shuffle-seed")]
+    pub shuffle_seed: Option<u64>,
+    /// Do not run `analyze` on the final epoch (train-vae)
+    #[arg(long = "no-analysis")]
+    pub no_analysis: bool,
+    /// Accepted for the reference's command lines (we log once per epoch, with a progress bar)
+    #[arg(long = "log-interval", hide = true)]
+    pub log_interval: Option<usize>,
+    #[arg(short = 'v', long = "verbose", hide = true)]
+    pub verbose: bool,
+    #[arg(long = "num-workers", hide = true)]
+    pub num_workers: Option<usize>,
+    #[arg(long = "shuffler-size", hide = true)]
+    pub shuffler_size: Option<usize>,
+    #[arg(long = "multigpu", hide = true)]
+    pub multigpu: bool,
+}
+
+impl RefFlags {
+    /// Apply `--max-threads` (the global pool, when it is not yet running) and note the flags
+    /// that have no effect here.
+    pub fn apply(&self) {
+        if let Some(t) = self.max_threads {
+            match rayon::ThreadPoolBuilder::new()
+                .num_threads(t.max(1))
+                .build_global()
+            {
+                Ok(()) => eprintln!("threads: {}", t.max(1)),
+                Err(_) => eprintln!(
+                    "note: --max-threads {t}: the thread pool is already running with {} threads",
+                    rayon::current_num_threads()
+                ),
+            }
+        }
+        let noted: Vec<&str> = [
+            ("--log-interval", self.log_interval.is_some()),
+            ("-v", self.verbose),
+            ("--num-workers", self.num_workers.is_some()),
+            ("--shuffler-size", self.shuffler_size.is_some()),
+            ("--multigpu", self.multigpu),
+        ]
+        .into_iter()
+        .filter_map(|(f, g)| g.then_some(f))
+        .collect();
+        if !noted.is_empty() {
+            eprintln!(
+                "note: {} accepted for the reference's command lines; no effect here",
+                noted.join(", ")
+            );
+        }
+    }
 }
 
 impl CommonArgs {
@@ -276,6 +376,11 @@ impl CommonArgs {
             domain: self.domain.as_deref().unwrap_or("fourier"),
             load: self.load.as_deref(),
         })?;
+        if self.load.as_deref() == Some(Path::new("latest")) {
+            cfg.load = Some(latest_checkpoint(&self.outdir)?);
+        }
+        cfg.shuffle_seed = self.reference.shuffle_seed;
+        self.reference.apply();
         if self.refine_poses {
             cfg.refine_poses = Some(crate::train::RefinePoses {
                 emb: self.emb_type.parse()?,
@@ -293,6 +398,9 @@ impl CommonArgs {
         let mut g = self.run.given();
         if self.domain.is_some() {
             g.push("domain");
+        }
+        if self.reference.shuffle_seed.is_some() {
+            g.push("shuffle_seed");
         }
         g
     }

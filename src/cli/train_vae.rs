@@ -142,6 +142,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             last.kld,
             cfg.outdir.display()
         );
+        // as the reference: analyze the final epoch unless --no-analysis
+        if !a.common.reference.no_analysis {
+            let n = crate::analysis::latent::load_z(cfg.outdir.join("z.pkl"))?.n;
+            let zdim = cfg.zdim.unwrap_or(1);
+            super::abinit_ai::analyze_last(&cfg.outdir, -1, n, zdim)?;
+        }
     }
     Ok(())
 }

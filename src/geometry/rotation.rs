@@ -60,6 +60,94 @@ pub fn r_from_cryosparc(v: [f64; 3]) -> Mat3 {
     transpose3(&expmap(v))
 }
 
+/// RELION Euler angles `(rot, tilt, psi)` in degrees of a rotation matrix: the inverse of
+/// [`r_from_relion`] (`r_from_relion(relion_from_r(R)) = R` for any rotation `R`).
+///
+/// From the entries of [`r_from_relion`]'s matrix, `R22 = cos tilt`, `(R20, R21) = sin tilt·(cos rot,
+/// sin rot)` and `(−R02, R12) = sin tilt·(cos psi, sin psi)`; so `tilt ∈ [0°, 180°]` comes from
+/// `atan2(|(R20, R21)|, R22)` and `rot` from `atan2(R21, R20)`. `psi` is then taken from the upper
+/// 2×2 block given `rot` (`sin psi = cos rot·R01 − sin rot·R00`, `cos psi = cos rot·R11 − sin rot·R10`),
+/// which stays exact at the gimbal lock (`tilt` = 0° or 180°, where only `rot ± psi` is defined and
+/// `rot` comes out 0). Angles in (−180°, 180°].
+pub fn relion_from_r(r: &Mat3) -> [f64; 3] {
+    let tilt = r[6].hypot(r[7]).atan2(r[8]);
+    let rot = r[7].atan2(r[6]);
+    let (sa, ca) = rot.sin_cos();
+    let psi = (ca * r[1] - sa * r[0]).atan2(ca * r[4] - sa * r[3]);
+    [rot.to_degrees(), tilt.to_degrees(), psi.to_degrees()]
+}
+
+/// The logarithm map of SO(3), the inverse of [`expmap`]: the rotation vector `v` (axis · angle,
+/// `|v| ≤ π`) with `expmap(v) = R`.
+///
+/// Through the unit quaternion `(w, x, y, z)` of `R` (Shepperd's method: the largest of `1 + tr R`
+/// and `1 + 2 Rii − tr R` is the pivot, so no division by a small number), sign chosen so that
+/// `w ≥ 0`; then `θ = 2·atan2(|(x, y, z)|, w)` and `v = θ·(x, y, z)/|(x, y, z)|`. Accurate near
+/// θ = 0 and θ = π alike. `R` is assumed orthonormal (a nearly orthonormal `R`, e.g. read from f32,
+/// gives the vector of the nearest rotation to rounding).
+pub fn logmap(r: &Mat3) -> [f64; 3] {
+    let m = |i: usize, j: usize| r[3 * i + j];
+    let tr = m(0, 0) + m(1, 1) + m(2, 2);
+    let pivots = [tr, m(0, 0), m(1, 1), m(2, 2)];
+    let case = (1..4).fold(0, |b, c| if pivots[c] > pivots[b] { c } else { b });
+    let (w, x, y, z) = match case {
+        0 => {
+            let w = 0.5 * (1.0 + tr).max(0.0).sqrt();
+            let f = 4.0 * w;
+            (
+                w,
+                (m(2, 1) - m(1, 2)) / f,
+                (m(0, 2) - m(2, 0)) / f,
+                (m(1, 0) - m(0, 1)) / f,
+            )
+        }
+        1 => {
+            let x = 0.5 * (1.0 + m(0, 0) - m(1, 1) - m(2, 2)).max(0.0).sqrt();
+            let f = 4.0 * x;
+            (
+                (m(2, 1) - m(1, 2)) / f,
+                x,
+                (m(0, 1) + m(1, 0)) / f,
+                (m(0, 2) + m(2, 0)) / f,
+            )
+        }
+        2 => {
+            let y = 0.5 * (1.0 - m(0, 0) + m(1, 1) - m(2, 2)).max(0.0).sqrt();
+            let f = 4.0 * y;
+            (
+                (m(0, 2) - m(2, 0)) / f,
+                (m(0, 1) + m(1, 0)) / f,
+                y,
+                (m(1, 2) + m(2, 1)) / f,
+            )
+        }
+        _ => {
+            let z = 0.5 * (1.0 - m(0, 0) - m(1, 1) + m(2, 2)).max(0.0).sqrt();
+            let f = 4.0 * z;
+            (
+                (m(1, 0) - m(0, 1)) / f,
+                (m(0, 2) + m(2, 0)) / f,
+                (m(1, 2) + m(2, 1)) / f,
+                z,
+            )
+        }
+    };
+    let sign = if w < 0.0 { -1.0 } else { 1.0 };
+    let (w, x, y, z) = (sign * w, sign * x, sign * y, sign * z);
+    let s = (x * x + y * y + z * z).sqrt();
+    if s == 0.0 {
+        return [0.0; 3];
+    }
+    let k = 2.0 * s.atan2(w) / s;
+    [k * x, k * y, k * z]
+}
+
+/// The cryoSPARC `alignments3D/pose` rotation vector of a rotation matrix: the inverse of
+/// [`r_from_cryosparc`], i.e. `logmap(Rᵀ)`.
+pub fn cryosparc_from_r(r: &Mat3) -> [f64; 3] {
+    logmap(&transpose3(r))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +194,76 @@ mod tests {
             assert!((x - w).abs() < 1e-12, "{x} vs {w}");
         }
         assert_orthonormal(&expmap([0.3, -1.2, 2.0]));
+    }
+
+    /// Rotations spread over SO(3), plus the awkward ones: identity, gimbal lock (tilt 0°/180°), and
+    /// half turns (θ = π) about several axes.
+    fn test_rotations() -> Vec<Mat3> {
+        let mut out = vec![
+            r_from_relion(0.0, 0.0, 0.0),
+            r_from_relion(30.0, 0.0, 40.0),
+            r_from_relion(30.0, 180.0, 40.0),
+            r_from_relion(-170.0, 1e-9, 100.0),
+            expmap([std::f64::consts::PI, 0.0, 0.0]),
+            expmap([0.0, 0.0, std::f64::consts::PI]),
+            expmap([1.0, 1.0, 0.0].map(|c: f64| c * std::f64::consts::PI / 2f64.sqrt())),
+            expmap([1e-12, -2e-12, 0.0]),
+        ];
+        let mut s = 12345u64;
+        let mut u = || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for _ in 0..200 {
+            out.push(r_from_relion(
+                360.0 * u() - 180.0,
+                180.0 * u(),
+                360.0 * u() - 180.0,
+            ));
+        }
+        out
+    }
+
+    fn max_diff(a: &Mat3, b: &Mat3) -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn relion_from_r_inverts_r_from_relion() {
+        for r in test_rotations() {
+            let [a, b, c] = relion_from_r(&r);
+            let back = r_from_relion(a, b, c);
+            assert!(
+                max_diff(&r, &back) < 1e-12,
+                "{r:?} -> {a} {b} {c} -> {back:?}"
+            );
+            assert!((0.0..=180.0).contains(&b));
+        }
+        // Away from the gimbal lock the angles themselves come back.
+        let [a, b, c] = relion_from_r(&r_from_relion(-35.0, 70.0, 120.0));
+        assert!((a + 35.0).abs() < 1e-10 && (b - 70.0).abs() < 1e-10 && (c - 120.0).abs() < 1e-10);
+    }
+
+    #[test]
+    fn logmap_inverts_expmap_and_cryosparc() {
+        for r in test_rotations() {
+            let v = logmap(&r);
+            assert!(max_diff(&r, &expmap(v)) < 1e-12, "{r:?} -> {v:?}");
+            let v = cryosparc_from_r(&r);
+            assert!(max_diff(&r, &r_from_cryosparc(v)) < 1e-12, "{r:?} -> {v:?}");
+            let theta = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
+            assert!(theta <= std::f64::consts::PI + 1e-12);
+        }
+        let v = [0.3, -1.2, 2.0];
+        let back = logmap(&expmap(v));
+        assert!(
+            v.iter().zip(&back).all(|(a, b)| (a - b).abs() < 1e-12),
+            "{back:?}"
+        );
     }
 }

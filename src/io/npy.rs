@@ -199,6 +199,135 @@ impl RecordArray {
     pub fn names(&self) -> Vec<String> {
         self.fields.iter().map(|f| f.name.clone()).collect()
     }
+
+    /// `n` records with no fields yet (0 bytes each), to be filled with [`RecordArray::set_field`].
+    pub fn with_len(n: usize) -> Self {
+        RecordArray {
+            n,
+            itemsize: 0,
+            fields: Vec::new(),
+            data: Vec::new(),
+        }
+    }
+
+    /// The records at positions `ind`, in that order (repeats allowed), every field kept byte for
+    /// byte. An index `≥ n` is an error.
+    pub fn select(&self, ind: &[usize]) -> Result<RecordArray> {
+        if let Some(&bad) = ind.iter().find(|&&i| i >= self.n) {
+            return Err(Error::invalid(format!(
+                "record index {bad} is out of range for {} records",
+                self.n
+            )));
+        }
+        let mut data = Vec::with_capacity(ind.len().saturating_mul(self.itemsize));
+        for &i in ind {
+            let rec = self
+                .data
+                .get(i * self.itemsize..(i + 1) * self.itemsize)
+                .ok_or_else(|| Error::format(RECORDS_PATH, "record data is truncated"))?;
+            data.extend_from_slice(rec);
+        }
+        Ok(RecordArray {
+            n: ind.len(),
+            itemsize: self.itemsize,
+            fields: self.fields.clone(),
+            data,
+        })
+    }
+
+    /// Set field `name` of every record from `bytes` (`n` runs of `width` bytes, record after
+    /// record, `width` = the size of `descr` × `prod(shape)`), e.g. `("alignments3D/pose", "<f4", [3])`.
+    ///
+    /// A field of that name with the same dtype string and shape is overwritten in place; one with
+    /// another dtype or shape is unnamed (its bytes stay as padding) and the new field is appended at
+    /// the end of each record, as is a field not present before.
+    pub fn set_field(
+        &mut self,
+        name: &str,
+        descr: &str,
+        shape: &[usize],
+        bytes: &[u8],
+    ) -> Result<()> {
+        let bad = |m: String| Error::invalid(format!("field `{name}`: {m}"));
+        let elem =
+            field_itemsize(descr).ok_or_else(|| bad(format!("unsupported dtype `{descr}`")))?;
+        let width = shape_len(shape)
+            .and_then(|c| c.checked_mul(elem))
+            .ok_or_else(|| bad("sub-array shape overflows".into()))?;
+        if name.is_empty() || width == 0 {
+            return Err(bad("a field needs a name and at least one byte".into()));
+        }
+        if bytes.len() != self.n.saturating_mul(width) {
+            return Err(bad(format!(
+                "{} bytes for {} records of {width} bytes",
+                bytes.len(),
+                self.n
+            )));
+        }
+        if let Some(k) = self.fields.iter().position(|f| f.name == name) {
+            let f = &self.fields[k];
+            if f.descr == descr && f.shape == shape {
+                let off = f.offset;
+                for (rec, src) in self
+                    .data
+                    .chunks_exact_mut(self.itemsize)
+                    .zip(bytes.chunks_exact(width))
+                {
+                    rec[off..off + width].copy_from_slice(src);
+                }
+                return Ok(());
+            }
+            self.fields.remove(k);
+        }
+        let old = self.itemsize;
+        let itemsize = old
+            .checked_add(width)
+            .ok_or_else(|| bad("record too large".into()))?;
+        let mut data = Vec::with_capacity(self.n.saturating_mul(itemsize));
+        for i in 0..self.n {
+            data.extend_from_slice(&self.data[i * old..(i + 1) * old]);
+            data.extend_from_slice(&bytes[i * width..(i + 1) * width]);
+        }
+        self.fields.push(RecordField {
+            name: name.to_string(),
+            descr: descr.to_string(),
+            shape: shape.to_vec(),
+            offset: old,
+        });
+        self.itemsize = itemsize;
+        self.data = data;
+        Ok(())
+    }
+
+    /// [`RecordArray::set_field`] with little-endian f32 values (`<f4`), `n · prod(shape)` of them.
+    pub fn set_f32(&mut self, name: &str, shape: &[usize], v: &[f32]) -> Result<()> {
+        let b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.set_field(name, "<f4", shape, &b)
+    }
+
+    /// [`RecordArray::set_field`] with little-endian u32 values (`<u4`), `n · prod(shape)` of them.
+    pub fn set_u32(&mut self, name: &str, shape: &[usize], v: &[u32]) -> Result<()> {
+        let b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.set_field(name, "<u4", shape, &b)
+    }
+
+    /// [`RecordArray::set_field`] with little-endian u64 values (`<u8`), one per record.
+    pub fn set_u64(&mut self, name: &str, v: &[u64]) -> Result<()> {
+        let b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.set_field(name, "<u8", &[], &b)
+    }
+
+    /// [`RecordArray::set_field`] with one byte string per record, as a `|S{w}` field with `w` the
+    /// longest string's length (at least 1; shorter strings are NUL-padded, as numpy stores them).
+    pub fn set_bytes(&mut self, name: &str, v: &[String]) -> Result<()> {
+        let w = v.iter().map(String::len).max().unwrap_or(0).max(1);
+        let mut b = Vec::with_capacity(v.len() * w);
+        for s in v {
+            b.extend_from_slice(s.as_bytes());
+            b.resize(b.len() + w - s.len(), 0);
+        }
+        self.set_field(name, &format!("|S{w}"), &[], &b)
+    }
 }
 
 /// What an .npy file holds.
@@ -929,7 +1058,11 @@ fn header_dict(a: &NdArray) -> String {
 /// bytes, as numpy does. A header too long for v1.0 (over 65535 bytes, only possible with
 /// thousands of dimensions) is written as v2.0.
 pub fn npy_bytes(a: &NdArray) -> Vec<u8> {
-    let dict = header_dict(a);
+    npy_with_header(&header_dict(a), &data_le_bytes(&a.data))
+}
+
+/// The .npy bytes of a header dict and raw data: magic, version, 64-byte-aligned header, data.
+fn npy_with_header(dict: &str, data: &[u8]) -> Vec<u8> {
     let (major, prefix) = if dict.len() + 11 + 64 <= u16::MAX as usize {
         (1u8, 10)
     } else {
@@ -937,7 +1070,7 @@ pub fn npy_bytes(a: &NdArray) -> Vec<u8> {
     };
     let total = (prefix + dict.len() + 1).div_ceil(64) * 64;
     let hlen = total - prefix;
-    let mut out = Vec::with_capacity(total + a.len() * 8);
+    let mut out = Vec::with_capacity(total + data.len());
     out.extend_from_slice(b"\x93NUMPY");
     out.push(major);
     out.push(0);
@@ -949,8 +1082,97 @@ pub fn npy_bytes(a: &NdArray) -> Vec<u8> {
     out.extend_from_slice(dict.as_bytes());
     out.resize(total - 1, b' ');
     out.push(b'\n');
-    out.extend_from_slice(&data_le_bytes(&a.data));
+    out.extend_from_slice(data);
     out
+}
+
+/// A Python string literal of `s` (single-quoted, `\\` and `'` escaped).
+fn py_str(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// The numpy `descr` list of a structured array: its fields by offset, each `('name', 'dtype')` or
+/// `('name', 'dtype', (shape,))`, with gaps (and the record's tail) filled by `('', '|Vk')` padding
+/// as numpy writes non-packed dtypes; nested names stay joined with `/`, as cryoSPARC writes them.
+fn records_descr(r: &RecordArray) -> Result<String> {
+    let mut fields: Vec<&RecordField> = r.fields.iter().collect();
+    fields.sort_by_key(|f| f.offset);
+    let mut items = Vec::with_capacity(fields.len());
+    let mut at = 0usize;
+    for f in fields {
+        let size = field_itemsize(&f.descr)
+            .and_then(|e| shape_len(&f.shape).and_then(|c| c.checked_mul(e)))
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "field `{}`: unsupported dtype `{}`",
+                    f.name, f.descr
+                ))
+            })?;
+        if f.offset < at {
+            return Err(Error::invalid(format!(
+                "field `{}` overlaps the field before it",
+                f.name
+            )));
+        }
+        if f.offset > at {
+            items.push(format!("('', '|V{}')", f.offset - at));
+        }
+        let shape = match f.shape.as_slice() {
+            [] => String::new(),
+            [d] => format!(", ({d},)"),
+            s => format!(
+                ", ({})",
+                s.iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        items.push(format!(
+            "({}, {}{shape})",
+            py_str(&f.name),
+            py_str(&f.descr)
+        ));
+        at = f.offset + size;
+    }
+    if at > r.itemsize {
+        return Err(Error::invalid("a field lies outside the record"));
+    }
+    if r.itemsize > at {
+        items.push(format!("('', '|V{}')", r.itemsize - at));
+    }
+    if items.is_empty() {
+        return Err(Error::invalid(
+            "a structured array needs at least one field",
+        ));
+    }
+    Ok(format!("[{}]", items.join(", ")))
+}
+
+/// Serialize a structured array as .npy bytes (shape `(n,)`), as `np.save` writes a cryoSPARC `.cs`
+/// file; [`read_records`] reads it back field for field.
+pub fn records_npy_bytes(r: &RecordArray) -> Result<Vec<u8>> {
+    if r.data.len() != r.n.saturating_mul(r.itemsize) {
+        return Err(Error::invalid(format!(
+            "structured array of {} records of {} bytes holds {} bytes",
+            r.n,
+            r.itemsize,
+            r.data.len()
+        )));
+    }
+    let dict = format!(
+        "{{'descr': {}, 'fortran_order': False, 'shape': ({},), }}",
+        records_descr(r)?,
+        r.n
+    );
+    Ok(npy_with_header(&dict, &r.data))
+}
+
+/// Write a structured array (a cryoSPARC `.cs` file) atomically.
+pub fn write_records(path: impl AsRef<Path>, r: &RecordArray) -> Result<()> {
+    let path = path.as_ref();
+    let bytes = records_npy_bytes(r).map_err(|e| Error::format(path, e.to_string()))?;
+    write_bytes_atomic(path, &bytes)
 }
 
 /// Write an .npy file atomically.
@@ -1098,6 +1320,51 @@ mod tests {
                 Npy::Records(_) => panic!("plain expected"),
             }
         }
+    }
+
+    #[test]
+    fn records_write_read_select_and_set() {
+        let mut r = RecordArray::with_len(3);
+        r.set_u64("uid", &[7, 8, u64::MAX]).unwrap();
+        r.set_bytes("blob/path", &["a.mrcs".into(), "bb".into(), "it's".into()])
+            .unwrap();
+        r.set_u32("blob/shape", &[2], &[4, 4, 4, 4, 4, 4]).unwrap();
+        r.set_f32(
+            "alignments3D/pose",
+            &[3],
+            &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
+        )
+        .unwrap();
+        // same dtype: overwritten in place; other shape: replaced at the end
+        r.set_u32("blob/shape", &[2], &[6, 6, 6, 6, 6, 6]).unwrap();
+        r.set_f32("alignments3D/pose", &[], &[1.5, 2.5, 3.5])
+            .unwrap();
+        assert!(r.set_f32("x", &[], &[1.0]).is_err());
+        let bytes = records_npy_bytes(&r).unwrap();
+        let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        assert_eq!((10 + hlen) % 64, 0);
+        let Npy::Records(back) = parse_npy(&bytes, Path::new("t.cs")).unwrap() else {
+            panic!("records expected")
+        };
+        assert_eq!(back.itemsize, r.itemsize);
+        assert_eq!(
+            back.names(),
+            ["uid", "blob/path", "blob/shape", "alignments3D/pose"]
+        );
+        assert_eq!(back.column_u64("uid").unwrap(), [7, 8, u64::MAX]);
+        assert_eq!(
+            back.column_strings("blob/path").unwrap(),
+            ["a.mrcs", "bb", "it's"]
+        );
+        assert_eq!(back.column("blob/shape").unwrap().to_i64().unwrap(), [6; 6]);
+        assert_eq!(
+            back.column("alignments3D/pose").unwrap().to_f32(),
+            [1.5, 2.5, 3.5]
+        );
+        let sel = back.select(&[2, 0, 2]).unwrap();
+        assert_eq!(sel.column_u64("uid").unwrap(), [u64::MAX, 7, u64::MAX]);
+        assert_eq!(sel.data.len(), 3 * back.itemsize);
+        assert!(back.select(&[3]).is_err());
     }
 
     #[test]

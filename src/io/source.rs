@@ -277,7 +277,7 @@ impl ParticleSource {
 /// Find a stack named in a .star/.cs file: absolute paths as given; otherwise under `datadir`, then
 /// relative to the working folder, then its file name alone under `datadir` (for paths that keep a
 /// processing folder structure).
-fn resolve(meta: &Path, datadir: &Path, name: &str) -> Result<PathBuf> {
+pub(crate) fn resolve(meta: &Path, datadir: &Path, name: &str) -> Result<PathBuf> {
     let p = Path::new(name);
     if p.is_absolute() {
         return Ok(p.to_path_buf());

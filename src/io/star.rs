@@ -51,6 +51,46 @@ impl StarTable {
         let name = strip_underscore(column);
         self.columns.iter().position(|c| c == name)
     }
+
+    /// Set `column` (with or without the leading underscore) to `values`, one per row: an existing
+    /// column is overwritten, a new one is appended. `values` must have one entry per row.
+    pub fn set_column(&mut self, column: &str, values: Vec<String>) -> Result<()> {
+        if values.len() != self.rows.len() {
+            return Err(Error::Shape {
+                what: format!("STAR column `{}`", strip_underscore(column)),
+                expected: format!("{} values (one per row)", self.rows.len()),
+                got: values.len().to_string(),
+            });
+        }
+        match self.column_index(column) {
+            Some(c) => {
+                for (row, v) in self.rows.iter_mut().zip(values) {
+                    if let Some(cell) = row.get_mut(c) {
+                        *cell = v;
+                    }
+                }
+            }
+            None => {
+                self.columns.push(strip_underscore(column).to_string());
+                for (row, v) in self.rows.iter_mut().zip(values) {
+                    row.push(v);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove `column` (with or without the leading underscore) when present.
+    pub fn remove_column(&mut self, column: &str) {
+        if let Some(c) = self.column_index(column) {
+            self.columns.remove(c);
+            for row in &mut self.rows {
+                if c < row.len() {
+                    row.remove(c);
+                }
+            }
+        }
+    }
 }
 
 /// One `data_NAME` block: key/value pairs and/or one loop table.
@@ -357,6 +397,16 @@ impl StarFile {
             .get(i)
             .and_then(|b| b.table.as_ref())
             .ok_or_else(|| Error::format(&self.path, "no particle table"))
+    }
+
+    /// The particle table, for editing (chosen as [`StarFile::particles_table`] chooses it).
+    pub fn particles_table_mut(&mut self) -> Result<&mut StarTable> {
+        let i = self.particles_block_index()?;
+        let path = self.path.clone();
+        self.blocks
+            .get_mut(i)
+            .and_then(|b| b.table.as_mut())
+            .ok_or_else(|| Error::format(path, "no particle table"))
     }
 
     /// The optics table (the loop of `data_optics`), if present.

@@ -180,6 +180,7 @@ pub fn record_from_yaml(path: &Path) -> Result<RunRecord> {
         known_intervention: None,
         refine_poses: None,
         autodecoder: false,
+        shuffle_seed: None,
     };
     let version = string(doc, "version")?.unwrap_or_else(|| "unknown".into());
     Ok(RunRecord {
@@ -333,6 +334,82 @@ fn adam_state(
     ck.adam_m = m;
     ck.adam_v = v;
     Ok(())
+}
+
+/// The settings of a cryoDRGN run that fix its model and data (those `--load` takes from it):
+/// [`TrainConfig::each_setting`]'s names.
+const RESUMED: [&str; 17] = [
+    "seed",
+    "zdim",
+    "enc_layers",
+    "enc_dim",
+    "encode_mode",
+    "enc_mask",
+    "dec_layers",
+    "dec_dim",
+    "pe_type",
+    "pe_dim",
+    "feat_sigma",
+    "domain",
+    "activation",
+    "invert_data",
+    "window",
+    "window_r",
+    "norm",
+];
+
+/// The `config.yaml` of the run a cryoDRGN checkpoint belongs to: beside it.
+fn config_beside(path: &Path) -> Result<PathBuf> {
+    let c = path
+        .parent()
+        .map(|d| d.join("config.yaml"))
+        .unwrap_or_else(|| PathBuf::from("config.yaml"));
+    if c.exists() {
+        Ok(c)
+    } else {
+        Err(Error::format(
+            path,
+            format!(
+                "a cryoDRGN checkpoint is read with its run's config.yaml, expected at {}",
+                c.display()
+            ),
+        ))
+    }
+}
+
+/// The header of a cryoDRGN checkpoint for `--load`: its epoch (0-based) and the model and data
+/// settings of the `config.yaml` beside it (seed, sizes, encoding, preprocessing, norm), which a
+/// resumed run takes unless given (and must match when given).
+pub fn header(path: &Path) -> Result<crate::train::checkpoint::Header> {
+    use crate::train::checkpoint::Settings;
+    let rec = record_from_yaml(&config_beside(path)?)?;
+    let root = read_torch(path)?;
+    let raw = match root.get("epoch") {
+        Some(PyValue::Int(e)) => (*e).max(0) as usize,
+        _ => return Err(Error::format(path, "torch checkpoint without an `epoch`")),
+    };
+    let epoch = match version_major(&rec) {
+        Some(v) if v >= 4 => raw.saturating_sub(1),
+        _ => raw,
+    };
+    let settings = rec
+        .config
+        .settings()
+        .into_iter()
+        .filter(|(k, _)| RESUMED.contains(&k.as_str()))
+        .collect();
+    Ok(crate::train::checkpoint::Header { epoch, settings })
+}
+
+/// A cryoDRGN checkpoint's tensors and Adam state for our model ([`checkpoint_from_torch`], the
+/// epoch convention of the `config.yaml` beside it).
+pub fn load_checkpoint(
+    path: &Path,
+    names: &[(String, Vec<usize>)],
+    extra: &[String],
+) -> Result<Checkpoint> {
+    let rec = record_from_yaml(&config_beside(path)?)?;
+    checkpoint_from_torch(path, names, extra, version_major(&rec))
 }
 
 /// The major version of cryoDRGN recorded in a [`RunRecord`] made by [`record_from_yaml`].

@@ -297,8 +297,13 @@ impl Checkpoint {
     }
 }
 
-/// Read the header of the checkpoint at `path` (epoch and settings) without its tensors.
+/// Read the header of the checkpoint at `path` (epoch and settings) without its tensors. A
+/// cryoDRGN checkpoint (`weights.N.pkl`, a torch zip) takes its settings from the `config.yaml`
+/// beside it ([`crate::model::cryodrgn::header`]).
 pub fn read_header(path: &Path) -> Result<Header> {
+    if crate::io::torch::is_zip(path) {
+        return crate::model::cryodrgn::header(path);
+    }
     let io = |err| Error::Io {
         path: path.to_path_buf(),
         err,

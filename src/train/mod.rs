@@ -125,6 +125,9 @@ pub struct TrainConfig {
     /// per-image table, and there is no encoder.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub autodecoder: bool,
+    /// The seed of the data's shuffling (cryoDRGN 4's `--shuffle-seed`); None: derived from `seed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shuffle_seed: Option<u64>,
 }
 
 /// Settings of pose refinement (`--refine-poses`).
@@ -224,6 +227,7 @@ impl Settings for TrainConfig {
         f("norm", "--norm", &mut self.norm)?;
         f("amp", "--no-amp", &mut self.amp)?;
         f("tilt_deg", "--tilt-deg", &mut self.tilt_deg)?;
+        f("shuffle_seed", "--shuffle-seed", &mut self.shuffle_seed)?;
         if let Some(tw) = &mut self.twin {
             tw.each_setting(f)?;
         }
@@ -871,7 +875,8 @@ pub fn train_with<B: Backend<Elem = f32>>(
     let mut history = Vec::new();
     for epoch in start..cfg.num_epochs {
         let t0 = std::time::Instant::now();
-        let mut shuffle_rng = StdRng::seed_from_u64(epoch_seed(cfg.seed, epoch, 1));
+        let mut shuffle_rng =
+            StdRng::seed_from_u64(epoch_seed(cfg.shuffle_seed.unwrap_or(cfg.seed), epoch, 1));
         let order: Vec<usize> = match &slow_step {
             // whole pairs in shuffled order: with an even batch size every batch holds whole pairs
             Some(sl) => {
@@ -1143,7 +1148,11 @@ pub(crate) fn load_weights<B: Backend<Elem = f32>>(
         .iter()
         .map(|_| rf_name.to_string())
         .collect();
-    let ck = Checkpoint::load(path, &store.named_shapes(), &extra)?;
+    let ck = if crate::io::torch::is_zip(path) {
+        crate::model::cryodrgn::load_checkpoint(path, &store.named_shapes(), &extra)?
+    } else {
+        Checkpoint::load(path, &store.named_shapes(), &extra)?
+    };
     apply_checkpoint(be, store, decoder, &ck)?;
     Ok(ck)
 }

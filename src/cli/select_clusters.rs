@@ -1,0 +1,98 @@
+//! `select-clusters`: the indices of the particles whose k-means label is one of `--sel`
+//! (cryoDRGN's `select_clusters`), from `analyze`'s `kmeans{K}/labels.pkl`, as an index .pkl
+//! (int64, 0-based, ascending), written atomically.
+//!
+//! Cluster ids are the labels as stored, counted from 0 as `analyze` numbers its centers and
+//! volumes (`vol_000.mrc` is cluster 0). cryoDRGN ≥ 3.4 counts `--sel` from 1 (its volumes are
+//! `vol_001.mrc`, …): there `--sel 1` is our `--sel 0`.
+//!
+//! When the model was trained on a subset (`--ind`), `--parent-ind` gives that index .pkl so the
+//! output indexes the original stack: position `i` of the labels is particle `parent[i]`
+//! (`--N-orig`, the original stack's size, checks the parent's indices).
+//!
+//! Example: `cryofield select-clusters out/analyze.19/kmeans20/labels.pkl --sel 0 3 -o ind.pkl`
+
+use crate::meta::{load_indices, load_int_array, save_indices};
+use anyhow::bail;
+use std::path::PathBuf;
+
+/// Select particles by k-means cluster.
+#[derive(Debug, clap::Args)]
+#[command(about = "Indices of the particles in the chosen k-means clusters (0-based cluster ids)")]
+pub struct Args {
+    /// k-means labels (labels.pkl from analyze)
+    pub labels: PathBuf,
+    /// Cluster ids to keep (0-based, as in labels.pkl and vol_000.mrc)
+    #[arg(long, required = true, num_args = 1..)]
+    pub sel: Vec<i64>,
+    /// Output index .pkl
+    #[arg(short = 'o')]
+    pub o: PathBuf,
+    /// Index .pkl the model was trained on (maps the selection to the original stack)
+    #[arg(long = "parent-ind")]
+    pub parent_ind: Option<PathBuf>,
+    /// Number of particles of the original stack (checks --parent-ind)
+    #[arg(long = "N-orig", requires = "parent_ind")]
+    pub n_orig: Option<usize>,
+}
+
+/// Positions `i` of `labels` with `labels[i]` in `sel`, ascending.
+pub fn select_labels(labels: &[i64], sel: &[i64]) -> Vec<usize> {
+    labels
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| sel.contains(l))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Run `select-clusters`.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let (shape, labels) = load_int_array(&a.labels, "cluster labels")?;
+    if shape.len() != 1 {
+        bail!(
+            "{}: cluster labels: expected a 1-D array, found shape {shape:?}",
+            a.labels.display()
+        );
+    }
+    let present = |s: &i64| labels.contains(s);
+    if let Some(s) = a.sel.iter().find(|s| !present(s)) {
+        let mut have: Vec<i64> = labels.clone();
+        have.sort_unstable();
+        have.dedup();
+        eprintln!(
+            "warning: no particle of {} has label {s} (labels present: {have:?})",
+            a.labels.display()
+        );
+    }
+    let mut ind = select_labels(&labels, &a.sel);
+    if ind.is_empty() {
+        bail!(
+            "{}: no particle has a label in {:?}; nothing written",
+            a.labels.display(),
+            a.sel
+        );
+    }
+    eprintln!(
+        "selected {} of {} particles (clusters {:?})",
+        ind.len(),
+        labels.len(),
+        a.sel
+    );
+    if let Some(p) = &a.parent_ind {
+        let parent = load_indices(p, a.n_orig.unwrap_or(usize::MAX))?;
+        if parent.len() != labels.len() {
+            bail!(
+                "{}: {} indices, but {} labels a subset of {} particles",
+                p.display(),
+                parent.len(),
+                a.labels.display(),
+                labels.len()
+            );
+        }
+        ind = ind.iter().map(|&i| parent[i]).collect();
+    }
+    save_indices(&a.o, &ind)?;
+    eprintln!("wrote {}", a.o.display());
+    Ok(())
+}
