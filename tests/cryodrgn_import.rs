@@ -380,3 +380,87 @@ fn train_vae_continues_a_cryodrgn_run() {
     .to_string();
     assert!(err.contains("config.yaml"), "{err}");
 }
+
+#[test]
+fn our_runs_also_write_cryodrgn_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    let parts = dir.path().join("hand16.mrcs");
+    cli(&[
+        "downsample",
+        s(&shared.join("hand.mrcs")),
+        "-D",
+        "16",
+        "-o",
+        s(&parts),
+    ])
+    .unwrap();
+    let poses = shared.join("hand_rot_trans.pkl");
+    for (kind, extra) in [
+        (
+            "train-vae",
+            &[
+                "--zdim",
+                "2",
+                "--enc-layers",
+                "1",
+                "--enc-dim",
+                "8",
+                "--dec-layers",
+                "1",
+                "--dec-dim",
+                "8",
+            ][..],
+        ),
+        ("train-nn", &["--layers", "1", "--dim", "8"][..]),
+    ] {
+        let out = dir.path().join(kind);
+        let mut args = vec![
+            kind,
+            s(&parts),
+            "--poses",
+            s(&poses),
+            "-n",
+            "2",
+            "--seed",
+            "3",
+            "-o",
+            s(&out),
+        ];
+        args.extend_from_slice(extra);
+        if kind == "train-vae" {
+            args.push("--no-analysis");
+        }
+        cli(&args).unwrap();
+        // the final model as cryoDRGN 4.3 writes it: weights.pkl (epoch 2, 1-based) + config.yaml
+        let v = cryofield::io::torch::read_torch(out.join("weights.pkl")).unwrap();
+        assert!(
+            matches!(v.get("epoch"), Some(cryofield::io::pkl::PyValue::Int(2))),
+            "{kind}"
+        );
+        let z: &[&str] = if kind == "train-vae" {
+            &["-z", "0.3", "-0.2"]
+        } else {
+            &[]
+        };
+        let (a, b) = (
+            dir.path().join(format!("{kind}_a.mrc")),
+            dir.path().join(format!("{kind}_b.mrc")),
+        );
+        let mut ea = vec!["eval-vol", "x", "-c", "x", "-o", s(&a)];
+        let (w1, c1) = (out.join("weights.safetensors"), out.join("config.json"));
+        let (w2, c2) = (out.join("weights.pkl"), out.join("config.yaml"));
+        ea[1] = s(&w1);
+        ea[3] = s(&c1);
+        ea.extend_from_slice(z);
+        cli(&ea).unwrap();
+        let mut eb = vec!["eval-vol", s(&w2), "-c", s(&c2), "-o", s(&b)];
+        eb.extend_from_slice(z);
+        cli(&eb).unwrap();
+        assert_eq!(
+            volume(&a),
+            volume(&b),
+            "{kind}: weights.pkl + config.yaml decode the same model"
+        );
+    }
+}

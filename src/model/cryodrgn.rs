@@ -422,3 +422,171 @@ pub fn version_major(record: &RunRecord) -> Option<u32> {
         .parse()
         .ok()
 }
+
+/// Whether cryoDRGN can read a run of ours: train-vae / train-nn models without our extensions
+/// (twin prior, learned poses, SlowVAE pairs, tilt pairs, autodecoder).
+pub fn exportable(cfg: &TrainConfig) -> bool {
+    cfg.twin.is_none()
+        && cfg.learned_pose.is_none()
+        && cfg.slow.is_none()
+        && cfg.tilt.is_none()
+        && !cfg.autodecoder
+        && matches!(cfg.encode_mode.as_str(), "resid" | "mlp")
+}
+
+/// Write a checkpoint as cryoDRGN 4.3 writes `weights.pkl`: `{"epoch": 1-based, "model_state_dict",
+/// "optimizer_state_dict"}` (torch's Adam layout: `param_groups` with `lr`, `betas`, `eps`,
+/// `weight_decay`, ..., and per parameter `step`, `exp_avg`, `exp_avg_sq`), the state dict in the
+/// reference's order (the `gaussian` frequencies before the decoder's MLP).
+pub fn write_weights(path: &Path, ck: &Checkpoint, lr: f64, wd: f64) -> Result<()> {
+    use crate::io::torch::{write_torch, TorchValue as T};
+    let tensor = |s: &[usize], v: &[f32]| T::Tensor {
+        shape: s.to_vec(),
+        data: v.to_vec(),
+    };
+    // (name, tensor, index into ck.params for Adam state)
+    let mut entries: Vec<(String, T, Option<usize>)> = Vec::new();
+    let first_mlp = ck
+        .params
+        .iter()
+        .position(|(n, _, _)| n.ends_with("decoder.main.0.weight"))
+        .unwrap_or(ck.params.len());
+    for (i, (n, s, v)) in ck.params.iter().enumerate() {
+        if i == first_mlp {
+            for (en, es, ev) in &ck.extra {
+                entries.push((en.clone(), tensor(es, ev), None));
+            }
+        }
+        entries.push((n.clone(), tensor(s, v), Some(i)));
+    }
+    if first_mlp == ck.params.len() {
+        for (en, es, ev) in &ck.extra {
+            entries.push((en.clone(), tensor(es, ev), None));
+        }
+    }
+    let mut state = Vec::new();
+    if ck.adam_step > 0 && ck.adam_m.len() == ck.params.len() {
+        for (pos, (_, _, pi)) in entries.iter().enumerate() {
+            let Some(i) = *pi else { continue };
+            let s = &ck.params[i].1;
+            state.push((
+                T::Int(pos as i64),
+                T::Dict(vec![
+                    (
+                        T::Str("step".into()),
+                        T::Tensor {
+                            shape: vec![],
+                            data: vec![ck.adam_step as f32],
+                        },
+                    ),
+                    (T::Str("exp_avg".into()), tensor(s, &ck.adam_m[i])),
+                    (T::Str("exp_avg_sq".into()), tensor(s, &ck.adam_v[i])),
+                ]),
+            ));
+        }
+    }
+    let group = T::Dict(vec![
+        (T::Str("lr".into()), T::Float(lr)),
+        (
+            T::Str("betas".into()),
+            T::Tuple(vec![T::Float(0.9), T::Float(0.999)]),
+        ),
+        (T::Str("eps".into()), T::Float(1e-8)),
+        (T::Str("weight_decay".into()), T::Float(wd)),
+        (T::Str("amsgrad".into()), T::Bool(false)),
+        (T::Str("maximize".into()), T::Bool(false)),
+        (T::Str("foreach".into()), T::None),
+        (T::Str("capturable".into()), T::Bool(false)),
+        (T::Str("differentiable".into()), T::Bool(false)),
+        (T::Str("fused".into()), T::None),
+        (T::Str("decoupled_weight_decay".into()), T::Bool(false)),
+        (
+            T::Str("params".into()),
+            T::List((0..entries.len()).map(|k| T::Int(k as i64)).collect()),
+        ),
+    ]);
+    let root = T::Dict(vec![
+        (T::Str("epoch".into()), T::Int(ck.epoch as i64 + 1)),
+        (
+            T::Str("model_state_dict".into()),
+            T::OrderedDict(entries.into_iter().map(|(n, t, _)| (n, t)).collect()),
+        ),
+        (
+            T::Str("optimizer_state_dict".into()),
+            T::Dict(vec![
+                (T::Str("state".into()), T::Dict(state)),
+                (T::Str("param_groups".into()), T::List(vec![group])),
+            ]),
+        ),
+    ]);
+    write_torch(path, &root)
+}
+
+/// A run's settings as cryoDRGN 4.3's `config.yaml` (what its `eval_vol`, `analyze` and
+/// `train_vae --load` read), written atomically.
+pub fn write_config_yaml(path: &Path, record: &RunRecord) -> Result<()> {
+    let c = &record.config;
+    let q = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let opt_path = |p: &Option<PathBuf>| match p {
+        Some(p) => q(&p.display().to_string()),
+        None => "null".into(),
+    };
+    let opt_usize = |v: Option<usize>| v.map_or("null".to_string(), |v| v.to_string());
+    let d = record.d;
+    let mut y = String::new();
+    y.push_str("dataset_args:\n");
+    y.push_str(&format!("  ctf: {}\n", opt_path(&c.ctf)));
+    y.push_str(&format!("  datadir: {}\n", opt_path(&c.datadir)));
+    y.push_str("  do_pose_sgd: false\n");
+    y.push_str(&format!("  ind: {}\n", opt_path(&c.ind)));
+    y.push_str(&format!("  invert_data: {}\n", c.invert_data));
+    y.push_str("  keepreal: false\n");
+    y.push_str(&format!(
+        "  norm:\n  - {:?}\n  - {:?}\n",
+        record.norm[0] as f64, record.norm[1] as f64
+    ));
+    y.push_str(&format!(
+        "  particles: {}\n",
+        q(&c.particles.display().to_string())
+    ));
+    y.push_str(&format!("  poses: {}\n", q(&c.poses.display().to_string())));
+    y.push_str(&format!("  window: {}\n", c.window));
+    y.push_str(&format!("  window_r: {:?}\n", c.window_r));
+    y.push_str(&format!(
+        "lattice_args:\n  D: {}\n  extent: 0.5\n  ignore_DC: true\n",
+        d + 1
+    ));
+    y.push_str("model_args:\n");
+    y.push_str(&format!("  activation: {}\n", c.activation));
+    match c.zdim {
+        Some(z) => {
+            let enc_mask = c.enc_mask.unwrap_or((d / 2) as i64);
+            y.push_str(&format!("  domain: {}\n", c.domain));
+            y.push_str(&format!("  enc_mask: {enc_mask}\n"));
+            y.push_str(&format!("  encode_mode: {}\n", c.encode_mode));
+            y.push_str(&format!("  feat_sigma: {:?}\n", c.feat_sigma));
+            y.push_str(&format!("  pdim: {}\n", c.dec_dim));
+            y.push_str(&format!("  pe_dim: {}\n", opt_usize(c.pe_dim)));
+            y.push_str(&format!("  pe_type: {}\n", c.pe_type));
+            y.push_str(&format!("  players: {}\n", c.dec_layers));
+            y.push_str(&format!("  qdim: {}\n", c.enc_dim));
+            y.push_str(&format!("  qlayers: {}\n", c.enc_layers));
+            y.push_str(&format!("  zdim: {z}\n"));
+        }
+        None => {
+            y.push_str(&format!("  dim: {}\n", c.dec_dim));
+            y.push_str(&format!("  domain: {}\n", c.domain));
+            y.push_str(&format!("  feat_sigma: {:?}\n", c.feat_sigma));
+            y.push_str(&format!("  layers: {}\n", c.dec_layers));
+            y.push_str(&format!("  pe_dim: {}\n", opt_usize(c.pe_dim)));
+            y.push_str(&format!("  pe_type: {}\n", c.pe_type));
+        }
+    }
+    y.push_str(&format!("seed: {}\n", c.seed));
+    // cryoDRGN 4.3.1's layout and epoch numbering, written by cryofield
+    y.push_str(&format!(
+        "version: 4.3.1-cryofield-{}\n",
+        env!("CARGO_PKG_VERSION")
+    ));
+    crate::io::atomic::write_bytes_atomic(path, y.as_bytes())
+}
