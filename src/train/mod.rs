@@ -958,7 +958,7 @@ pub fn train_with<B: Backend<Elem = f32>>(
             slow: sum_slow / ne,
             seconds: t0.elapsed().as_secs_f64(),
         };
-        if progress {
+        {
             let mut extra = String::new();
             if pose_step.as_ref().is_some_and(|p| p.weight > 0.0) || known_iv > 0.0 {
                 extra.push_str(&format!(", intervention = {:.6}", st.intervention));
@@ -966,10 +966,15 @@ pub fn train_with<B: Backend<Elem = f32>>(
             if slow_step.is_some() {
                 extra.push_str(&format!(", slow = {:.6}", st.slow));
             }
-            eprintln!(
+            let line = format!(
                 "# =====> Epoch: {} Average gen loss = {:.6}, KLD = {:.4}{extra}, total loss = {:.6}; {:.2} s",
                 epoch + 1, st.gen, st.kld, st.loss, st.seconds
             );
+            if progress {
+                eprintln!("{line}");
+            }
+            // run.log, appended to as the reference's log (its analyze plots the learning curve from it)
+            append_run_log(&cfg.outdir, &line)?;
         }
         if pose_step.is_some() || slow_step.is_some() || known_iv > 0.0 {
             append_losses_csv(&cfg.outdir, &st, epoch == start)?;
@@ -1068,6 +1073,22 @@ pub(crate) fn output_name(outdir: &Path, stem: &str, tag: &str, ext: &str) -> Pa
     } else {
         outdir.join(format!("{stem}.{tag}.{ext}"))
     }
+}
+
+/// Append one line to the run's `run.log` (the reference's log file: one `# =====> Epoch: …` line per
+/// epoch, which cryoDRGN's `analyze` reads for its learning curve).
+fn append_run_log(outdir: &Path, line: &str) -> Result<()> {
+    use std::io::Write;
+    let path = outdir.join("run.log");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|err| Error::Io {
+            path: path.clone(),
+            err,
+        })?;
+    writeln!(f, "{line}").map_err(|err| Error::Io { path, err })
 }
 
 /// `z.N.pkl` as the reference writes it: z_mu then z_logvar, two (n, zdim) f32 pickles.
