@@ -46,7 +46,10 @@ use crate::analysis::kmeans::{kmeans, nearest_points};
 use crate::analysis::latent::{savetxt, savetxt_int, widen};
 use crate::analysis::mask::{cosine_dilation_mask, default_threshold};
 use crate::analysis::pca::{check_z, linspace, symmetric_eigen};
-use crate::analysis::plot::{auto_range, render, volume_slices, PlotStyle, FONT, TAB10};
+use crate::analysis::plot::{
+    auto_range, chart_builder, draw_legend, draw_mesh, render, volume_slices, PlotStyle, FONT,
+    TAB10,
+};
 use crate::backend::cpu::gemm::gemm;
 use crate::error::{Error, IoContext, Result};
 use crate::io::array::NdArray;
@@ -855,23 +858,8 @@ fn cluster_scatter(
     let yr = auto_range(y.iter().chain(by));
     render(path, style.size, |root| {
         root.fill(&WHITE)?;
-        let mut b = ChartBuilder::on(root);
-        b.margin(20)
-            .margin_right(50)
-            .x_label_area_size(60)
-            .y_label_area_size(80);
-        if !style.title.is_empty() {
-            b.caption(style.title.as_str(), (FONT, 24));
-        }
-        let mut chart = b.build_cartesian_2d(xr.0..xr.1, yr.0..yr.1)?;
-        chart
-            .configure_mesh()
-            .x_desc(style.x_label.as_str())
-            .y_desc(style.y_label.as_str())
-            .label_style((FONT, 16))
-            .axis_desc_style((FONT, 20))
-            .light_line_style(RGBColor(235, 235, 235))
-            .draw()?;
+        let mut chart = chart_builder(root, style).build_cartesian_2d(xr.0..xr.1, yr.0..yr.1)?;
+        draw_mesh(&mut chart, style)?;
         let grey = RGBColor(150, 150, 150).mix(0.35);
         let r = if bx.len() > 10_000 { 1 } else { 2 };
         chart.draw_series(
@@ -902,13 +890,7 @@ fn cluster_scatter(
                     )
             }))?;
         }
-        chart
-            .configure_series_labels()
-            .label_font((FONT, 16))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()?;
+        draw_legend(&mut chart)?;
         Ok(())
     })
 }

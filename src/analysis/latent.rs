@@ -27,7 +27,8 @@ use crate::analysis::embed::{tsne, TsneOptions};
 use crate::analysis::kmeans::{kmeans, nearest_points};
 use crate::analysis::pca::{linspace, pc_traj_values, percentile, Pca};
 use crate::analysis::plot::{
-    auto_range, draw_legend, histogram, render, scatter_plot, PlotStyle, FONT, TAB10,
+    auto_range, chart_builder, draw_legend, draw_mesh, histogram, render, scatter_plot, PlotStyle,
+    FONT, TAB10,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::io::array::NdArray;
@@ -216,23 +217,8 @@ pub fn marked_scatter(
         .unwrap_or_else(|| auto_range(y.iter().chain(&my).chain(&py)));
     render(path, style.size, |root| {
         root.fill(&WHITE)?;
-        let mut b = ChartBuilder::on(root);
-        b.margin(20)
-            .margin_right(50)
-            .x_label_area_size(60)
-            .y_label_area_size(80);
-        if !style.title.is_empty() {
-            b.caption(style.title.as_str(), (FONT, 24));
-        }
-        let mut chart = b.build_cartesian_2d(xr.0..xr.1, yr.0..yr.1)?;
-        chart
-            .configure_mesh()
-            .x_desc(style.x_label.as_str())
-            .y_desc(style.y_label.as_str())
-            .label_style((FONT, 16))
-            .axis_desc_style((FONT, 20))
-            .light_line_style(RGBColor(235, 235, 235))
-            .draw()?;
+        let mut chart = chart_builder(root, style).build_cartesian_2d(xr.0..xr.1, yr.0..yr.1)?;
+        draw_mesh(&mut chart, style)?;
         let r = if x.len() > 10_000 { 1 } else { 2 };
         chart.draw_series(x.iter().zip(y).enumerate().filter_map(|(i, (&a, &b))| {
             let c = match marks.labels {

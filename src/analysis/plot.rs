@@ -301,7 +301,8 @@ pub(crate) fn draw_legend<'b>(
     Ok(())
 }
 
-fn chart_builder<'a, 'b>(
+/// The chart frame of the scatter and line plots: margins, label areas, the style's title.
+pub(crate) fn chart_builder<'a, 'b>(
     root: &'a DrawingArea<BitMapBackend<'b>, Shift>,
     style: &PlotStyle,
 ) -> ChartBuilder<'a, 'b, BitMapBackend<'b>> {
@@ -316,6 +317,26 @@ fn chart_builder<'a, 'b>(
     b
 }
 
+/// The grid and the style's axis titles of a scatter plot or histogram.
+pub(crate) fn draw_mesh<'b>(
+    chart: &mut ChartContext<
+        'b,
+        BitMapBackend<'b>,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    style: &PlotStyle,
+) -> DynResult<()> {
+    chart
+        .configure_mesh()
+        .x_desc(style.x_label.as_str())
+        .y_desc(style.y_label.as_str())
+        .label_style((FONT, 16))
+        .axis_desc_style((FONT, 20))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()?;
+    Ok(())
+}
+
 /// Scatter plot of the points `(x[i], y[i])` (small dots) to a PNG at `path`.
 pub fn scatter_plot(path: impl AsRef<Path>, x: &[f64], y: &[f64], style: &PlotStyle) -> Result<()> {
     let path = path.as_ref();
@@ -326,14 +347,7 @@ pub fn scatter_plot(path: impl AsRef<Path>, x: &[f64], y: &[f64], style: &PlotSt
     render(path, style.size, |root| {
         root.fill(&WHITE)?;
         let mut chart = chart_builder(root, style).build_cartesian_2d(xr.0..xr.1, yr.0..yr.1)?;
-        chart
-            .configure_mesh()
-            .x_desc(style.x_label.as_str())
-            .y_desc(style.y_label.as_str())
-            .label_style((FONT, 16))
-            .axis_desc_style((FONT, 20))
-            .light_line_style(RGBColor(235, 235, 235))
-            .draw()?;
+        draw_mesh(&mut chart, style)?;
         let c = TAB10[0].mix(0.6);
         chart.draw_series(
             x.iter()
@@ -390,14 +404,7 @@ pub fn histogram(
     render(path, style.size, |root| {
         root.fill(&WHITE)?;
         let mut chart = chart_builder(root, style).build_cartesian_2d(lo..hi, yr.0..yr.1)?;
-        chart
-            .configure_mesh()
-            .x_desc(style.x_label.as_str())
-            .y_desc(style.y_label.as_str())
-            .label_style((FONT, 16))
-            .axis_desc_style((FONT, 20))
-            .light_line_style(RGBColor(235, 235, 235))
-            .draw()?;
+        draw_mesh(&mut chart, style)?;
         chart.draw_series(counts.iter().enumerate().map(|(i, &c)| {
             let x0 = lo + i as f64 * width;
             Rectangle::new([(x0, 0.0), (x0 + width, c as f64)], TAB10[0].filled())

@@ -94,12 +94,14 @@ pub fn run_files(
         ));
     }
     let e = if epoch < 0 {
-        last_checkpoint(outdir).ok_or_else(|| {
-            anyhow::anyhow!(
-                "no weights.N.safetensors in {} (is it a train-vae output folder?)",
-                outdir.display()
-            )
-        })?
+        crate::train::checkpoint::last_numbered(outdir, "weights", "safetensors").ok_or_else(
+            || {
+                anyhow::anyhow!(
+                    "no weights.N.safetensors in {} (is it a train-vae output folder?)",
+                    outdir.display()
+                )
+            },
+        )?
     } else {
         epoch as usize
     };
@@ -109,20 +111,6 @@ pub fn run_files(
         json,
         outdir.join(format!("analyze.{e}")),
     ))
-}
-
-/// The highest N of the `weights.N.safetensors` in `dir`.
-pub fn last_checkpoint(dir: &Path) -> Option<usize> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| {
-            let name = e.ok()?.file_name().into_string().ok()?;
-            name.strip_prefix("weights.")?
-                .strip_suffix(".safetensors")?
-                .parse()
-                .ok()
-        })
-        .max()
 }
 
 /// Run `analyze`.

@@ -113,21 +113,15 @@ pub fn point_in_polygon(x: f64, y: f64, poly: &[(f64, f64)]) -> bool {
 
 /// The last epoch with a `z.EPOCH.pkl` in `outdir`.
 fn last_epoch(outdir: &Path) -> anyhow::Result<usize> {
-    let entries = std::fs::read_dir(outdir)
-        .with_context(|| format!("reading the training folder {}", outdir.display()))?;
-    entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            name.strip_prefix("z.")?.strip_suffix(".pkl")?.parse().ok()
-        })
-        .max()
-        .with_context(|| {
-            format!(
-                "{}: no z.EPOCH.pkl (is it a train-vae output folder?)",
-                outdir.display()
-            )
-        })
+    if !outdir.is_dir() {
+        anyhow::bail!("{}: not a training folder", outdir.display());
+    }
+    crate::train::checkpoint::last_numbered(outdir, "z", "pkl").with_context(|| {
+        format!(
+            "{}: no z.EPOCH.pkl (is it a train-vae output folder?)",
+            outdir.display()
+        )
+    })
 }
 
 /// The `kmeans{K}` folder of `analyze`: `K` when given, else the only one.

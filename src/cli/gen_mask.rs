@@ -7,8 +7,8 @@
 
 use crate::analysis::mask::cosine_dilation_mask;
 use crate::analysis::plot::volume_slices;
-use crate::io::mrc::{write_mrc, MrcFile};
-use anyhow::{bail, Context};
+use crate::io::mrc::{read_cube, write_mrc};
+use anyhow::Context;
 use std::path::PathBuf;
 
 /// Make a mask from a volume.
@@ -38,20 +38,8 @@ pub struct Args {
 
 /// Run `gen-mask`.
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let f = MrcFile::open(&a.input)?;
-    let h = &f.header;
-    let d = h.nx;
-    if h.ny != d || h.nz != d {
-        bail!(
-            "{}: not a cubic volume ({}×{}×{})",
-            a.input.display(),
-            h.nx,
-            h.ny,
-            h.nz
-        );
-    }
-    let apix = a.apix.unwrap_or(h.apix() as f64);
-    let vol = f.read_all()?;
+    let (vol, d, header_apix) = read_cube(&a.input)?;
+    let apix = a.apix.unwrap_or(header_apix as f64);
     let m = cosine_dilation_mask(&vol, d, a.threshold, a.dilate, a.dist, apix)
         .with_context(|| format!("{}", a.input.display()))?;
     eprintln!(

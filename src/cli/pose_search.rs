@@ -8,11 +8,10 @@
 //!
 //! Example: `cryofield pose-search sim/particles.mrcs --volume vol.mrc --ctf sim/ctf.pkl --uninvert-data --no-window -o pose.pkl`
 
-use crate::io::mrc::MrcFile;
+use crate::io::mrc::read_cube;
 use crate::pose::abinit::search_volume;
 use crate::pose::search::{SearchConfig, TransRefine};
 use crate::train::TrainConfig;
-use anyhow::bail;
 use std::path::PathBuf;
 
 /// Search poses against a fixed volume.
@@ -113,18 +112,7 @@ impl SearchArgs {
 
 /// Run `pose-search`.
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let mrc = MrcFile::open(&a.volume)?;
-    let h = &mrc.header;
-    if h.nx != h.ny || h.ny != h.nz {
-        bail!(
-            "{}: not a cubic volume ({}×{}×{})",
-            a.volume.display(),
-            h.nx,
-            h.ny,
-            h.nz
-        );
-    }
-    let vol = mrc.read_all()?;
+    let (vol, _, _) = read_cube(&a.volume)?;
     let tc = TrainConfig {
         particles: a.particles.clone(),
         poses: a.o.clone(),

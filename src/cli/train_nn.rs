@@ -220,35 +220,18 @@ impl NetArgs {
 /// `--load latest` (cryoDRGN 4.3's): the highest-numbered `weights.N.safetensors` in the output
 /// folder, else the highest `weights.N.pkl` (a cryoDRGN run's).
 pub fn latest_checkpoint(outdir: &Path) -> anyhow::Result<PathBuf> {
-    let mut best: Option<(usize, bool, PathBuf)> = None;
-    let entries = std::fs::read_dir(outdir)
-        .map_err(|e| anyhow::anyhow!("--load latest: cannot list {}: {e}", outdir.display()))?;
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix("weights.") else {
-            continue;
-        };
-        let (num, ours) = match (rest.strip_suffix(".safetensors"), rest.strip_suffix(".pkl")) {
-            (Some(n), _) => (n, true),
-            (None, Some(n)) => (n, false),
-            _ => continue,
-        };
-        let Ok(k) = num.parse::<usize>() else {
-            continue;
-        };
-        if best
-            .as_ref()
-            .is_none_or(|(bk, bo, _)| (ours, k) > (*bo, *bk))
-        {
-            best = Some((k, ours, e.path()));
-        }
-    }
-    best.map(|(_, _, p)| p).ok_or_else(|| {
-        anyhow::anyhow!(
-            "--load latest: no weights.N.safetensors or weights.N.pkl in {}",
-            outdir.display()
-        )
-    })
+    use crate::train::checkpoint::last_numbered;
+    ["safetensors", "pkl"]
+        .iter()
+        .find_map(|ext| {
+            last_numbered(outdir, "weights", ext).map(|k| outdir.join(format!("weights.{k}.{ext}")))
+        })
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--load latest: no weights.N.safetensors or weights.N.pkl in {}",
+                outdir.display()
+            )
+        })
 }
 
 /// Flags shared by `train-nn` and `train-vae` (the reference's names and defaults).

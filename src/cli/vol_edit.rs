@@ -5,8 +5,7 @@
 //!
 //! Example: `cryofield flip-hand vol_000.mrc -o vol_000_flipped.mrc`
 
-use crate::io::mrc::{write_mrc, MrcFile};
-use anyhow::bail;
+use crate::io::mrc::{read_cube, write_mrc};
 use std::path::{Path, PathBuf};
 
 /// Mirror a volume (the other hand).
@@ -45,22 +44,6 @@ pub struct PsizeArgs {
     pub o: PathBuf,
 }
 
-/// A cubic volume's values (z, y, x), its size and pixel size.
-fn read_volume(path: &Path) -> anyhow::Result<(Vec<f32>, usize, f32)> {
-    let f = MrcFile::open(path)?;
-    let h = &f.header;
-    if h.nx != h.ny || h.ny != h.nz {
-        bail!(
-            "{}: not a cubic volume ({}×{}×{})",
-            path.display(),
-            h.nx,
-            h.ny,
-            h.nz
-        );
-    }
-    Ok((f.read_all()?, h.nx, h.apix()))
-}
-
 /// `NAME.mrc` → `NAME_{suffix}.mrc` beside it.
 fn beside(input: &Path, suffix: &str) -> PathBuf {
     let stem = input
@@ -72,7 +55,7 @@ fn beside(input: &Path, suffix: &str) -> PathBuf {
 
 /// Run `flip-hand`.
 pub fn run_flip(a: FlipArgs) -> anyhow::Result<()> {
-    let (v, d, apix) = read_volume(&a.input)?;
+    let (v, d, apix) = read_cube(&a.input)?;
     let plane = d * d;
     let flipped: Vec<f32> = (0..d)
         .rev()
@@ -86,7 +69,7 @@ pub fn run_flip(a: FlipArgs) -> anyhow::Result<()> {
 
 /// Run `invert-contrast`.
 pub fn run_invert(a: InvertArgs) -> anyhow::Result<()> {
-    let (v, d, apix) = read_volume(&a.input)?;
+    let (v, d, apix) = read_cube(&a.input)?;
     let neg: Vec<f32> = v.iter().map(|x| -x).collect();
     let out = a.o.unwrap_or_else(|| beside(&a.input, "inverted"));
     write_mrc(&out, &neg, (d, d, d), apix, true)?;
@@ -96,7 +79,7 @@ pub fn run_invert(a: InvertArgs) -> anyhow::Result<()> {
 
 /// Run `add-psize`.
 pub fn run_psize(a: PsizeArgs) -> anyhow::Result<()> {
-    let (v, d, _) = read_volume(&a.input)?;
+    let (v, d, _) = read_cube(&a.input)?;
     write_mrc(&a.o, &v, (d, d, d), a.apix, true)?;
     eprintln!("wrote {} (Apix {})", a.o.display(), a.apix);
     Ok(())

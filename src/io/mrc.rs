@@ -719,6 +719,21 @@ impl MrcFile {
     }
 }
 
+/// The cubic volume at `path`: its (d, d, d) values (z, y, x), d and the header's pixel size;
+/// another shape is an error naming the file.
+pub fn read_cube(path: impl AsRef<Path>) -> Result<(Vec<f32>, usize, f32)> {
+    let path = path.as_ref();
+    let f = MrcFile::open(path)?;
+    let h = &f.header;
+    if h.nx != h.ny || h.ny != h.nz {
+        return Err(Error::format(
+            path,
+            format!("not a cubic volume ({}×{}×{})", h.nx, h.ny, h.nz),
+        ));
+    }
+    Ok((f.read_all()?, h.nx, h.apix()))
+}
+
 /// Decode `bytes` (exactly `out.len()` values of `mode`) into `out`.
 fn decode(bytes: &[u8], mode: MrcMode, little: bool, out: &mut [f32]) {
     match mode {

@@ -42,11 +42,9 @@ pub fn parse_archive(pkl: &[u8], storages: &Storages, path: &Path) -> Result<PyV
 /// The parts of a `torch.save` archive: the name of its `data.pkl`, that pickle's bytes, and the
 /// storages by key.
 pub fn read_archive(path: &Path) -> Result<(String, Vec<u8>, Storages)> {
-    let file = std::fs::File::open(path).at(path)?;
+    let mut file = std::fs::File::open(path).at(path)?;
     let mut magic = [0u8; 4];
-    std::fs::File::open(path)
-        .at(path)?
-        .read_exact(&mut magic)
+    file.read_exact(&mut magic)
         .map_err(|_| Error::format(path, "too short for a torch checkpoint"))?;
     if magic != *b"PK\x03\x04" {
         return Err(Error::format(

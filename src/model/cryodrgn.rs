@@ -238,16 +238,8 @@ pub fn checkpoint_from_torch(
             .ok_or_else(|| Error::format(path, format!("`{n}` is not a tensor")))?;
         Ok((a.shape.clone(), a.to_f32()))
     };
-    let epoch_raw = match root.get("epoch") {
-        Some(PyValue::Int(e)) => (*e).max(0) as usize,
-        _ => 0,
-    };
-    let epoch = match version_major {
-        Some(v) if v >= 4 => epoch_raw.saturating_sub(1),
-        _ => epoch_raw,
-    };
     let mut ck = Checkpoint {
-        epoch,
+        epoch: epoch_of(&root, version_major).unwrap_or(0),
         ..Default::default()
     };
     for (n, s) in names {
@@ -269,6 +261,19 @@ pub fn checkpoint_from_torch(
     }
     adam_state(path, &root, items, names, &mut ck)?;
     Ok(ck)
+}
+
+/// The 0-based epoch of a checkpoint's `epoch` entry: cryoDRGN ≥ 4 numbers epochs from 1, 3.x
+/// from 0 (None without the entry).
+fn epoch_of(root: &PyValue, version_major: Option<u32>) -> Option<usize> {
+    let raw = match root.get("epoch")? {
+        PyValue::Int(e) => (*e).max(0) as usize,
+        _ => return None,
+    };
+    Some(match version_major {
+        Some(v) if v >= 4 => raw.saturating_sub(1),
+        _ => raw,
+    })
 }
 
 /// Adam's step and moments from `optimizer_state_dict.state`, keyed by the parameter's position
@@ -384,14 +389,8 @@ pub fn header(path: &Path) -> Result<crate::train::checkpoint::Header> {
     use crate::train::checkpoint::Settings;
     let rec = record_from_yaml(&config_beside(path)?)?;
     let root = read_torch(path)?;
-    let raw = match root.get("epoch") {
-        Some(PyValue::Int(e)) => (*e).max(0) as usize,
-        _ => return Err(Error::format(path, "torch checkpoint without an `epoch`")),
-    };
-    let epoch = match version_major(&rec) {
-        Some(v) if v >= 4 => raw.saturating_sub(1),
-        _ => raw,
-    };
+    let epoch = epoch_of(&root, version_major(&rec))
+        .ok_or_else(|| Error::format(path, "torch checkpoint without an `epoch`"))?;
     let settings = rec
         .config
         .settings()

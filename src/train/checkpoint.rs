@@ -297,6 +297,23 @@ impl Checkpoint {
     }
 }
 
+/// The highest N of the files `STEM.N.EXT` in `dir` (None when there is none or `dir` cannot be
+/// listed): a run's last numbered checkpoint or latents.
+pub fn last_numbered(dir: &Path, stem: &str, ext: &str) -> Option<usize> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            name.strip_prefix(stem)?
+                .strip_prefix('.')?
+                .strip_suffix(ext)?
+                .strip_suffix('.')?
+                .parse()
+                .ok()
+        })
+        .max()
+}
+
 /// Read the header of the checkpoint at `path` (epoch and settings) without its tensors. A
 /// cryoDRGN checkpoint (`weights.N.pkl`, a torch zip) takes its settings from the `config.yaml`
 /// beside it ([`crate::model::cryodrgn::header`]).

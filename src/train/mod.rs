@@ -870,15 +870,13 @@ pub fn train_with<B: Backend<Elem = f32>>(
         let mut ck = checkpoint_of(&be, store, decoder, adam, &rf_name, epoch)?;
         ck.settings = settings.clone();
         ck.save(&name("weights", "safetensors"))?;
+        let record = run_record(cfg, d, n, norm, epoch);
         if tag.is_empty() && crate::model::cryodrgn::exportable(cfg) {
             // the final model also in cryoDRGN 4.3's files, for its eval_vol / analyze / --load
             crate::model::cryodrgn::write_weights(&name("weights", "pkl"), &ck, cfg.lr, cfg.wd)?;
-            crate::model::cryodrgn::write_config_yaml(
-                &cfg.outdir.join("config.yaml"),
-                &run_record(cfg, d, n, norm, epoch),
-            )?;
+            crate::model::cryodrgn::write_config_yaml(&cfg.outdir.join("config.yaml"), &record)?;
         }
-        write_record(cfg, d, n, norm, epoch)
+        write_json(&cfg.outdir.join("config.json"), &record)
     };
     let mut history = Vec::new();
     for epoch in start..cfg.num_epochs {
