@@ -234,8 +234,8 @@ fn demo_runs_end_to_end() {
         "fsc_vs_truth.png",
         "z_vs_truth.png",
         "accuracy.txt",
-        "vae/z.1.pkl",
-        "vae/analyze.1/z_hist.png",
+        "vae/z.2.pkl",
+        "vae/analyze.2/z_hist.png",
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
@@ -277,7 +277,7 @@ fn training_finishes_on_a_one_thread_pool() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
     assert!(status.success(), "demo on one thread failed: {status}");
-    assert!(out.join("vae/z.0.pkl").is_file(), "z.0.pkl missing");
+    assert!(out.join("vae/z.1.pkl").is_file(), "z.1.pkl missing");
 }
 
 #[test]

@@ -160,7 +160,7 @@ fn posevae_trains_resumes_and_refuses_mismatches() {
     let pv = ["--pose-source", "encoder", "--intervention-weight", "1"];
     let (a, ok, err) = train("a", &[&pv[..], &["-n", "2"]].concat());
     assert!(ok, "{err}");
-    let angles = cryofield::io::pkl::read_pkl(a.join("pose_pred.1.pkl")).unwrap();
+    let angles = cryofield::io::pkl::read_pkl(a.join("pose_pred.2.pkl")).unwrap();
     let arr = angles.as_array().unwrap();
     assert_eq!(arr.shape, vec![24]);
     assert!(arr
@@ -168,19 +168,19 @@ fn posevae_trains_resumes_and_refuses_mismatches() {
         .iter()
         .all(|v| v.is_finite() && v.abs() <= std::f64::consts::PI));
     // z.N.pkl keeps cryoDRGN's layout: z_mu then z_logvar, each (n, zdim)
-    let zs = cryofield::io::pkl::read_pkl_all(a.join("z.1.pkl")).unwrap();
+    let zs = cryofield::io::pkl::read_pkl_all(a.join("z.2.pkl")).unwrap();
     assert_eq!(zs.len(), 2);
     assert_eq!(zs[1].as_array().unwrap().shape, vec![24, 2]);
     // resume from epoch 0 = the uninterrupted run
     let (b, ok, err) = train("b", &[&pv[..], &["-n", "1"]].concat());
     assert!(ok, "{err}");
-    let w0 = b.join("weights.0.safetensors");
+    let w0 = b.join("weights.1.safetensors");
     let (b, ok, err) = train(
         "b",
         &["-n", "2", "--pose-source", "encoder", "--load", &p(&w0)],
     );
     assert!(ok, "{err}");
-    for f in ["z.1.pkl", "pose_pred.1.pkl"] {
+    for f in ["z.2.pkl", "pose_pred.2.pkl"] {
         assert_eq!(
             std::fs::read(a.join(f)).unwrap(),
             std::fs::read(b.join(f)).unwrap(),
@@ -265,12 +265,12 @@ fn slowvae_trains_resumes_and_refuses_bad_input() {
     assert!(row["loss"] > row["recon"] + row["slow"], "{row:?}");
     let (b, ok, err) = train("b", &["--pairs", &pairs, "-n", "1"]);
     assert!(ok, "{err}");
-    let w0 = b.join("weights.0.safetensors");
+    let w0 = b.join("weights.1.safetensors");
     let (b, ok, err) = train("b", &["--pairs", &pairs, "-n", "2", "--load", &p(&w0)]);
     assert!(ok, "{err}");
     assert_eq!(
-        std::fs::read(a.join("z.1.pkl")).unwrap(),
-        std::fs::read(b.join("z.1.pkl")).unwrap()
+        std::fs::read(a.join("z.2.pkl")).unwrap(),
+        std::fs::read(b.join("z.2.pkl")).unwrap()
     );
     let (_, ok, err) = train("c", &["-n", "2", "--load", &p(&w0)]);
     assert!(!ok && err.contains("--pairs"), "{err}");

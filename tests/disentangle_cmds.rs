@@ -44,7 +44,7 @@ fn train(st: &Sim, out: &Path, extra: &[&str]) {
 const POSEVAE: [&str; 4] = ["--pose-source", "encoder", "--intervention-weight", "1"];
 
 /// With shifts and a CTF: the probe's encoding of the raw particles (recentred by pose.pkl's shifts,
-/// times sign(CTF)) is training's own z.0.pkl (μ and log σ²) and pose_pred.0.pkl; the phantom's
+/// times sign(CTF)) is training's own z.1.pkl (μ and log σ²) and pose_pred.1.pkl; the phantom's
 /// generator at the simulated states, poses, shifts and CTF renders simulate's (noiseless) images. Trained
 /// with `--no-amp`, so that training's encoder runs the same f32 arithmetic as the probe's.
 #[test]
@@ -65,7 +65,7 @@ fn probe_matches_training_and_world_matches_simulate() {
     );
 
     let probe = Probe::load(
-        &run_dir.join("weights.0.safetensors"),
+        &run_dir.join("weights.1.safetensors"),
         &run_dir.join("config.json"),
     )
     .unwrap();
@@ -90,7 +90,7 @@ fn probe_matches_training_and_world_matches_simulate() {
             },
         )
         .unwrap();
-    let zs = read_pkl_all(run_dir.join("z.0.pkl")).unwrap();
+    let zs = read_pkl_all(run_dir.join("z.1.pkl")).unwrap();
     let (mu, lv) = (
         zs[0].as_array().unwrap().to_f64(),
         zs[1].as_array().unwrap().to_f64(),
@@ -108,7 +108,7 @@ fn probe_matches_training_and_world_matches_simulate() {
         maxdiff(&e.mu, &mu)
     );
     assert!(maxdiff(&e.logvar, &lv) < 1e-5, "log σ² differs");
-    let psi = read_pkl(run_dir.join("pose_pred.0.pkl"))
+    let psi = read_pkl(run_dir.join("pose_pred.1.pkl"))
         .unwrap()
         .as_array()
         .unwrap()
@@ -311,7 +311,7 @@ fn interventions_json() {
     );
     let iv = |rd: &Path, out: &str, extra: &[&str]| -> (bool, String, Value) {
         let (w, c, o) = (
-            s(&rd.join("weights.0.safetensors")),
+            s(&rd.join("weights.1.safetensors")),
             s(&rd.join("config.json")),
             dir.path().join(out),
         );
@@ -480,7 +480,7 @@ fn rot90_json() {
             "disentangle",
             "rot90",
             &parts,
-            &s(&run_dir.join("weights.0.safetensors")),
+            &s(&run_dir.join("weights.1.safetensors")),
             "-c",
             &s(&run_dir.join("config.json")),
             "--poses",
@@ -529,7 +529,7 @@ fn rot90_json() {
         "disentangle",
         "rot90",
         &parts,
-        &s(&pv.join("weights.0.safetensors")),
+        &s(&pv.join("weights.1.safetensors")),
         "-c",
         &s(&pv.join("config.json")),
         "--k",
@@ -553,11 +553,11 @@ fn plots_write_pngs() {
         "disentangle",
         "plots",
         "--z",
-        &s(&pv.join("z.0.pkl")),
+        &s(&pv.join("z.1.pkl")),
         "--truth",
         &s(&st.sim.join("truth.pkl")),
         "--pose-pred",
-        &s(&pv.join("pose_pred.0.pkl")),
+        &s(&pv.join("pose_pred.1.pkl")),
         "--pose-angle",
         &s(&st.sim.join("pose_angle.pkl")),
         "-o",
@@ -595,7 +595,7 @@ fn plots_write_pngs() {
         "disentangle",
         "plots",
         "--z",
-        &s(&pv.join("z.0.pkl")),
+        &s(&pv.join("z.1.pkl")),
         "--truth",
         &s(&bad),
         "-o",

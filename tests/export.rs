@@ -403,25 +403,32 @@ fn select_clusters_by_label() {
     let labels = dir.path().join("labels.pkl");
     int_pkl(&labels, &[0, 1, 2, 1, 0]);
     let out = dir.path().join("ind.pkl");
-    run_ok(&["select-clusters", s(&labels), "--sel", "1", "-o", s(&out)]);
+    // --sel counts clusters from 1 (cryoDRGN 4.3's): cluster 2 is label 1
+    run_ok(&["select-clusters", s(&labels), "--sel", "2", "-o", s(&out)]);
     assert_eq!(ints(&out), [1, 3]);
     run_ok(&[
         "select_clusters",
         s(&labels),
         "--sel",
-        "2",
-        "0",
+        "3",
+        "1",
         "-o",
         s(&out),
     ]);
     assert_eq!(ints(&out), [0, 2, 4]);
+    assert_clean_failure(
+        &["select-clusters", s(&labels), "--sel", "0", "-o", s(&out)],
+        "--sel 0",
+        "count from 1",
+        &out,
+    );
     let parent = dir.path().join("parent.pkl");
     int_pkl(&parent, &[10, 11, 12, 13, 14]);
     run_ok(&[
         "select-clusters",
         s(&labels),
         "--sel",
-        "1",
+        "2",
         "--parent-ind",
         s(&parent),
         "--N-orig",
@@ -616,6 +623,7 @@ fn filter_selects_by_cluster_range_and_polygon() {
     let rundir = fake_run(dir.path());
     let out = dir.path().join("sel.pkl");
     let neg = dir.path().join("neg.pkl");
+    // --sel 2: cluster 2 (from 1, as select-clusters), stored as label 1
     run_ok(&[
         "filter",
         s(&rundir),
@@ -624,7 +632,7 @@ fn filter_selects_by_cluster_range_and_polygon() {
         "--kmeans",
         "2",
         "--sel",
-        "1",
+        "2",
         "-o",
         s(&out),
         "--neg-o",
@@ -685,7 +693,7 @@ fn filter_selects_by_cluster_range_and_polygon() {
         "filter",
         s(&rundir),
         "--sel",
-        "1",
+        "2",
         "--pc-polygon",
         "-10,-10 0.9,-10 0.9,10 -10,10",
         "-o",
@@ -696,13 +704,13 @@ fn filter_selects_by_cluster_range_and_polygon() {
     std::fs::remove_file(rundir.join("config.json")).unwrap();
     let yaml = format!("dataset_args:\n  ind: {}\n", s(&parent));
     std::fs::write(rundir.join("config.yaml"), yaml).unwrap();
-    run_ok(&["filter", s(&rundir), "--sel", "1", "-o", s(&out), "-f"]);
+    run_ok(&["filter", s(&rundir), "--sel", "2", "-o", s(&out), "-f"]);
     assert_eq!(ints(&out), [102, 103, 105, 106], "cryoDRGN's config.yaml");
     run_ok(&[
         "filter",
         s(&rundir),
         "--sel",
-        "1",
+        "2",
         "--positions",
         "-o",
         s(&out),
@@ -717,7 +725,7 @@ fn filter_selects_by_cluster_range_and_polygon() {
             "--kmeans",
             "5",
             "--sel",
-            "1",
+            "2",
             "-o",
             s(&out),
             "-f",

@@ -113,7 +113,7 @@ fn fixture() -> &'static Path {
             s(&vae),
         ])
         .unwrap();
-        let last = (EPOCHS - 1).to_string();
+        let last = EPOCHS.to_string();
         let k = K.to_string();
         cli(&[
             "analyze-landscape",
@@ -452,7 +452,7 @@ fn skip_vol_reuses_the_volumes_with_a_given_mask() {
         let e = e.unwrap();
         std::fs::copy(e.path(), out.join(&kd).join(e.file_name())).unwrap();
     }
-    let last = (EPOCHS - 1).to_string();
+    let last = EPOCHS.to_string();
     let k = K.to_string();
     let mask = land.join("mask.mrc");
     cli(&[
@@ -492,7 +492,7 @@ fn bad_inputs_give_errors_naming_the_file() {
     let dir = fixture();
     let tmp = tempfile::tempdir().unwrap();
     let vae = dir.join("vae");
-    let last = (EPOCHS - 1).to_string();
+    let last = EPOCHS.to_string();
     // a missing epoch names its z file
     let err = cli(&[
         "analyze-landscape",

@@ -136,21 +136,21 @@ fn train_vae_load_without_seed_resumes_exactly() {
     let (full, part) = (tmp.path().join("full"), tmp.path().join("part"));
     train_vae(&sim, &full, &["-n", "3"]).unwrap();
     train_vae(&sim, &part, &["-n", "2"]).unwrap();
-    resume_vae(&sim, &part, &part.join("weights.1.safetensors"), "3", &[]).unwrap();
+    resume_vae(&sim, &part, &part.join("weights.2.safetensors"), "3", &[]).unwrap();
 
-    let (tf, mf) = tensors(&full.join("weights.2.safetensors"));
-    let (tp, mp) = tensors(&part.join("weights.2.safetensors"));
+    let (tf, mf) = tensors(&full.join("weights.3.safetensors"));
+    let (tp, mp) = tensors(&part.join("weights.3.safetensors"));
     assert_eq!(mf.get("optim.step"), Some(&"18".to_string()));
     assert_eq!(
         mf, mp,
         "checkpoint metadata (epoch, Adam step, settings) differ"
     );
     assert!(tf == tp, "weights or Adam state after resuming differ");
-    let (t1, _) = tensors(&full.join("weights.1.safetensors"));
+    let (t1, _) = tensors(&full.join("weights.2.safetensors"));
     assert!(t1 != tf, "the last epoch must change the weights");
     assert!(
-        std::fs::read(full.join("z.2.pkl")).unwrap()
-            == std::fs::read(part.join("z.2.pkl")).unwrap(),
+        std::fs::read(full.join("z.3.pkl")).unwrap()
+            == std::fs::read(part.join("z.3.pkl")).unwrap(),
         "z after resuming differs"
     );
     let (cf, cp) = (config_json(&full), config_json(&part));
@@ -180,17 +180,17 @@ fn conflicting_setting_on_load_is_an_error() {
     let sim = dataset(tmp.path());
     let part = tmp.path().join("part");
     train_vae(&sim, &part, &["-n", "2"]).unwrap();
-    let ck = part.join("weights.1.safetensors");
+    let ck = part.join("weights.2.safetensors");
     let before = std::fs::read(part.join("config.json")).unwrap();
     let out = tmp.path().join("other");
     for (flags, needles) in [
         (
             &["--seed", "6"][..],
-            &["weights.1.safetensors", "seed", "5", "6"][..],
+            &["weights.2.safetensors", "seed", "5", "6"][..],
         ),
         (
             &["-b", "4"],
-            &["weights.1.safetensors", "batch_size", "8", "4"],
+            &["weights.2.safetensors", "batch_size", "8", "4"],
         ),
         (&["--zdim", "3"], &["zdim", "2", "3"]),
     ] {
@@ -200,11 +200,11 @@ fn conflicting_setting_on_load_is_an_error() {
     assert!(!out.exists(), "a refused run must write nothing");
     // the same values given explicitly are fine
     resume_vae(&sim, &out, &ck, "3", &["--seed", "5", "-b", "8"]).unwrap();
-    assert!(out.join("weights.2.safetensors").exists());
+    assert!(out.join("weights.3.safetensors").exists());
     assert_eq!(std::fs::read(part.join("config.json")).unwrap(), before);
 }
 
-/// `--load weights.1 -n 2` (two epochs done, two asked for) used to exit 0 having done
+/// `--load weights.2 -n 2` (two epochs done, two asked for) used to exit 0 having done
 /// nothing: now an error naming the checkpoint, its epoch and -n.
 #[test]
 fn load_at_or_past_the_last_epoch_is_an_error() {
@@ -212,11 +212,11 @@ fn load_at_or_past_the_last_epoch_is_an_error() {
     let sim = dataset(tmp.path());
     let part = tmp.path().join("part");
     train_vae(&sim, &part, &["-n", "2"]).unwrap();
-    let ck = part.join("weights.1.safetensors");
+    let ck = part.join("weights.2.safetensors");
     for n in ["2", "1"] {
         let e = format!("{:#}", resume_vae(&sim, &part, &ck, n, &[]).unwrap_err());
         assert!(
-            e.contains("weights.1.safetensors")
+            e.contains("weights.2.safetensors")
                 && e.contains("2 epochs done")
                 && e.contains(&format!("-n {n}")),
             "{e}"
@@ -249,10 +249,10 @@ fn train_nn_load_without_seed_resumes_exactly() {
     ];
     run(&full, &[&settings[..], &["-n", "2"]].concat()).unwrap();
     run(&part, &[&settings[..], &["-n", "1"]].concat()).unwrap();
-    let ck = part.join("weights.0.safetensors");
+    let ck = part.join("weights.1.safetensors");
     run(&part, &["--load", s(&ck), "-n", "2"]).unwrap();
-    let (tf, mf) = tensors(&full.join("weights.1.safetensors"));
-    let (tp, mp) = tensors(&part.join("weights.1.safetensors"));
+    let (tf, mf) = tensors(&full.join("weights.2.safetensors"));
+    let (tp, mp) = tensors(&part.join("weights.2.safetensors"));
     assert_eq!(mf, mp);
     assert!(tf == tp, "weights or Adam state after resuming differ");
     let e = format!(
@@ -294,7 +294,7 @@ fn checkpoint_without_settings_needs_the_seed() {
     train_vae(&sim, &full, &["-n", "3"]).unwrap();
     train_vae(&sim, &part, &["-n", "2"]).unwrap();
     let old = part.join("old.safetensors");
-    strip_settings(&part.join("weights.1.safetensors"), &old);
+    strip_settings(&part.join("weights.2.safetensors"), &old);
     let e = format!("{:#}", resume_vae(&sim, &part, &old, "3", &[]).unwrap_err());
     assert!(
         e.contains("old.safetensors") && e.contains("--seed") && e.contains("seed 5"),
@@ -306,8 +306,8 @@ fn checkpoint_without_settings_needs_the_seed() {
     );
     assert!(e.contains("old.safetensors") && e.contains("--zdim"), "{e}");
     train_vae(&sim, &part, &["-n", "3", "--load", s(&old)]).unwrap();
-    let (tf, _) = tensors(&full.join("weights.2.safetensors"));
-    let (tp, _) = tensors(&part.join("weights.2.safetensors"));
+    let (tf, _) = tensors(&full.join("weights.3.safetensors"));
+    let (tp, _) = tensors(&part.join("weights.3.safetensors"));
     assert!(tf == tp, "resuming with the original flags differs");
 }
 
@@ -546,7 +546,7 @@ fn abinit_load_without_seed_is_an_error() {
     ])
     .unwrap();
     let old = tmp.path().join("old.safetensors");
-    strip_settings(&part.join("weights.0.safetensors"), &old);
+    strip_settings(&part.join("weights.1.safetensors"), &old);
     let out = tmp.path().join("ab");
     let e = format!(
         "{:#}",

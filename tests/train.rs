@@ -417,13 +417,13 @@ fn train_vae_writes_z_pickles() {
     let t = train(&cfg, false).unwrap();
     assert_eq!(t.history.len(), 2);
     assert!(t.history.iter().all(|h| h.loss.is_finite() && h.kld >= 0.0));
-    let z = dir.join("vae/z.1.pkl");
+    let z = dir.join("vae/z.2.pkl");
     let vs = cryofield::io::pkl::read_pkl_all(&z).unwrap();
     assert_eq!(vs.len(), 2, "z.N.pkl holds z_mu then z_logvar");
     for v in &vs {
         assert_eq!(v.as_array().unwrap().shape, vec![64, 1]);
     }
-    assert!(dir.join("vae/weights.1.safetensors").exists());
+    assert!(dir.join("vae/weights.2.safetensors").exists());
     assert_eq!(
         std::fs::read(dir.join("vae/z.pkl")).unwrap(),
         std::fs::read(&z).unwrap()
@@ -434,7 +434,7 @@ fn train_vae_writes_z_pickles() {
     assert_eq!(cfg_json["d"], 16);
     assert_eq!(cfg_json["epoch"], 1);
     match std::env::var("CRYOFIELD_PYTHON") {
-        Err(_) => println!("skipped: python check of z.1.pkl (CRYOFIELD_PYTHON unset)"),
+        Err(_) => println!("skipped: python check of z.2.pkl (CRYOFIELD_PYTHON unset)"),
         Ok(py) => {
             let code = format!(
                 "import pickle\nf=open({:?},'rb')\na=pickle.load(f)\nb=pickle.load(f)\nassert a.shape==(64,1) and b.shape==(64,1) and str(a.dtype)=='float32', (a.shape,b.shape,a.dtype)\nprint('ok')",
@@ -466,7 +466,7 @@ fn resume_is_exact() {
     train(&b, false).unwrap();
     let mut c = a.clone();
     c.outdir = dir.join("part");
-    c.load = Some(dir.join("part/weights.1.safetensors"));
+    c.load = Some(dir.join("part/weights.2.safetensors"));
     let t = train(&c, false).unwrap();
     assert_eq!(t.history.len(), 1, "resumed run trains only the last epoch");
     // Compare every tensor bit for bit (the safetensors header's metadata order may vary).
@@ -478,21 +478,21 @@ fn resume_is_exact() {
         .map(|(n, x)| (n.clone(), x.shape.clone()))
         .collect();
     let extra = vec!["decoder.rand_freqs".to_string()];
-    let full = Checkpoint::load(&dir.join("full/weights.2.safetensors"), &names, &extra).unwrap();
+    let full = Checkpoint::load(&dir.join("full/weights.3.safetensors"), &names, &extra).unwrap();
     let resumed =
-        Checkpoint::load(&dir.join("part/weights.2.safetensors"), &names, &extra).unwrap();
+        Checkpoint::load(&dir.join("part/weights.3.safetensors"), &names, &extra).unwrap();
     assert_eq!(full.adam_step, 3 * 6);
     assert!(
         full == resumed,
         "weights or optimizer state after resuming differ from the uninterrupted run"
     );
-    let first = Checkpoint::load(&dir.join("full/weights.1.safetensors"), &names, &extra).unwrap();
+    let first = Checkpoint::load(&dir.join("full/weights.2.safetensors"), &names, &extra).unwrap();
     assert!(
         first.params != full.params,
         "training must change the weights"
     );
-    let zf = std::fs::read(dir.join("full/z.2.pkl")).unwrap();
-    let zr = std::fs::read(dir.join("part/z.2.pkl")).unwrap();
+    let zf = std::fs::read(dir.join("full/z.3.pkl")).unwrap();
+    let zr = std::fs::read(dir.join("part/z.3.pkl")).unwrap();
     assert!(zf == zr, "z after resuming differs");
 }
 

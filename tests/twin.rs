@@ -147,9 +147,9 @@ fn isometry_of_a_trained_vae_and_its_bad_inputs() {
     let dir = tempfile::tempdir().unwrap();
     let (vae, nn) = tiny_models(dir.path());
     let (w, c, z) = (
-        vae.join("weights.1.safetensors"),
+        vae.join("weights.2.safetensors"),
         vae.join("config.json"),
-        vae.join("z.1.pkl"),
+        vae.join("z.2.pkl"),
     );
     let (w, c, z) = (
         w.to_str().unwrap(),
@@ -191,7 +191,7 @@ fn isometry_of_a_trained_vae_and_its_bad_inputs() {
         !ok && err.contains("zvals_het-8_4k.pkl") && err.contains("zdim 8"),
         "{err}"
     );
-    let (nw, nc) = (nn.join("weights.0.safetensors"), nn.join("config.json"));
+    let (nw, nc) = (nn.join("weights.1.safetensors"), nn.join("config.json"));
     let (ok, _, err) = run(&[
         "isometry",
         nw.to_str().unwrap(),
@@ -247,7 +247,7 @@ fn train_twin_writes_its_outputs_deterministically_and_resumes_exactly() {
     let (a, ok, err) = tiny_twin(dir.path(), "a", &["-n", "3"]);
     assert!(ok, "{err}");
     // z.N.pkl: one (n, zdim) pickle, as cryoDRGN's analyze reads it; γ on the simplex; the prior's file.
-    let zs = read_pkl_all(a.join("z.2.pkl")).unwrap();
+    let zs = read_pkl_all(a.join("z.3.pkl")).unwrap();
     assert_eq!(zs.len(), 1);
     let (shape, z) = f32_array(&zs[0]);
     assert_eq!(shape, vec![48, 2]);
@@ -257,7 +257,7 @@ fn train_twin_writes_its_outputs_deterministically_and_resumes_exactly() {
     for row in g.chunks(4) {
         assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-4, "{row:?}");
     }
-    let gmm = Gmm::read(a.join("gmm.2.npz")).unwrap();
+    let gmm = Gmm::read(a.join("gmm.3.npz")).unwrap();
     assert_eq!((gmm.d, gmm.n_comp()), (2, 4));
     assert!((gmm.pi.iter().sum::<f64>() - 1.0).abs() < 1e-9);
     let loss = std::fs::read_to_string(a.join("loss.txt")).unwrap();
@@ -279,19 +279,19 @@ fn train_twin_writes_its_outputs_deterministically_and_resumes_exactly() {
             "{f}"
         )
     };
-    same(&a, &b, "z.2.pkl");
-    same(&a, &b, "gmm.2.npz");
+    same(&a, &b, "z.3.pkl");
+    same(&a, &b, "gmm.3.npz");
     let (c, ok, err) = tiny_twin(dir.path(), "c", &["-n", "1"]);
     assert!(ok, "{err}");
-    let w0 = c.join("weights.0.safetensors");
+    let w0 = c.join("weights.1.safetensors");
     let (c2, ok, err) = tiny_twin(
         dir.path(),
         "c",
         &["-n", "3", "--load", w0.to_str().unwrap()],
     );
     assert!(ok, "{err}");
-    same(&a, &c2, "z.2.pkl");
-    same(&a, &c2, "gmm.2.npz");
+    same(&a, &c2, "z.3.pkl");
+    same(&a, &c2, "gmm.3.npz");
     assert_eq!(
         std::fs::read_to_string(c2.join("loss.txt"))
             .unwrap()
@@ -304,8 +304,8 @@ fn train_twin_writes_its_outputs_deterministically_and_resumes_exactly() {
     let (d, ok, err) = tiny_twin(dir.path(), "d", &["-n", "1", "--seed", "4"]);
     assert!(ok, "{err}");
     assert_ne!(
-        std::fs::read(a.join("z.0.pkl")).unwrap(),
-        std::fs::read(d.join("z.0.pkl")).unwrap()
+        std::fs::read(a.join("z.1.pkl")).unwrap(),
+        std::fs::read(d.join("z.1.pkl")).unwrap()
     );
 
     // eval-images on the training data gives the run's latents (no noise at evaluation) and γ.
@@ -316,7 +316,7 @@ fn train_twin_writes_its_outputs_deterministically_and_resumes_exactly() {
     let (ok, _, err) = run(&[
         "eval-images",
         sim.join("particles.mrcs").to_str().unwrap(),
-        a.join("weights.2.safetensors").to_str().unwrap(),
+        a.join("weights.3.safetensors").to_str().unwrap(),
         "-c",
         a.join("config.json").to_str().unwrap(),
         "--poses",
@@ -345,12 +345,12 @@ fn train_twin_writes_its_outputs_deterministically_and_resumes_exactly() {
     }
 
     // analyze and eval-vol take twin runs.
-    let (ok, _, err) = run(&["analyze", a.to_str().unwrap(), "2", "--ksample", "2"]);
+    let (ok, _, err) = run(&["analyze", a.to_str().unwrap(), "3", "--ksample", "2"]);
     assert!(ok, "{err}");
     let vol = dir.path().join("v.mrc");
     let (ok, _, err) = run(&[
         "eval-vol",
-        a.join("weights.2.safetensors").to_str().unwrap(),
+        a.join("weights.3.safetensors").to_str().unwrap(),
         "-c",
         a.join("config.json").to_str().unwrap(),
         "-z",
@@ -373,7 +373,7 @@ fn train_twin_refuses_other_checkpoints_and_bad_settings() {
     assert!(!ok && err.contains("--n-comp 100"), "{err}");
     // A twin checkpoint does not resume train-vae, and a VAE's does not resume train-twin.
     let sim = dir.path().join("sim");
-    let w0 = a.join("weights.0.safetensors");
+    let w0 = a.join("weights.1.safetensors");
     let vae = dir.path().join("vae");
     let vae_args = |extra: &[&str]| {
         // no --zdim: the first case resumes a twin checkpoint
@@ -396,13 +396,13 @@ fn train_twin_refuses_other_checkpoints_and_bad_settings() {
     let args = vae_args(&["-n", "2", "--load", w0.to_str().unwrap()]);
     let (ok, _, err) = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(
-        !ok && err.contains("weights.0.safetensors") && err.contains("train-twin"),
+        !ok && err.contains("weights.1.safetensors") && err.contains("train-twin"),
         "{err}"
     );
     let args = vae_args(&["-n", "1", "--zdim", "2"]);
     let (ok, _, err) = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(ok, "{err}");
-    let vw = vae.join("weights.0.safetensors");
+    let vw = vae.join("weights.1.safetensors");
     let (_, ok, err) = tiny_twin(
         dir.path(),
         "e",
@@ -410,13 +410,13 @@ fn train_twin_refuses_other_checkpoints_and_bad_settings() {
     );
     assert!(!ok && err.contains("not a train-twin"), "{err}");
     // Resuming without the gmm file beside the weights names it.
-    std::fs::remove_file(a.join("gmm.0.npz")).unwrap();
+    std::fs::remove_file(a.join("gmm.1.npz")).unwrap();
     let (_, ok, err) = tiny_twin(
         dir.path(),
         "a",
         &["-n", "2", "--load", w0.to_str().unwrap()],
     );
-    assert!(!ok && err.contains("gmm.0.npz"), "{err}");
+    assert!(!ok && err.contains("gmm.1.npz"), "{err}");
 }
 
 #[test]
@@ -437,10 +437,10 @@ fn train_twin_with_full_covariances_resumes_exactly() {
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     assert!(ok, "{err}");
-    let stats = read_npz(a.join("gmm.1.npz")).unwrap();
+    let stats = read_npz(a.join("gmm.2.npz")).unwrap();
     let s2 = &stats.iter().find(|(n, _)| n == "stat_s2").unwrap().1;
     assert_eq!(s2.shape, vec![4, 2, 2]);
-    let g = Gmm::read(a.join("gmm.1.npz")).unwrap();
+    let g = Gmm::read(a.join("gmm.2.npz")).unwrap();
     assert!(g.cov.chunks(4).all(|c| (c[1] - c[2]).abs() < 1e-12));
     let args = with("1", &[]);
     let (b, ok, err) = tiny_twin(
@@ -449,7 +449,7 @@ fn train_twin_with_full_covariances_resumes_exactly() {
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     assert!(ok, "{err}");
-    let w0 = b.join("weights.0.safetensors");
+    let w0 = b.join("weights.1.safetensors");
     let args = with("2", &["--load", w0.to_str().unwrap()]);
     let (b, ok, err) = tiny_twin(
         dir.path(),
@@ -457,7 +457,7 @@ fn train_twin_with_full_covariances_resumes_exactly() {
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     assert!(ok, "{err}");
-    for f in ["z.1.pkl", "gmm.1.npz"] {
+    for f in ["z.2.pkl", "gmm.2.npz"] {
         assert_eq!(
             std::fs::read(a.join(f)).unwrap(),
             std::fs::read(b.join(f)).unwrap(),

@@ -77,10 +77,10 @@ fn pathway_volumes_ends_labels_and_seeds() {
     let dir = tempfile::tempdir().unwrap();
     let (ph, _, tw, _) = tiny(dir.path(), false);
     let (w, c, g, z) = (
-        tw.join("weights.1.safetensors"),
+        tw.join("weights.2.safetensors"),
         tw.join("config.json"),
-        tw.join("gmm.1.npz"),
-        tw.join("z.1.pkl"),
+        tw.join("gmm.2.npz"),
+        tw.join("z.2.pkl"),
     );
     let gmm = Gmm::read(&g).unwrap();
     let k = 5;
@@ -200,9 +200,9 @@ fn pathway_refuses_bad_inputs_and_keeps_earlier_outputs() {
     let dir = tempfile::tempdir().unwrap();
     let (_, _, tw, va) = tiny(dir.path(), true);
     let (w, c, g) = (
-        tw.join("weights.1.safetensors"),
+        tw.join("weights.2.safetensors"),
         tw.join("config.json"),
-        tw.join("gmm.1.npz"),
+        tw.join("gmm.2.npz"),
     );
     let out = dir.path().join("pw");
     let pathway = |w: &Path, c: &Path, g: &Path, from: &str| {
@@ -231,7 +231,7 @@ fn pathway_refuses_bad_inputs_and_keeps_earlier_outputs() {
     assert!(before.contains_key(Path::new("path_0_1/vol_003.mrc")));
 
     // A train-vae model.
-    let (vw, vc) = (va.join("weights.1.safetensors"), va.join("config.json"));
+    let (vw, vc) = (va.join("weights.2.safetensors"), va.join("config.json"));
     let (ok, _, err) = pathway(&vw, &vc, &g, "0");
     assert!(
         !ok && err.contains(s(&vc)) && err.contains("train-vae model has no GMM prior"),
@@ -315,14 +315,14 @@ fn twin_analyze_writes_its_figures_for_twin_and_vae_runs() {
     let (ok, stdout, err) = run(&[
         "twin-analyze",
         s(&tw),
-        "1",
+        "2",
         "-n",
         "60",
         "--truth",
         s(&truth),
     ]);
     assert!(ok, "{err}");
-    let out = tw.join("analyze.1");
+    let out = tw.join("analyze.2");
     for f in [
         "twin_tsne.png",
         "twin_tsne.txt",
@@ -368,7 +368,7 @@ fn twin_analyze_writes_its_figures_for_twin_and_vae_runs() {
 
     // A train-vae run: latents only, with a note; no truth → no ρ file.
     let vout = dir.path().join("vae_an");
-    let (ok, stdout, err) = run(&["twin-analyze", s(&va), "1", "-n", "40", "-o", s(&vout)]);
+    let (ok, stdout, err) = run(&["twin-analyze", s(&va), "2", "-n", "40", "-o", s(&vout)]);
     assert!(ok, "{err}");
     assert!(
         stdout.contains("model train-vae") && stdout.contains("note:"),
@@ -384,7 +384,7 @@ fn twin_analyze_writes_its_figures_for_twin_and_vae_runs() {
     let (ok, _, err) = run(&[
         "twin-analyze",
         s(&tw),
-        "1",
+        "2",
         "-n",
         "20",
         "--truth",

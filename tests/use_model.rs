@@ -136,7 +136,7 @@ fn labels(dir: &Path) -> Vec<usize> {
 }
 
 fn last(dir: &Path, what: &str) -> PathBuf {
-    let e = EPOCHS - 1;
+    let e = EPOCHS; // outputs are numbered by the 1-based epoch
     match what {
         "w" => dir.join(format!("vae/weights.{e}.safetensors")),
         "z" => dir.join(format!("vae/z.{e}.pkl")),
@@ -222,10 +222,10 @@ fn eval_vol_single_z_matches_truth_and_traversal_writes_volumes() {
         s(&trav),
     ])
     .unwrap();
-    for i in 0..3 {
+    for i in 1..=3 {
         assert_eq!(read_volume(&trav.join(format!("vol_{i:03}.mrc"))).1, D);
     }
-    assert!(!trav.join("vol_003.mrc").exists());
+    assert!(!trav.join("vol_000.mrc").exists() && !trav.join("vol_004.mrc").exists());
 
     // -d 8: a smaller box, flip reverses the slowest axis
     let small = tmp.path().join("small.mrc");
@@ -307,7 +307,7 @@ fn analyze_writes_folders_and_volumes() {
     let dir = fixture();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("an");
-    let e = (EPOCHS - 1).to_string();
+    let e = EPOCHS.to_string();
     cli(&[
         "analyze",
         s(&dir.join("vae")),
@@ -321,10 +321,11 @@ fn analyze_writes_folders_and_volumes() {
     .unwrap();
     assert!(out.join("z_values.txt").exists());
     assert!(out.join("z_hist.png").exists());
-    for i in 0..4 {
+    // numbered from 1, as cryoDRGN 4.3's
+    for i in 1..=4 {
         assert_eq!(read_volume(&out.join(format!("vol_{i:03}.mrc"))).1, D);
     }
-    assert!(!out.join("vol_004.mrc").exists());
+    assert!(!out.join("vol_000.mrc").exists() && !out.join("vol_005.mrc").exists());
     // --skip-vol writes the analysis only
     let out2 = tmp.path().join("an2");
     cli(&[
@@ -337,7 +338,7 @@ fn analyze_writes_folders_and_volumes() {
     ])
     .unwrap();
     assert!(out2.join("z_values.txt").exists());
-    assert!(!out2.join("vol_000.mrc").exists());
+    assert!(!out2.join("vol_001.mrc").exists());
     // a missing epoch names the file
     let err = cli(&["analyze", s(&dir.join("vae")), "99"]).unwrap_err();
     assert!(format!("{err:#}").contains("z.99.pkl"), "{err:#}");
@@ -375,9 +376,9 @@ fn eval_accuracy_is_better_for_the_trained_model() {
         &tmp.path().join("t.txt"),
     );
     let untrained = run(
-        &dir.join("rand/weights.0.safetensors"),
+        &dir.join("rand/weights.1.safetensors"),
         &dir.join("rand/config.json"),
-        &dir.join("rand/z.0.pkl"),
+        &dir.join("rand/z.1.pkl"),
         &tmp.path().join("u.txt"),
     );
     println!(
@@ -448,13 +449,14 @@ fn eval_accuracy_scores_volumes_decoded_elsewhere_like_the_model() {
     let t1 = std::fs::read_to_string(&o1).unwrap();
     assert_eq!(t1.lines().count(), 13);
     assert_eq!(t1, std::fs::read_to_string(&o2).unwrap());
-    // cryoDRGN's eval_vol numbers the volumes from 1: the same folder renumbered scores the same
+    // eval-vol numbers the volumes from 1 (as cryoDRGN 4.3); a folder numbered from 0 (older
+    // runs) scores the same
     let vols1 = tmp.path().join("vols1");
     std::fs::create_dir(&vols1).unwrap();
     for k in 0..12 {
         std::fs::copy(
-            vols.join(format!("vol_{k:03}.mrc")),
-            vols1.join(format!("vol_{:03}.mrc", k + 1)),
+            vols.join(format!("vol_{:03}.mrc", k + 1)),
+            vols1.join(format!("vol_{k:03}.mrc")),
         )
         .unwrap();
     }

@@ -39,8 +39,13 @@ fn simulate_train_analyze_select_and_export_round_trip() {
     let run = dir.path().join("vae");
     let (ok, err) = train_vae(&sim, &run, &["-n", "2", "-b", "16", "--seed", "1"]);
     assert!(ok, "{err}");
-    // train-vae analyzed its final epoch (as the reference does unless --no-analysis)
-    let labels = run.join("analyze/kmeans20/labels.pkl");
+    // train-vae analyzed its final epoch (as the reference does unless --no-analysis) into
+    // analyze.2: `analyze OUT 2`, the outputs numbered by the 1-based epoch
+    for f in ["z.1.pkl", "z.2.pkl", "z.pkl", "weights.2.pkl", "weights.pkl", "config.yaml"] {
+        assert!(run.join(f).exists(), "{f} missing");
+    }
+    assert!(!run.join("z.0.pkl").exists() && !run.join("z.3.pkl").exists());
+    let labels = run.join("analyze.2/kmeans20/labels.pkl");
     assert!(labels.exists(), "analyze at the end of train-vae: {err}");
     let lab: Vec<i64> = read_pkl(&labels)
         .unwrap()
@@ -53,8 +58,8 @@ fn simulate_train_analyze_select_and_export_round_trip() {
         "select-clusters",
         s(&labels),
         "--sel",
-        "0",
-        "3",
+        "1",
+        "4",
         "-o",
         s(&ind),
     ]);
@@ -65,6 +70,7 @@ fn simulate_train_analyze_select_and_export_round_trip() {
         .to_i64()
         .unwrap();
     let expect: Vec<i64> = (0..lab.len() as i64)
+        // clusters 1 and 4 are stored as labels 0 and 3
         .filter(|&i| lab[i as usize] == 0 || lab[i as usize] == 3)
         .collect();
     assert_eq!(sel, expect);

@@ -23,12 +23,12 @@ $B parse-pose-csparc "$cs" -o ours_pose_cs.pkl 2>/dev/null
 $B parse-ctf-csparc "$cs" -o ours_ctf_cs.pkl 2>/dev/null
 "$REF/bin/cryodrgn" parse_ctf_csparc "$cs" -o ref_ctf_cs.pkl >/dev/null 2>&1
 $B downsample "$DATA/hand.mrcs" -D 32 -o ours.32.mrcs 2>/dev/null
-# a tiny heterogeneous run: z.0.pkl and a decoded volume
+# a tiny heterogeneous run: z.1.pkl and a decoded volume
 $B phantom --kind linear1d -D 16 -o ph >/dev/null 2>&1
 $B simulate ph/vols.txt -N 64 --snr 1 --defocus 10000 20000 -o sim >/dev/null 2>&1
 $B train-vae sim/particles.mrcs --poses sim/pose.pkl --ctf sim/ctf.pkl --zdim 2 --enc-dim 32 --dec-dim 32 \
   -n 1 --seed 0 -o vae >/dev/null 2>&1
-$B eval-vol vae/weights.0.safetensors -c vae/config.json -z 0.1 -0.2 -o vol.mrc >/dev/null 2>&1
+$B eval-vol vae/weights.1.safetensors -c vae/config.json -z 0.1 -0.2 -o vol.mrc >/dev/null 2>&1
 "$REF/bin/python" - <<'PY'
 import glob, numpy as np
 from cryodrgn.utils import load_pkl
@@ -42,11 +42,11 @@ for f in sorted(glob.glob("ours_*.pkl")):
 src = ImageSource.from_file("ours.32.mrcs")
 print(f"reference reads ours.32.mrcs: N={src.n} D={src.D} Apix={src.apix}")
 import pickle
-with open("vae/z.0.pkl", "rb") as f:
+with open("vae/z.1.pkl", "rb") as f:
     mu, logvar = pickle.load(f), pickle.load(f)
-z = load_pkl("vae/z.0.pkl")
+z = load_pkl("vae/z.1.pkl")
 assert np.array_equal(z, mu) and mu.shape == logvar.shape == (64, 2), (z.shape, mu.shape, logvar.shape)
-print(f"reference reads vae/z.0.pkl: z_mu {mu.shape} {mu.dtype}, z_logvar {logvar.shape}")
+print(f"reference reads vae/z.1.pkl: z_mu {mu.shape} {mu.dtype}, z_logvar {logvar.shape}")
 vol = ImageSource.from_file("vol.mrc").images()
 print(f"reference reads vol.mrc: shape {tuple(vol.shape)}, finite {bool(np.isfinite(vol.cpu().numpy() if hasattr(vol, 'cpu') else vol).all())}")
 PY

@@ -368,6 +368,9 @@ pub fn analyze_last(
         flip: false,
         invert: false,
         downsample: None,
+        low_pass: None,
+        crop: None,
+        vol_start_index: 1,
         seed: 0,
     })
 }

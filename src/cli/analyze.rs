@@ -1,7 +1,8 @@
 //! `analyze`: the reference's `analyze` for a `train-vae` run: latent analysis of
 //! `z.EPOCH.pkl` ([`crate::analysis::latent::run_basic_with`]: PCA, k-means, traversals,
 //! plots) into `OUTDIR/analyze.EPOCH/` (or `-o`), then the volumes at every sampled z decoded
-//! with `weights.EPOCH.safetensors` into their folder as `vol_000.mrc`, `vol_001.mrc`, …
+//! with `weights.EPOCH.safetensors` into their folder as `vol_001.mrc`, `vol_002.mrc`, …
+//! (from `--vol-start-index`, 1 as the reference's 4.3)
 //! (zdim ≥ 2: `pc1/`, `pc2/`, `kmeans{K}/`; zdim = 1: the percentile traversal in the folder
 //! itself).
 //!
@@ -53,6 +54,15 @@ pub struct Args {
     /// Evaluate volumes on a smaller box
     #[arg(short = 'd', long = "downsample")]
     pub downsample: Option<usize>,
+    /// Low-pass filter the volumes to this resolution (Å)
+    #[arg(long = "low-pass")]
+    pub low_pass: Option<f32>,
+    /// Crop the volumes to this box (even, pixels)
+    #[arg(long)]
+    pub crop: Option<usize>,
+    /// Number of the first volume of each folder (vol_001.mrc for 1)
+    #[arg(long = "vol-start-index", default_value_t = 1)]
+    pub vol_start_index: usize,
     /// Random seed (k-means, embedding)
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -163,12 +173,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             flip: a.flip,
             invert: a.invert,
             downsample: a.downsample,
+            low_pass: a.low_pass,
+            crop: a.crop,
         };
         for job in &rep.volume_jobs {
             let m = job.z.len() / lat.zdim;
             let dir = job.outdir.clone();
             write_volumes(model, &job.z, m, opts, |i| {
-                dir.join(format!("vol_{i:03}.mrc"))
+                dir.join(format!("vol_{:03}.mrc", i + a.vol_start_index))
             })?;
             eprintln!("wrote {m} volumes to {}", job.outdir.display());
         }

@@ -142,10 +142,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         &epochs,
         "--seed",
         &seed,
+        "--no-analysis",
         "-o",
         s(&vae),
     ])?;
-    let last = a.epochs - 1;
+    let last = a.epochs; // outputs are numbered by the 1-based epoch
     eprintln!("[4/5] analyze epoch {last}: PCA, k-means (K=10) with volumes, plots");
     sub(&[
         "analyze",

@@ -233,7 +233,8 @@ pub fn evaluate(a: &Args) -> anyhow::Result<Accuracy> {
         _ => 1.0,
     };
     let mut d = model.as_ref().map_or(0, |m| m.d);
-    // cryoDRGN's eval_vol numbers --zfile volumes from 1 (vol_001.mrc, …); ours from 0
+    // eval-vol (ours and cryoDRGN 4.3's) numbers --zfile volumes from 1 (vol_001.mrc, …); older
+    // runs from 0
     let first = match &a.decoded {
         Some(dir) if !dir.join("vol_000.mrc").exists() && dir.join("vol_001.mrc").exists() => 1,
         _ => 0,

@@ -1,7 +1,8 @@
 //! `eval-vol`: decode volumes from a trained model (the reference's `eval_vol`). With `-z` (one
 //! latent of zdim values) or a homogeneous model, `-o` is one `.mrc`; with `--z-start/--z-end
 //! -n K` (K evenly spaced points) or `--zfile` (one z per line, or a .pkl/.npy of z), `-o` is
-//! a folder of `vol_000.mrc`, `vol_001.mrc`, …
+//! a folder of `vol_001.mrc`, `vol_002.mrc`, … (numbered from `--vol-start-index`, 1 as the
+//! reference's 4.3; file names `--prefix` + three digits)
 //!
 //! Example: `cryofield eval-vol out/weights.19.safetensors -c out/config.json -z 0.5 -o vol.mrc`
 
@@ -25,7 +26,7 @@ pub struct Args {
     /// One latent value (zdim numbers)
     #[arg(short = 'z', num_args = 1.., allow_negative_numbers = true)]
     pub z: Option<Vec<f32>>,
-    /// Start of a straight line in latent space
+    /// Start of a straight line in latent space (one value: the same in every dimension)
     #[arg(long = "z-start", num_args = 1.., allow_negative_numbers = true, requires = "z_end")]
     pub z_start: Option<Vec<f32>>,
     /// End of the line
@@ -49,6 +50,19 @@ pub struct Args {
     /// Evaluate on a smaller D×D×D box (Fourier cropping; even, ≤ the training size)
     #[arg(short = 'd', long = "downsample")]
     pub downsample: Option<usize>,
+    /// Low-pass filter the volumes to this resolution (Å; a sharp cut at |k| ≤ Apix/RES)
+    #[arg(long = "low-pass")]
+    pub low_pass: Option<f32>,
+    /// Crop the volumes to this box (even, pixels; after --downsample and --low-pass), the
+    /// header's origin keeping their place in the full box
+    #[arg(long)]
+    pub crop: Option<usize>,
+    /// Number of the first volume of a folder (vol_001.mrc for 1)
+    #[arg(long = "vol-start-index", default_value_t = 1)]
+    pub vol_start_index: usize,
+    /// File name prefix of the volumes of a folder
+    #[arg(long, default_value = "vol_")]
+    pub prefix: String,
 }
 
 /// Post-processing shared with `analyze`: Apix, handedness flip, contrast inversion, box.
@@ -58,6 +72,40 @@ pub struct VolOptions {
     pub flip: bool,
     pub invert: bool,
     pub downsample: Option<usize>,
+    /// low-pass resolution (Å)
+    pub low_pass: Option<f32>,
+    /// box of a centre crop (pixels)
+    pub crop: Option<usize>,
+}
+
+/// The reference's low-pass filter: the centred 3-D Hartley transform of the `(d, d, d)` volume
+/// is zeroed outside the sphere of radius `apix / res` cycles per pixel (frequencies
+/// `(i − d/2) / d` per axis), and transformed back.
+pub fn low_pass_volume(vol: &[f32], d: usize, apix: f32, res: f32) -> Vec<f32> {
+    let mut ht = crate::fourier::fft::htn_center(vol, d);
+    let r2 = (apix / res) * (apix / res);
+    let f = |i: usize| (i as f32 - (d / 2) as f32) / d as f32;
+    for (k, v) in ht.iter_mut().enumerate() {
+        let (z, y, x) = (k / (d * d), (k / d) % d, k % d);
+        if f(x) * f(x) + f(y) * f(y) + f(z) * f(z) > r2 {
+            *v = 0.0;
+        }
+    }
+    crate::fourier::fft::ihtn_center(&ht, d)
+}
+
+/// The centred `(c, c, c)` box of a `(d, d, d)` volume, from index `d/2 − c/2` on each axis (the
+/// reference's `crop_real_space`).
+pub fn crop_volume(vol: &[f32], d: usize, c: usize) -> Vec<f32> {
+    let a = d / 2 - c / 2;
+    let mut out = Vec::with_capacity(c * c * c);
+    for z in a..a + c {
+        for y in a..a + c {
+            let row = (z * d + y) * d + a;
+            out.extend_from_slice(&vol[row..row + c]);
+        }
+    }
+    out
 }
 
 /// Decode `z` (m rows of zdim; empty with zdim 0: one homogeneous volume) and write each volume
@@ -73,6 +121,20 @@ pub fn write_volumes(
     let apix = opts.apix.or_else(|| model.apix()).unwrap_or(1.0);
     // A downsampled box keeps the physical extent: the pixel grows by D/d.
     let apix = apix * model.d as f32 / d as f32;
+    if let Some(c) = opts.crop {
+        if c == 0 || c % 2 == 1 || c > d {
+            bail!("--crop {c}: the box must be even and at most the volumes' box {d}");
+        }
+    }
+    if let Some(r) = opts.low_pass {
+        if !(r > 0.0 && r.is_finite()) {
+            bail!("--low-pass {r}: give a resolution in Å greater than 0");
+        }
+    }
+    let (c, a) = match opts.crop {
+        Some(c) => (c, (d / 2 - c / 2) as f32 * apix),
+        None => (d, 0.0),
+    };
     let mut out = Vec::with_capacity(m);
     for i in 0..m {
         let zi = (model.zdim > 0).then(|| &z[i * model.zdim..(i + 1) * model.zdim]);
@@ -84,8 +146,14 @@ pub fn write_volumes(
         if opts.invert {
             vol.iter_mut().for_each(|v| *v = -*v);
         }
+        if let Some(r) = opts.low_pass {
+            vol = low_pass_volume(&vol, d, apix, r);
+        }
+        if c < d {
+            vol = crop_volume(&vol, d, c);
+        }
         let p = path(i);
-        crate::io::mrc::write_mrc(&p, &vol, (d, d, d), apix, true)
+        crate::io::mrc::write_mrc_at(&p, &vol, (c, c, c), apix, true, [a; 3])
             .with_context(|| format!("writing {}", p.display()))?;
         out.push(p);
     }
@@ -112,14 +180,27 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         flip: a.flip,
         invert: a.invert,
         downsample: a.downsample,
+        low_pass: a.low_pass,
+        crop: a.crop,
     };
     let many = |z: Vec<f32>, m: usize| -> anyhow::Result<()> {
         std::fs::create_dir_all(&a.o).with_context(|| format!("creating {}", a.o.display()))?;
-        let ps = write_volumes(&model, &z, m, opts, |i| a.o.join(format!("vol_{i:03}.mrc")))?;
+        let ps = write_volumes(&model, &z, m, opts, |i| {
+            a.o.join(format!("{}{:03}.mrc", a.prefix, i + a.vol_start_index))
+        })?;
         eprintln!("wrote {} volumes to {}", ps.len(), a.o.display());
         Ok(())
     };
     if let (Some(s), Some(e)) = (&a.z_start, &a.z_end) {
+        // one value stands for every dimension (numpy's broadcasting in the reference)
+        let every = |v: &Vec<f32>| {
+            if v.len() == 1 {
+                vec![v[0]; zdim]
+            } else {
+                v.clone()
+            }
+        };
+        let (s, e) = (&every(s), &every(e));
         check_len("--z-start", s, zdim, &a.weights)?;
         check_len("--z-end", e, zdim, &a.weights)?;
         if a.n == 0 {

@@ -2,7 +2,8 @@
 //! non-interactive cryoDRGN `filter`). Reads `OUTDIR/z.EPOCH.pkl` and, for `--sel`, `analyze`'s
 //! `OUTDIR/analyze.EPOCH/kmeans{K}/labels.pkl`; keeps the particles that pass every criterion given:
 //!
-//! - `--kmeans K --sel 0 3`: k-means label among those (0-based, as `select-clusters`);
+//! - `--kmeans K --sel 1 4`: k-means cluster among those (counted from 1, as `select-clusters`
+//!   and analyze's `vol_001.mrc`);
 //! - `--plot-inds IND.pkl`: these positions of z.EPOCH.pkl (a previous selection);
 //! - `--z-range DIM LO HI`: `LO ≤ z[:, DIM] ≤ HI` (DIM 0-based);
 //! - `--pc-polygon "x1,y1 x2,y2 x3,y3 …"`: (PC1, PC2) of z inside the polygon (even–odd rule), in
@@ -15,7 +16,7 @@
 //! to the original stack as the reference does (`--positions` writes positions in z.EPOCH.pkl
 //! instead).
 //!
-//! Example: `cryofield filter out/ --epoch 19 --kmeans 20 --sel 0 3 -o good.pkl`
+//! Example: `cryofield filter out/ --epoch 20 --kmeans 20 --sel 1 4 -o good.pkl`
 
 use crate::analysis::latent::{load_z, marked_scatter, Marks};
 use crate::analysis::pca::Pca;
@@ -30,7 +31,7 @@ use std::path::{Path, PathBuf};
 pub struct Args {
     /// The training output folder
     pub outdir: PathBuf,
-    /// Epoch (0-based, as in z.EPOCH.pkl); default the last one
+    /// Epoch, as numbered in z.EPOCH.pkl (from 1); default the last one
     #[arg(short = 'e', long)]
     pub epoch: Option<usize>,
     /// analyze's output folder (default OUTDIR/analyze.EPOCH)
@@ -39,7 +40,7 @@ pub struct Args {
     /// Which k-means (the K of analyze.EPOCH/kmeansK); default the only one
     #[arg(short = 'k', long)]
     pub kmeans: Option<usize>,
-    /// k-means clusters to keep (0-based ids)
+    /// k-means clusters to keep (ids from 1, as analyze's vol_001.mrc)
     #[arg(long, num_args = 1..)]
     pub sel: Vec<i64>,
     /// Keep these positions of z.EPOCH.pkl (index .pkl)
@@ -51,9 +52,13 @@ pub struct Args {
     /// Keep particles whose (PC1, PC2) lie in this polygon: "x1,y1 x2,y2 x3,y3 ..."
     #[arg(long = "pc-polygon", allow_hyphen_values = true)]
     pub pc_polygon: Option<String>,
-    /// Output index .pkl
+    /// Output index .pkl (default: `indices.pkl` in --sel-dir or the current folder, with the
+    /// particles not selected in `indices_inverse.pkl`, as the reference's filter saves them)
     #[arg(short = 'o')]
-    pub o: PathBuf,
+    pub o: Option<PathBuf>,
+    /// Folder of the default outputs `indices.pkl` / `indices_inverse.pkl`
+    #[arg(long = "sel-dir", conflicts_with = "o")]
+    pub sel_dir: Option<PathBuf>,
     /// Also write the particles not selected to this index .pkl
     #[arg(long = "neg-o")]
     pub neg_o: Option<PathBuf>,
@@ -198,17 +203,34 @@ fn training_ind(outdir: &Path) -> anyhow::Result<Option<PathBuf>> {
 
 /// Run `filter`.
 pub fn run(a: Args) -> anyhow::Result<()> {
+    if a.sel.is_empty() && a.plot_inds.is_none() && a.z_range.is_none() && a.pc_polygon.is_none() {
+        bail!(
+            "cryofield's filter is not interactive (cryoDRGN's opens a lasso window): give the \
+             selection as --kmeans K --sel IDS, --plot-inds IND.pkl, --z-range DIM LO HI or \
+             --pc-polygon \"x,y x,y x,y\""
+        );
+    }
     if a.kmeans.is_some() && a.sel.is_empty() {
         bail!(
             "--kmeans {}: give the clusters to keep with --sel",
             a.kmeans.unwrap_or(0)
         );
     }
-    if a.sel.is_empty() && a.plot_inds.is_none() && a.z_range.is_none() && a.pc_polygon.is_none() {
-        bail!("give a criterion: --kmeans/--sel, --plot-inds, --z-range or --pc-polygon");
+    if let Some(d) = &a.sel_dir {
+        if !d.is_dir() {
+            bail!("--sel-dir {}: not a folder", d.display());
+        }
     }
-    if a.o.exists() && !a.force {
-        bail!("{} exists; use --force to replace it", a.o.display());
+    let (o, neg_o) = match &a.o {
+        Some(o) => (o.clone(), a.neg_o.clone()),
+        None => {
+            let dir = a.sel_dir.clone().unwrap_or_default();
+            let neg = a.neg_o.clone().unwrap_or_else(|| dir.join("indices_inverse.pkl"));
+            (dir.join("indices.pkl"), Some(neg))
+        }
+    };
+    if o.exists() && !a.force {
+        bail!("{} exists; use --force to replace it", o.display());
     }
     let epoch = match a.epoch {
         Some(e) => e,
@@ -220,6 +242,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let mut keep = vec![true; n];
     let mut what = Vec::new();
 
+    if let Some(s) = a.sel.iter().find(|&&s| s < 1) {
+        bail!("--sel {s}: cluster ids count from 1 (as analyze's vol_001.mrc and cryoDRGN 4.3's)");
+    }
     if !a.sel.is_empty() {
         let adir = a
             .analyze_dir
@@ -242,7 +267,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             );
         }
         for (k, l) in keep.iter_mut().zip(&labels) {
-            *k &= a.sel.contains(l);
+            *k &= a.sel.contains(&(l + 1));
         }
         what.push(format!("clusters {:?}", a.sel));
     }
@@ -335,7 +360,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
     };
 
-    let plot = a.plot.clone().unwrap_or_else(|| a.o.with_extension("png"));
+    let plot = a.plot.clone().unwrap_or_else(|| o.with_extension("png"));
     let labels: Vec<usize> = keep.iter().map(|&k| usize::from(k)).collect();
     let title = format!("selected {} of {n} (orange)", sel.len());
     match &pcs {
@@ -374,12 +399,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             )?
         }
     }
-    save_indices(&a.o, &to_out(&sel))?;
+    save_indices(&o, &to_out(&sel))?;
     eprintln!(
         "selected {} of {n} particles ({}); wrote {}{} and {}",
         sel.len(),
         what.join(" and "),
-        a.o.display(),
+        o.display(),
         if map.is_some() {
             " (original stack indices)"
         } else {
@@ -387,7 +412,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         },
         plot.display()
     );
-    if let Some(p) = &a.neg_o {
+    if let Some(p) = &neg_o {
         if rest.is_empty() {
             eprintln!(
                 "warning: every particle is selected; {} not written",

@@ -2,15 +2,14 @@
 //! (cryoDRGN's `select_clusters`), from `analyze`'s `kmeans{K}/labels.pkl`, as an index .pkl
 //! (int64, 0-based, ascending), written atomically.
 //!
-//! Cluster ids are the labels as stored, counted from 0 as `analyze` numbers its centers and
-//! volumes (`vol_000.mrc` is cluster 0). cryoDRGN ≥ 3.4 counts `--sel` from 1 (its volumes are
-//! `vol_001.mrc`, …): there `--sel 1` is our `--sel 0`.
-//!
+//! `--sel` counts clusters from 1, as cryoDRGN 4.3 and `analyze` number them (`--sel 1` is the
+//! cluster of `vol_001.mrc`, stored as label 0 in labels.pkl); 0 or a negative id is an error.
+
 //! When the model was trained on a subset (`--ind`), `--parent-ind` gives that index .pkl so the
 //! output indexes the original stack: position `i` of the labels is particle `parent[i]`
 //! (`--N-orig`, the original stack's size, checks the parent's indices).
 //!
-//! Example: `cryofield select-clusters out/analyze.19/kmeans20/labels.pkl --sel 0 3 -o ind.pkl`
+//! Example: `cryofield select-clusters out/analyze.20/kmeans20/labels.pkl --sel 1 4 -o ind.pkl`
 
 use crate::meta::{load_indices, load_int_array, save_indices};
 use anyhow::bail;
@@ -18,11 +17,11 @@ use std::path::PathBuf;
 
 /// Select particles by k-means cluster.
 #[derive(Debug, clap::Args)]
-#[command(about = "Indices of the particles in the chosen k-means clusters (0-based cluster ids)")]
+#[command(about = "Indices of the particles in the chosen k-means clusters (ids from 1)")]
 pub struct Args {
     /// k-means labels (labels.pkl from analyze)
     pub labels: PathBuf,
-    /// Cluster ids to keep (0-based, as in labels.pkl and vol_000.mrc)
+    /// Cluster ids to keep, from 1 (as analyze's vol_001.mrc; labels.pkl stores id − 1)
     #[arg(long, required = true, num_args = 1..)]
     pub sel: Vec<i64>,
     /// Output index .pkl
@@ -55,20 +54,26 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             a.labels.display()
         );
     }
+    if let Some(s) = a.sel.iter().find(|&&s| s < 1) {
+        bail!("--sel {s}: cluster ids count from 1 (as analyze's vol_001.mrc and cryoDRGN 4.3's)");
+    }
+    // ids from 1 → the labels stored (from 0)
+    let sel: Vec<i64> = a.sel.iter().map(|s| s - 1).collect();
     let present = |s: &i64| labels.contains(s);
-    if let Some(s) = a.sel.iter().find(|s| !present(s)) {
-        let mut have: Vec<i64> = labels.clone();
+    if let Some(s) = sel.iter().find(|s| !present(s)) {
+        let mut have: Vec<i64> = labels.iter().map(|l| l + 1).collect();
         have.sort_unstable();
         have.dedup();
         eprintln!(
-            "warning: no particle of {} has label {s} (labels present: {have:?})",
-            a.labels.display()
+            "warning: no particle of {} is in cluster {} (clusters present, from 1: {have:?})",
+            a.labels.display(),
+            s + 1
         );
     }
-    let mut ind = select_labels(&labels, &a.sel);
+    let mut ind = select_labels(&labels, &sel);
     if ind.is_empty() {
         bail!(
-            "{}: no particle has a label in {:?}; nothing written",
+            "{}: no particle is in clusters {:?} (counted from 1); nothing written",
             a.labels.display(),
             a.sel
         );

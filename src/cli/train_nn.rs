@@ -59,8 +59,8 @@ pub struct RunArgs {
     /// Data normalization as (mean, std) (default: estimated)
     #[arg(long, num_args = 2, value_names = ["MEAN", "STD"])]
     pub norm: Option<Vec<f32>>,
-    /// Positional encoding [default: gaussian]
-    #[arg(long = "pe-type", value_parser = ["geom_ft", "geom_full", "geom_lowf", "geom_nohighf", "linear_lowf", "gaussian"])]
+    /// Positional encoding (`none`: the network reads the coordinates themselves) [default: gaussian]
+    #[arg(long = "pe-type", value_parser = ["geom_ft", "geom_full", "geom_lowf", "geom_nohighf", "linear_lowf", "gaussian", "none"])]
     pub pe_type: Option<String>,
     /// Frequencies per axis of the positional encoding (default D/2)
     #[arg(long = "pe-dim")]
@@ -234,6 +234,22 @@ pub fn latest_checkpoint(outdir: &Path) -> anyhow::Result<PathBuf> {
         })
 }
 
+/// The checkpoint to resume from for `--load PATH`: for a `weights.N.pkl` that one of our runs
+/// wrote (a `weights.N.safetensors` and our `config.json` beside it), that safetensors file,
+/// which holds the same model and optimizer plus every setting our run records; else `path`.
+pub fn own_checkpoint(path: PathBuf) -> PathBuf {
+    let twin = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".pkl"))
+        .filter(|stem| stem == &"weights" || stem.starts_with("weights."))
+        .map(|stem| path.with_file_name(format!("{stem}.safetensors")));
+    match twin {
+        Some(t) if t.is_file() && path.with_file_name("config.json").is_file() => t,
+        _ => path,
+    }
+}
+
 /// Flags shared by `train-nn` and `train-vae` (the reference's names and defaults).
 #[derive(Debug, clap::Args)]
 pub struct CommonArgs {
@@ -362,6 +378,7 @@ impl CommonArgs {
         if self.load.as_deref() == Some(Path::new("latest")) {
             cfg.load = Some(latest_checkpoint(&self.outdir)?);
         }
+        cfg.load = cfg.load.map(own_checkpoint);
         cfg.shuffle_seed = self.reference.shuffle_seed;
         self.reference.apply();
         if self.refine_poses {
@@ -411,6 +428,12 @@ pub fn train_on(device: DeviceArg, cfg: &TrainConfig) -> anyhow::Result<Vec<Epoc
         Selected::Cpu => train(cfg, true)?.history,
         #[cfg(feature = "cuda")]
         Selected::Cuda(n) => {
+            if cfg.zdim.is_some() && cfg.encode_mode == "conv" {
+                anyhow::bail!(
+                    "--encode-mode conv runs on the CPU backend only (conv2d has no CUDA kernel yet): \
+                     give --device cpu"
+                );
+            }
             if cfg.amp {
                 eprintln!("precision: f32 (mixed precision is CPU-only so far)");
             }

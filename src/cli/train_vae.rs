@@ -24,12 +24,16 @@ pub struct Args {
     pub beta_control: Option<f64>,
     #[command(flatten)]
     pub net: crate::cli::train_nn::NetArgs,
-    /// Encoder architecture (`tilt` needs --tilt) [default: resid]
-    #[arg(long = "encode-mode", value_parser = ["resid", "mlp", "tilt"])]
+    /// Encoder architecture. `conv`: cryoDRGN's convolutional encoder on the 64×64 real-space
+    /// image (--enc-dim channels, CPU only, not with --ctf). `tilt` is the tilt-pair encoder and
+    /// needs --tilt (cryoDRGN 4.3's cryo-ET tilt-series encoder is not implemented) [default: resid]
+    #[arg(long = "encode-mode", value_parser = ["resid", "mlp", "conv", "tilt"])]
     pub encode_mode: Option<String>,
     /// Tilt-pair images (same order as the particles); implies --encode-mode tilt
     #[arg(long)]
     pub tilt: Option<PathBuf>,
+    #[command(flatten)]
+    pub tilt_series: TiltSeriesArgs,
     /// Tilt angle about x between the pair (degrees) [default: 45]
     #[arg(long = "tilt-deg")]
     pub tilt_deg: Option<f64>,
@@ -63,8 +67,66 @@ pub struct Args {
     pub slow_symmetric: bool,
 }
 
+/// cryoDRGN 4.3's cryo-ET tilt-series flags: accepted so that its command lines parse, and refused
+/// (cryofield does not implement tilt-series training).
+#[derive(Debug, clap::Args)]
+pub struct TiltSeriesArgs {
+    /// cryoDRGN 4.3 cryo-ET: tilts per particle to encode (not implemented)
+    #[arg(long)]
+    pub ntilts: Option<usize>,
+    /// cryoDRGN 4.3 cryo-ET: randomize the tilt order (not implemented)
+    #[arg(long = "random-tilts")]
+    pub random_tilts: bool,
+    /// cryoDRGN 4.3 cryo-ET: tilt embedding width (not implemented)
+    #[arg(long = "t-emb-dim")]
+    pub t_emb_dim: Option<usize>,
+    /// cryoDRGN 4.3 cryo-ET: hidden layers of the tilt encoder (not implemented)
+    #[arg(long)]
+    pub tlayers: Option<usize>,
+    /// cryoDRGN 4.3 cryo-ET: hidden width of the tilt encoder (not implemented)
+    #[arg(long)]
+    pub tdim: Option<usize>,
+    /// cryoDRGN 4.3 cryo-ET: dose per tilt (e⁻/Å² per tilt) (not implemented)
+    #[arg(short = 'd', long = "dose-per-tilt")]
+    pub dose_per_tilt: Option<f64>,
+    /// cryoDRGN 4.3 cryo-ET: tilt angle increment (degrees) (not implemented)
+    #[arg(short = 'a', long = "angle-per-tilt")]
+    pub angle_per_tilt: Option<f64>,
+}
+
+impl TiltSeriesArgs {
+    /// The first tilt-series flag given, by name.
+    fn given(&self) -> Option<&'static str> {
+        [
+            ("--ntilts", self.ntilts.is_some()),
+            ("--random-tilts", self.random_tilts),
+            ("--t-emb-dim", self.t_emb_dim.is_some()),
+            ("--tlayers", self.tlayers.is_some()),
+            ("--tdim", self.tdim.is_some()),
+            ("--dose-per-tilt", self.dose_per_tilt.is_some()),
+            ("--angle-per-tilt", self.angle_per_tilt.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(name, g)| g.then_some(name))
+    }
+}
+
 /// Run `train-vae`.
 pub fn run(a: Args) -> anyhow::Result<()> {
+    // cryoDRGN 4.3's `--encode-mode tilt` is cryo-ET (its tilt-series flags, no --tilt); ours is the
+    // tilt-pair encoder of --tilt
+    let series = match (a.tilt_series.given(), a.encode_mode.as_deref(), &a.tilt) {
+        (Some(flag), _, _) => Some(flag),
+        (None, Some("tilt"), None) => Some("--encode-mode tilt"),
+        _ => None,
+    };
+    if let Some(flag) = series {
+        anyhow::bail!(
+            "{flag}: cryo-ET tilt-series training (cryoDRGN 4.3's --encode-mode tilt, --ntilts, \
+             --dose-per-tilt, --angle-per-tilt) is not implemented in cryofield; `--tilt PARTICLES` \
+             is the tilt-pair encoder"
+        );
+    }
     let mut cfg = a.common.config()?;
     if a.zdim.is_none() && cfg.load.is_none() {
         anyhow::bail!("train-vae needs --zdim (or --load, to resume a run with its zdim)");
@@ -142,11 +204,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             last.kld,
             cfg.outdir.display()
         );
-        // as the reference: analyze the final epoch unless --no-analysis
+        // as the reference: `analyze OUTDIR N` on the final epoch unless --no-analysis (into
+        // analyze.N; −1, the unnumbered final outputs, when --checkpoint skipped epoch N)
         if !a.common.reference.no_analysis {
             let n = crate::analysis::latent::load_z(cfg.outdir.join("z.pkl"))?.n;
             let zdim = cfg.zdim.unwrap_or(1);
-            super::abinit_ai::analyze_last(&cfg.outdir, -1, n, zdim)?;
+            let last = cfg.num_epochs;
+            let epoch = if cfg.outdir.join(format!("z.{last}.pkl")).exists() {
+                last as i64
+            } else {
+                -1
+            };
+            super::abinit_ai::analyze_last(&cfg.outdir, epoch, n, zdim)?;
         }
     }
     Ok(())

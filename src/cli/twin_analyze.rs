@@ -43,7 +43,7 @@ use std::path::{Path, PathBuf};
 pub struct Args {
     /// The training output folder (train-twin, or train-vae to compare)
     pub outdir: PathBuf,
-    /// Epoch to analyze (0-based, as in z.EPOCH.pkl)
+    /// Epoch to analyze, as numbered in z.EPOCH.pkl (1-based)
     pub epoch: usize,
     /// Points in the joint t-SNE besides the GMM means: half latents (subsampled), half prior samples
     #[arg(short = 'n', default_value_t = 2000)]

@@ -842,6 +842,19 @@ pub fn write_mrc(
     apix: f32,
     is_vol: bool,
 ) -> Result<()> {
+    write_mrc_at(path, data, shape, apix, is_vol, [0.0; 3])
+}
+
+/// [`write_mrc`] with the header's origin (Å, x y z): a cropped volume keeps the place of its box
+/// in the uncropped one.
+pub fn write_mrc_at(
+    path: impl AsRef<Path>,
+    data: &[f32],
+    shape: (usize, usize, usize),
+    apix: f32,
+    is_vol: bool,
+    origin: [f32; 3],
+) -> Result<()> {
     let path = path.as_ref();
     let (nz, ny, nx) = shape;
     check_apix(apix)?;
@@ -857,7 +870,9 @@ pub fn write_mrc(
         w.write_all(&[0u8; HEADER_LEN]).at(path)?;
         let mut stats = Stats::new();
         write_values(w, data, &mut stats, path, 0)?;
-        let header = MrcHeader::new_f32(shape, apix, is_vol, &stats).to_bytes()?;
+        let mut header = MrcHeader::new_f32(shape, apix, is_vol, &stats);
+        header.origin = origin;
+        let header = header.to_bytes()?;
         w.seek(SeekFrom::Start(0)).at(path)?;
         w.write_all(&header).at(path)
     })

@@ -71,6 +71,8 @@ impl LoadedModel {
     /// A cryoDRGN run (`config.yaml` and a `weights.N.pkl` written by `torch.save`) is opened the
     /// same way through [`crate::model::cryodrgn`].
     pub fn load(weights: &Path, config: &Path) -> Result<Self> {
+        let (weights, config) = &own_files(weights, config);
+        let (weights, config) = (weights.as_path(), config.as_path());
         let from_cryodrgn = cryodrgn::is_yaml(config);
         let record = if from_cryodrgn {
             cryodrgn::record_from_yaml(config)?
@@ -88,9 +90,17 @@ impl LoadedModel {
         let act = parse_activation(&cfg.activation)?;
         let be = CpuBackend::<f32>::new();
         let lattice = Lattice::for_image(d, true)?;
-        let enc_mask = encoder_mask(cfg, &lattice, d)?;
         let mode: EncodeMode = cfg.encode_mode.parse()?;
-        let in_dim = enc_mask.as_ref().map_or(0, Vec::len);
+        // `conv` reads the whole real-space image (see `BatchMaker::enc_real`)
+        let conv = cfg.zdim.is_some() && mode == EncodeMode::Conv;
+        let enc_mask = match conv {
+            true => None,
+            false => encoder_mask(cfg, &lattice, d)?,
+        };
+        let in_dim = match conv {
+            true => d * d,
+            false => enc_mask.as_ref().map_or(0, Vec::len),
+        };
         // Values are replaced by the checkpoint; the seed only fixes the layout.
         let (mut store, encoder, mut decoder, prefix) =
             build_model(&be, cfg, d, in_dim, mode, domain, pe, act)?;
@@ -216,6 +226,18 @@ impl LoadedModel {
         let lattice = Lattice::for_image(d, true)?;
         let mask_b = lattice.circular_mask((d / 2) as f32)?;
         let mask: Vec<usize> = (0..mask_b.len()).filter(|&i| mask_b[i]).collect();
+        let enc_real = match &self.encoder {
+            Some(e) if e.mode == EncodeMode::Conv => {
+                if ctf.is_some() {
+                    return Err(Error::invalid(
+                        "a convolutional encoder reads real-space images, which the CTF does not \
+                         phase-flip: not with --ctf (phase-flip the particles first)",
+                    ));
+                }
+                Some(data.real_norm()?)
+            }
+            _ => None,
+        };
         Ok(BatchMaker {
             data,
             tilt_data: None,
@@ -228,6 +250,7 @@ impl LoadedModel {
             lattice,
             mask,
             enc_mask: self.enc_mask.clone(),
+            enc_real,
         })
     }
 
@@ -351,5 +374,31 @@ impl LoadedModel {
             }
         }
         Ok(out)
+    }
+}
+/// `weights.N.pkl` names for our runs: cryoDRGN 4.3 writes every checkpoint as `weights.N.pkl`,
+/// ours are `weights.N.safetensors` (the last epoch also as `weights.N.pkl` and `weights.pkl`).
+/// When `weights` is a missing `weights[.N].pkl` and the folder holds that epoch's
+/// `weights[.N].safetensors` and our `config.json`, those two are used (whichever config was
+/// named: our config.yaml carries fewer settings); otherwise the paths as given.
+pub fn own_files(weights: &Path, config: &Path) -> (PathBuf, PathBuf) {
+    let twin = weights
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".pkl"))
+        .filter(|stem| stem == &"weights" || stem.starts_with("weights."))
+        .map(|stem| weights.with_file_name(format!("{stem}.safetensors")));
+    let json = weights.with_file_name("config.json");
+    match twin {
+        Some(t) if !weights.exists() && t.is_file() && json.is_file() => {
+            eprintln!(
+                "note: {} is not there; using {} and {} (this run's checkpoint of that epoch)",
+                weights.display(),
+                t.display(),
+                json.display()
+            );
+            (t, json)
+        }
+        _ => (weights.to_path_buf(), config.to_path_buf()),
     }
 }

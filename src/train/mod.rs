@@ -333,10 +333,9 @@ pub fn check_resume(cfg: &TrainConfig, path: &Path, progress: bool) -> Result<us
         return Err(Error::format(
             path,
             format!(
-                "the checkpoint has {done} epochs done (epoch {e}, 0-based) and -n {n} asks for {n} epochs in all (counted from the start of the run): \
+                "the checkpoint has {done} epochs done and -n {n} asks for {n} epochs in all (counted from the start of the run): \
                  nothing left to train; give -n greater than {done}",
                 done = head.epoch + 1,
-                e = head.epoch,
                 n = cfg.num_epochs,
             ),
         ));
@@ -524,7 +523,18 @@ pub(crate) fn open_run(cfg: &TrainConfig) -> Result<RunData> {
     if let Some(ind) = &ind {
         poses = poses.select(ind);
     }
-    let in_dim = enc_mask.as_ref().map_or(0, Vec::len);
+    // `--encode-mode conv` reads the whole real-space image (the reference's `use_real`)
+    let conv = cfg.zdim.is_some() && cfg.encode_mode == "conv";
+    let (enc_mask, enc_real) = if conv {
+        check_conv_inputs(cfg)?;
+        (None, Some(data.real_norm()?))
+    } else {
+        (enc_mask, None)
+    };
+    let in_dim = match conv {
+        true => d * d,
+        false => enc_mask.as_ref().map_or(0, Vec::len),
+    };
     let norm = data.norm;
     let maker = Arc::new(BatchMaker {
         data,
@@ -535,6 +545,7 @@ pub(crate) fn open_run(cfg: &TrainConfig) -> Result<RunData> {
         lattice,
         mask,
         enc_mask,
+        enc_real,
     });
     Ok(RunData {
         maker,
@@ -544,6 +555,24 @@ pub(crate) fn open_run(cfg: &TrainConfig) -> Result<RunData> {
         coords,
         in_dim,
     })
+}
+
+/// What `--encode-mode conv` cannot be combined with: a CTF (its real-space input is not
+/// phase-flipped; cryoDRGN refuses it too) and an encoder mask (it reads the whole image:
+/// `--enc-mask -1` or none).
+pub(crate) fn check_conv_inputs(cfg: &TrainConfig) -> Result<()> {
+    if cfg.ctf.is_some() {
+        return Err(Error::invalid(
+            "--encode-mode conv reads real-space images, which the CTF does not phase-flip: \
+             not with --ctf (cryoDRGN 4.3 refuses it too; phase-flip the particles first)",
+        ));
+    }
+    match cfg.enc_mask {
+        None | Some(-1) => Ok(()),
+        Some(r) => Err(Error::invalid(format!(
+            "--encode-mode conv reads the whole image: --enc-mask {r} does not apply (give -1 or nothing)"
+        ))),
+    }
 }
 
 /// Write the run's `config.json` ([`RunRecord`] at `epoch`) atomically into `cfg.outdir`.
@@ -840,7 +869,7 @@ pub fn train_with<B: Backend<Elem = f32>>(
         .and_then(|c| c.rows.first())
         .map(|r| r[1])
         .unwrap_or(1.0);
-    // Outputs of a checkpoint: `tag` = "N" → weights.N.safetensors and z.N.pkl (VAE) or
+    // Outputs of a checkpoint: `tag` = "N" (the 1-based epoch) → weights.N.safetensors and z.N.pkl (VAE) or
     // reconstruct.N.mrc (train-nn); "" → weights.safetensors, z.pkl, reconstruct.mrc.
     let save = |tag: &str,
                 epoch: usize,
@@ -871,8 +900,12 @@ pub fn train_with<B: Backend<Elem = f32>>(
         ck.settings = settings.clone();
         ck.save(&name("weights", "safetensors"))?;
         let record = run_record(cfg, d, n, norm, epoch);
-        if tag.is_empty() && crate::model::cryodrgn::exportable(cfg) {
-            // the final model also in cryoDRGN 4.3's files, for its eval_vol / analyze / --load
+        if crate::model::cryodrgn::exportable(cfg) && (tag.is_empty() || epoch + 1 == cfg.num_epochs)
+        {
+            // the last epoch also in cryoDRGN 4.3's files (`weights.N.pkl`, `weights.pkl`), for its
+            // eval_vol / analyze / --load and for scripts written for it; earlier epochs only as
+            // weights.N.safetensors, which our commands also find under the name weights.N.pkl
+            // (model::load::own_files): one copy of each checkpoint on disk
             crate::model::cryodrgn::write_weights(&name("weights", "pkl"), &ck, cfg.lr, cfg.wd)?;
             crate::model::cryodrgn::write_config_yaml(&cfg.outdir.join("config.yaml"), &record)?;
         }
@@ -978,8 +1011,9 @@ pub fn train_with<B: Backend<Elem = f32>>(
             append_losses_csv(&cfg.outdir, &st, epoch == start)?;
         }
         history.push(st);
-        if epoch.is_multiple_of(cfg.checkpoint) {
-            let tag = epoch.to_string();
+        // outputs numbered by the 1-based epoch, every --checkpoint epochs, as cryoDRGN 4.3's
+        if (epoch + 1).is_multiple_of(cfg.checkpoint) {
+            let tag = (epoch + 1).to_string();
             save(&tag, epoch, &store, &adam, &decoder)?;
             // pose.N.pkl at the checkpoints of refining epochs, as the reference
             if let Some(r) = refine.as_ref().filter(|_| refining(epoch)) {

@@ -640,8 +640,9 @@ pub fn train_twin<B: Backend<Elem = f32>>(
         }
         let seconds = t0.elapsed().as_secs_f64();
         let (distortion, rate) = (s_dist / n as f64, s_rate / n as f64);
-        let z_rms = if epoch.is_multiple_of(cfg.checkpoint) || epoch + 1 == cfg.num_epochs {
-            save(&epoch.to_string(), epoch, &store, &opt, &stats)?
+        // numbered by the 1-based epoch, as train-vae's (cryoDRGN 4.3's numbering)
+        let z_rms = if (epoch + 1).is_multiple_of(cfg.checkpoint) || epoch + 1 == cfg.num_epochs {
+            save(&(epoch + 1).to_string(), epoch, &store, &opt, &stats)?
         } else {
             f64::NAN
         };
