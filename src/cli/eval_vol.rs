@@ -243,3 +243,39 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     eprintln!("wrote {}", a.o.display());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `cos(2π k x / d)` along x on a (d, d, d) box.
+    fn wave(d: usize, k: usize) -> Vec<f32> {
+        (0..d * d * d)
+            .map(|i| (2.0 * std::f32::consts::PI * (k * (i % d)) as f32 / d as f32).cos())
+            .collect()
+    }
+
+    #[test]
+    fn low_pass_keeps_a_wave_below_the_cutoff_and_removes_one_above() {
+        let d = 16;
+        // k = 2 cycles per box: 2/16 = 0.125 cycles per pixel; with Apix 2 that is 16 Å
+        let v = wave(d, 2);
+        let kept = low_pass_volume(&v, d, 2.0, 12.0); // cutoff 2/12 ≈ 0.167 > 0.125
+        let gone = low_pass_volume(&v, d, 2.0, 20.0); // cutoff 0.1 < 0.125
+        let max = |v: &[f32]| v.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let diff: Vec<f32> = kept.iter().zip(&v).map(|(a, b)| a - b).collect();
+        assert!(max(&diff) < 1e-4, "kept wave changed by {}", max(&diff));
+        assert!(max(&gone) < 1e-4, "removed wave left {}", max(&gone));
+    }
+
+    #[test]
+    fn crop_takes_the_centre_box() {
+        let d = 8;
+        let v: Vec<f32> = (0..d * d * d).map(|i| i as f32).collect();
+        let c = crop_volume(&v, d, 4);
+        assert_eq!(c.len(), 64);
+        // first voxel (z, y, x) = (2, 2, 2); last (5, 5, 5)
+        assert_eq!(c[0], ((2 * d + 2) * d + 2) as f32);
+        assert_eq!(c[63], ((5 * d + 5) * d + 5) as f32);
+    }
+}

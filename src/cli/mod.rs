@@ -6,7 +6,9 @@ pub mod abinit_het;
 pub mod abinit_homo;
 pub mod analyze;
 pub mod analyze_landscape;
+pub mod analyze_landscape_full;
 pub mod backproject_voxel;
+pub mod clean;
 pub mod concat_pkls;
 pub mod demo;
 pub mod direct_traversal;
@@ -41,7 +43,9 @@ pub mod pc_sample;
 pub mod pc_train;
 pub mod pc_traversal;
 pub mod pdb2mrc;
+pub mod phase_flip;
 pub mod phantom;
+pub mod plot_classes;
 pub mod plot_fsc;
 pub mod pose_error;
 pub mod pose_search;
@@ -58,9 +62,11 @@ pub mod train_dec;
 pub mod train_nn;
 pub mod train_twin;
 pub mod train_vae;
+pub mod translate_mrcs;
 pub mod twin_analyze;
 pub mod view_cs_header;
 pub mod view_header;
+pub mod view_mrcs;
 pub mod vol_edit;
 pub mod write_cs;
 pub mod write_star;
@@ -179,6 +185,17 @@ pub enum Command {
     WriteCs(write_cs::Args),
     #[command(alias = "filter_cs")]
     FilterCs(write_cs::FilterArgs),
+    #[command(alias = "phase_flip")]
+    PhaseFlip(phase_flip::Args),
+    #[command(alias = "translate_mrcs")]
+    TranslateMrcs(translate_mrcs::Args),
+    #[command(alias = "view_mrcs")]
+    ViewMrcs(view_mrcs::Args),
+    #[command(alias = "plot_classes")]
+    PlotClasses(plot_classes::Args),
+    Clean(clean::Args),
+    #[command(alias = "analyze_landscape_full")]
+    AnalyzeLandscapeFull(analyze_landscape_full::Args),
 }
 
 /// Run a parsed command line.
@@ -247,5 +264,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::WriteStar(a) => write_star::run(a),
         Command::WriteCs(a) => write_cs::run(a),
         Command::FilterCs(a) => write_cs::run_filter(a),
+        Command::PhaseFlip(a) => phase_flip::run(a),
+        Command::TranslateMrcs(a) => translate_mrcs::run(a),
+        Command::ViewMrcs(a) => view_mrcs::run(a),
+        Command::PlotClasses(a) => plot_classes::run(a),
+        Command::Clean(a) => clean::run(a),
+        Command::AnalyzeLandscapeFull(a) => analyze_landscape_full::run(a),
     }
 }
