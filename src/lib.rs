@@ -15,7 +15,7 @@
 //! | [`geometry`] | rotation conventions (RELION Euler ZYZ, cryoSPARC rotation vectors), quaternions, HEALPix, Hopf SO(3) grid, shift grid |
 //! | [`meta`] | typed pose/CTF metadata: parsing from STAR and `.cs`, reading/writing the reference's `.pkl` files |
 //! | [`simulate`] | simulated datasets with known truth (poses, CTF, noise, heterogeneity), phantoms with known motions, atomic model → density (pdb2mrc) |
-//! | [`analysis`] | PNG plots with an embedded font; latent analysis: PCA (Jacobi), k-means++, t-SNE embedding, direct/graph/PC traversals, `run_basic` (analyze without volumes) |
+//! | [`analysis`] | PNG plots with an embedded font; latent analysis: PCA (Jacobi), k-means++, UMAP and t-SNE embeddings, direct/graph/PC traversals, `run_basic` (analyze without volumes) |
 //! | [`backend`] | `Backend` trait (one method per primitive), CPU reference backend (rayon + matrixmultiply), CUDA backend (NVRTC kernels, cuBLAS, device selection) |
 //! | [`autodiff`] | tape: `enum Op` + one backward `match`, `ParamStore`, `Grads` |
 //! | [`nn`] | Linear, MLP / ResidLinearMLP (fused), positional encodings, Adam, RAdam, EMA |

@@ -1,4 +1,5 @@
-//! Latent-space analysis: PCA, k-means, t-SNE, traversals, run_basic and the traversal CLIs.
+//! Latent-space analysis: PCA, k-means, t-SNE, traversals, run_basic (with UMAP) and the
+//! traversal CLIs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -330,16 +331,18 @@ fn run_basic_on_real_latents() {
         "z_pca.png",
         "pc1_hist.png",
         "pc2_hist.png",
-        "tsne.png",
-        "tsne.pkl",
+        "umap.png",
+        "umap.pkl",
         "kmeans20/labels.pkl",
         "kmeans20/centers.txt",
         "kmeans20/centers_ind.txt",
         "kmeans20/z_pca.png",
-        "kmeans20/tsne.png",
+        "kmeans20/umap.png",
         "pc1/z_values.txt",
         "pc2/z_values.txt",
         "pc1/pca_traversal.png",
+        "pc1/umap_traversal.png",
+        "pc2/umap_traversal_connected.png",
     ] {
         assert!(out.join(f).is_file(), "missing {f}");
     }
@@ -361,6 +364,18 @@ fn run_basic_on_real_latents() {
     for (k, &i) in ind.iter().enumerate() {
         assert_eq!(&centers.z[k * 8..(k + 1) * 8], &lat.z[i * 8..(i + 1) * 8]);
     }
+    // umap.pkl as the reference's: a float32 (N, 2) array, the embedding run_basic returned.
+    let PyValue::Array(u) = read_pkl(out.join("umap.pkl")).unwrap() else {
+        panic!("umap.pkl is not an array")
+    };
+    assert_eq!(
+        (u.shape.as_slice(), u.data.descr()),
+        ([4549, 2].as_slice(), "<f4")
+    );
+    let emb = rep.embedding.as_ref().unwrap();
+    let u = u.to_f32();
+    assert!(u.iter().all(|v| v.is_finite()));
+    assert!(u.iter().zip(emb).all(|(&a, &b)| a == b as f32));
     let pc1 = load_z(out.join("pc1/z_values.txt")).unwrap();
     assert_eq!((pc1.n, pc1.zdim), (10, 8));
     assert!((pc1.z[0] as f64 + 2.224947403028).abs() < 1e-6);

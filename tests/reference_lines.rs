@@ -401,10 +401,12 @@ fn readme_and_module_doc_lines() {
         );
         assert!(!ok && err.contains("not interactive"), "{line}: {err}");
     }
+    // the module's examples are alternatives that write the same particles.128.star: the
+    // selection first, then the whole stack, which the third line filters
     for line in [
-        "cryodrgn_utils write_star particles.128.mrcs -o particles.128.star --ctf ctf.pkl",
         "cryodrgn_utils write_star particles.128.mrcs -o particles.128.star --ctf ctf.pkl \
                              --poses pose.pkl --ind good-ind.pkl",
+        "cryodrgn_utils write_star particles.128.mrcs -o particles.128.star --ctf ctf.pkl",
         "cryodrgn_utils write_star particles.128.star -o particles.128_good.star \
                              --ind good-ind.pkl",
     ] {

@@ -41,7 +41,14 @@ fn simulate_train_analyze_select_and_export_round_trip() {
     assert!(ok, "{err}");
     // train-vae analyzed its final epoch (as the reference does unless --no-analysis) into
     // analyze.2: `analyze OUT 2`, the outputs numbered by the 1-based epoch
-    for f in ["z.1.pkl", "z.2.pkl", "z.pkl", "weights.2.pkl", "weights.pkl", "config.yaml"] {
+    for f in [
+        "z.1.pkl",
+        "z.2.pkl",
+        "z.pkl",
+        "weights.2.pkl",
+        "weights.pkl",
+        "config.yaml",
+    ] {
         assert!(run.join(f).exists(), "{f} missing");
     }
     assert!(!run.join("z.0.pkl").exists() && !run.join("z.3.pkl").exists());

@@ -1,9 +1,6 @@
-//! A 2-D embedding of latents for plots when zdim > 2: exact t-SNE (van der Maaten & Hinton,
-//! 2008) on a seeded random subsample.
-//!
-//! **Deviation from the reference**, which runs UMAP (`umap-learn`) on all points: UMAP is not
-//! implemented here. t-SNE serves the same purpose in the plots (well-separated clusters in z
-//! stay apart), and the outputs are named honestly (`tsne.png`, `tsne.pkl`).
+//! A 2-D embedding of latents for plots: exact t-SNE (van der Maaten & Hinton, 2008) on a seeded
+//! random subsample, used by `twin-analyze` (cryoTWIN's joint t-SNE of latents and prior samples).
+//! `analyze` embeds z with UMAP, as the reference does: see [`crate::analysis::umap`].
 //!
 //! Method, for the `S = min(N, max_points)` subsampled points:
 //! - input affinities `p_{j|i} ∝ exp(−β_i ‖z_i − z_j‖²)`, `β_i` found by bisection so that the

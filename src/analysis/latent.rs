@@ -8,12 +8,20 @@
 //! |---|---|
 //! | `z_pca.png` | scatter of PC1 vs PC2, explained-variance ratio in the axis labels |
 //! | `z_pca_hist.png` | histograms of PC1 and PC2 (two files: `pc1_hist.png`, `pc2_hist.png`) |
-//! | `tsne.png`, `tsne.pkl` | 2-D t-SNE embedding (zdim > 2; the reference's `umap.png`/`umap.pkl`, see [`crate::analysis::embed`]) |
+//! | `umap.pkl` | 2-D UMAP embedding, float32 `(N, 2)` as umap-learn's (zdim > 2; [`crate::analysis::umap`]) |
+//! | `umap.png` | scatter of that embedding |
 //! | `kmeans{K}/labels.pkl` | int64 cluster label per particle `(N)` |
 //! | `kmeans{K}/centers.txt`, `centers_ind.txt` | on-data centers (nearest particle to each k-means mean) and their indices |
-//! | `kmeans{K}/z_pca.png`, `kmeans{K}/tsne.png` | scatter with the numbered centers |
+//! | `kmeans{K}/z_pca.png`, `kmeans{K}/umap.png` | scatter with the numbered centers |
 //! | `pc{1,2}/z_values.txt` | 10 points along PC1/PC2 between the 5th and 95th percentiles |
 //! | `pc{1,2}/pca_traversal.png` | those points on the PC scatter |
+//! | `pc{1,2}/umap_traversal.png`, `…_connected.png` | their nearest particles on the UMAP scatter |
+//!
+//! The UMAP files are written for zdim > 2 unless `skip_embedding` (the reference's `--skip-umap`).
+//!
+//! Not drawn (seaborn/colormap styles of the reference): `z_pca_marginals.png`, `z_pca_hexbin.png`,
+//! `umap_marginals.png`, `umap_hexbin.png`, `kmeans{K}/z_pca_hex.png`, `kmeans{K}/umap_hex.png`,
+//! `pc{1,2}/umap.png` (UMAP coloured by the PC value).
 //!
 //! For `zdim = 1` (the reference's `analyze_z1`): `z_hist.png` and `z_values.txt` with the
 //! 5th..95th percentiles of z.
@@ -23,13 +31,13 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
-use crate::analysis::embed::{tsne, TsneOptions};
 use crate::analysis::kmeans::{kmeans, nearest_points};
 use crate::analysis::pca::{linspace, pc_traj_values, percentile, Pca};
 use crate::analysis::plot::{
     auto_range, chart_builder, draw_legend, draw_mesh, histogram, render, scatter_plot, PlotStyle,
     FONT, TAB10,
 };
+use crate::analysis::umap::{umap, UmapOptions};
 use crate::error::{Error, IoContext, Result};
 use crate::io::array::NdArray;
 use crate::io::atomic::write_atomic;
@@ -252,7 +260,8 @@ pub fn marked_scatter(
             ])?;
             chart.draw_series([EmptyElement::at((a, b))
                 + Text::new(
-                    k.to_string(),
+                    // numbered from 1, as the volumes (vol_001.mrc) and select-clusters' --sel
+                    (k + 1).to_string(),
                     (8, -20),
                     (FONT, 18).into_font().color(&BLACK),
                 )])?;
@@ -403,6 +412,44 @@ pub fn run_basic_with(
         )?;
     }
 
+    // The reference's UMAP of z (zdim > 2): umap.pkl and umap.png.
+    let embedding = if zdim > 2 && !opts.skip_embedding {
+        let (emb, _) = umap(
+            z,
+            n,
+            zdim,
+            &UmapOptions {
+                seed: opts.seed,
+                ..UmapOptions::default()
+            },
+        )?;
+        write_pkl(
+            outdir.join("umap.pkl"),
+            &PyValue::Array(NdArray::from_f32(
+                vec![n, 2],
+                emb.iter().map(|&v| v as f32).collect(),
+            )?),
+        )?;
+        Some(emb)
+    } else {
+        None
+    };
+    let umap_xy: Option<(Vec<f64>, Vec<f64>)> = embedding.as_ref().map(|e| {
+        (
+            e.iter().step_by(2).copied().collect(),
+            e.iter().skip(1).step_by(2).copied().collect(),
+        )
+    });
+    let umap_style = PlotStyle {
+        x_label: "UMAP1".into(),
+        y_label: "UMAP2".into(),
+        size: (800, 800),
+        ..PlotStyle::default()
+    };
+    if let Some((ex, ey)) = &umap_xy {
+        scatter_plot(outdir.join("umap.png"), ex, ey, &umap_style)?;
+    }
+
     let mut jobs = Vec::new();
     for dim in 1..=opts.num_pcs.min(zdim) {
         let vals = pc_traj_values(&col(dim - 1), opts.n_per_pc, (5.0, 95.0), false)?;
@@ -425,6 +472,28 @@ pub fn run_basic_with(
             },
             &pc_style,
         )?;
+        if let Some((ex, ey)) = &umap_xy {
+            // As the reference: the traversal drawn at its nearest particles.
+            let near = nearest_points(z, zdim, &traj);
+            let upts: Vec<(f64, f64)> = near.iter().map(|&i| (ex[i], ey[i])).collect();
+            for (file, connect) in [
+                ("umap_traversal.png", false),
+                ("umap_traversal_connected.png", true),
+            ] {
+                marked_scatter(
+                    dir.join(file),
+                    ex,
+                    ey,
+                    &Marks {
+                        labels: None,
+                        points: &upts,
+                        connect,
+                        paths: &[],
+                    },
+                    &umap_style,
+                )?;
+            }
+        }
         jobs.push(VolumeJob { outdir: dir, z: tz });
     }
 
@@ -458,49 +527,21 @@ pub fn run_basic_with(
         &pc_style,
     )?;
 
-    let embedding = if zdim > 2 && !opts.skip_embedding {
-        let (emb, _) = tsne(
-            z,
-            n,
-            zdim,
-            &TsneOptions {
-                seed: opts.seed,
-                ..TsneOptions::default()
-            },
-        )?;
-        let ex: Vec<f64> = emb.iter().step_by(2).copied().collect();
-        let ey: Vec<f64> = emb.iter().skip(1).step_by(2).copied().collect();
-        let est = PlotStyle {
-            x_label: "t-SNE1".into(),
-            y_label: "t-SNE2".into(),
-            size: (800, 800),
-            ..PlotStyle::default()
-        };
-        scatter_plot(outdir.join("tsne.png"), &ex, &ey, &est)?;
-        write_pkl(
-            outdir.join("tsne.pkl"),
-            &PyValue::Array(NdArray::from_f32(
-                vec![n, 2],
-                emb.iter().map(|&v| v as f32).collect(),
-            )?),
-        )?;
+    if let Some((ex, ey)) = &umap_xy {
         let epts: Vec<(f64, f64)> = centers_ind.iter().map(|&i| (ex[i], ey[i])).collect();
         marked_scatter(
-            kdir.join("tsne.png"),
-            &ex,
-            &ey,
+            kdir.join("umap.png"),
+            ex,
+            ey,
             &Marks {
                 labels: Some(&km.labels),
                 points: &epts,
                 connect: false,
                 paths: &[],
             },
-            &est,
+            &umap_style,
         )?;
-        Some(emb)
-    } else {
-        None
-    };
+    }
     jobs.push(VolumeJob {
         outdir: kdir,
         z: centers,

@@ -9,5 +9,6 @@ pub mod pca;
 pub mod plot;
 pub mod stats;
 pub mod traversal;
+pub mod umap;
 
 pub use latent::run_basic;

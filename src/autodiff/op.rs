@@ -60,6 +60,13 @@ pub enum Op {
         batch: usize,
         heads: usize,
     },
+    /// y (B, H_out, W_out, C_out) = x (B, H, W, C_in) ⋆ w (C_out, C_in, k, k), no bias; see
+    /// [`Backend::conv2d`].
+    Conv2d {
+        x: Var,
+        w: Var,
+        shape: crate::backend::Conv2dShape,
+    },
     /// y (1) = mean((a − b)²).
     Mse { a: Var, b: Var },
     /// y (1) = mean(½(logvar + (x − μ)² e^{−logvar})).
@@ -102,6 +109,7 @@ impl Op {
         match self {
             Input | Constant | Param(_) => vec![],
             Matmul { a, b } | Binary { a, b, .. } | Mse { a, b } => vec![*a, *b],
+            Conv2d { x, w, .. } => vec![*x, *w],
             Linear { x, w, b } => {
                 let mut v = vec![*x, *w];
                 v.extend(b);
@@ -402,6 +410,16 @@ pub(crate) fn backward_node<B: Backend>(
                     *heads,
                     t.slot(grads, *qkv)?,
                 )?;
+            }
+        }
+        Conv2d { x, w, shape } => {
+            // y = X·wᵀ with X = im2col(x): ∂L/∂w = gᵀ·X ; ∂L/∂x = col2im(g·w)
+            // (one backend primitive, backend::cpu::conv)
+            if t.wants(*x) {
+                be.conv2d_backward(val(*x), val(*w), shape, g, Some(t.slot(grads, *x)?), None)?;
+            }
+            if t.wants(*w) {
+                be.conv2d_backward(val(*x), val(*w), shape, g, None, Some(t.slot(grads, *w)?))?;
             }
         }
         Mse { a, b } => {

@@ -533,6 +533,38 @@ impl<'p, B: Backend> Tape<'p, B> {
         ))
     }
 
+    /// 2-D convolution without bias ([`Backend::conv2d`]): x (B, H, W, C_in) NHWC, w (C_out,
+    /// C_in, k, k) in torch's layout, `stride` and `pad` zero pixels per side → (B, H_out,
+    /// W_out, C_out), H_out = (H + 2·pad − k)/stride + 1.
+    pub fn conv2d(&mut self, x: Var, w: Var, stride: usize, pad: usize) -> Result<Var> {
+        let (sx, sw) = (self.shape(x).to_vec(), self.shape(w).to_vec());
+        if sx.len() != 4 {
+            return Err(shape_err("conv2d: x", "(B, H, W, C_in)", sx));
+        }
+        if sw.len() != 4 || sw[1] != sx[3] || sw[2] != sw[3] {
+            return Err(shape_err(
+                "conv2d: w",
+                format!("(C_out, {}, k, k)", sx[3]),
+                sw,
+            ));
+        }
+        let s = crate::backend::Conv2dShape {
+            batch: sx[0],
+            h: sx[1],
+            w: sx[2],
+            c_in: sx[3],
+            c_out: sw[0],
+            k: sw[2],
+            stride,
+            pad,
+        };
+        s.check("conv2d")?;
+        let mut y = self.out(s.y_len())?;
+        self.be.conv2d(self.value(x), self.value(w), &s, &mut y)?;
+        let shape = vec![s.batch, s.h_out(), s.w_out(), s.c_out];
+        Ok(self.push(Op::Conv2d { x, w, shape: s }, shape, y, Saved::None))
+    }
+
     /// mean((a − b)²) → (1).
     pub fn mse(&mut self, a: Var, b: Var) -> Result<Var> {
         self.same_shape("mse", a, b)?;

@@ -208,6 +208,63 @@ pub struct AdamCoeffs {
     pub denom_eps: f64,
 }
 
+/// The geometry of [`Backend::conv2d`]: `batch` images of h × w pixels with `c_in` channels
+/// (NHWC: channels fastest), `c_out` kernels of k × k × c_in, applied every `stride` pixels with
+/// `pad` zero pixels on every side (torch's `nn.Conv2d(c_in, c_out, k, stride, pad)`). The
+/// output is (batch, h_out, w_out, c_out), h_out = (h + 2·pad − k)/stride + 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dShape {
+    pub batch: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_in: usize,
+    pub c_out: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl Conv2dShape {
+    /// Output height (h + 2·pad − k)/stride + 1.
+    pub fn h_out(&self) -> usize {
+        (self.h + 2 * self.pad - self.k) / self.stride + 1
+    }
+    /// Output width (w + 2·pad − k)/stride + 1.
+    pub fn w_out(&self) -> usize {
+        (self.w + 2 * self.pad - self.k) / self.stride + 1
+    }
+    /// Values of x: batch·h·w·c_in.
+    pub fn x_len(&self) -> usize {
+        self.batch * self.h * self.w * self.c_in
+    }
+    /// Values of w: c_out·c_in·k².
+    pub fn w_len(&self) -> usize {
+        self.c_out * self.c_in * self.k * self.k
+    }
+    /// Values of y: batch·h_out·w_out·c_out.
+    pub fn y_len(&self) -> usize {
+        self.batch * self.h_out() * self.w_out() * self.c_out
+    }
+    /// An error unless k, stride, c_in, c_out ≥ 1 and the padded image holds one kernel.
+    pub fn check(&self, what: &str) -> Result<()> {
+        let ok = self.k >= 1
+            && self.stride >= 1
+            && self.c_in >= 1
+            && self.c_out >= 1
+            && self.h + 2 * self.pad >= self.k
+            && self.w + 2 * self.pad >= self.k;
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Shape {
+                what: format!("{what}: convolution"),
+                expected: "k, stride, channels ≥ 1 and a padded image of at least k × k".into(),
+                got: format!("{self:?}"),
+            })
+        }
+    }
+}
+
 /// Matrix operand of [`Backend::gemm`]: a row-major (rows, cols) buffer, optionally used
 /// transposed.
 pub struct MatRef<'a, B: Backend> {
@@ -432,6 +489,48 @@ pub trait Backend: Clone + Send + Sync + 'static {
         let _ = (qkv, y, lse, dy, batch, heads, dqkv);
         Err(Error::invalid(format!(
             "attention_backward: not implemented on the {} backend (CPU only, issue 25)",
+            self.name()
+        )))
+    }
+
+    // ---- convolution ----
+    /// y (batch, h_out, w_out, c_out) = x ⋆ w, torch's `nn.Conv2d(bias=False)` on NHWC images:
+    /// y[b, oy, ox, o] = Σ_{c, ky, kx} w[o, c, ky, kx] · x[b, oy·stride + ky − pad,
+    /// ox·stride + kx − pad, c], zero outside the image; x (batch, h, w, c_in) channels fastest,
+    /// w (c_out, c_in, k, k) in torch's layout (see [`Conv2dShape`]).
+    ///
+    /// The default body returns [`Error::Invalid`]: only the CPU backend implements it so far
+    /// (`--encode-mode conv` is refused on CUDA).
+    fn conv2d(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        s: &Conv2dShape,
+        y: &mut Self::Buf,
+    ) -> Result<()> {
+        let _ = (x, w, s, y);
+        Err(Error::invalid(format!(
+            "conv2d: not implemented on the {} backend (CPU only)",
+            self.name()
+        )))
+    }
+    /// Accumulates the gradients of [`Backend::conv2d`] from dy (batch, h_out, w_out, c_out):
+    /// with X the im2col matrix of x (one row per output pixel, columns (c, ky, kx)),
+    /// dw (c_out, c_in·k·k) += dyᵀ·X and dx += col2im(dy·w) (each input pixel summing the
+    /// entries of every window it falls in). The default body errors like [`Backend::conv2d`].
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_backward(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        s: &Conv2dShape,
+        dy: &Self::Buf,
+        dx: Option<&mut Self::Buf>,
+        dw: Option<&mut Self::Buf>,
+    ) -> Result<()> {
+        let _ = (x, w, s, dy, dx, dw);
+        Err(Error::invalid(format!(
+            "conv2d_backward: not implemented on the {} backend (CPU only)",
             self.name()
         )))
     }

@@ -8,9 +8,10 @@
 //! mean and std volumes, plots on the volume PCs and on the latent embedding). See
 //! [`crate::analysis::landscape`] for every file written.
 //!
-//! The latent embedding drawn with the clusters is `analyze.EPOCH/umap.pkl` (a cryoDRGN run's) or
-//! `analyze.EPOCH/tsne.pkl` (ours, zdim > 2) when present, else the PCA of z (`z_pca`; for
-//! zdim 1, z itself). Only the masked voxels of the K volumes are held in memory.
+//! The latent embedding drawn with the clusters is `analyze.EPOCH/umap.pkl` (written by
+//! `analyze`, ours or cryoDRGN's, for zdim > 2) when present, else `analyze.EPOCH/tsne.pkl` (what
+//! our `analyze` wrote before it had UMAP), else the PCA of z (`z_pca`; for zdim 1, z itself).
+//! Only the masked voxels of the K volumes are held in memory.
 //!
 //! Example: `cryofield analyze-landscape out/ 19 -N 500 -M 8 -d 64`
 
@@ -105,8 +106,8 @@ fn landscape_dir(analyze_dir: &Path) -> PathBuf {
     analyze_dir.with_file_name(name)
 }
 
-/// The embedding of analyze (`umap.pkl`, cryoDRGN's; `tsne.pkl`, ours) and its file name, else
-/// the PCA of z (z itself for zdim 1).
+/// The embedding of analyze (`umap.pkl`; `tsne.pkl` from our older `analyze`) and its file name,
+/// else the PCA of z (z itself for zdim 1).
 fn embedding(
     analyze_dir: &Path,
     z: &[f32],

@@ -225,7 +225,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         Some(o) => (o.clone(), a.neg_o.clone()),
         None => {
             let dir = a.sel_dir.clone().unwrap_or_default();
-            let neg = a.neg_o.clone().unwrap_or_else(|| dir.join("indices_inverse.pkl"));
+            let neg = a
+                .neg_o
+                .clone()
+                .unwrap_or_else(|| dir.join("indices_inverse.pkl"));
             (dir.join("indices.pkl"), Some(neg))
         }
     };

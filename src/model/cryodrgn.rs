@@ -15,9 +15,14 @@
 //! | `model_args.qlayers/qdim/players/pdim` (train_vae), `layers/dim` (train_nn) | encoder / decoder sizes |
 //! | `model_args.zdim`, `encode_mode`, `enc_mask`, `pe_type`, `pe_dim`, `feat_sigma`, `domain`, `activation` | the same |
 //!
-//! Not supported (refused with a message): `encode_mode: conv` and `tilt` (cryoDRGN 4's cryo-ET
-//! tilt series), `pe_type: none`, models of `abinit` runs (their config has no `model_args` of this
-//! form), the legacy (pre-zip) torch format and `config.pkl` of cryoDRGN < 0.3.
+//! `encode_mode: conv` maps `encoder.main.{0,2,4,6,8}.weight` onto our convolutional encoder
+//! ([`crate::model::encoder::ConvNet`]); `pe_type: none` onto a decoder without encoding
+//! (`FTSliceDecoder`, or the bare `ResidLinearMLP` of `--domain hartley`, whose names lose one
+//! `decoder.`).
+//!
+//! Not supported (refused with a message): `encode_mode: tilt` (cryoDRGN 4's cryo-ET tilt
+//! series), models of `abinit` runs (their config has no `model_args` of this form), the legacy
+//! (pre-zip) torch format and `config.pkl` of cryoDRGN < 0.3.
 
 use crate::error::IoContext;
 use crate::io::pkl::PyValue;
@@ -115,10 +120,10 @@ pub fn record_from_yaml(path: &Path) -> Result<RunRecord> {
     };
     let zdim = usize_of(model, "zdim")?;
     let encode_mode = string(model, "encode_mode")?.unwrap_or_else(|| "resid".into());
-    if zdim.is_some() && matches!(encode_mode.as_str(), "conv" | "tilt") {
-        return Err(bad(&format!(
-            "`encode_mode: {encode_mode}` is not supported yet (resid and mlp are)"
-        )));
+    if zdim.is_some() && encode_mode == "tilt" {
+        return Err(bad(
+            "`encode_mode: tilt` (cryo-ET tilt series) is not supported (resid, mlp and conv are)",
+        ));
     }
     let pe_type = string(model, "pe_type")?.unwrap_or_else(|| "gaussian".into());
     let het = zdim.is_some();
@@ -430,7 +435,7 @@ pub fn exportable(cfg: &TrainConfig) -> bool {
         && cfg.slow.is_none()
         && cfg.tilt.is_none()
         && !cfg.autodecoder
-        && matches!(cfg.encode_mode.as_str(), "resid" | "mlp")
+        && matches!(cfg.encode_mode.as_str(), "resid" | "mlp" | "conv")
 }
 
 /// Write a checkpoint as cryoDRGN 4.3 writes `weights.pkl`: `{"epoch": 1-based, "model_state_dict",
@@ -559,7 +564,11 @@ pub fn write_config_yaml(path: &Path, record: &RunRecord) -> Result<()> {
     y.push_str(&format!("  activation: {}\n", c.activation));
     match c.zdim {
         Some(z) => {
-            let enc_mask = c.enc_mask.unwrap_or((d / 2) as i64);
+            // conv reads the whole image: −1, with which the reference's HetOnlyVAE.load builds it
+            let enc_mask = match c.encode_mode.as_str() {
+                "conv" => -1,
+                _ => c.enc_mask.unwrap_or((d / 2) as i64),
+            };
             y.push_str(&format!("  domain: {}\n", c.domain));
             y.push_str(&format!("  enc_mask: {enc_mask}\n"));
             y.push_str(&format!("  encode_mode: {}\n", c.encode_mode));

@@ -49,7 +49,10 @@ impl Decoder {
     /// A new decoder whose MLP parameters are `{prefix}decoder.main.*` (the reference's state
     /// dict: `decoder.main.*` for `train_nn`, `decoder.decoder.main.*` inside a VAE).
     ///
-    /// Errors on `--pe-type none` (cryoDRGN's `FTSliceDecoder` / bare MLP are not implemented).
+    /// `--pe-type none` feeds the coordinates themselves, (x, y, z) ++ z_latent (3 + zdim wide),
+    /// to the network: cryoDRGN's `FTSliceDecoder` for `fourier` (the same names as above) and a
+    /// bare `ResidLinearMLP` for `hartley`, whose parameters are then `{prefix}main.*`
+    /// (`main.*` for `train_nn`, `decoder.main.*` inside a VAE).
     pub fn new<B: Backend>(
         be: &B,
         store: &mut ParamStore<B>,
@@ -57,11 +60,6 @@ impl Decoder {
         cfg: &DecoderConfig,
         rng: &mut impl Rng,
     ) -> Result<Self> {
-        if cfg.pe == PeKind::None {
-            return Err(Error::invalid(
-                "--pe-type none (FTSliceDecoder) is not supported; use a positional encoding",
-            ));
-        }
         let (pe, rand_freqs) = if cfg.pe == PeKind::Gaussian {
             let e = cfg.pe_dim.unwrap_or(cfg.d / 2);
             let rf: Vec<f32> = (0..9 * e)
@@ -81,10 +79,15 @@ impl Decoder {
                 None,
             )
         };
+        let name = if cfg.pe == PeKind::None && cfg.domain == Domain::Hartley {
+            prefix.trim_end_matches('.').to_string()
+        } else {
+            format!("{prefix}decoder")
+        };
         let mlp = Mlp::resid(
             be,
             store,
-            &format!("{prefix}decoder"),
+            &name,
             pe.out_dim(),
             cfg.layers,
             cfg.dim,
@@ -123,7 +126,9 @@ impl Decoder {
     }
 
     /// The decoded slices y (B, P) at the masked lattice `coords` (P, 3) rotated by `rot`
-    /// (B, 3, 3), with latents `z` (B, zdim) — one fused tape op.
+    /// (B, 3, 3), with latents `z` (B, zdim) — one fused tape op. Without a positional
+    /// encoding (`--pe-type none`) the same values come from [`Decoder::forward_unfused`]'s
+    /// primitive ops (the fused op encodes with at least one frequency), on every backend.
     pub fn forward<B: Backend>(
         &self,
         t: &mut Tape<'_, B>,
@@ -131,6 +136,19 @@ impl Decoder {
         rot: Var,
         z: Option<Var>,
     ) -> Result<Var> {
+        if self.pe.kind == PeKind::None {
+            let c: Vec<[f64; 3]> = t
+                .to_vec(coords)?
+                .chunks_exact(3)
+                .map(|c| [c[0].f64(), c[1].f64(), c[2].f64()])
+                .collect();
+            let r: Vec<[f64; 9]> = t
+                .to_vec(rot)?
+                .chunks_exact(9)
+                .map(|r| std::array::from_fn(|k| r[k].f64()))
+                .collect();
+            return self.forward_unfused(t, &c, &r, z);
+        }
         let freqs = self.pe.freqs_tensor(t.backend())?;
         let freqs = t.constant(freqs);
         let layers = self.layer_vars(t);
@@ -375,8 +393,14 @@ pub fn eval_volume_box<B: Backend>(
             .flat_map(|&y| lin.iter().map(move |&x| [x, y, dz]))
             .collect();
         let slice = &mut vol_f[s * n * n..(s + 1) * n * n];
+        // FTSliceDecoder (`fourier` without an encoding) evaluates every point as `decode`
+        // does; the sphere is zeroed after un-normalizing, below
+        let slice_decoder = dec.pe.kind == PeKind::None;
         match dec.domain {
             Domain::Hartley => slice.copy_from_slice(&dec.eval_points(be, store, &pts, z)?),
+            Domain::Fourier if slice_decoder => {
+                slice.copy_from_slice(&dec.eval_points(be, store, &pts, z)?)
+            }
             Domain::Fourier => {
                 let keep: Vec<usize> = (0..pts.len())
                     .filter(|&i| {
@@ -396,15 +420,51 @@ pub fn eval_volume_box<B: Backend>(
             }
         }
     }
+    let outside = if dec.domain == Domain::Fourier && dec.pe.kind == PeKind::None {
+        outside_sphere(n)
+    } else {
+        vec![false; n * n * n]
+    };
     let mut vol = vec![0.0f32; d * d * d];
     for k in 0..d {
         for j in 0..d {
             for i in 0..d {
-                vol[(k * d + j) * d + i] = vol_f[(k * n + j) * n + i] * norm.std + norm.mean;
+                let at = (k * n + j) * n + i;
+                vol[(k * d + j) * d + i] = if outside[at] {
+                    0.0
+                } else {
+                    vol_f[at] * norm.std + norm.mean
+                };
             }
         }
     }
     Ok(ihtn_center(&vol, d))
+}
+
+/// The voxels of an n³ cube (n odd, z slowest) that cryoDRGN's `utils.zero_sphere` zeroes:
+/// radius r > 1 on the grid `linspace(−1, 1, n)` per axis, computed as NumPy does (f64,
+/// x_i = i·(2/(n−1)) − 1 with the last point exactly 1; its `meshgrid` order makes the sum
+/// (x² + z²) + y² for x fastest, z slowest; then √ and the comparison).
+fn outside_sphere(n: usize) -> Vec<bool> {
+    let step = 2.0 / (n - 1) as f64;
+    let xx: Vec<f64> = (0..n)
+        .map(|i| {
+            if i == n - 1 {
+                1.0
+            } else {
+                i as f64 * step - 1.0
+            }
+        })
+        .collect();
+    let mut out = vec![false; n * n * n];
+    for (k, &z) in xx.iter().enumerate() {
+        for (j, &y) in xx.iter().enumerate() {
+            for (i, &x) in xx.iter().enumerate() {
+                out[(k * n + j) * n + i] = (x * x + z * z + y * y).sqrt() > 1.0;
+            }
+        }
+    }
+    out
 }
 
 /// The z = 0 slice through the fused op with the identity rotation (the reference's

@@ -5,7 +5,7 @@
 //! | [`decoder`] | [`Decoder`]: `FTPositionalDecoder` (`fourier`) / `PositionalDecoder` (`hartley`) on rotated lattices, [`decoder::eval_volume`] |
 //! | [`cryodrgn`] | opening runs trained by cryoDRGN (`config.yaml`, `weights.N.pkl`) |
 //! | [`pose`] | pose parametrisations (in-plane angle, 6-D Gram–Schmidt) → rotations on the tape, for learned poses |
-//! | [`encoder`] | [`Encoder`]: `ResidLinearMLP` / `MLP` on the masked image, and the tilt-pair encoder |
+//! | [`encoder`] | [`Encoder`]: `ResidLinearMLP` / `MLP` on the masked image, `ConvEncoder` on the 64×64 real-space image, and the tilt-pair encoder |
 //! | [`vae`] | [`HetOnlyVae`]: encoder + reparameterization + decoder, the loss of `train_vae.py` |
 
 pub mod cryodrgn;

@@ -12,7 +12,8 @@ use rand::Rng;
 impl Mlp {
     /// `ResidLinearMLP(in_dim, nlayers, hidden_dim, out_dim, activation)`. Parameter names
     /// follow torch's state dict: `{name}.main.{2l}.linear.weight` for residual layers,
-    /// `{name}.main.{2l}.weight` for plain ones.
+    /// `{name}.main.{2l}.weight` for plain ones (`main.{2l}…` for an empty `name`: the network is
+    /// the whole model, as cryoDRGN's `train_nn --domain hartley --pe-type none`).
     #[allow(clippy::too_many_arguments)]
     pub fn resid<B: Backend>(
         be: &B,
@@ -28,12 +29,17 @@ impl Mlp {
         let dims = layer_dims(in_dim, nlayers, hidden, out_dim);
         let mut layers = Vec::with_capacity(dims.len());
         let mut residual = Vec::with_capacity(dims.len());
+        let main = if name.is_empty() {
+            "main".to_string()
+        } else {
+            format!("{name}.main")
+        };
         for (l, &(i, o)) in dims.iter().enumerate() {
             let res = i == o;
             let pname = if res {
-                format!("{name}.main.{}.linear", 2 * l)
+                format!("{main}.{}.linear", 2 * l)
             } else {
-                format!("{name}.main.{}", 2 * l)
+                format!("{main}.{}", 2 * l)
             };
             layers.push(Linear::new(be, store, &pname, i, o, true, rng)?);
             residual.push(res);

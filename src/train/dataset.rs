@@ -9,7 +9,8 @@ use crate::fourier::ctf::{compute_ctf_into, Ctf};
 use crate::fourier::lattice::Lattice;
 use crate::fourier::shift::translate_ht_into;
 use crate::fourier::window::{
-    estimate_normalization, normalization_indices, preprocess_images, window_mask, Norm,
+    estimate_normalization, estimate_normalization_real, normalization_indices, preprocess_images,
+    window_mask, Norm,
 };
 use crate::io::source::ParticleSource;
 use crate::meta::{CtfParams, Poses};
@@ -102,6 +103,36 @@ impl ImageDataset {
         preprocess_images(raw, self.d, self.window.as_deref(), self.invert, self.norm)
     }
 
+    /// The reference's real-space normalization (`ImageDataset.estimate_normalization_real`):
+    /// mean and sample std of the raw images (no window, no inversion) at the same sample of
+    /// particles as [`ImageDataset::open`]'s estimate. Each stack has its own (cryoDRGN does not
+    /// record it).
+    pub fn real_norm(&self) -> Result<Norm> {
+        let d = self.d;
+        let idx = normalization_indices(self.n, 1000);
+        let mut imgs = vec![0.0f32; idx.len() * d * d];
+        for (k, &i) in idx.iter().enumerate() {
+            self.src
+                .read_into(i, &mut imgs[k * d * d..(k + 1) * d * d])?;
+        }
+        estimate_normalization_real(&imgs, d).map_err(|e| Error::format(&self.path, e.to_string()))
+    }
+
+    /// Real-space image i (D²), the input of `--encode-mode conv` (the reference's `y_real`):
+    /// windowed, inverted when the data are, then `(x − norm.mean) / norm.std` with the
+    /// real-space `norm` of [`ImageDataset::real_norm`]. Read from the stack (not kept in memory).
+    pub fn real_image(&self, i: usize, norm: Norm) -> Result<Vec<f32>> {
+        let mut img = self.src.image(i)?;
+        if let Some(w) = &self.window {
+            img.iter_mut().zip(w).for_each(|(v, &m)| *v *= m);
+        }
+        if self.invert {
+            img.iter_mut().for_each(|v| *v = -*v);
+        }
+        norm.apply(&mut img);
+        Ok(img)
+    }
+
     /// Preprocessed image i, (D+1)².
     pub fn image(&self, i: usize) -> Result<Vec<f32>> {
         let dd = (self.d + 1) * (self.d + 1);
@@ -125,7 +156,8 @@ pub struct Batch {
     pub y: Vec<f32>,
     /// CTF at the mask (B, P).
     pub ctf: Option<Vec<f32>>,
-    /// Encoder input (B, Q): the translated image at the encoder mask times sign(CTF).
+    /// Encoder input (B, Q): the translated image at the encoder mask times sign(CTF); with
+    /// [`BatchMaker::enc_real`], the real-space image (B, D²), untranslated.
     pub enc: Option<Vec<f32>>,
     /// Tilt pairs: the tilted image's (y, enc) and rotations tilt·R (B, 3, 3).
     pub tilt: Option<(Vec<f32>, Vec<f32>, Vec<f32>)>,
@@ -145,8 +177,11 @@ pub struct BatchMaker {
     pub lattice: Lattice,
     /// Lattice indices of the decoder mask (P).
     pub mask: Vec<usize>,
-    /// Lattice indices of the encoder input (Q); None: no encoder.
+    /// Lattice indices of the encoder input (Q); None: no encoder (or a real-space one).
     pub enc_mask: Option<Vec<usize>>,
+    /// The encoder reads real-space images normalized by this (`--encode-mode conv`; see
+    /// [`ImageDataset::real_image`]) instead of Hartley pixels at `enc_mask`.
+    pub enc_real: Option<Norm>,
 }
 
 /// torch's `sign` (0 at 0).
@@ -187,12 +222,14 @@ impl BatchMaker {
             translate_ht_into(&img, self.lattice.freqs2d(), t, &mut tr);
         }
         let y = self.mask.iter().map(|&k| tr[k]).collect();
-        let enc = match &self.enc_mask {
-            Some(em) => em
+        let enc = match (self.enc_real, &self.enc_mask) {
+            // as the reference: neither translated nor phase-flipped (it refuses a CTF)
+            (Some(norm), _) => ds.real_image(i, norm)?,
+            (None, Some(em)) => em
                 .iter()
                 .map(|&k| tr[k] * ctf_full.map(|c| sign(c[k])).unwrap_or(1.0))
                 .collect(),
-            None => Vec::new(),
+            (None, None) => Vec::new(),
         };
         Ok((y, enc))
     }
@@ -223,7 +260,7 @@ impl BatchMaker {
             per.iter().flat_map(|p| f(p).iter().copied()).collect()
         };
         let y = cat(&|p| &p.0);
-        let enc = self.enc_mask.as_ref().map(|_| cat(&|p| &p.1));
+        let enc = (self.enc_mask.is_some() || self.enc_real.is_some()).then(|| cat(&|p| &p.1));
         let ctf = self.ctf.as_ref().map(|_| cat(&|p| &p.2));
         let tilt = self.tilt_data.as_ref().map(|_| {
             let yt = cat(&|p| &p.3.as_ref().expect("tilt present").0);

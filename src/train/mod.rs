@@ -526,7 +526,6 @@ pub(crate) fn open_run(cfg: &TrainConfig) -> Result<RunData> {
     // `--encode-mode conv` reads the whole real-space image (the reference's `use_real`)
     let conv = cfg.zdim.is_some() && cfg.encode_mode == "conv";
     let (enc_mask, enc_real) = if conv {
-        check_conv_inputs(cfg)?;
         (None, Some(data.real_norm()?))
     } else {
         (enc_mask, None)
@@ -739,6 +738,9 @@ pub fn train_with<B: Backend<Elem = f32>>(
     let domain = parse_domain(&cfg.domain)?;
     let act = parse_activation(&cfg.activation)?;
     let encode_mode: EncodeMode = cfg.encode_mode.parse()?;
+    if cfg.zdim.is_some() && encode_mode == EncodeMode::Conv {
+        check_conv_inputs(cfg)?;
+    }
     if cfg.zdim.is_some() && (encode_mode == EncodeMode::Tilt) != cfg.tilt.is_some() {
         return Err(Error::invalid(
             "--encode-mode tilt and --tilt go together (give both or neither)",
@@ -900,7 +902,8 @@ pub fn train_with<B: Backend<Elem = f32>>(
         ck.settings = settings.clone();
         ck.save(&name("weights", "safetensors"))?;
         let record = run_record(cfg, d, n, norm, epoch);
-        if crate::model::cryodrgn::exportable(cfg) && (tag.is_empty() || epoch + 1 == cfg.num_epochs)
+        if crate::model::cryodrgn::exportable(cfg)
+            && (tag.is_empty() || epoch + 1 == cfg.num_epochs)
         {
             // the last epoch also in cryoDRGN 4.3's files (`weights.N.pkl`, `weights.pkl`), for its
             // eval_vol / analyze / --load and for scripts written for it; earlier epochs only as

@@ -7,14 +7,15 @@
 
 pub mod amx;
 pub mod attention;
+mod conv;
 pub mod gemm;
 mod mlp;
 mod mlp_rows;
 pub mod trig;
 
 use super::{
-    decode, AdamCoeffs, Backend, BinaryOp, DecodeOutput, DecodeSaved, DecodeSpec, MatRef,
-    MlpLayerGrad, MlpOutput, MlpSaved, MlpWeights, UnaryOp,
+    decode, AdamCoeffs, Backend, BinaryOp, Conv2dShape, DecodeOutput, DecodeSaved, DecodeSpec,
+    MatRef, MlpLayerGrad, MlpOutput, MlpSaved, MlpWeights, UnaryOp,
 };
 use crate::{Error, Result};
 use gemm::CpuFloat;
@@ -722,6 +723,22 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         dqkv: &mut Vec<T>,
     ) -> Result<()> {
         attention::backward(qkv, y, lse, dy, batch, heads, dqkv)
+    }
+
+    fn conv2d(&self, x: &Vec<T>, w: &Vec<T>, s: &Conv2dShape, y: &mut Vec<T>) -> Result<()> {
+        conv::conv2d(x, w, s, y)
+    }
+
+    fn conv2d_backward(
+        &self,
+        x: &Vec<T>,
+        w: &Vec<T>,
+        s: &Conv2dShape,
+        dy: &Vec<T>,
+        dx: Option<&mut Vec<T>>,
+        dw: Option<&mut Vec<T>>,
+    ) -> Result<()> {
+        conv::conv2d_backward(x, w, s, dy, dx, dw)
     }
 
     fn mse(&self, a: &Vec<T>, b: &Vec<T>, out: &mut Vec<T>) -> Result<()> {
