@@ -204,9 +204,9 @@ fn analyze_runs_on_a_cryodrgn_run() {
     let a = run.join("analyze");
     for p in [
         "z_pca.png",
-        "kmeans4/vol_000.mrc",
-        "kmeans4/vol_003.mrc",
-        "pc1/vol_009.mrc",
+        "kmeans4/vol_001.mrc",
+        "kmeans4/vol_004.mrc",
+        "pc1/vol_010.mrc",
     ] {
         assert!(a.join(p).exists(), "{p} missing");
     }
@@ -218,7 +218,7 @@ fn analyze_runs_on_a_cryodrgn_run() {
     let mut args = vec!["eval-vol", s(&w), "-c", s(&c), "-o", s(&out), "-z"];
     args.extend(c0.iter().copied());
     cli(&args).unwrap();
-    let e = rel_err(&volume(&a.join("kmeans4/vol_000.mrc")), &volume(&out));
+    let e = rel_err(&volume(&a.join("kmeans4/vol_001.mrc")), &volume(&out));
     assert!(e < 1e-5, "{e}");
 }
 
@@ -307,8 +307,8 @@ fn train_vae_continues_a_cryodrgn_run() {
         s(&out),
     ])
     .unwrap();
-    // cryoDRGN 4's weights.pkl holds 2 epochs: the continued run trained its third (0-based 2)
-    assert!(out.join("weights.2.safetensors").exists());
+    // cryoDRGN 4's weights.pkl holds 2 epochs: the continued run trained its third
+    assert!(out.join("weights.3.safetensors").exists() && out.join("weights.3.pkl").exists());
     let vol = dir.path().join("cont.mrc");
     cli(&[
         "eval-vol",
@@ -324,7 +324,7 @@ fn train_vae_continues_a_cryodrgn_run() {
     .unwrap();
     let e = rel_err(&volume(&vol), &volume(&f.join("vae_vol.mrc")));
     assert!(e <= 1e-4, "continued model's volume off by {e}");
-    // --load latest: the folder's last checkpoint (weights.2.safetensors), one more epoch
+    // --load latest: the folder's last checkpoint (weights.3.safetensors), one more epoch
     cli(&[
         "train-vae",
         s(&parts),
@@ -339,7 +339,7 @@ fn train_vae_continues_a_cryodrgn_run() {
         s(&out),
     ])
     .unwrap();
-    assert!(out.join("weights.3.safetensors").exists());
+    assert!(out.join("weights.4.safetensors").exists());
     // a size that contradicts the run's config.yaml is an error naming the checkpoint
     let err = cli(&[
         "train-vae",

@@ -383,8 +383,8 @@ fn readme_and_module_doc_lines() {
         &docs,
     );
     exists(w, &["indices.pkl", "indices_inverse.pkl"]);
-    let sel = cryofield::meta::load_indices(&w.join("selected.pkl"), 24).unwrap();
-    let got = cryofield::meta::load_indices(&w.join("indices.pkl"), 24).unwrap();
+    let sel = cryofield::meta::load_indices(w.join("selected.pkl"), 24).unwrap();
+    let got = cryofield::meta::load_indices(w.join("indices.pkl"), 24).unwrap();
     assert_eq!(got, sel, "filter --plot-inds keeps the listed particles");
     for line in [
         "cryodrgn filter 00_trainvae",
