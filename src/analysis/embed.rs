@@ -23,6 +23,29 @@ use crate::analysis::kmeans::nearest_points;
 use crate::analysis::pca::{check_z, Pca};
 use crate::error::{Error, Result};
 
+/// The points an embedding fits when there are more than `max_points` of the `(n, zdim)` rows of
+/// `z`: `max_points` of them drawn with `rng` (every row otherwise), in ascending order, and
+/// their rows gathered `(S, zdim)`.
+pub(crate) fn subsample(
+    z: &[f32],
+    n: usize,
+    zdim: usize,
+    max_points: usize,
+    rng: &mut StdRng,
+) -> (Vec<usize>, Vec<f32>) {
+    let mut sub: Vec<usize> = if n > max_points {
+        rand::seq::index::sample(rng, n, max_points).into_vec()
+    } else {
+        (0..n).collect()
+    };
+    sub.sort_unstable();
+    let xs = sub
+        .iter()
+        .flat_map(|&i| z[i * zdim..(i + 1) * zdim].iter().copied())
+        .collect();
+    (sub, xs)
+}
+
 /// Settings of [`tsne`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct TsneOptions {
@@ -215,17 +238,8 @@ pub fn tsne(
             "t-SNE needs max_points ≥ 1, n_iter ≥ 1 and a positive perplexity",
         ));
     }
-    let mut sub: Vec<usize> = if n > opts.max_points {
-        let mut rng = StdRng::seed_from_u64(opts.seed);
-        rand::seq::index::sample(&mut rng, n, opts.max_points).into_vec()
-    } else {
-        (0..n).collect()
-    };
-    sub.sort_unstable();
-    let xs: Vec<f32> = sub
-        .iter()
-        .flat_map(|&i| z[i * zdim..(i + 1) * zdim].iter().copied())
-        .collect();
+    let mut rng = StdRng::seed_from_u64(opts.seed);
+    let (sub, xs) = subsample(z, n, zdim, opts.max_points, &mut rng);
     let ys = tsne_exact(&xs, sub.len(), zdim, opts)?;
     if sub.len() == n {
         return Ok((ys, sub));

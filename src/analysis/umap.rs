@@ -510,16 +510,7 @@ pub fn umap(
         )));
     }
     let mut rng = StdRng::seed_from_u64(opts.seed);
-    let mut sub: Vec<usize> = if n > opts.max_points {
-        rand::seq::index::sample(&mut rng, n, opts.max_points).into_vec()
-    } else {
-        (0..n).collect()
-    };
-    sub.sort_unstable();
-    let xs: Vec<f32> = sub
-        .iter()
-        .flat_map(|&i| z[i * zdim..(i + 1) * zdim].iter().copied())
-        .collect();
+    let (sub, xs) = crate::analysis::embed::subsample(z, n, zdim, opts.max_points, &mut rng);
     let ys = umap_exact(&xs, sub.len(), zdim, opts, &mut rng)?;
     if sub.len() == n {
         return Ok((ys, sub));

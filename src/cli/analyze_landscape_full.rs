@@ -160,23 +160,9 @@ impl LandscapePca {
 
 /// The `kmeans{K}` folder of a landscape folder with the largest K (as the reference picks it).
 fn kmeans_dir(landscape: &Path) -> anyhow::Result<(usize, PathBuf)> {
-    let rd = std::fs::read_dir(landscape)
+    let found = crate::cli::filter_latent::kmeans_folders(landscape)
         .with_context(|| format!("reading landscape folder {}", landscape.display()))?;
-    let mut best: Option<(usize, PathBuf)> = None;
-    for e in rd.flatten() {
-        let Ok(name) = e.file_name().into_string() else {
-            continue;
-        };
-        if let Some(k) = name
-            .strip_prefix("kmeans")
-            .and_then(|s| s.parse::<usize>().ok())
-        {
-            if e.path().is_dir() && best.as_ref().is_none_or(|b| k > b.0) {
-                best = Some((k, e.path()));
-            }
-        }
-    }
-    best.with_context(|| {
+    found.into_iter().max_by_key(|(k, _)| *k).with_context(|| {
         format!(
             "no kmeans{{K}} folder in {}: did analyze-landscape run there?",
             landscape.display()

@@ -94,10 +94,11 @@ pub fn low_pass_volume(vol: &[f32], d: usize, apix: f32, res: f32) -> Vec<f32> {
     crate::fourier::fft::ihtn_center(&ht, d)
 }
 
-/// The centred `(c, c, c)` box of a `(d, d, d)` volume, from index `d/2 − c/2` on each axis (the
-/// reference's `crop_real_space`).
+/// The centred `(c, c, c)` box of a `(d, d, d)` volume, from index
+/// [`crop_start`](crate::fourier::downsample::crop_start) on each axis (the reference's
+/// `crop_real_space`).
 pub fn crop_volume(vol: &[f32], d: usize, c: usize) -> Vec<f32> {
-    let a = d / 2 - c / 2;
+    let a = crate::fourier::downsample::crop_start(d, c);
     let mut out = Vec::with_capacity(c * c * c);
     for z in a..a + c {
         for y in a..a + c {
@@ -132,7 +133,10 @@ pub fn write_volumes(
         }
     }
     let (c, a) = match opts.crop {
-        Some(c) => (c, (d / 2 - c / 2) as f32 * apix),
+        Some(c) => (
+            c,
+            crate::fourier::downsample::crop_start(d, c) as f32 * apix,
+        ),
         None => (d, 0.0),
     };
     let mut out = Vec::with_capacity(m);

@@ -129,6 +129,26 @@ fn last_epoch(outdir: &Path) -> anyhow::Result<usize> {
     })
 }
 
+/// The `kmeans{K}` folders in `dir` (analyze's, analyze-landscape's) as (K, path), in path order.
+pub fn kmeans_folders(dir: &Path) -> anyhow::Result<Vec<(usize, PathBuf)>> {
+    let mut found: Vec<(usize, PathBuf)> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let k = e
+                .file_name()
+                .to_str()?
+                .strip_prefix("kmeans")
+                .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))?
+                .parse()
+                .ok()?;
+            e.path().is_dir().then(|| (k, e.path()))
+        })
+        .collect();
+    found.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(found)
+}
+
 /// The `kmeans{K}` folder of `analyze`: `K` when given, else the only one.
 fn kmeans_dir(adir: &Path, k: Option<usize>) -> anyhow::Result<PathBuf> {
     if let Some(k) = k {
@@ -141,19 +161,7 @@ fn kmeans_dir(adir: &Path, k: Option<usize>) -> anyhow::Result<PathBuf> {
         }
         return Ok(d);
     }
-    let mut found: Vec<PathBuf> = std::fs::read_dir(adir)
-        .with_context(|| format!("reading {}", adir.display()))?
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .and_then(|n| n.strip_prefix("kmeans"))
-                .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
-                && e.path().is_dir()
-        })
-        .map(|e| e.path())
-        .collect();
-    found.sort();
+    let mut found: Vec<PathBuf> = kmeans_folders(adir)?.into_iter().map(|(_, p)| p).collect();
     match found.len() {
         1 => Ok(found.swap_remove(0)),
         0 => bail!(
@@ -245,9 +253,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let mut keep = vec![true; n];
     let mut what = Vec::new();
 
-    if let Some(s) = a.sel.iter().find(|&&s| s < 1) {
-        bail!("--sel {s}: cluster ids count from 1 (as analyze's vol_001.mrc and cryoDRGN 4.3's)");
-    }
+    crate::cli::select_clusters::check_cluster_ids(&a.sel)?;
     if !a.sel.is_empty() {
         let adir = a
             .analyze_dir

@@ -45,6 +45,15 @@ pub fn select_labels(labels: &[i64], sel: &[i64]) -> Vec<usize> {
         .collect()
 }
 
+/// `--sel` ids count from 1 (as analyze's `vol_001.mrc` and cryoDRGN 4.3's): 0 or a negative id
+/// is an error.
+pub fn check_cluster_ids(sel: &[i64]) -> anyhow::Result<()> {
+    if let Some(s) = sel.iter().find(|&&s| s < 1) {
+        bail!("--sel {s}: cluster ids count from 1 (as analyze's vol_001.mrc and cryoDRGN 4.3's)");
+    }
+    Ok(())
+}
+
 /// Run `select-clusters`.
 pub fn run(a: Args) -> anyhow::Result<()> {
     let (shape, labels) = load_int_array(&a.labels, "cluster labels")?;
@@ -54,9 +63,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             a.labels.display()
         );
     }
-    if let Some(s) = a.sel.iter().find(|&&s| s < 1) {
-        bail!("--sel {s}: cluster ids count from 1 (as analyze's vol_001.mrc and cryoDRGN 4.3's)");
-    }
+    check_cluster_ids(&a.sel)?;
     // ids from 1 → the labels stored (from 0)
     let sel: Vec<i64> = a.sel.iter().map(|s| s - 1).collect();
     let present = |s: &i64| labels.contains(s);

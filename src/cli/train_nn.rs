@@ -235,19 +235,10 @@ pub fn latest_checkpoint(outdir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// The checkpoint to resume from for `--load PATH`: for a `weights.N.pkl` that one of our runs
-/// wrote (a `weights.N.safetensors` and our `config.json` beside it), that safetensors file,
-/// which holds the same model and optimizer plus every setting our run records; else `path`.
+/// wrote, its [`crate::model::load::safetensors_twin`], which holds the same model and optimizer
+/// plus every setting our run records; else `path`.
 pub fn own_checkpoint(path: PathBuf) -> PathBuf {
-    let twin = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.strip_suffix(".pkl"))
-        .filter(|stem| stem == &"weights" || stem.starts_with("weights."))
-        .map(|stem| path.with_file_name(format!("{stem}.safetensors")));
-    match twin {
-        Some(t) if t.is_file() && path.with_file_name("config.json").is_file() => t,
-        _ => path,
-    }
+    crate::model::load::safetensors_twin(&path).unwrap_or(path)
 }
 
 /// Flags shared by `train-nn` and `train-vae` (the reference's names and defaults).

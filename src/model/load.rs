@@ -376,21 +376,27 @@ impl LoadedModel {
         Ok(out)
     }
 }
-/// `weights.N.pkl` names for our runs: cryoDRGN 4.3 writes every checkpoint as `weights.N.pkl`,
-/// ours are `weights.N.safetensors` (the last epoch also as `weights.N.pkl` and `weights.pkl`).
-/// When `weights` is a missing `weights[.N].pkl` and the folder holds that epoch's
-/// `weights[.N].safetensors` and our `config.json`, those two are used (whichever config was
-/// named: our config.yaml carries fewer settings); otherwise the paths as given.
-pub fn own_files(weights: &Path, config: &Path) -> (PathBuf, PathBuf) {
+/// The checkpoint of our run behind the cryoDRGN name `weights[.N].pkl`: that epoch's
+/// `weights[.N].safetensors`, when it and our `config.json` are beside `weights` (None for any
+/// other name, or when either is missing). cryoDRGN 4.3 writes every checkpoint as
+/// `weights.N.pkl`; ours are `weights.N.safetensors` (the last epoch also as `weights.N.pkl`).
+pub fn safetensors_twin(weights: &Path) -> Option<PathBuf> {
     let twin = weights
         .file_name()
         .and_then(|n| n.to_str())
         .and_then(|n| n.strip_suffix(".pkl"))
         .filter(|stem| stem == &"weights" || stem.starts_with("weights."))
-        .map(|stem| weights.with_file_name(format!("{stem}.safetensors")));
-    let json = weights.with_file_name("config.json");
-    match twin {
-        Some(t) if !weights.exists() && t.is_file() && json.is_file() => {
+        .map(|stem| weights.with_file_name(format!("{stem}.safetensors")))?;
+    (twin.is_file() && weights.with_file_name("config.json").is_file()).then_some(twin)
+}
+
+/// `weights.N.pkl` names for our runs: when `weights` is a missing `weights[.N].pkl` with a
+/// [`safetensors_twin`], that checkpoint and our `config.json` are used (whichever config was
+/// named: our config.yaml carries fewer settings); otherwise the paths as given.
+pub fn own_files(weights: &Path, config: &Path) -> (PathBuf, PathBuf) {
+    match safetensors_twin(weights).filter(|_| !weights.exists()) {
+        Some(t) => {
+            let json = weights.with_file_name("config.json");
             eprintln!(
                 "note: {} is not there; using {} and {} (this run's checkpoint of that epoch)",
                 weights.display(),
@@ -399,6 +405,6 @@ pub fn own_files(weights: &Path, config: &Path) -> (PathBuf, PathBuf) {
             );
             (t, json)
         }
-        _ => (weights.to_path_buf(), config.to_path_buf()),
+        None => (weights.to_path_buf(), config.to_path_buf()),
     }
 }
