@@ -1,5 +1,7 @@
 //! Analysis outputs: plots (PNG, embedded font, atomic writes).
 
+pub mod convergence;
+pub mod convergence_plots;
 pub mod embed;
 pub mod kmeans;
 pub mod landscape;

@@ -48,6 +48,29 @@ pub(crate) const TAB10: [RGBColor; 10] = [
     RGBColor(23, 190, 207),
 ];
 
+/// Matplotlib's viridis at `t` in [0, 1] (linear between 9 of its colours, within 19/255 of the
+/// real map per channel); `t` is clamped to [0, 1] and NaN maps to 0.
+pub(crate) fn viridis(t: f64) -> RGBColor {
+    const V: [(f64, f64, f64); 9] = [
+        (68.0, 1.0, 84.0),
+        (71.0, 44.0, 122.0),
+        (59.0, 81.0, 139.0),
+        (44.0, 113.0, 142.0),
+        (33.0, 144.0, 141.0),
+        (39.0, 173.0, 129.0),
+        (92.0, 200.0, 99.0),
+        (170.0, 220.0, 50.0),
+        (253.0, 231.0, 37.0),
+    ];
+    let t = if t.is_nan() { 0.0 } else { t.clamp(0.0, 1.0) };
+    let x = t * (V.len() - 1) as f64;
+    let i = (x.floor() as usize).min(V.len() - 2);
+    let f = x - i as f64;
+    let mix = |a: f64, b: f64| (a + (b - a) * f).round() as u8;
+    let (a, b) = (V[i], V[i + 1]);
+    RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+}
+
 /// Axis labels, ranges and image size of a plot.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlotStyle {
@@ -92,7 +115,7 @@ pub struct Series<'a> {
 
 pub(crate) type DynResult<T> = std::result::Result<T, Box<dyn StdError + Send + Sync>>;
 
-fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
+pub(crate) fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::invalid(format!("{}: plotting failed: {e}", path.display()))
 }
 
@@ -151,7 +174,7 @@ pub(crate) fn auto_range<'a>(vals: impl Iterator<Item = &'a f64>) -> (f64, f64) 
     }
 }
 
-fn check_series(path: &Path, s: &Series<'_>) -> Result<()> {
+pub(crate) fn check_series(path: &Path, s: &Series<'_>) -> Result<()> {
     if s.x.len() != s.y.len() {
         return Err(Error::Shape {
             what: format!("{}: series `{}`", path.display(), s.label),

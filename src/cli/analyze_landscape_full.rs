@@ -39,7 +39,7 @@
 
 use crate::analysis::landscape::volume_pca;
 use crate::analysis::latent::load_z;
-use crate::analysis::plot::{auto_range, chart_builder, draw_mesh, render, PlotStyle};
+use crate::analysis::plot::{auto_range, chart_builder, draw_mesh, render, viridis, PlotStyle};
 use crate::autodiff::{ParamStore, Tape, Tensor};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::{Activation, Backend};
@@ -536,27 +536,6 @@ fn density_plot(
         Ok(())
     })?;
     Ok(())
-}
-
-/// Matplotlib's viridis at `t` in [0, 1] (linear between 9 of its colours).
-fn viridis(t: f64) -> RGBColor {
-    const V: [(f64, f64, f64); 9] = [
-        (68.0, 1.0, 84.0),
-        (71.0, 44.0, 122.0),
-        (59.0, 81.0, 139.0),
-        (44.0, 113.0, 142.0),
-        (33.0, 144.0, 141.0),
-        (39.0, 173.0, 129.0),
-        (92.0, 200.0, 99.0),
-        (170.0, 220.0, 50.0),
-        (253.0, 231.0, 37.0),
-    ];
-    let x = t.clamp(0.0, 1.0) * (V.len() - 1) as f64;
-    let i = (x.floor() as usize).min(V.len() - 2);
-    let f = x - i as f64;
-    let mix = |a: f64, b: f64| (a + (b - a) * f).round() as u8;
-    let (a, b) = (V[i], V[i + 1]);
-    RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
 }
 
 /// `analyze.E` → `landscape.E` beside it (as analyze-landscape names its folder).

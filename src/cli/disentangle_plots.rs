@@ -12,7 +12,7 @@
 
 use crate::analysis::latent::load_z;
 use crate::analysis::pca::Pca;
-use crate::analysis::plot::{auto_range, render, FONT};
+use crate::analysis::plot::{auto_range, render, viridis, FONT};
 use crate::cli::disentangle::load_truth;
 use crate::disentangle::mcc::align_angle;
 use crate::io::atomic::write_bytes_atomic;
@@ -42,7 +42,7 @@ pub struct PlotsArgs {
     pub o: PathBuf,
 }
 
-/// A colour for `t` ∈ \[0, 1\]: a viridis-like ramp, or a hue circle when `cyclic`.
+/// A colour for `t` ∈ \[0, 1\]: viridis, or a hue circle when `cyclic`.
 fn colour(t: f64, cyclic: bool) -> RGBColor {
     let t = if t.is_finite() {
         t.clamp(0.0, 1.0)
@@ -63,23 +63,7 @@ fn colour(t: f64, cyclic: bool) -> RGBColor {
         let s = |v: f64| (40.0 + 200.0 * v) as u8;
         return RGBColor(s(r), s(g), s(b));
     }
-    // anchors of viridis at 0, ¼, ½, ¾, 1
-    const V: [(f64, f64, f64); 5] = [
-        (68.0, 1.0, 84.0),
-        (59.0, 82.0, 139.0),
-        (33.0, 145.0, 140.0),
-        (94.0, 201.0, 98.0),
-        (253.0, 231.0, 37.0),
-    ];
-    let u = t * 4.0;
-    let i = (u as usize).min(3);
-    let f = u - i as f64;
-    let l = |a: f64, b: f64| (a + f * (b - a)) as u8;
-    RGBColor(
-        l(V[i].0, V[i + 1].0),
-        l(V[i].1, V[i + 1].1),
-        l(V[i].2, V[i + 1].2),
-    )
+    viridis(t)
 }
 
 /// Scatter of (x, y) coloured by `c` (min..max mapped to the colour map), to a PNG.

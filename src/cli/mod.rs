@@ -5,6 +5,7 @@ pub mod abinit_ai;
 pub mod abinit_het;
 pub mod abinit_homo;
 pub mod analyze;
+pub mod analyze_convergence;
 pub mod analyze_landscape;
 pub mod analyze_landscape_full;
 pub mod backproject_voxel;
@@ -33,6 +34,7 @@ pub mod isometry;
 pub mod kl_kliep;
 pub mod parse_ctf;
 pub mod parse_pose;
+pub mod parse_star;
 pub mod pathway;
 pub mod pc_eval;
 pub mod pc_gen_metrics;
@@ -94,6 +96,8 @@ pub enum Command {
     ParseCtfStar(parse_ctf::StarArgs),
     #[command(alias = "parse_ctf_csparc")]
     ParseCtfCsparc(parse_ctf::CsArgs),
+    #[command(alias = "parse_star")]
+    ParseStar(parse_star::Args),
     #[command(alias = "view_header")]
     ViewHeader(view_header::Args),
     Info(info::Args),
@@ -196,6 +200,8 @@ pub enum Command {
     Clean(clean::Args),
     #[command(alias = "analyze_landscape_full")]
     AnalyzeLandscapeFull(analyze_landscape_full::Args),
+    #[command(alias = "analyze_convergence")]
+    AnalyzeConvergence(analyze_convergence::Args),
 }
 
 /// Run a parsed command line.
@@ -207,6 +213,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ParsePoseCsparc(a) => parse_pose::run_cs(a),
         Command::ParseCtfStar(a) => parse_ctf::run_star(a),
         Command::ParseCtfCsparc(a) => parse_ctf::run_cs(a),
+        Command::ParseStar(a) => parse_star::run(a),
         Command::ViewHeader(a) => view_header::run(a),
         Command::Info(a) => info::run(a),
         Command::Fsc(a) => fsc::run(a),
@@ -270,5 +277,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::PlotClasses(a) => plot_classes::run(a),
         Command::Clean(a) => clean::run(a),
         Command::AnalyzeLandscapeFull(a) => analyze_landscape_full::run(a),
+        Command::AnalyzeConvergence(a) => analyze_convergence::run(a),
     }
 }

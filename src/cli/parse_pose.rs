@@ -6,7 +6,7 @@
 use crate::io::cs::CsFile;
 use crate::io::star::StarFile;
 use crate::meta::Poses;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Parse poses from a RELION .star file (3.0, 3.1 or 5).
 #[derive(Debug, clap::Args)]
@@ -45,27 +45,30 @@ pub struct CsArgs {
     pub o: PathBuf,
 }
 
-fn report(p: &Poses, out: &std::path::Path) {
+fn report(p: &Poses, out: &Path) {
     if let (Some(r), Some(t)) = (p.rots.first(), p.trans.as_ref().and_then(|t| t.first())) {
         eprintln!("first rotation: {r:?}\nfirst translation (fraction of D): {t:?}");
     }
     eprintln!("wrote {} poses to {}", p.len(), out.display());
 }
 
+/// Writes `poses` to the pose.pkl `out` (atomically) and reports the first pose.
+pub fn save_poses(poses: &Poses, out: &Path) -> anyhow::Result<()> {
+    poses.save(out)?;
+    report(poses, out);
+    Ok(())
+}
+
 /// Run `parse-pose-star`.
 pub fn run_star(a: StarArgs) -> anyhow::Result<()> {
     let star = StarFile::read(&a.input)?;
     let poses = Poses::from_star(&star, a.d, a.apix)?;
-    poses.save(&a.o)?;
-    report(&poses, &a.o);
-    Ok(())
+    save_poses(&poses, &a.o)
 }
 
 /// Run `parse-pose-csparc`.
 pub fn run_cs(a: CsArgs) -> anyhow::Result<()> {
     let cs = CsFile::read(&a.input)?;
     let poses = Poses::from_cs(&cs.records, &cs.path, a.d, a.abinit, a.hetrefine)?;
-    poses.save(&a.o)?;
-    report(&poses, &a.o);
-    Ok(())
+    save_poses(&poses, &a.o)
 }
