@@ -377,6 +377,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     // 2. UMAPs of a particle subset at the sampled epochs
     let zlast = load_z(zfile(last))?;
     let (n_total, zdim) = (zlast.n, zlast.zdim);
+    // every epoch's latents must have the last epoch's shape
+    let load_epoch = |e: usize| -> anyhow::Result<Vec<f32>> {
+        let z = load_z(zfile(e))?;
+        if z.n != n_total || z.zdim != zdim {
+            bail!(
+                "{}: ({}, {}) latents, but {} has ({n_total}, {zdim})",
+                zfile(e).display(),
+                z.n,
+                z.zdim,
+                zfile(last).display()
+            );
+        }
+        Ok(z.z)
+    };
     let ind_path = out.join("ind_subset.pkl");
     let umap_path = |e: usize| out.join("umaps").join(format!("umap.{e}.pkl"));
     let mut umaps: Vec<Vec<f64>> = Vec::new();
@@ -423,17 +437,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         let bar = crate::cli::progress::bar(epochs.len() as u64, "UMAP");
         for &e in &epochs {
-            let z = load_z(zfile(e))?;
-            if z.n != n_total || z.zdim != zdim {
-                bail!(
-                    "{}: ({}, {}) latents, but {} has ({n_total}, {zdim})",
-                    zfile(e).display(),
-                    z.n,
-                    z.zdim,
-                    zfile(last).display()
-                );
-            }
-            let zs = gather(&z.z, zdim, &subset);
+            let z = load_epoch(e)?;
+            let zs = gather(&z, zdim, &subset);
             let (emb, _) = umap(
                 &zs,
                 subset.len(),
@@ -482,17 +487,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let mut metrics = Vec::with_capacity(3 * (last - 2));
     let mut zs: Vec<Vec<f32>> = Vec::new();
     for e in 1..=last {
-        let z = load_z(zfile(e))?;
-        if z.n != n_total || z.zdim != zdim {
-            bail!(
-                "{}: ({}, {}) latents, but {} has ({n_total}, {zdim})",
-                zfile(e).display(),
-                z.n,
-                z.zdim,
-                zfile(last).display()
-            );
-        }
-        zs.push(z.z);
+        zs.push(load_epoch(e)?);
         if zs.len() == 3 {
             metrics.extend(latent_shifts(&zs[0], &zs[1], &zs[2], zdim)?);
             zs.remove(0);
@@ -568,8 +563,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let mut reps: Vec<Vec<f32>> = Vec::new();
     let mut marks: Vec<Vec<(f64, f64)>> = Vec::new();
     for (i, &e) in epochs.iter().enumerate() {
-        let z = load_z(zfile(e))?;
-        let zsub = gather(&z.z, zdim, &subset);
+        let zsub = gather(&load_epoch(e)?, zdim, &subset);
         let ind = representatives(&zsub, zdim, &sk.members);
         let r = gather(&zsub, zdim, &ind);
         savetxt(
