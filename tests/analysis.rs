@@ -343,6 +343,10 @@ fn run_basic_on_real_latents() {
         "pc1/pca_traversal.png",
         "pc1/umap_traversal.png",
         "pc2/umap_traversal_connected.png",
+        "z_pca_hexbin.png",
+        "umap_hexbin.png",
+        "kmeans20/z_pca_hex.png",
+        "kmeans20/umap_hex.png",
     ] {
         assert!(out.join(f).is_file(), "missing {f}");
     }

@@ -236,6 +236,7 @@ fn demo_runs_end_to_end() {
         "accuracy.txt",
         "vae/z.2.pkl",
         "vae/analyze.2/z_hist.png",
+        "vae/analyze.2/z.png",
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }

@@ -375,6 +375,16 @@ fn draw_colorbar(area: &Area<'_>, norm: Norm, label: &str) -> DynResult<()> {
 /// Errors (naming `path`) on an odd `xy` length, a `mark_labels` length neither 0 nor
 /// `marks.len()`, no panels.
 pub fn density_grid(path: &Path, panels: &[DensityPanel<'_>], colorbar_label: &str) -> Result<()> {
+    density_grid_axes(path, panels, colorbar_label, ("UMAP1", "UMAP2"))
+}
+
+/// [`density_grid`] with other axis labels `(x, y)` (e.g. `("PC1 (0.45)", "PC2 (0.21)")`).
+pub fn density_grid_axes(
+    path: &Path,
+    panels: &[DensityPanel<'_>],
+    colorbar_label: &str,
+    axes: (&str, &str),
+) -> Result<()> {
     if panels.is_empty() {
         return Err(Error::invalid(format!(
             "{}: a density grid needs at least one panel",
@@ -426,8 +436,8 @@ pub fn density_grid(path: &Path, panels: &[DensityPanel<'_>], colorbar_label: &s
         let cells = grid.split_evenly((rows, cols));
         for (i, (p, h)) in panels.iter().zip(&hists).enumerate() {
             let mut chart = panel_chart(&cells[i], &p.title, xr, yr)?;
-            let x_desc = if i + cols >= n { "UMAP1" } else { "" };
-            let y_desc = if i % cols == 0 { "UMAP2" } else { "" };
+            let x_desc = if i + cols >= n { axes.0 } else { "" };
+            let y_desc = if i % cols == 0 { axes.1 } else { "" };
             panel_mesh(&mut chart, x_desc, y_desc, false)?;
             h.draw(&mut chart, norm)?;
             draw_marks(&mut chart, p.marks, p.mark_labels)?;

@@ -19,12 +19,13 @@
 //!
 //! The UMAP files are written for zdim > 2 unless `skip_embedding` (the reference's `--skip-umap`).
 //!
-//! Not drawn (seaborn/colormap styles of the reference): `z_pca_marginals.png`, `z_pca_hexbin.png`,
-//! `umap_marginals.png`, `umap_hexbin.png`, `kmeans{K}/z_pca_hex.png`, `kmeans{K}/umap_hex.png`,
-//! `pc{1,2}/umap.png` (UMAP coloured by the PC value).
+//! | `z_pca_hexbin.png`, `umap_hexbin.png`, `kmeans{K}/z_pca_hex.png`, `kmeans{K}/umap_hex.png` | the same as densities (log counts on a 100 × 100 grid standing in for seaborn's hexbins), the last two with the numbered centers |
 //!
-//! For `zdim = 1` (the reference's `analyze_z1`): `z_hist.png` and `z_values.txt` with the
-//! 5th..95th percentiles of z.
+//! Not drawn (seaborn styles of the reference): `z_pca_marginals.png`, `umap_marginals.png`
+//! (scatters with marginal histograms), `pc{1,2}/umap.png` (UMAP coloured by the PC value).
+//!
+//! For `zdim = 1` (the reference's `analyze_z1`): `z.png` (z against particle index),
+//! `z_hist.png` and `z_values.txt` with the 5th..95th percentiles of z.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -270,6 +271,23 @@ pub fn marked_scatter(
     })
 }
 
+/// A one-panel density of the `(n, 2)` points `xy` with the numbered points `marks` (from 1, as
+/// the volumes), for the reference's seaborn hexbin plots.
+fn hexbin(path: &Path, xy: &[f64], marks: &[(f64, f64)], axes: (&str, &str)) -> Result<()> {
+    let labels: Vec<String> = (1..=marks.len()).map(|k| k.to_string()).collect();
+    crate::analysis::convergence_plots::density_grid_axes(
+        path,
+        &[crate::analysis::convergence_plots::DensityPanel {
+            title: String::new(),
+            xy,
+            marks,
+            mark_labels: &labels,
+        }],
+        "particles",
+        axes,
+    )
+}
+
 /// Settings of [`run_basic_with`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct BasicOptions {
@@ -360,6 +378,17 @@ pub fn run_basic_with(
     mkdir(outdir)?;
     if zdim == 1 {
         let v = widen(z);
+        let idx: Vec<f64> = (0..n).map(|i| i as f64).collect();
+        scatter_plot(
+            outdir.join("z.png"),
+            &idx,
+            &v,
+            &PlotStyle {
+                x_label: "particle".into(),
+                y_label: "z".into(),
+                ..PlotStyle::default()
+            },
+        )?;
         histogram(
             outdir.join("z_hist.png"),
             &v,
@@ -399,6 +428,9 @@ pub fn run_basic_with(
         ..PlotStyle::default()
     };
     scatter_plot(outdir.join("z_pca.png"), &pc1, &pc2, &pc_style)?;
+    let pc_xy: Vec<f64> = pc1.iter().zip(&pc2).flat_map(|(&a, &b)| [a, b]).collect();
+    let pc_axes = (pc_style.x_label.as_str(), pc_style.y_label.as_str());
+    hexbin(&outdir.join("z_pca_hexbin.png"), &pc_xy, &[], pc_axes)?;
     for (k, c) in [(1, &pc1), (2, &pc2)] {
         histogram(
             outdir.join(format!("pc{k}_hist.png")),
@@ -448,6 +480,9 @@ pub fn run_basic_with(
     };
     if let Some((ex, ey)) = &umap_xy {
         scatter_plot(outdir.join("umap.png"), ex, ey, &umap_style)?;
+    }
+    if let Some(e) = &embedding {
+        hexbin(&outdir.join("umap_hexbin.png"), e, &[], ("UMAP1", "UMAP2"))?;
     }
 
     let mut jobs = Vec::new();
@@ -526,9 +561,13 @@ pub fn run_basic_with(
         },
         &pc_style,
     )?;
+    hexbin(&kdir.join("z_pca_hex.png"), &pc_xy, &cpts, pc_axes)?;
 
     if let Some((ex, ey)) = &umap_xy {
         let epts: Vec<(f64, f64)> = centers_ind.iter().map(|&i| (ex[i], ey[i])).collect();
+        if let Some(e) = &embedding {
+            hexbin(&kdir.join("umap_hex.png"), e, &epts, ("UMAP1", "UMAP2"))?;
+        }
         marked_scatter(
             kdir.join("umap.png"),
             ex,
