@@ -828,9 +828,36 @@ fn analyze_landscape_full_end_to_end() {
     assert_eq!(shape("ind.sampled.pkl"), vec![120]);
     assert_eq!(shape("vol_pca_sampled.pkl"), vec![120, 3]);
     assert_eq!(shape("vol_pca_all.pkl"), vec![120, 3]);
-    for f in ["model.pt", "volpca_landscape.png", "loss.txt"] {
+    for f in [
+        "model.pt",
+        "volpca_landscape.png",
+        "loss.txt",
+        "umap_vol_pca_hexbin.png",
+        "full_clustering/umap.png",
+    ] {
         assert!(out.join(f).exists(), "{f} missing");
     }
+    // UMAP of every particle, and a Leiden cluster numbered from 1 for each
+    assert_eq!(shape("umap_vol_pca.pkl"), vec![120, 2]);
+    let umap = read_pkl_all(out.join("umap_vol_pca.pkl")).unwrap()[0]
+        .as_array()
+        .unwrap()
+        .to_f64();
+    assert!(umap.iter().all(|v| v.is_finite()));
+    let labels_pkl = read_pkl_all(out.join("full_clustering/cluster_labels.pkl")).unwrap();
+    let labels_arr = labels_pkl[0].as_array().unwrap();
+    assert_eq!(labels_arr.shape, vec![120]);
+    assert_eq!(labels_arr.data.descr(), "<i4");
+    let labels = labels_arr.to_i64().unwrap();
+    let k = *labels.iter().max().unwrap();
+    assert!(labels.iter().all(|&c| c >= 1), "labels from 1: {labels:?}");
+    // every id in 1..=k used, sizes non-increasing with the id
+    let mut sizes = vec![0usize; k as usize];
+    labels.iter().for_each(|&c| sizes[c as usize - 1] += 1);
+    assert!(
+        sizes.iter().all(|&c| c > 0) && sizes.windows(2).all(|w| w[0] >= w[1]),
+        "cluster sizes {sizes:?}"
+    );
     // a sampled particle that is a sketch centre: its coordinates are the stored ones
     let ind: Vec<usize> = read_pkl_all(out.join("ind.sampled.pkl")).unwrap()[0]
         .as_array()

@@ -6,6 +6,7 @@ pub mod embed;
 pub mod kmeans;
 pub mod landscape;
 pub mod latent;
+pub mod leiden;
 pub mod mask;
 pub mod pca;
 pub mod plot;

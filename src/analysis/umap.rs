@@ -439,21 +439,29 @@ fn optimize_layout(y: &mut [f32], edges: &[(u32, u32, f32)], sgd: &Sgd, rng: &mu
     }
 }
 
-/// UMAP of the `(s, d)` points `x` (all of them, `s ≥ 2`): the `(s, 2)` embedding.
+/// COO edges `(i, j, P_ij)` of the fuzzy union (see [`fuzzy_union`]).
+type FuzzyGraph = Vec<(u32, u32, f32)>;
+
+/// UMAP of the `(s, d)` points `x` (all of them, `s ≥ 2`): the `(s, 2)` embedding and the fuzzy
+/// union graph (all its edges, before the pruning for the SGD).
 fn umap_exact(
     x: &[f32],
     s: usize,
     d: usize,
     opts: &UmapOptions,
     rng: &mut StdRng,
-) -> Result<Vec<f64>> {
+) -> Result<(Vec<f64>, FuzzyGraph)> {
     let (a, b) = find_ab_params(opts.spread, opts.min_dist)?;
     let k = opts.n_neighbors.min(s);
     let (ind, dist) = knn(x, s, d, k);
-    let mut edges = fuzzy_union(&ind, &dist, k);
+    let graph = fuzzy_union(&ind, &dist, k);
     let n_epochs = opts.n_epochs.unwrap_or(if s <= 10_000 { 500 } else { 200 });
-    let wmax = edges.iter().fold(0.0f32, |m, e| m.max(e.2));
-    edges.retain(|e| e.2 >= wmax / n_epochs as f32);
+    let wmax = graph.iter().fold(0.0f32, |m, e| m.max(e.2));
+    let edges: Vec<(u32, u32, f32)> = graph
+        .iter()
+        .copied()
+        .filter(|e| e.2 >= wmax / n_epochs as f32)
+        .collect();
     let mut y = pca_init(x, s, d, rng)?;
     optimize_layout(
         &mut y,
@@ -475,7 +483,23 @@ fn umap_exact(
             edges.len()
         )));
     }
-    Ok(y.iter().map(|&v| v as f64).collect())
+    Ok((y.iter().map(|&v| v as f64).collect(), graph))
+}
+
+/// A UMAP fit with its graph: what [`umap_with_graph`] returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UmapFit {
+    /// the embedding `(n, 2)` of every point, row-major
+    pub embedding: Vec<f64>,
+    /// indices of the `S` subsampled points, sorted (all points when `n ≤ max_points`)
+    pub subsample: Vec<usize>,
+    /// umap-learn's `graph_` on the subsample: the fuzzy union `P` (module doc, step 3, before
+    /// the SGD's pruning) as COO edges `(i, j, P_ij)` between positions in `subsample`, both
+    /// directions of each edge, sorted by `(i, j)`
+    pub graph: Vec<(u32, u32, f32)>,
+    /// position in `subsample` of the point each of the `n` points is embedded at (itself for
+    /// subsampled points, else its nearest subsampled point in z)
+    pub nearest: Vec<u32>,
 }
 
 /// 2-D UMAP embedding `(n, 2)` of the latents `z` `(n, zdim)` (see the module doc): on a seeded
@@ -492,6 +516,15 @@ pub fn umap(
     zdim: usize,
     opts: &UmapOptions,
 ) -> Result<(Vec<f64>, Vec<usize>)> {
+    let fit = umap_with_graph(z, n, zdim, opts)?;
+    Ok((fit.embedding, fit.subsample))
+}
+
+/// [`umap`] with the fuzzy graph it embedded (umap-learn's `reducer.graph_`, e.g. for Leiden
+/// clustering) and the subsampled point each point is placed at; the embedding is `umap`'s.
+///
+/// Errors as [`umap`].
+pub fn umap_with_graph(z: &[f32], n: usize, zdim: usize, opts: &UmapOptions) -> Result<UmapFit> {
     check_z("UMAP input", z, n, zdim)?;
     if n < 2 {
         return Err(Error::invalid(format!(
@@ -511,18 +544,28 @@ pub fn umap(
     }
     let mut rng = StdRng::seed_from_u64(opts.seed);
     let (sub, xs) = crate::analysis::embed::subsample(z, n, zdim, opts.max_points, &mut rng);
-    let ys = umap_exact(&xs, sub.len(), zdim, opts, &mut rng)?;
+    let (ys, graph) = umap_exact(&xs, sub.len(), zdim, opts, &mut rng)?;
     if sub.len() == n {
-        return Ok((ys, sub));
+        return Ok(UmapFit {
+            embedding: ys,
+            subsample: sub,
+            graph,
+            nearest: (0..n as u32).collect(),
+        });
     }
     // The blocked kernel of the kNN rather than `kmeans::nearest_points` (same answer, first
     // index on ties): ~2.7× faster on 100k × 20k points, and this is O(N·S).
     let near = nearest_k(&xs, sub.len(), z, zdim, 1, false);
-    let emb = near
+    let embedding = near
         .iter()
         .flat_map(|&(_, k)| [ys[2 * k as usize], ys[2 * k as usize + 1]])
         .collect();
-    Ok((emb, sub))
+    Ok(UmapFit {
+        embedding,
+        subsample: sub,
+        graph,
+        nearest: near.iter().map(|&(_, k)| k).collect(),
+    })
 }
 
 #[cfg(test)]
@@ -742,6 +785,39 @@ mod tests {
             .collect();
         for i in 0..500 {
             assert!(pts.contains(&(y[2 * i].to_bits(), y[2 * i + 1].to_bits())));
+        }
+    }
+
+    #[test]
+    fn umap_with_graph_returns_the_fuzzy_union() {
+        let (z, _) = blobs(300, 6, 3, 8);
+        let opts = UmapOptions {
+            n_neighbors: 12,
+            ..UmapOptions::default()
+        };
+        let fit = umap_with_graph(&z, 300, 6, &opts).unwrap();
+        let (y, sub) = umap(&z, 300, 6, &opts).unwrap();
+        assert_eq!((&fit.embedding, &fit.subsample), (&y, &sub));
+        let (ind, dist) = knn(&z, 300, 6, 12);
+        assert_eq!(fit.graph, fuzzy_union(&ind, &dist, 12));
+        assert_eq!(fit.nearest, (0..300).collect::<Vec<u32>>());
+        // Subsampled: graph on the subsample, every point placed at its `nearest`.
+        let fit = umap_with_graph(
+            &z,
+            300,
+            6,
+            &UmapOptions {
+                max_points: 100,
+                ..opts
+            },
+        )
+        .unwrap();
+        assert_eq!(fit.subsample.len(), 100);
+        assert!(fit.graph.iter().all(|&(i, j, _)| i < 100 && j < 100));
+        for (i, &k) in fit.nearest.iter().enumerate() {
+            let s = fit.subsample[k as usize];
+            assert_eq!(fit.embedding[2 * i], fit.embedding[2 * s]);
+            assert_eq!(fit.embedding[2 * i + 1], fit.embedding[2 * s + 1]);
         }
     }
 
