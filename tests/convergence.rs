@@ -13,6 +13,8 @@ use cryofield::io::mrc::{read_cube, MrcFile};
 use cryofield::io::pkl::{read_pkl, PyValue};
 use std::path::{Path, PathBuf};
 
+mod common;
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/convergence")
 }
@@ -168,36 +170,14 @@ const EPOCHS: usize = 9;
 
 /// A tiny run: a 2-state phantom (D = 16), 160 noiseless images, 9 epochs of zdim 2.
 fn train(dir: &Path) -> PathBuf {
-    let (ph, sim, vae) = (dir.join("ph"), dir.join("sim"), dir.join("vae"));
-    cli(&[
-        "phantom",
-        "--kind",
-        "discrete",
-        "--n-states",
-        "2",
-        "-D",
-        "16",
-        "-o",
-        s(&ph),
-    ])
-    .unwrap();
-    cli(&[
-        "simulate",
-        s(&ph.join("vols.txt")),
-        "-N",
-        "160",
-        "-o",
-        s(&sim),
-        "--seed",
-        "3",
-    ])
-    .unwrap();
+    let sim = common::phantom_sim(dir, "discrete", 2, 160, &[]);
+    let vae = dir.join("vae");
     let e = EPOCHS.to_string();
     cli(&[
         "train-vae",
-        s(&sim.join("particles.mrcs")),
+        s(&sim.particles()),
         "--poses",
-        s(&sim.join("pose.pkl")),
+        s(&sim.poses()),
         "--zdim",
         "2",
         "-n",

@@ -5,7 +5,6 @@
 
 use cryofield::meta::{CtfParams, Poses};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -17,21 +16,13 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+mod common;
+use common::run_ok;
+
 /// Run the binary; (success, stderr).
 fn run(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cryofield"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn run_ok(args: &[&str]) {
-    let (ok, err) = run(args);
-    assert!(ok, "{args:?} failed:\n{err}");
+    let (ok, _, err) = common::run(args);
+    (ok, err)
 }
 
 /// Run `args`; assert a clean failure (no panic) whose message contains every one of `needles`.
