@@ -31,6 +31,10 @@
 //! `n_iterations` iterations are run, each from the previous partition (igraph's default is 2);
 //! `0` iterates until an iteration changes nothing.
 //!
+//! Written by hand: the Rust crates for Leiden (leiden-rs, rune-leiden, fa-leiden-cd,
+//! sdivi-detection) have not yet been compared with igraph on the cross-check below; if one
+//! matches it as well, it should replace this module.
+//!
 //! Communities are numbered `0..` by decreasing size, ties by their smallest node (igraph's
 //! numbering is not by size).
 //!
