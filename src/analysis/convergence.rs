@@ -361,6 +361,27 @@ impl Default for SketchOptions {
     }
 }
 
+impl SketchOptions {
+    /// Errors on settings [`sketch_local_maxima`] cannot use: `final_maxima` outside 1..=26 (the
+    /// maxima are labelled A to Z), a negative or non-finite `radius` or `smooth_width`.
+    pub fn check(&self) -> Result<()> {
+        if self.final_maxima == 0 || self.final_maxima > 26 {
+            return Err(Error::invalid(format!(
+                "--final-maxima {}: give 1 to 26 (the maxima are labelled A to Z)",
+                self.final_maxima
+            )));
+        }
+        let ok = |v: f64| v.is_finite() && v >= 0.0;
+        if !ok(self.radius) || !ok(self.smooth_width) {
+            return Err(Error::invalid(format!(
+                "--radius {} and --smooth-width {} must be finite and not negative",
+                self.radius, self.smooth_width
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// What [`sketch_local_maxima`] found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sketch {
@@ -394,19 +415,7 @@ impl Sketch {
 
 /// The reference's `sketch_via_umap_local_maxima` on an `(n, 2)` UMAP (see the module doc).
 pub fn sketch_local_maxima(xy: &[f64], opts: &SketchOptions) -> Result<Sketch> {
-    if opts.final_maxima == 0 || opts.final_maxima > 26 {
-        return Err(Error::invalid(format!(
-            "--final-maxima {}: give 1 to 26 (the maxima are labelled A to Z)",
-            opts.final_maxima
-        )));
-    }
-    let ok = |v: f64| v.is_finite() && v >= 0.0;
-    if !ok(opts.radius) || !ok(opts.smooth_width) {
-        return Err(Error::invalid(format!(
-            "--radius {} and --smooth-width {} must be finite and not negative",
-            opts.radius, opts.smooth_width
-        )));
-    }
+    opts.check()?;
     let hist = histogram2d(xy, opts.n_bins)?;
     let n = opts.n_bins;
     let searched = if opts.smooth {

@@ -233,13 +233,7 @@ fn per_label<'a>(
 /// Run `analyze-convergence`.
 pub fn run(a: Args) -> anyhow::Result<()> {
     if let Some(t) = a.max_threads {
-        if rayon::ThreadPoolBuilder::new()
-            .num_threads(t.max(1))
-            .build_global()
-            .is_err()
-        {
-            eprintln!("note: --max-threads {t}: the thread pool is already running");
-        }
+        crate::cli::train_nn::set_max_threads(t);
     }
     if a.force_umap_cpu || a.n_epochs_umap.is_some() || a.device.is_some() {
         eprintln!(
@@ -279,12 +273,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if a.n_bins < 3 {
         bail!("--n-bins {}: give at least 3", a.n_bins);
     }
-    if a.final_maxima == 0 || a.final_maxima > 26 {
-        bail!(
-            "--final-maxima {}: give 1 to 26 (the maxima are labelled A to Z)",
-            a.final_maxima
-        );
-    }
+    sketch_opts.check()?;
     // Every input must be there before anything is written.
     let (_, _, config, _) = run_files(work, last as i64)?;
     let logfile = work.join("run.log");

@@ -320,21 +320,27 @@ pub struct RefFlags {
     pub multigpu: bool,
 }
 
+/// `--max-threads T`: size the global CPU pool to `T` threads (at least 1), or say that it is
+/// already running.
+pub fn set_max_threads(t: usize) {
+    match rayon::ThreadPoolBuilder::new()
+        .num_threads(t.max(1))
+        .build_global()
+    {
+        Ok(()) => eprintln!("threads: {}", t.max(1)),
+        Err(_) => eprintln!(
+            "note: --max-threads {t}: the thread pool is already running with {} threads",
+            rayon::current_num_threads()
+        ),
+    }
+}
+
 impl RefFlags {
     /// Apply `--max-threads` (the global pool, when it is not yet running) and note the flags
     /// that have no effect here.
     pub fn apply(&self) {
         if let Some(t) = self.max_threads {
-            match rayon::ThreadPoolBuilder::new()
-                .num_threads(t.max(1))
-                .build_global()
-            {
-                Ok(()) => eprintln!("threads: {}", t.max(1)),
-                Err(_) => eprintln!(
-                    "note: --max-threads {t}: the thread pool is already running with {} threads",
-                    rayon::current_num_threads()
-                ),
-            }
+            set_max_threads(t);
         }
         let noted: Vec<&str> = [
             ("--log-interval", self.log_interval.is_some()),
